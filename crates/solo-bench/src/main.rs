@@ -1,0 +1,47 @@
+//! Solo's benchmark harness. Each scenario prints one JSON object per line with its
+//! figures and, beside them, a baseline measured in the same run.
+//!
+//! Run with `cargo run --release -p solo-bench -- <scenario>`; `--help` lists them.
+
+// The harness reports on stdout.
+#![allow(clippy::print_stdout)]
+
+mod stats;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "solo-bench",
+    about = "Solo's benchmarks, each beside a baseline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Seconds to run each measured configuration.
+    #[arg(long, default_value_t = 3.0, global = true)]
+    seconds: f64,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Scenario {
+    /// Durable event appends with 1, 8 and 64 concurrent appenders vs raw redb.
+    Store,
+    /// Every scenario in turn.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let secs = std::time::Duration::from_secs_f64(cli.seconds);
+    match cli.scenario {
+        Scenario::Store | Scenario::All => store::run(secs)?,
+    }
+    Ok(())
+}
+
+/// Prints one scenario's result as a JSON line.
+pub fn report(value: &serde_json::Value) {
+    println!("{value}");
+}

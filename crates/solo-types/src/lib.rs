@@ -1,0 +1,13 @@
+//! Solo's shared domain types: validated ids, events, error codes and metric names.
+//!
+//! Architecture invariant: this crate does no IO and knows nothing of async, storage,
+//! sandboxes or the wire. Everything above it converts into these types at its edge.
+
+pub mod code;
+pub mod event;
+pub mod ids;
+pub mod metric_names;
+
+pub use code::Code;
+pub use event::{Event, NewEvent, kinds};
+pub use ids::{IdError, ServiceId, TenantId};

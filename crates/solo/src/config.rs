@@ -1,0 +1,387 @@
+//! Server configuration: defaults < TOML file < `SOLO_*` environment < flags.
+//!
+//! Loaded and validated once at start, then handed to each component as its own struct.
+//! Unknown keys are an error that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `SOLO_` prefix that are not server config keys: the
+/// client's endpoint and credentials, the config path itself and the master key.
+const NOT_CONFIG_KEYS: &[&str] = &[
+    "config",
+    "endpoint",
+    "cert",
+    "key",
+    "ca",
+    "tenant",
+    "token",
+    "master_key",
+];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The effective server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, the master key and the certificates live.
+    pub data_dir: PathBuf,
+    /// The gRPC listener (port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+    /// The HTTPS listener (port 0 picks a free port).
+    pub http_addr: SocketAddr,
+    /// An optional plaintext Prometheus listener, loopback only.
+    pub metrics_addr: Option<SocketAddr>,
+    /// A `tracing` filter such as `info` or `solo_kernel=debug,info`.
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./solo-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Values given as command-line flags; each overrides every other layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration failure, naming the key and its source where known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The layered configuration, kept so `--print-config` can say where each value came from.
+pub struct Loaded {
+    pub config: Config,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// One line per top-level key: `key = value  # source`.
+    pub fn describe(&self) -> String {
+        let value = serde_json::to_value(&self.config).unwrap_or_default();
+        let mut out = String::new();
+        if let serde_json::Value::Object(map) = value {
+            for (key, v) in map {
+                let source = self
+                    .figment
+                    .find_metadata(&key)
+                    .map_or_else(|| "default".to_string(), |m| m.name.to_string());
+                let shown = match &v {
+                    serde_json::Value::Null => "unset".to_string(),
+                    v => toml::Value::try_from(v).map_or_else(|_| v.to_string(), |t| t.to_string()),
+                };
+                out.push_str(&format!("{key} = {shown}  # {source}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Loads the configuration from its layers. `file` is `--config`, falling back to
+/// `SOLO_CONFIG`; `env` is the process environment (passed in for tests).
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+) -> Result<Loaded, ConfigError> {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let file = file.map(Path::to_path_buf).or_else(|| {
+        env.iter()
+            .find(|(k, _)| k == "SOLO_CONFIG")
+            .map(|(_, v)| PathBuf::from(v))
+    });
+    let mut figment = Figment::from(Named(Serialized::defaults(Config::default()), "default"));
+    if let Some(path) = &file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.clone()));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let solo_env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SOLO_"))
+        .collect();
+    figment = figment
+        .merge(EnvVars { vars: solo_env })
+        .merge(Named(Serialized::globals(flags), "command-line flag"));
+    let config: Config = figment
+        .extract()
+        .map_err(|e| ConfigError::Invalid(describe_figment_error(&e)))?;
+    validate(&config)?;
+    Ok(Loaded { config, figment })
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let mut s = err.kind.to_string();
+        if !err.path.is_empty() {
+            s = format!("key `{}`: {s}", err.path.join("."));
+        }
+        if let Some(m) = &err.metadata {
+            s.push_str(&format!(" (from {})", m.name));
+            if let Some(src) = &m.source {
+                s.push_str(&format!(" {src}"));
+            }
+        }
+        parts.push(s);
+    }
+    parts.join("; ")
+}
+
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    if c.data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::Invalid("data_dir must not be empty".into()));
+    }
+    if let Some(addr) = c.metrics_addr
+        && !addr.ip().is_loopback()
+    {
+        return Err(ConfigError::Invalid(format!(
+            "metrics_addr {addr} serves plaintext and must be a loopback address"
+        )));
+    }
+    tracing_subscriber::EnvFilter::try_new(&c.log_level)
+        .map_err(|e| ConfigError::Invalid(format!("log_level {:?}: {e}", c.log_level)))?;
+    Ok(())
+}
+
+/// The `SOLO_*` environment variables as a figment provider: `SOLO_A__B` is key `a.b`.
+/// It reads an explicit list rather than the process environment, so tests need no
+/// global state.
+struct EnvVars {
+    vars: Vec<(String, String)>,
+}
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("`SOLO_` environment variable(s)")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (k, v) in &self.vars {
+            let Some(rest) = k.strip_prefix("SOLO_") else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase();
+            if NOT_CONFIG_KEYS.contains(&key.as_str()) || key.is_empty() {
+                continue;
+            }
+            let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.clone().into());
+            let parts: Vec<&str> = key.split("__").collect();
+            insert_path(&mut dict, &parts, value);
+        }
+        Ok(figment::Profile::Global.collect(dict))
+    }
+}
+
+/// A provider under a name of our choosing, for `--print-config`.
+struct Named<P>(P, &'static str);
+
+impl<P: figment::Provider> figment::Provider for Named<P> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.1)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.0.data()
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, parts: &[&str], value: figment::value::Value) {
+    match parts {
+        [] => {}
+        [leaf] => {
+            dict.insert((*leaf).to_string(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict
+                .entry((*head).to_string())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if !matches!(entry, figment::value::Value::Dict(..)) {
+                *entry = figment::value::Dict::new().into();
+            }
+            if let figment::value::Value::Dict(_, sub) = entry {
+                insert_path(sub, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("solo.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(None, env(&[]), &FlagOverrides::default())
+            .unwrap()
+            .config;
+        assert_eq!(c, Config::default());
+        assert_eq!(c.data_dir, PathBuf::from("./solo-data"));
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            "data_dir = \"/from/file\"\ngrpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n",
+        );
+        let e = env(&[
+            ("SOLO_GRPC_ADDR", "127.0.0.1:3"),
+            ("SOLO_HTTP_ADDR", "127.0.0.1:4"),
+            ("SOLO_ENDPOINT", "ignored: a client variable"),
+            ("OTHER", "x"),
+        ]);
+        let flags = FlagOverrides {
+            http_addr: Some("127.0.0.1:5".parse().unwrap()),
+            ..FlagOverrides::default()
+        };
+        let loaded = load(Some(&file), e, &flags).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:3");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:5");
+        let described = loaded.describe();
+        assert!(
+            described.contains("data_dir = \"/from/file\"  # TOML file"),
+            "{described}"
+        );
+        assert!(
+            described.contains("log_level = \"info\"  # default"),
+            "{described}"
+        );
+        assert!(
+            described.contains("http_addr = \"127.0.0.1:5\"  # command-line flag"),
+            "{described}"
+        );
+        assert!(
+            described.contains("grpc_addr = \"127.0.0.1:3\"  # `SOLO_` environment"),
+            "{described}"
+        );
+    }
+
+    #[test]
+    fn config_path_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "log_level = \"debug\"\n");
+        let e = vec![("SOLO_CONFIG".to_string(), file.display().to_string())];
+        let c = load(None, e, &FlagOverrides::default()).unwrap().config;
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "grpc_adr = \"127.0.0.1:1\"\n");
+        let err = load(Some(&file), env(&[]), &FlagOverrides::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("grpc_adr"), "{err}");
+        assert!(err.contains("TOML file"), "{err}");
+
+        let err = load(
+            None,
+            env(&[("SOLO_GRPC_PORT", "1")]),
+            &FlagOverrides::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("grpc_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load(
+            None,
+            env(&[("SOLO_GRPC_ADDR", "not an address")]),
+            &FlagOverrides::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("grpc_addr"), "{err}");
+
+        let err = load(
+            None,
+            env(&[("SOLO_METRICS_ADDR", "0.0.0.0:9000")]),
+            &FlagOverrides::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load(
+            Some(Path::new("/nonexistent/solo.toml")),
+            env(&[]),
+            &FlagOverrides::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+}
