@@ -1,0 +1,173 @@
+//! The sandbox's errors: why code was refused, why an instance could not start, and
+//! how a message failed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use solo_types::Code;
+
+/// The sandbox itself could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("configure the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("create the artifact cache directory {path}: {detail}")]
+    CacheDir { path: PathBuf, detail: String },
+}
+
+/// Code that cannot become an artifact. Each variant names the cause, for the agent that
+/// wrote the code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("the code is empty")]
+    Empty,
+    #[error("the code is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error(
+        "this is a core WebAssembly module, not a component; build for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("invalid WebAssembly: {0}")]
+    InvalidWasm(String),
+    #[error(
+        "the component imports {name:?}, which Solo does not provide; allowed: \
+         solo:service/host and wasi:* 0.2 interfaces"
+    )]
+    ForbiddenImport { name: String },
+    #[error("the component does not export {name}; every service must export {needed}")]
+    MissingExport { name: String, needed: String },
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    #[error("JavaScript syntax error at line {line}, column {column}: {message}")]
+    JsSyntax {
+        message: String,
+        line: u32,
+        column: u32,
+    },
+    #[error("the JavaScript module does not export {name}; every service must export {needed}")]
+    JsMissingExport { name: String, needed: String },
+    #[error("the JavaScript module failed while loading: {0}")]
+    JsLoad(String),
+    #[error("internal error while compiling: {0}")]
+    Internal(String),
+}
+
+impl CompileError {
+    pub fn code(&self) -> Code {
+        match self {
+            CompileError::Internal(_) => Code::Internal,
+            _ => Code::InvalidArgument,
+        }
+    }
+}
+
+/// An instance could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantiateError {
+    #[error("{what} limit {requested} is over the sandbox's maximum of {max}")]
+    LimitTooHigh {
+        what: &'static str,
+        requested: u64,
+        max: u64,
+    },
+    #[error("no instance slot is free: {0}")]
+    Exhausted(String),
+    #[error("the module failed while loading: {0}")]
+    Crashed(Crash),
+    #[error("internal error while instantiating: {0}")]
+    Internal(String),
+}
+
+impl InstantiateError {
+    pub fn code(&self) -> Code {
+        match self {
+            InstantiateError::LimitTooHigh { .. } => Code::InvalidArgument,
+            InstantiateError::Exhausted(_) => Code::ResourceExhausted,
+            InstantiateError::Crashed(_) => Code::FailedPrecondition,
+            InstantiateError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+/// What kind of crash ended an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashKind {
+    /// The guest trapped (a Rust panic, `unreachable`, an out-of-bounds access) or, in
+    /// JavaScript, threw where nobody can receive the error.
+    Trap,
+    /// The message used more CPU time than `cpu_per_message`.
+    CpuLimit,
+    /// The guest tried to use more memory than `memory_bytes`.
+    MemoryLimit,
+    /// The guest's stack overflowed (unbounded recursion).
+    StackOverflow,
+    /// The guest returned a reply the host cannot read (not UTF-8).
+    InvalidReply,
+    /// The instance crashed before and cannot run again.
+    Poisoned,
+    /// The host failed while running the guest.
+    Internal,
+}
+
+impl CrashKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashKind::Trap => "trap",
+            CrashKind::CpuLimit => "cpu_limit",
+            CrashKind::MemoryLimit => "memory_limit",
+            CrashKind::StackOverflow => "stack_overflow",
+            CrashKind::InvalidReply => "invalid_reply",
+            CrashKind::Poisoned => "poisoned",
+            CrashKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for CrashKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A crash: the instance is dead. Written so an agent can fix its code from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    pub kind: CrashKind,
+    pub message: String,
+    /// The guest's stack at the crash (function names), where available.
+    pub backtrace: Option<String>,
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// How a message to an instance failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The guest answered with an error; the instance is healthy.
+    #[error("the service returned an error: {0}")]
+    Guest(String),
+    /// The instance crashed; it is poisoned and must be replaced.
+    #[error("the service crashed: {0}")]
+    Crash(Crash),
+    /// The request cannot be given to the guest (for example, not JSON for JavaScript).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The reply is over the size limit; the instance is healthy.
+    #[error("the reply is {size} bytes, over the limit of {limit}")]
+    ReplyTooLarge { size: usize, limit: usize },
+}
+
+impl CallError {
+    pub(crate) fn crash(kind: CrashKind, message: impl Into<String>) -> Self {
+        CallError::Crash(Crash {
+            kind,
+            message: message.into(),
+            backtrace: None,
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The host API a guest may use, implemented by the caller (the kernel in production,
+//! [`crate::testing::MemoryHost`] in tests). One implementation per instance, bound to
+//! the service's identity, so every call is checked against its tenant and grants.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+/// A log line's level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    /// Parses a level name as JavaScript guests pass it; unknown names are `info`.
+    pub fn parse_lenient(s: &str) -> Self {
+        match s {
+            "trace" => Level::Trace,
+            "debug" => Level::Debug,
+            "warn" | "warning" => Level::Warn,
+            "error" => Level::Error,
+            _ => Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed host call, as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError {
+    /// Machine-readable: `not_found`, `permission_denied`, `deadline_exceeded`,
+    /// `resource_exhausted`, `invalid_argument`, `unavailable`, `service_error`,
+    /// `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+impl HostError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// The host API of one service instance. Functions that wait return `'static` futures;
+/// the sandbox does not count the time they wait against the message's CPU deadline.
+pub trait HostApi: Send + Sync + 'static {
+    /// Appends a line to the service's log.
+    fn log(&self, level: Level, message: &str);
+    /// Appends the custom event `custom.<kind>` with a JSON payload (not waited for).
+    fn emit(&self, kind: &str, payload: &str) -> Result<(), HostError>;
+    /// The UTC wall clock in nanoseconds.
+    fn now_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+    fn kv_get(&self, key: &str) -> BoxFuture<'static, Result<Option<Vec<u8>>, HostError>>;
+    /// Resolves once the write is durable.
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> BoxFuture<'static, Result<(), HostError>>;
+    fn kv_delete(&self, key: &str) -> BoxFuture<'static, Result<(), HostError>>;
+    fn kv_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, HostError>>;
+    fn secret(&self, name: &str) -> BoxFuture<'static, Result<Vec<u8>, HostError>>;
+    /// Calls another service; must never block the caller's thread.
+    fn call(
+        &self,
+        target: &str,
+        request: String,
+        timeout: Duration,
+        token: Option<String>,
+    ) -> BoxFuture<'static, Result<String, HostError>>;
+    fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError>;
+}

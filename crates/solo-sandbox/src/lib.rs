@@ -1,0 +1,236 @@
+//! Solo's sandboxes: WebAssembly components (wasmtime) and JavaScript (QuickJS) behind
+//! one [`Instance`] trait, so the kernel never cares which one it runs.
+//!
+//! [`Sandbox::compile`] validates code and turns it into a reusable [`Artifact`] (cached
+//! by the SHA-256 of the code); [`Sandbox::instantiate`] makes an isolated instance with
+//! its [`Limits`] and a [`HostApi`] supplied by the caller.
+//!
+//! Architecture invariant: this is the only crate allowed `unsafe`, each use with a
+//! `// SAFETY:` note. Guest code reaches the outside world only through [`HostApi`].
+#![allow(unsafe_code)]
+
+mod artifact;
+mod error;
+mod host;
+mod js;
+mod meter;
+pub mod testing;
+mod wasm;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use artifact::{Artifact, CodeHash, Format};
+pub use error::{CallError, CompileError, Crash, CrashKind, InstantiateError, SandboxError};
+pub use host::{HostApi, HostError, Level};
+
+/// How the per-message CPU deadline is enforced for WebAssembly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuLimiter {
+    /// Epoch interruption: a ticker thread advances the engine's epoch every
+    /// millisecond; a running guest checks its CPU meter at each tick and yields to the
+    /// executor. Cheap; the deadline is accurate to about one tick.
+    Epoch,
+    /// Fuel metering: every instruction costs fuel. Deterministic, but slows guest code.
+    Fuel,
+}
+
+/// Engine-wide settings, fixed when the sandbox is created.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The most WebAssembly instances alive at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// The most memory any one instance may be given (the pool's slot size).
+    pub max_memory_bytes: u64,
+    pub cpu: CpuLimiter,
+    /// The largest code accepted, per format.
+    pub max_wasm_bytes: usize,
+    pub max_js_bytes: usize,
+    /// Where compiled components are kept across restarts; `None` keeps them in memory
+    /// only. The directory must be trusted: its files are loaded as machine code.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 10_000,
+            max_memory_bytes: 256 << 20,
+            cpu: CpuLimiter::Epoch,
+            max_wasm_bytes: 32 << 20,
+            max_js_bytes: 4 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Per-instance limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory (wasm) or heap (JS) cap.
+    pub memory_bytes: u64,
+    /// CPU time one message (or init, snapshot, restore) may use.
+    pub cpu_per_message: Duration,
+    /// The largest reply a call may return.
+    pub max_reply_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            cpu_per_message: Duration::from_millis(1000),
+            max_reply_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Resource readings of one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// Linear memory (wasm) or JS heap in use, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time consumed by all messages so far.
+    pub cpu_time: Duration,
+    /// Messages handled (calls and casts).
+    pub messages: u64,
+}
+
+/// A running service instance: one message at a time.
+///
+/// After any [`CallError::Crash`] the instance is poisoned: every later call reports the
+/// same crash, and the owner should drop it and start a new one.
+pub trait Instance: Send {
+    /// Runs the guest's `init` with the deploy config (JSON text).
+    fn init<'a>(&'a mut self, config: &'a str) -> BoxFuture<'a, Result<(), CallError>>;
+    /// Sends a request (JSON text) and returns the reply (JSON text).
+    fn call<'a>(&'a mut self, request: &'a str) -> BoxFuture<'a, Result<String, CallError>>;
+    /// Sends a fire-and-forget message (JSON text).
+    fn cast<'a>(&'a mut self, message: &'a str) -> BoxFuture<'a, Result<(), CallError>>;
+    /// Whether the guest exports `snapshot`/`restore`.
+    fn has_state(&self) -> bool;
+    /// The guest's state, when it exports `snapshot` and has something to carry.
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, CallError>>;
+    /// Hands a snapshot to the guest's `restore`.
+    fn restore<'a>(&'a mut self, state: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>;
+    /// Current resource readings.
+    fn stats(&self) -> InstanceStats;
+}
+
+/// Both engines and the artifact cache.
+pub struct Sandbox {
+    config: SandboxConfig,
+    wasm: wasm::WasmEngine,
+    js: js::JsEngine,
+    cache: artifact::Cache,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Creates both engines.
+    pub fn new(config: SandboxConfig) -> Result<Arc<Self>, SandboxError> {
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| SandboxError::CacheDir {
+                path: dir.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(Arc::new(Self {
+            wasm: wasm::WasmEngine::new(&config)?,
+            js: js::JsEngine::new(&config),
+            cache: artifact::Cache::default(),
+            config,
+        }))
+    }
+
+    /// The settings this sandbox was created with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Validates and compiles `code`, or returns the cached artifact of the same code.
+    /// Compilation runs on a blocking thread.
+    pub async fn compile(
+        self: &Arc<Self>,
+        format: Format,
+        code: Arc<[u8]>,
+    ) -> Result<Artifact, CompileError> {
+        let hash = CodeHash::of(format, &code);
+        if let Some(a) = self.cache.get(&hash) {
+            return Ok(a);
+        }
+        let cell = self.cache.cell(hash);
+        let this = Arc::clone(self);
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || this.compile_now(format, hash, &code))
+                .await
+                .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
+        })
+        .await
+        .cloned()
+        .inspect_err(|_| self.cache.forget_failed(&hash))
+    }
+
+    /// A compiled artifact, if this code was compiled before.
+    pub fn cached(&self, hash: &CodeHash) -> Option<Artifact> {
+        self.cache.get(hash)
+    }
+
+    fn compile_now(
+        &self,
+        format: Format,
+        hash: CodeHash,
+        code: &[u8],
+    ) -> Result<Artifact, CompileError> {
+        if code.is_empty() {
+            return Err(CompileError::Empty);
+        }
+        let limit = match format {
+            Format::Wasm => self.config.max_wasm_bytes,
+            Format::Js => self.config.max_js_bytes,
+        };
+        if code.len() > limit {
+            return Err(CompileError::TooLarge {
+                size: code.len(),
+                limit,
+            });
+        }
+        match format {
+            Format::Wasm => self
+                .wasm
+                .compile(hash, code, self.config.cache_dir.as_deref()),
+            Format::Js => self.js.compile(hash, code),
+        }
+    }
+
+    /// Starts an instance of `artifact` with `limits`; guest code reaches the outside
+    /// world only through `host`. Runs no guest entry point (call [`Instance::init`]).
+    pub async fn instantiate(
+        &self,
+        artifact: &Artifact,
+        limits: Limits,
+        host: Arc<dyn HostApi>,
+    ) -> Result<Box<dyn Instance>, InstantiateError> {
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(InstantiateError::LimitTooHigh {
+                what: "memory",
+                requested: limits.memory_bytes,
+                max: self.config.max_memory_bytes,
+            });
+        }
+        match artifact.backend() {
+            artifact::Backend::Wasm(w) => self.wasm.instantiate(w, limits, host).await,
+            artifact::Backend::Js(j) => self.js.instantiate(j, limits, host).await,
+        }
+    }
+}

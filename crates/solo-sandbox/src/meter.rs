@@ -1,0 +1,167 @@
+//! CPU accounting for one instance: the time spent *inside* the guest.
+//!
+//! [`Metered`] wraps the future that runs a guest entry point and adds up the time spent
+//! in its `poll` calls: guest code runs only while it is polled, so time spent waiting
+//! on host calls, or yielded to other tasks, is never counted. The CPU check (the epoch
+//! callback for wasm, the interrupt handler for QuickJS) reads the meter while the guest
+//! runs and stops it once the message's budget is spent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The CPU meter of one instance.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    base: Instant,
+    /// Nanoseconds used by the current message in completed polls.
+    used: AtomicU64,
+    /// When the current poll began (ns since `base`), or 0 when not polling.
+    poll_started: AtomicU64,
+    /// The current message's budget in ns.
+    limit: AtomicU64,
+    /// Nanoseconds used by all messages.
+    total: AtomicU64,
+    /// Set when a check found the budget spent.
+    tripped: AtomicBool,
+}
+
+impl Meter {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            used: AtomicU64::new(0),
+            poll_started: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
+            total: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        // At least 1, so that 0 can mean "not polling".
+        u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Starts a message with a budget of `limit`.
+    pub(crate) fn begin(&self, limit: Duration) {
+        self.used.store(0, Ordering::Relaxed);
+        self.tripped.store(false, Ordering::Relaxed);
+        self.limit.store(
+            u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// CPU time of the current message so far.
+    pub(crate) fn used(&self) -> Duration {
+        let mut ns = self.used.load(Ordering::Relaxed);
+        let started = self.poll_started.load(Ordering::Relaxed);
+        if started != 0 {
+            ns += self.now().saturating_sub(started);
+        }
+        Duration::from_nanos(ns)
+    }
+
+    /// Whether the current message has spent its budget; remembers a `true`.
+    pub(crate) fn over_budget(&self) -> bool {
+        let over = u64::try_from(self.used().as_nanos()).unwrap_or(u64::MAX)
+            >= self.limit.load(Ordering::Relaxed);
+        if over {
+            self.tripped.store(true, Ordering::Relaxed);
+        }
+        over
+    }
+
+    /// Whether a check stopped the current message.
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+
+    /// CPU time of all messages.
+    pub(crate) fn total(&self) -> Duration {
+        Duration::from_nanos(self.total.load(Ordering::Relaxed))
+    }
+
+    fn enter(&self) {
+        self.poll_started.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        let started = self.poll_started.swap(0, Ordering::Relaxed);
+        if started != 0 {
+            let spent = self.now().saturating_sub(started);
+            self.used.fetch_add(spent, Ordering::Relaxed);
+            self.total.fetch_add(spent, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A future whose time in `poll` is charged to a [`Meter`].
+pub(crate) struct Metered<F> {
+    inner: Pin<Box<F>>,
+    meter: Arc<Meter>,
+}
+
+impl<F> Metered<F> {
+    pub(crate) fn new(meter: Arc<Meter>, inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            meter,
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.meter.enter();
+        let out = self.inner.as_mut().poll(cx);
+        self.meter.leave();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_is_not_counted() {
+        let meter = Meter::new();
+        meter.begin(Duration::from_millis(50));
+        Metered::new(Arc::clone(&meter), async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        })
+        .await;
+        assert!(
+            meter.used() < Duration::from_millis(10),
+            "{:?}",
+            meter.used()
+        );
+        assert!(!meter.over_budget());
+    }
+
+    #[tokio::test]
+    async fn busy_time_is_counted_and_trips_the_budget() {
+        let meter = Meter::new();
+        meter.begin(Duration::from_millis(5));
+        Metered::new(Arc::clone(&meter), async {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(10) {
+                std::hint::spin_loop();
+            }
+        })
+        .await;
+        assert!(meter.used() >= Duration::from_millis(10));
+        assert!(meter.over_budget());
+        assert!(meter.tripped());
+        assert!(meter.total() >= Duration::from_millis(10));
+    }
+}

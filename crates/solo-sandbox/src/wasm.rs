@@ -1,0 +1,807 @@
+//! The WebAssembly backend: wasmtime, component model, async.
+//!
+//! * One [`Engine`] with a pooling allocator sized for `max_instances`, copy-on-write
+//!   memory images, and memory reservations of `max_memory_bytes` (not the default
+//!   4 GiB), so that 10,000 instances fit in the address space.
+//! * One [`Linker`] with WASI 0.2 (an empty context: no preopens, env, args or network;
+//!   stdout and stderr go to the service log) and `solo:service/host`.
+//! * Per artifact, a `ServicePre` (an `InstancePre`), so instantiation does no linking.
+//! * Per instance, one [`Store`] with a [`ResourceLimiter`] for memory and, for CPU,
+//!   either an epoch deadline checked against the instance's [`Meter`] every tick
+//!   (yielding to the executor each time) or fuel.
+//! * Compiled components are cached in memory (by [`crate::artifact::Cache`]) and,
+//!   when a cache directory is configured, on disk.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline, WasmBacktrace,
+};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::artifact::{Artifact, Backend, CodeHash, Format};
+use crate::meter::{Meter, Metered};
+use crate::{
+    CallError, CompileError, CpuLimiter, Crash, CrashKind, HostApi, HostError, Instance,
+    InstanceStats, InstantiateError, Level, Limits, SandboxConfig, SandboxError,
+};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "service",
+        path: "../../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use bindings::solo::service::host as wit_host;
+
+/// The export every service must have, and its functions.
+const HANDLER: &str = "solo:service/handler@0.1.0";
+const HANDLER_FUNCS: [&str; 3] = ["init", "handle-call", "handle-cast"];
+/// The optional state export.
+const STATE: &str = "solo:service/state@0.1.0";
+/// How often the epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Fuel granted per millisecond of CPU budget (about one wasm instruction per
+/// nanosecond on this class of machine), and how often a fuelled guest yields.
+const FUEL_PER_MS: u64 = 1_000_000;
+const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+/// The longest log line kept from a guest's stdout or stderr.
+const MAX_LOG_LINE: usize = 4096;
+
+pub(crate) struct WasmEngine {
+    engine: Engine,
+    linker: Linker<State>,
+    cpu: CpuLimiter,
+    ticker: Option<Ticker>,
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+pub(crate) struct WasmArtifact {
+    pre: bindings::ServicePre<State>,
+    state: Option<StateExports>,
+}
+
+#[derive(Clone, Copy)]
+struct StateExports {
+    snapshot: ComponentExportIndex,
+    restore: ComponentExportIndex,
+}
+
+impl WasmEngine {
+    pub(crate) fn new(config: &SandboxConfig) -> Result<Self, SandboxError> {
+        let err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+        let n = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .max_core_instances_per_component(16)
+            .total_memories(n.saturating_mul(2))
+            .max_memories_per_component(4)
+            .total_tables(n.saturating_mul(8))
+            .max_tables_per_component(16)
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        let mut c = Config::new();
+        c.wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .memory_reservation(config.max_memory_bytes)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 << 10)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        match config.cpu {
+            CpuLimiter::Epoch => c.epoch_interruption(true),
+            CpuLimiter::Fuel => c.consume_fuel(true),
+        };
+        let engine = Engine::new(&c).map_err(err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        bindings::Service::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
+        let ticker = match config.cpu {
+            CpuLimiter::Epoch => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (engine, flag) = (engine.clone(), Arc::clone(&stop));
+                std::thread::Builder::new()
+                    .name("solo-epoch".into())
+                    .spawn(move || {
+                        while !flag.load(Ordering::Relaxed) {
+                            std::thread::sleep(EPOCH_TICK);
+                            engine.increment_epoch();
+                        }
+                    })
+                    .map_err(|e| SandboxError::Engine(format!("start the epoch ticker: {e}")))?;
+                Some(Ticker { stop })
+            }
+            CpuLimiter::Fuel => None,
+        };
+        Ok(Self {
+            engine,
+            linker,
+            cpu: config.cpu,
+            ticker,
+        })
+    }
+
+    pub(crate) fn compile(
+        &self,
+        hash: CodeHash,
+        code: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<Artifact, CompileError> {
+        check_header(code)?;
+        let component = self.load_or_compile(hash, code, cache_dir)?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            let allowed = name.starts_with("solo:service/host@0.1.")
+                || (name.starts_with("wasi:") && name.contains("@0.2."));
+            if !allowed {
+                return Err(CompileError::ForbiddenImport {
+                    name: name.to_string(),
+                });
+            }
+        }
+        let needed = format!("{HANDLER} with {}", HANDLER_FUNCS.join(", "));
+        let handler = ty
+            .exports(&self.engine)
+            .find(|(name, _)| *name == HANDLER)
+            .map(|(_, item)| item.ty);
+        match handler {
+            Some(wasmtime::component::types::ComponentItem::ComponentInstance(inst)) => {
+                let names: Vec<&str> = inst.exports(&self.engine).map(|(n, _)| n).collect();
+                if let Some(missing) = HANDLER_FUNCS.iter().find(|f| !names.contains(f)) {
+                    return Err(CompileError::MissingExport {
+                        name: (*missing).to_string(),
+                        needed,
+                    });
+                }
+            }
+            _ => {
+                return Err(CompileError::MissingExport {
+                    name: HANDLER.to_string(),
+                    needed,
+                });
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::ServicePre::new)
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+        let state = component.get_export_index(None, STATE).and_then(|iface| {
+            Some(StateExports {
+                snapshot: component.get_export_index(Some(&iface), "snapshot")?,
+                restore: component.get_export_index(Some(&iface), "restore")?,
+            })
+        });
+        Ok(Artifact::new(
+            hash,
+            Format::Wasm,
+            code.len(),
+            state.is_some(),
+            Backend::Wasm(WasmArtifact { pre, state }),
+        ))
+    }
+
+    /// A compiled component from the disk cache, or compiled now (and stored there).
+    fn load_or_compile(
+        &self,
+        hash: CodeHash,
+        code: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<Component, CompileError> {
+        let cached = cache_dir.map(|dir| {
+            let mut compat = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+            let tag = std::hash::Hasher::finish(&compat);
+            dir.join(format!("{}-{tag:016x}.cwasm", hash.to_hex()))
+        });
+        // Read the file rather than map it: a mapped file changed underneath would fault.
+        if let Some(path) = &cached
+            && let Ok(bytes) = std::fs::read(path)
+        {
+            // SAFETY: the cache directory is Solo's own (see `SandboxConfig::cache_dir`):
+            // its files were written by `serialize` below for this engine configuration
+            // (the file name carries the engine's compatibility hash), and wasmtime
+            // checks the header before trusting the rest.
+            match unsafe { Component::deserialize(&self.engine, &bytes) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding a cached component");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let component = Component::new(&self.engine, code)
+            .map_err(|e| CompileError::InvalidWasm(format!("{e:#}")))?;
+        if let Some(path) = &cached
+            && let Ok(bytes) = component.serialize()
+            && let Err(e) = write_atomically(path, &bytes)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache a compiled component");
+        }
+        Ok(component)
+    }
+
+    pub(crate) async fn instantiate(
+        &self,
+        artifact: &WasmArtifact,
+        limits: Limits,
+        host: Arc<dyn HostApi>,
+    ) -> Result<Box<dyn Instance>, InstantiateError> {
+        let meter = Meter::new();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream {
+            host: Arc::clone(&host),
+            level: Level::Info,
+        })
+        .stderr(LogStream {
+            host: Arc::clone(&host),
+            level: Level::Warn,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        let state = State {
+            host,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                current: 0,
+                exceeded: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        match self.cpu {
+            CpuLimiter::Epoch => {
+                let m = Arc::clone(&meter);
+                store.epoch_deadline_callback(move |_| {
+                    if m.over_budget() {
+                        Ok(UpdateDeadline::Interrupt)
+                    } else {
+                        Ok(UpdateDeadline::Yield(1))
+                    }
+                });
+            }
+            CpuLimiter::Fuel => {
+                store
+                    .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+                    .map_err(|e| InstantiateError::Internal(format!("{e:#}")))?;
+            }
+        }
+        let mut instance = WasmInstance {
+            store,
+            instance: None,
+            service: None,
+            state: artifact.state,
+            limits,
+            meter,
+            cpu: self.cpu,
+            messages: 0,
+            poisoned: None,
+        };
+        instance
+            .prepare()
+            .map_err(|e| InstantiateError::Internal(e.to_string()))?;
+        let fut = artifact
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut instance.store);
+        let result = Metered::new(Arc::clone(&instance.meter), fut)
+            .await
+            .and_then(|inst| {
+                bindings::Service::new(&mut instance.store, &inst).map(|service| (inst, service))
+            });
+        match result {
+            Ok((inst, service)) => {
+                instance.instance = Some(inst);
+                instance.service = Some(service);
+                Ok(Box::new(instance))
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text.contains("pooling allocator") || text.contains("maximum") {
+                    return Err(InstantiateError::Exhausted(text));
+                }
+                Err(InstantiateError::Crashed(instance.classify(e)))
+            }
+        }
+    }
+}
+
+fn check_header(code: &[u8]) -> Result<(), CompileError> {
+    if code.len() < 8 || &code[..4] != b"\0asm" {
+        return Err(CompileError::InvalidWasm(
+            "the code does not start with the WebAssembly magic bytes".into(),
+        ));
+    }
+    match code[4..8] {
+        [0x01, 0x00, 0x00, 0x00] => Err(CompileError::CoreModule),
+        [_, _, 0x01, 0x00] => Ok(()),
+        _ => Err(CompileError::InvalidWasm(format!(
+            "unknown WebAssembly version or layer {:02x?}",
+            &code[4..8]
+        ))),
+    }
+}
+
+/// The function a backtrace shows calling itself over and over at the top, if any.
+fn recursing_function(backtrace: &str) -> Option<String> {
+    let frames: Vec<&str> = backtrace
+        .lines()
+        .filter_map(|l| l.split_once(" - ").map(|(_, f)| f.trim()))
+        .take(10)
+        .collect();
+    let top = *frames.first()?;
+    let repeats = frames.iter().filter(|f| **f == top).count();
+    (frames.len() >= 8 && repeats >= 8).then(|| top.to_string())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The data of one instance's [`Store`].
+pub(crate) struct State {
+    host: Arc<dyn HostApi>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The error a memory grow past the limit traps with.
+#[derive(Debug)]
+struct MemoryLimitExceeded {
+    limit: u64,
+    desired: usize,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest asked for {} bytes of linear memory, over its limit of {}",
+            self.desired, self.limit
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+struct MemoryLimiter {
+    limit: u64,
+    /// Linear memory in use (the size of the latest memory grown).
+    current: u64,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        self.current = self.current - (current as u64).min(self.current) + desired as u64;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+fn to_wit(e: HostError) -> wit_host::Error {
+    wit_host::Error {
+        code: e.code,
+        message: e.message,
+    }
+}
+
+impl wit_host::Host for State {
+    async fn log(&mut self, level: wit_host::Level, message: String) {
+        let level = match level {
+            wit_host::Level::Trace => Level::Trace,
+            wit_host::Level::Debug => Level::Debug,
+            wit_host::Level::Info => Level::Info,
+            wit_host::Level::Warn => Level::Warn,
+            wit_host::Level::Error => Level::Error,
+        };
+        self.host.log(level, &message);
+    }
+
+    async fn emit(&mut self, kind: String, payload: String) -> Result<(), wit_host::Error> {
+        self.host.emit(&kind, &payload).map_err(to_wit)
+    }
+
+    async fn now(&mut self) -> u64 {
+        self.host.now_ns()
+    }
+
+    async fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit_host::Error> {
+        self.host.kv_get(&key).await.map_err(to_wit)
+    }
+
+    async fn kv_put(&mut self, key: String, value: Vec<u8>) -> Result<(), wit_host::Error> {
+        self.host.kv_put(&key, value).await.map_err(to_wit)
+    }
+
+    async fn kv_delete(&mut self, key: String) -> Result<(), wit_host::Error> {
+        self.host.kv_delete(&key).await.map_err(to_wit)
+    }
+
+    async fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, wit_host::Error> {
+        self.host.kv_list(&prefix).await.map_err(to_wit)
+    }
+
+    async fn secret(&mut self, name: String) -> Result<Vec<u8>, wit_host::Error> {
+        self.host.secret(&name).await.map_err(to_wit)
+    }
+
+    async fn call(
+        &mut self,
+        target: String,
+        request: String,
+        timeout_ms: u32,
+        token: Option<String>,
+    ) -> Result<String, wit_host::Error> {
+        self.host
+            .call(
+                &target,
+                request,
+                Duration::from_millis(u64::from(timeout_ms)),
+                token,
+            )
+            .await
+            .map_err(to_wit)
+    }
+
+    async fn cast(
+        &mut self,
+        target: String,
+        message: String,
+        token: Option<String>,
+    ) -> Result<(), wit_host::Error> {
+        self.host.cast(&target, message, token).map_err(to_wit)
+    }
+}
+
+/// A guest's stdout or stderr, written line by line into the service log.
+struct LogStream {
+    host: Arc<dyn HostApi>,
+    level: Level,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            host: Arc::clone(&self.host),
+            level: self.level,
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    host: Arc<dyn HostApi>,
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self, upto: usize) {
+        let line: Vec<u8> = self.buf.drain(..upto).collect();
+        let mut text = String::from_utf8_lossy(&line).into_owned();
+        while text.ends_with('\n') || text.ends_with('\r') {
+            text.pop();
+        }
+        if text.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        self.host.log(self.level, &text);
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            self.emit(pos + 1);
+        }
+        if self.buf.len() > MAX_LOG_LINE * 4 {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+    }
+}
+
+struct WasmInstance {
+    store: Store<State>,
+    instance: Option<wasmtime::component::Instance>,
+    service: Option<bindings::Service>,
+    state: Option<StateExports>,
+    limits: Limits,
+    meter: Arc<Meter>,
+    cpu: CpuLimiter,
+    messages: u64,
+    poisoned: Option<Crash>,
+}
+
+impl WasmInstance {
+    /// Readies the store for one entry point call.
+    fn prepare(&mut self) -> Result<(), CallError> {
+        if let Some(c) = &self.poisoned {
+            return Err(CallError::Crash(Crash {
+                kind: CrashKind::Poisoned,
+                message: format!("the instance crashed earlier ({c}) and cannot run again"),
+                backtrace: None,
+            }));
+        }
+        self.meter.begin(self.limits.cpu_per_message);
+        match self.cpu {
+            CpuLimiter::Epoch => self.store.set_epoch_deadline(1),
+            CpuLimiter::Fuel => {
+                let ms = u64::try_from(self.limits.cpu_per_message.as_millis()).unwrap_or(u64::MAX);
+                self.store
+                    .set_fuel(ms.saturating_mul(FUEL_PER_MS))
+                    .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a wasmtime error into a crash report and poisons the instance.
+    fn classify(&mut self, e: wasmtime::Error) -> Crash {
+        let backtrace = e
+            .downcast_ref::<WasmBacktrace>()
+            .map(|bt| bt.to_string())
+            .filter(|s| !s.trim().is_empty());
+        let trap = e.downcast_ref::<Trap>().copied();
+        let limit_ms = self.limits.cpu_per_message.as_millis();
+        let (kind, message) = if self.meter.tripped() || trap == Some(Trap::OutOfFuel) {
+            (
+                CrashKind::CpuLimit,
+                format!("the message used more than its CPU budget of {limit_ms} ms"),
+            )
+        } else if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+            (CrashKind::MemoryLimit, m.to_string())
+        } else if self.store.data().limiter.exceeded {
+            (
+                CrashKind::MemoryLimit,
+                format!(
+                    "the guest ran out of memory at its limit of {} bytes",
+                    self.limits.memory_bytes
+                ),
+            )
+        } else if trap == Some(Trap::StackOverflow) {
+            (
+                CrashKind::StackOverflow,
+                "the guest's stack overflowed (unbounded recursion?)".to_string(),
+            )
+        } else if trap == Some(Trap::MemoryOutOfBounds)
+            && let Some(f) = backtrace.as_deref().and_then(recursing_function)
+        {
+            // Languages like Rust keep a shadow stack in linear memory: when it
+            // overflows, the guest writes below address 0, an out-of-bounds access.
+            (
+                CrashKind::StackOverflow,
+                format!(
+                    "the guest's stack overflowed: {f} calls itself without end (an \
+                     out-of-bounds access below its stack)"
+                ),
+            )
+        } else if let Some(t) = trap {
+            (CrashKind::Trap, t.to_string())
+        } else {
+            let text = format!("{e:#}");
+            if text.contains("utf-8") || text.contains("UTF-8") {
+                (
+                    CrashKind::InvalidReply,
+                    format!("the guest's reply cannot be read: {text}"),
+                )
+            } else {
+                (CrashKind::Trap, text)
+            }
+        };
+        let crash = Crash {
+            kind,
+            message,
+            backtrace,
+        };
+        self.poisoned = Some(crash.clone());
+        crash
+    }
+
+    fn finish<T>(&mut self, r: wasmtime::Result<T>) -> Result<T, CallError> {
+        r.map_err(|e| CallError::Crash(self.classify(e)))
+    }
+
+    fn service(&self) -> Result<&bindings::Service, CallError> {
+        self.service
+            .as_ref()
+            .ok_or_else(|| CallError::crash(CrashKind::Internal, "the instance never started"))
+    }
+}
+
+impl Instance for WasmInstance {
+    fn init<'a>(&'a mut self, config: &'a str) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            self.prepare()?;
+            let handler = self.service()?.solo_service_handler().clone();
+            let fut = handler.call_init(&mut self.store, config);
+            let r = Metered::new(Arc::clone(&self.meter), fut).await;
+            self.finish(r)?.map_err(CallError::Guest)
+        })
+    }
+
+    fn call<'a>(&'a mut self, request: &'a str) -> BoxFuture<'a, Result<String, CallError>> {
+        Box::pin(async move {
+            self.prepare()?;
+            let handler = self.service()?.solo_service_handler().clone();
+            let fut = handler.call_handle_call(&mut self.store, request);
+            let r = Metered::new(Arc::clone(&self.meter), fut).await;
+            self.messages += 1;
+            let reply = self.finish(r)?.map_err(CallError::Guest)?;
+            if reply.len() > self.limits.max_reply_bytes {
+                return Err(CallError::ReplyTooLarge {
+                    size: reply.len(),
+                    limit: self.limits.max_reply_bytes,
+                });
+            }
+            Ok(reply)
+        })
+    }
+
+    fn cast<'a>(&'a mut self, message: &'a str) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            self.prepare()?;
+            let handler = self.service()?.solo_service_handler().clone();
+            let fut = handler.call_handle_cast(&mut self.store, message);
+            let r = Metered::new(Arc::clone(&self.meter), fut).await;
+            self.messages += 1;
+            self.finish(r)
+        })
+    }
+
+    fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, CallError>> {
+        Box::pin(async move {
+            let Some(exports) = self.state else {
+                return Ok(None);
+            };
+            self.prepare()?;
+            let instance = self.instance.ok_or_else(|| {
+                CallError::crash(CrashKind::Internal, "the instance never started")
+            })?;
+            let func = instance
+                .get_typed_func::<(), (Option<Vec<u8>>,)>(&mut self.store, &exports.snapshot)
+                .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
+            let fut = func.call_async(&mut self.store, ());
+            let r = Metered::new(Arc::clone(&self.meter), fut).await;
+            Ok(self.finish(r)?.0)
+        })
+    }
+
+    fn restore<'a>(&'a mut self, state: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let Some(exports) = self.state else {
+                return Err(CallError::Guest(
+                    "the service does not export restore".into(),
+                ));
+            };
+            self.prepare()?;
+            let instance = self.instance.ok_or_else(|| {
+                CallError::crash(CrashKind::Internal, "the instance never started")
+            })?;
+            let func = instance
+                .get_typed_func::<(&[u8],), (Result<(), String>,)>(
+                    &mut self.store,
+                    &exports.restore,
+                )
+                .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
+            let fut = func.call_async(&mut self.store, (state,));
+            let r = Metered::new(Arc::clone(&self.meter), fut).await;
+            self.finish(r)?.0.map_err(CallError::Guest)
+        })
+    }
+
+    fn stats(&self) -> InstanceStats {
+        InstanceStats {
+            memory_bytes: self.store.data().limiter.current,
+            cpu_time: self.meter.total(),
+            messages: self.messages,
+        }
+    }
+}
