@@ -6,6 +6,7 @@
 // The harness reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod sandbox;
 mod stats;
 mod store;
 
@@ -24,19 +25,30 @@ struct Cli {
     seconds: f64,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Scenario {
     /// Durable event appends with 1, 8 and 64 concurrent appenders vs raw redb.
     Store,
+    /// Compile, instantiate, call and idle memory, wasm and JS, vs raw wasmtime/rquickjs.
+    Sandbox,
     /// Every scenario in turn.
     All,
+    /// (internal) Measures idle memory in a fresh process.
+    #[command(hide = true)]
+    IdleProbe { which: String },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let secs = std::time::Duration::from_secs_f64(cli.seconds);
     match cli.scenario {
-        Scenario::Store | Scenario::All => store::run(secs)?,
+        Scenario::Store => store::run(secs)?,
+        Scenario::Sandbox => sandbox::run(secs)?,
+        Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
+        Scenario::All => {
+            store::run(secs)?;
+            sandbox::run(secs)?;
+        }
     }
     Ok(())
 }
