@@ -2,48 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::{js, wasm};
 
-/// The format of a service's code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Format {
-    /// A WebAssembly component targeting `solo:service/service`.
-    Wasm,
-    /// JavaScript source: an ES module exporting the entry points.
-    Js,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Wasm => "wasm",
-            Format::Js => "js",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "wasm" => Ok(Format::Wasm),
-            "js" => Ok(Format::Js),
-            "elixir_source" => Err("format elixir_source is not supported; use js or wasm".into()),
-            other => Err(format!("unknown format {other:?}; use js or wasm")),
-        }
-    }
-}
+pub use solo_types::Format;
 
 /// The SHA-256 of a service's code, and of nothing else.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -106,6 +106,8 @@ pub enum CrashKind {
     InvalidReply,
     /// The instance crashed before and cannot run again.
     Poisoned,
+    /// Its owner interrupted it (a forced kill).
+    Interrupted,
     /// The host failed while running the guest.
     Internal,
 }
@@ -119,6 +121,7 @@ impl CrashKind {
             CrashKind::StackOverflow => "stack_overflow",
             CrashKind::InvalidReply => "invalid_reply",
             CrashKind::Poisoned => "poisoned",
+            CrashKind::Interrupted => "interrupted",
             CrashKind::Internal => "internal",
         }
     }

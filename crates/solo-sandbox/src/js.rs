@@ -34,7 +34,20 @@ const COMPILE_CPU: Duration = Duration::from_millis(500);
 /// How often (in messages) the heap size reported in stats is refreshed.
 const MEMORY_REFRESH: u64 = 64;
 
-pub(crate) struct JsEngine;
+/// Runs JavaScript on threads of its own: QuickJS cannot yield in the middle of a
+/// computation, so a guest spinning until its CPU budget runs out holds its thread; it
+/// must never be one of the threads the kernel and the gateway run on.
+pub(crate) struct JsEngine {
+    exec: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for JsEngine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.exec.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 pub(crate) struct JsArtifact {
     source: Arc<str>,
@@ -53,8 +66,24 @@ struct Exports {
 }
 
 impl JsEngine {
-    pub(crate) fn new(_config: &SandboxConfig) -> Self {
-        Self
+    pub(crate) fn new(config: &SandboxConfig) -> Result<Self, crate::SandboxError> {
+        let threads = config.js_threads.max(1);
+        let exec = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("solo-js")
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                crate::SandboxError::Engine(format!("start the JavaScript threads: {e}"))
+            })?;
+        Ok(Self { exec: Some(exec) })
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle, InstantiateError> {
+        self.exec
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| InstantiateError::Internal("the JavaScript threads are stopped".into()))
     }
 
     /// Checks the syntax and finds the exports by loading the module once in a throwaway
@@ -100,7 +129,9 @@ impl JsEngine {
         rt.set_interrupt_handler(Some(Box::new(move || m.over_budget())))
             .await;
         let ctx = AsyncContext::full(&rt).await.map_err(internal)?;
+        let exec = self.handle()?;
         let mut instance = JsInstance {
+            exec,
             rt,
             ctx,
             has_init: artifact.has_init,
@@ -114,22 +145,32 @@ impl JsEngine {
         };
         instance.meter.begin(limits.cpu_per_message);
         let source = Arc::clone(&artifact.source);
-        let fut = instance.ctx.async_with(async move |ctx| {
-            install_host(&ctx, host).map_err(|e| describe(&ctx, Err::<(), _>(e).catch(&ctx)))?;
-            let loaded = async {
-                let module = Module::declare(ctx.clone(), "service", &*source)?;
-                let (module, promise) = module.eval()?;
-                promise.into_future::<()>().await?;
-                module.namespace()
-            }
+        let ctx = instance.ctx.clone();
+        let load = async move {
+            ctx.async_with(async move |ctx| {
+                install_host(&ctx, host)
+                    .map_err(|e| describe(&ctx, Err::<(), _>(e).catch(&ctx)))?;
+                let loaded = async {
+                    let module = Module::declare(ctx.clone(), "service", &*source)?;
+                    let (module, promise) = module.eval()?;
+                    promise.into_future::<()>().await?;
+                    module.namespace()
+                }
+                .await
+                .catch(&ctx);
+                match loaded.and_then(|ns| hide_exports(&ctx, ns).catch(&ctx)) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(describe_caught(&e)),
+                }
+            })
             .await
-            .catch(&ctx);
-            match loaded.and_then(|ns| hide_exports(&ctx, ns).catch(&ctx)) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(describe_caught(&e)),
-            }
-        });
-        match Metered::new(Arc::clone(&instance.meter), fut).await {
+        };
+        let loaded = instance
+            .exec
+            .spawn(Metered::new(Arc::clone(&instance.meter), load))
+            .await
+            .map_err(|e| InstantiateError::Internal(format!("the module load task failed: {e}")))?;
+        match loaded {
             Ok(()) => {
                 instance.refresh_memory().await;
                 Ok(Box::new(instance))
@@ -474,6 +515,7 @@ fn install_host<'js>(ctx: &Ctx<'js>, host: Arc<dyn HostApi>) -> rquickjs::Result
 }
 
 struct JsInstance {
+    exec: tokio::runtime::Handle,
     rt: AsyncRuntime,
     ctx: AsyncContext,
     has_init: bool,
@@ -517,7 +559,9 @@ impl JsInstance {
     /// for an ordinary exception from the guest's own code.
     fn engine_crash(&self, t: &Thrown) -> Option<Crash> {
         let m = t.message.to_ascii_lowercase();
-        let kind = if self.meter.tripped() || m.contains("interrupted") {
+        let kind = if self.meter.interrupted() {
+            CrashKind::Interrupted
+        } else if self.meter.tripped() || m.contains("interrupted") {
             CrashKind::CpuLimit
         } else if m.contains("out of memory") {
             CrashKind::MemoryLimit
@@ -527,6 +571,7 @@ impl JsInstance {
             return None;
         };
         let message = match kind {
+            CrashKind::Interrupted => "the instance was interrupted by its owner".to_string(),
             CrashKind::CpuLimit => format!(
                 "the message used more than its CPU budget of {} ms",
                 self.limits.cpu_per_message.as_millis()
@@ -563,35 +608,48 @@ impl JsInstance {
     ) -> Result<Outcome, CallError> {
         self.check_poisoned()?;
         self.meter.begin(self.limits.cpu_per_message);
-        let fut = self.ctx.async_with(async move |ctx| {
-            let run = async {
-                let ns: Object<'_> = ctx.globals().get(EXPORTS_GLOBAL)?;
-                let f: Function<'_> = ns.get(name)?;
-                let out: Value<'_> = match arg {
-                    Some(text) => {
-                        let value = match ctx.json_parse(text).catch(&ctx) {
-                            Ok(v) => v,
-                            Err(e) => return Ok(Err(describe_caught(&e).message)),
-                        };
-                        f.call((value,))?
-                    }
-                    None => f.call(())?,
-                };
-                let out = match out.as_promise() {
-                    Some(p) => p.clone().into_future::<Value<'_>>().await?,
-                    None => out,
-                };
-                to_json(&ctx, out).map(Ok)
-            }
+        let ctx = self.ctx.clone();
+        let fut = async move {
+            ctx.async_with(async move |ctx| {
+                let run = async {
+                    let ns: Object<'_> = ctx.globals().get(EXPORTS_GLOBAL)?;
+                    let f: Function<'_> = ns.get(name)?;
+                    let out: Value<'_> = match arg {
+                        Some(text) => {
+                            let value = match ctx.json_parse(text).catch(&ctx) {
+                                Ok(v) => v,
+                                Err(e) => return Ok(Err(describe_caught(&e).message)),
+                            };
+                            f.call((value,))?
+                        }
+                        None => f.call(())?,
+                    };
+                    let out = match out.as_promise() {
+                        Some(p) => p.clone().into_future::<Value<'_>>().await?,
+                        None => out,
+                    };
+                    to_json(&ctx, out).map(Ok)
+                }
+                .await
+                .catch(&ctx);
+                match run {
+                    Ok(Ok(json)) => Outcome::Returned(json),
+                    Ok(Err(bad)) => Outcome::BadRequest(bad),
+                    Err(e) => Outcome::Threw(describe_caught(&e)),
+                }
+            })
             .await
-            .catch(&ctx);
-            match run {
-                Ok(Ok(json)) => Outcome::Returned(json),
-                Ok(Err(bad)) => Outcome::BadRequest(bad),
-                Err(e) => Outcome::Threw(describe_caught(&e)),
-            }
-        });
-        let outcome = Metered::new(Arc::clone(&self.meter), fut).await;
+        };
+        let outcome = self
+            .exec
+            .spawn(Metered::new(Arc::clone(&self.meter), fut))
+            .await
+            .map_err(|e| {
+                CallError::crash(
+                    CrashKind::Internal,
+                    format!("the JavaScript task failed: {e}"),
+                )
+            })?;
         if matches!(name, "handleCall" | "handleCast") {
             self.messages += 1;
         }
@@ -719,5 +777,9 @@ impl Instance for JsInstance {
             cpu_time: self.meter.total(),
             messages: self.messages,
         }
+    }
+
+    fn interrupt_handle(&self) -> crate::Interrupt {
+        crate::Interrupt(Arc::clone(&self.meter))
     }
 }

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 pub use artifact::{Artifact, CodeHash, Format};
 pub use error::{CallError, CompileError, Crash, CrashKind, InstantiateError, SandboxError};
 pub use host::{HostApi, HostError, Level};
+pub use meter::Interrupt;
 
 /// How the per-message CPU deadline is enforced for WebAssembly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct SandboxConfig {
     /// Where compiled components are kept across restarts; `None` keeps them in memory
     /// only. The directory must be trusted: its files are loaded as machine code.
     pub cache_dir: Option<PathBuf>,
+    /// Threads that run JavaScript, apart from the caller's runtime.
+    pub js_threads: usize,
 }
 
 impl Default for SandboxConfig {
@@ -63,6 +66,10 @@ impl Default for SandboxConfig {
             max_wasm_bytes: 32 << 20,
             max_js_bytes: 4 << 20,
             cache_dir: None,
+            js_threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2)
+                * 2,
         }
     }
 }
@@ -118,6 +125,8 @@ pub trait Instance: Send {
     fn restore<'a>(&'a mut self, state: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>;
     /// Current resource readings.
     fn stats(&self) -> InstanceStats;
+    /// A handle that stops the guest's running code from another task.
+    fn interrupt_handle(&self) -> Interrupt;
 }
 
 /// Both engines and the artifact cache.
@@ -147,7 +156,7 @@ impl Sandbox {
         }
         Ok(Arc::new(Self {
             wasm: wasm::WasmEngine::new(&config)?,
-            js: js::JsEngine::new(&config),
+            js: js::JsEngine::new(&config)?,
             cache: artifact::Cache::default(),
             config,
         }))

@@ -27,6 +27,10 @@ pub(crate) struct Meter {
     total: AtomicU64,
     /// Set when a check found the budget spent.
     tripped: AtomicBool,
+    /// Set by [`Interrupt::interrupt`]: every check fails from then on.
+    interrupted: AtomicBool,
+    /// A wall-clock deadline (ns since `base`; 0 = none) set by [`Interrupt::deadline`].
+    deadline: AtomicU64,
 }
 
 impl Meter {
@@ -38,6 +42,8 @@ impl Meter {
             limit: AtomicU64::new(u64::MAX),
             total: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            deadline: AtomicU64::new(0),
         })
     }
 
@@ -68,8 +74,17 @@ impl Meter {
         Duration::from_nanos(ns)
     }
 
-    /// Whether the current message has spent its budget; remembers a `true`.
+    /// Whether the current message has spent its budget (or the instance was
+    /// interrupted); remembers a `true`.
     pub(crate) fn over_budget(&self) -> bool {
+        if self.interrupted.load(Ordering::Relaxed) {
+            return true;
+        }
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != 0 && self.now() >= deadline {
+            self.interrupted.store(true, Ordering::Relaxed);
+            return true;
+        }
         let over = u64::try_from(self.used().as_nanos()).unwrap_or(u64::MAX)
             >= self.limit.load(Ordering::Relaxed);
         if over {
@@ -78,9 +93,14 @@ impl Meter {
         over
     }
 
-    /// Whether a check stopped the current message.
+    /// Whether a check stopped the current message for its budget.
     pub(crate) fn tripped(&self) -> bool {
         self.tripped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the owner interrupted the instance.
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
     }
 
     /// CPU time of all messages.
@@ -99,6 +119,29 @@ impl Meter {
             self.used.fetch_add(spent, Ordering::Relaxed);
             self.total.fetch_add(spent, Ordering::Relaxed);
         }
+    }
+}
+
+/// Stops an instance's running guest code at its next check (within an epoch tick for
+/// wasm, at QuickJS's next interrupt poll), for a forced kill.
+#[derive(Debug, Clone)]
+pub struct Interrupt(pub(crate) Arc<Meter>);
+
+impl Interrupt {
+    /// Makes the instance's current and every later message stop with a crash.
+    pub fn interrupt(&self) {
+        self.0.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// Interrupts the instance once `deadline` passes (checked while guest code runs,
+    /// so it stops a guest that never yields); `None` clears it.
+    pub fn deadline(&self, deadline: Option<Instant>) {
+        let ns = deadline.map_or(0, |d| {
+            u64::try_from(d.saturating_duration_since(self.0.base).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.0.deadline.store(ns, Ordering::Relaxed);
     }
 }
 

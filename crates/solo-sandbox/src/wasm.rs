@@ -647,7 +647,12 @@ impl WasmInstance {
             .filter(|s| !s.trim().is_empty());
         let trap = e.downcast_ref::<Trap>().copied();
         let limit_ms = self.limits.cpu_per_message.as_millis();
-        let (kind, message) = if self.meter.tripped() || trap == Some(Trap::OutOfFuel) {
+        let (kind, message) = if self.meter.interrupted() {
+            (
+                CrashKind::Interrupted,
+                "the instance was interrupted by its owner".to_string(),
+            )
+        } else if self.meter.tripped() || trap == Some(Trap::OutOfFuel) {
             (
                 CrashKind::CpuLimit,
                 format!("the message used more than its CPU budget of {limit_ms} ms"),
@@ -803,5 +808,9 @@ impl Instance for WasmInstance {
             cpu_time: self.meter.total(),
             messages: self.messages,
         }
+    }
+
+    fn interrupt_handle(&self) -> crate::Interrupt {
+        crate::Interrupt(Arc::clone(&self.meter))
     }
 }

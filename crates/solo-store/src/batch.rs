@@ -31,6 +31,9 @@ pub enum Op {
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
     pub(crate) events: Vec<NewEvent>,
+    /// `(event, cause)`: event `event` was caused by the earlier event `cause` of this
+    /// batch, whose id is not known until the commit.
+    pub(crate) in_batch_causes: Vec<(usize, usize)>,
 }
 
 /// Checks a table name: 1-64 characters of `[a-z0-9_]`.
@@ -111,6 +114,28 @@ impl WriteBatch {
         self
     }
 
+    /// Appends `event`, caused by this batch's event number `cause` (an index into the
+    /// events added so far). Returns the new event's index.
+    ///
+    /// # Panics
+    /// If `cause` is not an earlier event of this batch: a bug in the caller.
+    pub fn event_caused_by(&mut self, mut event: NewEvent, cause: usize) -> usize {
+        assert!(
+            cause < self.events.len(),
+            "an in-batch cause must come first"
+        );
+        event.causation_id = Some(0);
+        self.events.push(event);
+        let index = self.events.len() - 1;
+        self.in_batch_causes.push((index, cause));
+        index
+    }
+
+    /// The index the next event will have.
+    pub fn next_event_index(&self) -> usize {
+        self.events.len()
+    }
+
     /// Whether the batch does nothing.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.events.is_empty()
@@ -128,8 +153,15 @@ impl WriteBatch {
 
     /// Takes the ops and events of `other` after this batch's own.
     pub fn extend(&mut self, other: WriteBatch) {
+        let offset = self.events.len();
         self.ops.extend(other.ops);
         self.events.extend(other.events);
+        self.in_batch_causes.extend(
+            other
+                .in_batch_causes
+                .into_iter()
+                .map(|(e, c)| (e + offset, c + offset)),
+        );
     }
 }
 

@@ -227,7 +227,18 @@ impl RedbStore {
     fn submit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
         // Encoding happens here, on the caller's thread, so the single writer only stamps,
         // hashes and inserts.
-        let events = batch.events.into_iter().map(Prepared::new).collect();
+        let mut causes = vec![None; batch.events.len()];
+        for (event, cause) in batch.in_batch_causes {
+            if let Some(slot) = causes.get_mut(event) {
+                *slot = Some(cause);
+            }
+        }
+        let events = batch
+            .events
+            .into_iter()
+            .zip(causes)
+            .map(|(e, cause)| Prepared::new(e, cause))
+            .collect();
         let (reply, rx) = oneshot::channel();
         let sent = self
             .inner
@@ -464,8 +475,8 @@ impl EventSource for Inner {
 impl EventLog for RedbStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
         let fut = self.submit(WriteBatch {
-            ops: Vec::new(),
             events,
+            ..WriteBatch::default()
         });
         Box::pin(async move { fut.await.map(|c| c.event_ids) })
     }

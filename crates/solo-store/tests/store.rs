@@ -718,3 +718,61 @@ async fn indexed_reads_agree_with_a_full_scan_across_many_chunks() {
     }
     assert_eq!(store.verify().unwrap().checked, 5120);
 }
+
+#[tokio::test]
+async fn an_event_can_name_an_earlier_event_of_its_batch_as_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let store = open(&path);
+        store.append(vec![ev("x", "t1", None, 0)]).await.unwrap();
+        let mut sub = store.subscribe(1, EventFilter::default());
+        let mut b = WriteBatch::new();
+        b.event(ev("deployed", "t1", Some("s"), 1));
+        let i = b.event_caused_by(ev("started", "t1", Some("s"), 2), 0);
+        b.event_caused_by(ev("ready", "t1", Some("s"), 3), i);
+        let ids = store.commit(b).await.unwrap().event_ids;
+        assert_eq!(ids, vec![2, 3, 4]);
+        let live: Vec<_> = [sub.next().await, sub.next().await, sub.next().await]
+            .into_iter()
+            .map(|e| e.unwrap().unwrap().causation_id)
+            .collect();
+        assert_eq!(live, vec![None, Some(2), Some(3)]);
+    }
+    let store = open(&path);
+    assert_eq!(store.verify().unwrap().first_broken, None);
+    let page = store.read(&EventQuery::default()).unwrap();
+    let causes: Vec<_> = page.events.iter().map(|e| e.causation_id).collect();
+    assert_eq!(causes, vec![None, None, Some(2), Some(3)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_during_a_commit_misses_nothing() {
+    // Regression: a subscriber that joined while a commit with no listeners was in
+    // flight could replay from before the commit and then wait for a broadcast that was
+    // never sent. Each round starts a commit, subscribes a moment later (the moment
+    // varies, to land inside the commit), and nothing else is appended.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir));
+    for round in 0..1500u64 {
+        let last = store.last_id();
+        let pending = store.append(vec![ev("x", "t1", None, round)]);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_micros(round % 400) {
+            std::hint::spin_loop();
+        }
+        let mut sub = store.subscribe(last, EventFilter::default());
+        // Start replaying now, while the commit may be in flight.
+        let waiter = tokio::spawn(async move {
+            tokio::time::timeout(std::time::Duration::from_secs(2), sub.next()).await
+        });
+        let id = pending.await.unwrap()[0];
+        let got = waiter
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("round {round}: event {id} never arrived"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, id);
+    }
+}

@@ -195,7 +195,11 @@ mod tests {
             (Temporary, Shutdown, Decision::Stop),
         ];
         for (restart, exit, expect) in table {
-            assert_eq!(run(restart, i, None, &[(0, exit)]), vec![expect], "{restart:?} {exit:?}");
+            assert_eq!(
+                run(restart, i, None, &[(0, exit)]),
+                vec![expect],
+                "{restart:?} {exit:?}"
+            );
         }
     }
 
@@ -221,7 +225,13 @@ mod tests {
             RestartType::Permanent,
             i,
             None,
-            &[(0, Crashed), (1, Crashed), (2, Crashed), (6, Crashed), (7, Crashed)],
+            &[
+                (0, Crashed),
+                (1, Crashed),
+                (2, Crashed),
+                (6, Crashed),
+                (7, Crashed),
+            ],
         );
         // At t=6 the restarts at 0 and 1 are more than 5 s old.
         assert_eq!(got, vec![RESTART, RESTART, RESTART, RESTART, RESTART]);
@@ -257,7 +267,13 @@ mod tests {
             RestartType::Permanent,
             Intensity::new(10, 60 * S),
             Some(b),
-            &[(0, Crashed), (1, Crashed), (2, Crashed), (3, Crashed), (4, Crashed)],
+            &[
+                (0, Crashed),
+                (1, Crashed),
+                (2, Crashed),
+                (3, Crashed),
+                (4, Crashed),
+            ],
         );
         let delays: Vec<u128> = got
             .iter()

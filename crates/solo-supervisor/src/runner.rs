@@ -11,8 +11,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -497,7 +497,10 @@ impl Runner {
                     (self.spec.on_event)(SupervisorEvent::ChildFailed {
                         supervisor: self.spec.name.clone(),
                         child: child.spec.name.clone(),
-                        reason: format!("{reason} (a {} child is not restarted)", child.spec.restart.as_str()),
+                        reason: format!(
+                            "{reason} (a {} child is not restarted)",
+                            child.spec.restart.as_str()
+                        ),
                     });
                 }
                 None

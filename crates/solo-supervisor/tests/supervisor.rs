@@ -33,7 +33,11 @@ impl Log {
 }
 
 /// A child that logs its starts and stops and obeys actions sent to it.
-fn child(name: &str, restart: RestartType, log: &Log) -> (ChildSpec, mpsc::UnboundedSender<Action>) {
+fn child(
+    name: &str,
+    restart: RestartType,
+    log: &Log,
+) -> (ChildSpec, mpsc::UnboundedSender<Action>) {
     let (tx, rx) = mpsc::unbounded_channel::<Action>();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let log = log.clone();
@@ -66,7 +70,11 @@ fn child(name: &str, restart: RestartType, log: &Log) -> (ChildSpec, mpsc::Unbou
     (spec, tx)
 }
 
-fn spec(strategy: Strategy, intensity: Intensity, events: &Arc<Mutex<Vec<SupervisorEvent>>>) -> SupervisorSpec {
+fn spec(
+    strategy: Strategy,
+    intensity: Intensity,
+    events: &Arc<Mutex<Vec<SupervisorEvent>>>,
+) -> SupervisorSpec {
     let events = Arc::clone(events);
     SupervisorSpec {
         name: "sup".into(),
@@ -133,7 +141,15 @@ async fn rest_for_one_restarts_the_crashed_child_and_those_after_it() {
 async fn one_for_all_restarts_everyone() {
     assert_eq!(
         crash_b(Strategy::OneForAll).await,
-        ["stop d", "stop c", "stop a", "start a#1", "start b#1", "start c#1", "start d#1"]
+        [
+            "stop d",
+            "stop c",
+            "stop a",
+            "start a#1",
+            "start b#1",
+            "start c#1",
+            "start d#1"
+        ]
     );
 }
 
@@ -143,7 +159,11 @@ async fn a_panic_is_a_crash() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (c, tx) = child("p", RestartType::Permanent, &log);
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(5)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
         vec![c],
     );
     settle().await;
@@ -169,17 +189,30 @@ async fn exceeding_the_intensity_escalates_and_stops_every_child() {
     let (a, _ta) = child("a", RestartType::Permanent, &log);
     let (b, tb) = child("b", RestartType::Permanent, &log);
     let (_sup, handle) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(2, Duration::from_secs(60)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(2, Duration::from_secs(60)),
+            &events,
+        ),
         vec![a, b],
     );
     for _ in 0..3 {
         settle().await;
         tb.send(Action::Crash).unwrap();
     }
-    let exit = tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
-    assert!(matches!(exit, SupervisorExit::Escalated(ref r) if r.contains("b crashed")), "{exit:?}");
+    let exit = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(exit, SupervisorExit::Escalated(ref r) if r.contains("b crashed")),
+        "{exit:?}"
+    );
     assert!(log.take().contains(&"stop a".to_string()));
-    assert!(matches!(events.lock().last(), Some(SupervisorEvent::Escalated { .. })));
+    assert!(matches!(
+        events.lock().last(),
+        Some(SupervisorEvent::Escalated { .. })
+    ));
 }
 
 #[tokio::test]
@@ -190,7 +223,11 @@ async fn a_child_with_its_own_intensity_fails_alone() {
     let (mut b, tb) = child("b", RestartType::Permanent, &log);
     b.intensity = Some(Intensity::new(1, Duration::from_secs(60)));
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(100, Duration::from_secs(60)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(100, Duration::from_secs(60)),
+            &events,
+        ),
         vec![a, b],
     );
     settle().await;
@@ -201,7 +238,12 @@ async fn a_child_with_its_own_intensity_fails_alone() {
     let children = sup.children();
     assert_eq!(children[1].state, ChildState::Failed);
     assert_eq!(children[0].state, ChildState::Running);
-    assert!(events.lock().iter().any(|e| matches!(e, SupervisorEvent::ChildFailed { child, .. } if child == "b")));
+    assert!(
+        events
+            .lock()
+            .iter()
+            .any(|e| matches!(e, SupervisorEvent::ChildFailed { child, .. } if child == "b"))
+    );
     // The other child still works and restarts.
     ta.send(Action::Crash).unwrap();
     settle().await;
@@ -215,7 +257,11 @@ async fn restart_types_decide_what_comes_back() {
     let (t, tt) = child("temp", RestartType::Temporary, &log);
     let (r, tr) = child("trans", RestartType::Transient, &log);
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(5)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
         vec![t, r],
     );
     settle().await;
@@ -235,7 +281,11 @@ async fn shutdown_stops_children_in_reverse_start_order() {
         .map(|n| child(n, RestartType::Permanent, &log))
         .unzip();
     let (sup, handle) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(5)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
         children,
     );
     settle().await;
@@ -256,14 +306,20 @@ async fn terminating_a_stuck_child_aborts_it_without_holding_up_the_others() {
         shutdown_timeout: Duration::from_millis(300),
         intensity: None,
         backoff: None,
-        start: Arc::new(|_| Box::pin(async {
-            futures::future::pending::<()>().await;
-            Exit::Normal
-        })),
+        start: Arc::new(|_| {
+            Box::pin(async {
+                futures::future::pending::<()>().await;
+                Exit::Normal
+            })
+        }),
     };
     let (other, t_other) = child("other", RestartType::Permanent, &log);
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(5)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
         vec![stuck, other],
     );
     settle().await;
@@ -281,7 +337,9 @@ async fn terminating_a_stuck_child_aborts_it_without_holding_up_the_others() {
     assert_eq!(names, ["other"]);
     assert_eq!(
         sup.terminate_child("stuck", None).await,
-        Err(solo_supervisor::SupervisorError::NoSuchChild("stuck".into()))
+        Err(solo_supervisor::SupervisorError::NoSuchChild(
+            "stuck".into()
+        ))
     );
 }
 
@@ -296,7 +354,11 @@ async fn backoff_delays_the_restart() {
         max: Duration::from_secs(60),
     });
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(60)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(60)),
+            &events,
+        ),
         vec![c],
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -314,7 +376,11 @@ async fn dynamic_children_can_be_added_and_names_are_unique() {
     let log = Log::default();
     let events = Arc::new(Mutex::new(Vec::new()));
     let (sup, _h) = Supervisor::start(
-        spec(Strategy::OneForOne, Intensity::new(5, Duration::from_secs(5)), &events),
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
         Vec::new(),
     );
     let (a, _t) = child("a", RestartType::Permanent, &log);

@@ -7,7 +7,11 @@ pub mod code;
 pub mod event;
 pub mod ids;
 pub mod metric_names;
+pub mod spec;
 
 pub use code::Code;
 pub use event::{Event, NewEvent, kinds};
 pub use ids::{IdError, ServiceId, TenantId};
+pub use spec::{
+    CrashReport, DeploySpec, Format, RestartPolicy, ServiceLimits, ServiceState, ServiceStatus,
+};

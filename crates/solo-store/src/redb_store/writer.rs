@@ -109,11 +109,15 @@ pub(super) struct Prepared {
     body: Vec<u8>,
     names: Vec<String>,
     event: NewEvent,
+    /// The index, within the same request, of the event that caused this one; its id is
+    /// patched into the body's last 8 bytes (the causation) once assigned.
+    cause: Option<usize>,
 }
 
 impl Prepared {
-    pub(super) fn new(event: NewEvent) -> Self {
+    pub(super) fn new(event: NewEvent, cause: Option<usize>) -> Self {
         Self {
+            cause,
             body: codec::encode_body(&event),
             names: names_of(
                 event.tenant.as_ref().map(solo_types::TenantId::as_str),
@@ -318,16 +322,20 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let want_events = self.live.receiver_count() > 0;
         let first_id = self.chain.next_id;
         let mut chain = self.chain.clone();
         let mut staged = Vec::new();
         let mut ids = Vec::with_capacity(group.len());
         let mut events = Vec::new();
         for req in &mut group {
-            let mut req_ids = Vec::with_capacity(req.events.len());
-            for prepared in std::mem::take(&mut req.events) {
+            let mut req_ids: Vec<u64> = Vec::with_capacity(req.events.len());
+            for mut prepared in std::mem::take(&mut req.events) {
                 let id = chain.next_id;
+                if let Some(cause_id) = prepared.cause.and_then(|c| req_ids.get(c).copied()) {
+                    let n = prepared.body.len();
+                    prepared.body[n - 8..].copy_from_slice(&cause_id.to_be_bytes());
+                    prepared.event.causation_id = Some(cause_id);
+                }
                 let (ts, mono) = self.clock.stamp();
                 let stamp = Stamp { id, ts, mono };
                 let mut record = Vec::with_capacity(codec::HEADER_LEN + prepared.body.len() + 32);
@@ -338,9 +346,10 @@ impl Writer {
                 chain.next_id += 1;
                 chain.last_hash = hash;
                 req_ids.push(id);
-                if want_events {
-                    events.push(stamped(stamp, prepared.event, hash));
-                }
+                // Always built (the fields are moved, not copied): whether anyone listens
+                // is decided after the commit, when a new subscriber's replay already
+                // sees this group, so a subscriber can never fall between the two.
+                events.push(stamped(stamp, prepared.event, hash));
                 staged.push(Staged {
                     record,
                     names: prepared.names,
@@ -394,8 +403,7 @@ impl Writer {
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(secs_since(started));
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!(m::STORE_BATCH_EVENTS).record(staged.len() as f64);
-        if !events.is_empty() {
-            // No receiver is not an error: nobody is watching.
+        if !events.is_empty() && self.live.receiver_count() > 0 {
             let _ = self.live.send(events.into());
         }
         for (req, event_ids) in group.into_iter().zip(ids) {

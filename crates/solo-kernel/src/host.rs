@@ -1,0 +1,247 @@
+//! The host API as the kernel implements it for one service: every call is checked
+//! against the service's tenant and deploy spec.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::json;
+use solo_sandbox::{HostApi, HostError, Level};
+use solo_store::WriteBatch;
+use solo_types::{NewEvent, ServiceId, kinds};
+
+use crate::records::{SERVICE_KV, kv_key, kv_prefix};
+use crate::service::ServiceEntry;
+use crate::{Caller, KernelError, KernelInner};
+
+/// The most keys `kv-list` returns.
+const MAX_LIST: usize = 10_000;
+/// The largest custom event payload.
+const MAX_EMIT_BYTES: usize = 64 << 10;
+
+pub(crate) struct KernelHost {
+    kernel: Weak<KernelInner>,
+    entry: Arc<ServiceEntry>,
+}
+
+impl KernelHost {
+    pub(crate) fn new(kernel: Weak<KernelInner>, entry: Arc<ServiceEntry>) -> Self {
+        Self { kernel, entry }
+    }
+
+    fn kernel(&self) -> Result<Arc<KernelInner>, HostError> {
+        self.kernel
+            .upgrade()
+            .ok_or_else(|| HostError::new("unavailable", "solo is shutting down"))
+    }
+
+    fn check_key(&self, k: &KernelInner, key: &str) -> Result<(), HostError> {
+        if key.is_empty() || key.len() > k.config.limits.max_kv_key_bytes {
+            return Err(HostError::new(
+                "invalid_argument",
+                format!(
+                    "a key must be 1 to {} bytes",
+                    k.config.limits.max_kv_key_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a kernel error looks to a guest.
+pub(crate) fn to_host(e: &KernelError) -> HostError {
+    HostError::new(e.reason(), e.to_string())
+}
+
+fn ready<T: Send + 'static>(v: Result<T, HostError>) -> BoxFuture<'static, Result<T, HostError>> {
+    Box::pin(async move { v })
+}
+
+impl HostApi for KernelHost {
+    fn log(&self, level: Level, message: &str) {
+        self.entry.logs.push(level, message);
+    }
+
+    fn emit(&self, kind: &str, payload: &str) -> Result<(), HostError> {
+        let k = self.kernel()?;
+        let valid = !kind.is_empty()
+            && kind.len() <= 64
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !valid {
+            return Err(HostError::new(
+                "invalid_argument",
+                "an event kind is 1-64 characters of [a-z0-9_.]",
+            ));
+        }
+        if payload.len() > MAX_EMIT_BYTES {
+            return Err(HostError::new(
+                "invalid_argument",
+                format!("an event payload is at most {MAX_EMIT_BYTES} bytes"),
+            ));
+        }
+        let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+            HostError::new("invalid_argument", format!("the payload is not JSON: {e}"))
+        })?;
+        if !self.entry.emits.take() {
+            return Err(HostError::new(
+                "resource_exhausted",
+                format!(
+                    "more than {} events per second",
+                    k.config.limits.max_emits_per_second
+                ),
+            ));
+        }
+        let event = NewEvent::service(
+            format!("{}{kind}", kinds::CUSTOM_PREFIX),
+            &self.entry.tenant,
+            &self.entry.id,
+        )
+        .payload(payload);
+        // Queued in order now; the guest does not wait for the disk.
+        drop(k.store.append(vec![event]));
+        Ok(())
+    }
+
+    fn kv_get(&self, key: &str) -> BoxFuture<'static, Result<Option<Vec<u8>>, HostError>> {
+        let r = self.kernel().and_then(|k| {
+            self.check_key(&k, key)?;
+            k.store
+                .get(SERVICE_KV, &kv_key(&self.entry.tenant, &self.entry.id, key))
+                .map_err(|e| to_host(&KernelError::Store(e)))
+        });
+        ready(r)
+    }
+
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> BoxFuture<'static, Result<(), HostError>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
+        };
+        if let Err(e) = self.check_key(&k, key) {
+            return ready(Err(e));
+        }
+        if value.len() > k.config.limits.max_kv_value_bytes {
+            return ready(Err(HostError::new(
+                "invalid_argument",
+                format!(
+                    "a value is at most {} bytes",
+                    k.config.limits.max_kv_value_bytes
+                ),
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        if let Err(e) = batch.put(
+            SERVICE_KV,
+            kv_key(&self.entry.tenant, &self.entry.id, key),
+            value,
+        ) {
+            return ready(Err(to_host(&KernelError::Store(e))));
+        }
+        let fut = k.store.commit(batch);
+        Box::pin(async move {
+            fut.await
+                .map(|_| ())
+                .map_err(|e| to_host(&KernelError::Store(e)))
+        })
+    }
+
+    fn kv_delete(&self, key: &str) -> BoxFuture<'static, Result<(), HostError>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
+        };
+        if let Err(e) = self.check_key(&k, key) {
+            return ready(Err(e));
+        }
+        let mut batch = WriteBatch::new();
+        if let Err(e) = batch.delete(SERVICE_KV, kv_key(&self.entry.tenant, &self.entry.id, key)) {
+            return ready(Err(to_host(&KernelError::Store(e))));
+        }
+        let fut = k.store.commit(batch);
+        Box::pin(async move {
+            fut.await
+                .map(|_| ())
+                .map_err(|e| to_host(&KernelError::Store(e)))
+        })
+    }
+
+    fn kv_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, HostError>> {
+        let r = self.kernel().and_then(|k| {
+            let base = kv_prefix(&self.entry.tenant, &self.entry.id);
+            let mut p = base.clone();
+            p.extend_from_slice(prefix.as_bytes());
+            let entries = k
+                .store
+                .snapshot()
+                .and_then(|s| s.scan_prefix(SERVICE_KV, &p, MAX_LIST))
+                .map_err(|e| to_host(&KernelError::Store(e)))?;
+            Ok(entries
+                .into_iter()
+                .map(|(key, _)| String::from_utf8_lossy(&key[base.len()..]).into_owned())
+                .collect())
+        });
+        ready(r)
+    }
+
+    fn secret(&self, name: &str) -> BoxFuture<'static, Result<Vec<u8>, HostError>> {
+        let allowed = self.entry.spec.secrets.iter().any(|s| s == name);
+        let r = if allowed {
+            Err(HostError::new(
+                "unavailable",
+                format!("secret {name}: the vault is not enabled in this build"),
+            ))
+        } else {
+            Err(HostError::new(
+                "permission_denied",
+                format!("secret {name} is not listed in the service's deploy spec"),
+            ))
+        };
+        ready(r)
+    }
+
+    fn call(
+        &self,
+        target: &str,
+        request: String,
+        timeout: Duration,
+        token: Option<String>,
+    ) -> BoxFuture<'static, Result<String, HostError>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
+        };
+        let caller = Caller::service(self.entry.tenant.clone(), self.entry.id.clone());
+        let target = target.to_string();
+        let _ = token;
+        Box::pin(async move {
+            let id = parse_target(&target)?;
+            k.call(&caller, &id, &request, timeout)
+                .await
+                .map_err(|e| to_host(&e))
+        })
+    }
+
+    fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError> {
+        let k = self.kernel()?;
+        let _ = token;
+        let caller = Caller::service(self.entry.tenant.clone(), self.entry.id.clone());
+        let id = parse_target(target)?;
+        k.cast(&caller, &id, &message).map_err(|e| to_host(&e))
+    }
+}
+
+/// A target of the same tenant; `tenant/service` addresses another tenant, which needs
+/// a capability.
+fn parse_target(target: &str) -> Result<ServiceId, HostError> {
+    if target.contains('/') {
+        return Err(HostError::new(
+            "permission_denied",
+            json!({ "target": target, "reason": "calls to another tenant need a capability token" })
+                .to_string(),
+        ));
+    }
+    ServiceId::new(target).map_err(|e| HostError::new("invalid_argument", e.to_string()))
+}

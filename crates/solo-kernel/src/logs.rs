@@ -1,0 +1,122 @@
+//! A service's log: the last lines in a ring buffer, plus a live feed.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use solo_sandbox::Level;
+use tokio::sync::broadcast;
+
+/// The longest line kept; longer lines are cut.
+const MAX_LINE: usize = 4096;
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Per service, from 1, in order.
+    pub seq: u64,
+    /// UTC ns.
+    pub ts: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// The last `capacity` lines of a service and a feed of new ones.
+pub(crate) struct LogRing {
+    capacity: usize,
+    inner: Mutex<Ring>,
+    live: broadcast::Sender<LogLine>,
+}
+
+struct Ring {
+    lines: VecDeque<LogLine>,
+    next_seq: u64,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+impl LogRing {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Ring {
+                lines: VecDeque::new(),
+                next_seq: 1,
+            }),
+            live: broadcast::channel(256).0,
+        }
+    }
+
+    pub(crate) fn push(&self, level: Level, message: &str) {
+        let mut text = message.to_string();
+        if text.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        let mut ring = self.inner.lock();
+        let line = LogLine {
+            seq: ring.next_seq,
+            ts: now_ns(),
+            level: level.as_str().to_string(),
+            message: text,
+        };
+        ring.next_seq += 1;
+        if ring.lines.len() == self.capacity {
+            ring.lines.pop_front();
+        }
+        ring.lines.push_back(line.clone());
+        // Sent under the lock, so a subscriber's backlog and feed never overlap or gap.
+        let _ = self.live.send(line);
+    }
+
+    /// The last `n` lines, oldest first.
+    pub(crate) fn tail(&self, n: usize) -> Vec<LogLine> {
+        let ring = self.inner.lock();
+        let skip = ring.lines.len().saturating_sub(n);
+        ring.lines.iter().skip(skip).cloned().collect()
+    }
+
+    /// The last `n` lines and a feed of every line after them.
+    pub(crate) fn follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let ring = self.inner.lock();
+        let rx = self.live.subscribe();
+        let skip = ring.lines.len().saturating_sub(n);
+        (ring.lines.iter().skip(skip).cloned().collect(), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_lines_in_order() {
+        let ring = LogRing::new(3);
+        for i in 0..5 {
+            ring.push(Level::Info, &format!("line {i}"));
+        }
+        let tail: Vec<String> = ring.tail(10).into_iter().map(|l| l.message).collect();
+        assert_eq!(tail, ["line 2", "line 3", "line 4"]);
+        assert_eq!(ring.tail(1)[0].seq, 5);
+        ring.push(Level::Warn, &"x".repeat(10_000));
+        assert!(ring.tail(1)[0].message.len() <= MAX_LINE + 3);
+    }
+
+    #[tokio::test]
+    async fn follow_has_no_gap_between_backlog_and_feed() {
+        let ring = LogRing::new(10);
+        ring.push(Level::Info, "a");
+        let (backlog, mut rx) = ring.follow(10);
+        ring.push(Level::Info, "b");
+        assert_eq!(backlog.len(), 1);
+        assert_eq!(rx.recv().await.unwrap().message, "b");
+    }
+}

@@ -1,0 +1,112 @@
+//! What the kernel keeps in the store: table names, keys, records, event payloads.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use solo_types::{CrashReport, DeploySpec, NewEvent, ServiceId, TenantId, kinds};
+
+/// Deployment records: `tenant/service` → [`DeploymentRecord`] (JSON).
+pub const DEPLOYMENTS: &str = "deployments";
+/// Code blobs by the hex SHA-256 of the code.
+pub const CODE: &str = "code";
+/// Each service's key-value data: `tenant \0 service \0 key` → value.
+pub const SERVICE_KV: &str = "service_kv";
+/// The last snapshot of each service: `tenant/service` → state bytes.
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// The record format this build writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// A deployment, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub v: u32,
+    pub tenant: TenantId,
+    pub spec: DeploySpec,
+    pub code_hash: String,
+    pub version: u64,
+    /// The `service_deployed` event.
+    pub deployed_event: u64,
+    /// UTC ns.
+    pub deployed_at: i64,
+}
+
+pub fn deployment_key(tenant: &TenantId, service: &ServiceId) -> Vec<u8> {
+    format!("{tenant}/{service}").into_bytes()
+}
+
+pub fn kv_prefix(tenant: &TenantId, service: &ServiceId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.as_str().len() + service.as_str().len() + 2);
+    k.extend_from_slice(tenant.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(service.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn kv_key(tenant: &TenantId, service: &ServiceId, key: &str) -> Vec<u8> {
+    let mut k = kv_prefix(tenant, service);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+pub fn deployed(record: &DeploymentRecord) -> NewEvent {
+    let s = &record.spec;
+    NewEvent::service(kinds::SERVICE_DEPLOYED, &record.tenant, &s.service_id).payload(json!({
+        "service_id": s.service_id,
+        "tenant_id": record.tenant,
+        "format": s.format,
+        "code_hash": record.code_hash,
+        "version": record.version,
+        "restart": s.restart,
+        "restart_limits": { "max_restarts": s.max_restarts, "max_seconds": s.max_seconds },
+        "limits": s.limits,
+        "secrets": s.secrets,
+    }))
+}
+
+pub fn deployment_failed(
+    tenant: &TenantId,
+    service: &ServiceId,
+    stage: &str,
+    reason: &str,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_DEPLOYMENT_FAILED, tenant, service).payload(json!({
+        "service_id": service,
+        "tenant_id": tenant,
+        "stage": stage,
+        "reason": reason,
+    }))
+}
+
+pub fn started(tenant: &TenantId, service: &ServiceId, version: u64) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_STARTED, tenant, service)
+        .payload(json!({ "service_id": service, "version": version }))
+}
+
+pub fn crashed(tenant: &TenantId, service: &ServiceId, report: &CrashReport) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_CRASHED, tenant, service)
+        .payload(json!({ "service_id": service, "reason": report }))
+}
+
+pub fn restarted(tenant: &TenantId, service: &ServiceId, restarts: u32) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_RESTARTED, tenant, service)
+        .payload(json!({ "service_id": service, "restarts": restarts }))
+}
+
+pub fn failed(tenant: &TenantId, service: &ServiceId, reason: &str) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_FAILED, tenant, service)
+        .payload(json!({ "service_id": service, "reason": reason }))
+}
+
+pub fn killed(
+    tenant: &TenantId,
+    service: &ServiceId,
+    forced: bool,
+    snapshot_bytes: Option<usize>,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_KILLED, tenant, service).payload(json!({
+        "service_id": service,
+        "forced": forced,
+        "snapshot_bytes": snapshot_bytes,
+    }))
+}

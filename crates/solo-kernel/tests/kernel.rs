@@ -1,0 +1,963 @@
+//! The kernel's contract: deploy, call, cast, status, list, kill, crash reports,
+//! restarts and their intensity, tenant isolation, quotas, and the system tree. No
+//! network: the kernel is driven in process over a real store and a real sandbox.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use solo_kernel::{
+    Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, KillOptions,
+    ListFilter, SYSTEM_COMPONENTS,
+};
+use solo_sandbox::{Sandbox, SandboxConfig};
+use solo_store::{EventFilter, EventQuery, RedbStore, StoreOptions};
+use solo_types::{Event, Format, RestartPolicy, ServiceId, ServiceState, TenantId, kinds};
+
+fn sandbox() -> Arc<Sandbox> {
+    static S: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    Arc::clone(S.get_or_init(|| {
+        Sandbox::new(SandboxConfig {
+            max_instances: 4000,
+            ..SandboxConfig::default()
+        })
+        .unwrap()
+    }))
+}
+
+struct Solo {
+    kernel: Kernel,
+    _dir: tempfile::TempDir,
+}
+
+async fn solo_with(config: KernelConfig) -> Solo {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with(
+        dir.path().join("solo.redb"),
+        StoreOptions {
+            wal_bytes: 4 << 20,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let kernel = Kernel::start(Arc::new(store), sandbox(), config, KernelOptions::default())
+        .await
+        .unwrap();
+    Solo { kernel, _dir: dir }
+}
+
+async fn solo() -> Solo {
+    solo_with(KernelConfig::default()).await
+}
+
+fn tenant(s: &str) -> Caller {
+    Caller::tenant(TenantId::new(s).unwrap())
+}
+
+fn sid(s: &str) -> ServiceId {
+    ServiceId::new(s).unwrap()
+}
+
+fn code(format: Format, name: &str) -> Arc<[u8]> {
+    match format {
+        Format::Wasm => solo_guests::wasm(name).into(),
+        Format::Js => solo_guests::js(name).into_bytes().into(),
+    }
+}
+
+fn req(id: &str, format: Format, name: &str) -> DeployRequest {
+    DeployRequest::new(sid(id), format, code(format, name))
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Waits (by subscription, not polling) for the first event of `kind` about `service`
+/// after `after_id`.
+async fn next_event(
+    k: &Kernel,
+    caller: &Caller,
+    after_id: u64,
+    kind: &str,
+    service: &str,
+) -> Event {
+    let mut sub = k.watch(
+        caller,
+        after_id,
+        EventFilter {
+            kind: Some(kind.to_string()),
+            ..EventFilter::default()
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let e = sub.next().await.unwrap().unwrap();
+            if e.service.as_ref().map(ServiceId::as_str) == Some(service) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event for {service} after {after_id}"))
+}
+
+fn events_of(k: &Kernel, caller: &Caller, kind: &str) -> Vec<Event> {
+    k.events(
+        caller,
+        EventQuery {
+            filter: EventFilter {
+                kind: Some(kind.into()),
+                ..EventFilter::default()
+            },
+            limit: 10_000,
+            ..EventQuery::default()
+        },
+    )
+    .unwrap()
+    .events
+}
+
+#[tokio::test]
+async fn deploy_call_status_list_and_kill_in_both_formats() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("agent_a");
+    for (id, f) in [("echo-wasm", Format::Wasm), ("echo-js", Format::Js)] {
+        let d = k.deploy(&a, req(id, f, "echo")).await.unwrap();
+        assert!(d.created);
+        assert_eq!(d.code_hash.len(), 64);
+        assert_eq!(
+            k.call(&a, &sid(id), r#"{"x":1}"#, SECOND)
+                .await
+                .unwrap()
+                .replace(' ', ""),
+            r#"{"x":1}"#
+        );
+        let st = k.status(&a, &sid(id)).unwrap();
+        assert_eq!(st.state, ServiceState::Running);
+        assert_eq!(st.format, f);
+        assert_eq!(st.version, 1);
+        assert_eq!(st.messages, 1);
+        assert!(st.memory_bytes > 0, "{st:?}");
+        assert!(st.cpu_time_us > 0, "{st:?}");
+        assert_eq!(st.restarts, 0);
+    }
+    let list = k.list(&a, &ListFilter::default());
+    assert_eq!(list.total, 2);
+    let names: Vec<&str> = list
+        .services
+        .iter()
+        .map(|s| s.service_id.as_str())
+        .collect();
+    assert_eq!(names, ["echo-js", "echo-wasm"]);
+
+    // Events: deployed, then started caused by it.
+    let deployed = events_of(k, &a, kinds::SERVICE_DEPLOYED);
+    let started = events_of(k, &a, kinds::SERVICE_STARTED);
+    assert_eq!(deployed.len(), 2);
+    assert_eq!(started[0].causation_id, Some(deployed[0].id));
+    assert_eq!(deployed[0].payload["format"], "wasm");
+
+    let killed = k
+        .kill(&a, &sid("echo-wasm"), KillOptions::default())
+        .await
+        .unwrap();
+    assert!(!killed.forced);
+    assert!(matches!(
+        k.status(&a, &sid("echo-wasm")),
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.call(&a, &sid("echo-wasm"), "1", SECOND).await,
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.kill(&a, &sid("echo-wasm"), KillOptions::default()).await,
+        Err(KernelError::NotFound(_))
+    ));
+    assert_eq!(k.list(&a, &ListFilter::default()).total, 1);
+    assert_eq!(events_of(k, &a, kinds::SERVICE_KILLED).len(), 1);
+    k.shutdown().await;
+}
+
+#[tokio::test]
+async fn deploying_the_same_id_twice() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("svc", Format::Js, "echo")).await.unwrap();
+    // Identical: an idempotent success, no second deploy event.
+    let again = k.deploy(&a, req("svc", Format::Js, "echo")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(events_of(k, &a, kinds::SERVICE_DEPLOYED).len(), 1);
+    // Different code or settings: already exists.
+    let err = k
+        .deploy(&a, req("svc", Format::Js, "counter"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KernelError::AlreadyExists(_)), "{err}");
+    let mut r = req("svc", Format::Js, "echo");
+    r.memory_mb = Some(32);
+    assert!(matches!(
+        k.deploy(&a, r).await,
+        Err(KernelError::AlreadyExists(_))
+    ));
+}
+
+#[tokio::test]
+async fn dry_run_checks_everything_and_starts_nothing() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("svc", Format::Wasm, "counter");
+    r.dry_run = true;
+    let d = k.deploy(&a, r).await.unwrap();
+    assert!(d.dry_run && d.has_state);
+    assert_eq!(k.list(&a, &ListFilter::default()).total, 0);
+    let mut bad = DeployRequest::new(
+        sid("bad"),
+        Format::Js,
+        b"export function handleCall( {".to_vec(),
+    );
+    bad.dry_run = true;
+    assert!(matches!(
+        k.deploy(&a, bad).await,
+        Err(KernelError::Compile(_))
+    ));
+    assert!(events_of(k, &a, kinds::SERVICE_DEPLOYED).is_empty());
+}
+
+#[tokio::test]
+async fn bad_specs_and_code_are_refused_with_reasons() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("svc", Format::Js, "echo");
+    r.memory_mb = Some(0);
+    assert!(
+        matches!(k.deploy(&a, r).await, Err(KernelError::InvalidArgument(m)) if m.contains("memory_mb"))
+    );
+    let mut r = req("svc", Format::Js, "echo");
+    r.mailbox = Some(0);
+    assert!(
+        matches!(k.deploy(&a, r).await, Err(KernelError::InvalidArgument(m)) if m.contains("mailbox"))
+    );
+    let mut r = req("svc", Format::Js, "echo");
+    r.secrets = vec!["bad name".into()];
+    assert!(
+        matches!(k.deploy(&a, r).await, Err(KernelError::InvalidArgument(m)) if m.contains("secret"))
+    );
+
+    // Code that does not compile: refused, recorded, and the id is free again.
+    let bad = DeployRequest::new(sid("svc"), Format::Wasm, b"\0asm\x01\0\0\0".to_vec());
+    let err = k.deploy(&a, bad).await.unwrap_err();
+    assert!(matches!(err, KernelError::Compile(_)), "{err}");
+    let failed = events_of(k, &a, kinds::SERVICE_DEPLOYMENT_FAILED);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].payload["stage"], "compile");
+
+    // Init that fails: refused with the guest's message.
+    let mut r = req("svc", Format::Wasm, "crasher");
+    r.config = Some(serde_json::json!({"fail_init": true}));
+    let err = k.deploy(&a, r).await.unwrap_err();
+    assert!(err.to_string().contains("asked to fail in init"), "{err}");
+    // After failed deploys, the same id deploys fine.
+    k.deploy(&a, req("svc", Format::Js, "echo")).await.unwrap();
+    assert_eq!(k.call(&a, &sid("svc"), "2", SECOND).await.unwrap(), "2");
+    // Requests must be JSON.
+    assert!(matches!(
+        k.call(&a, &sid("svc"), "not json", SECOND).await,
+        Err(KernelError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn another_tenants_service_is_not_found_on_every_path() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let (a, b) = (tenant("alice"), tenant("bob"));
+    k.deploy(&a, req("shared-name", Format::Js, "counter"))
+        .await
+        .unwrap();
+    k.deploy(&b, req("shared-name", Format::Js, "counter"))
+        .await
+        .unwrap();
+    k.deploy(&a, req("only-a", Format::Js, "echo"))
+        .await
+        .unwrap();
+    let only_a = sid("only-a");
+    assert!(matches!(
+        k.status(&b, &only_a),
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.call(&b, &only_a, "1", SECOND).await,
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.cast(&b, &only_a, "1"),
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.logs(&b, &only_a, 10),
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.kill(&b, &only_a, KillOptions::default()).await,
+        Err(KernelError::NotFound(_))
+    ));
+    // Same id in two tenants: independent state; killing one leaves the other.
+    k.call(&a, &sid("shared-name"), r#"{"op":"inc","by":5}"#, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, SECOND)
+            .await
+            .unwrap(),
+        r#"{"value":0}"#
+    );
+    k.kill(&a, &sid("shared-name"), KillOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, SECOND)
+            .await
+            .is_ok()
+    );
+    // Each tenant sees only its own events.
+    let b_events = k.events(&b, EventQuery::default()).unwrap().events;
+    assert!(!b_events.is_empty());
+    assert!(
+        b_events
+            .iter()
+            .all(|e| e.tenant.as_ref().map(TenantId::as_str) == Some("bob"))
+    );
+    assert_eq!(k.list(&b, &ListFilter::default()).total, 1);
+}
+
+#[tokio::test]
+async fn a_crash_loop_stops_at_its_intensity_with_a_crash_report() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("bystander", Format::Js, "echo"))
+        .await
+        .unwrap();
+    let mut r = req("crashy", Format::Wasm, "crasher");
+    r.max_restarts = Some(2);
+    r.max_seconds = Some(60);
+    k.deploy(&a, r).await.unwrap();
+    let crashy = sid("crashy");
+    let mut last = 0;
+    for round in 0..3 {
+        let err = k
+            .call(&a, &crashy, r#"{"mode":"log","lines":30}"#, SECOND * 5)
+            .await
+            .unwrap_err();
+        let KernelError::ServiceCrashed(report) = err else {
+            panic!("round {round}: {err}");
+        };
+        assert_eq!(report.kind, "trap");
+        assert_eq!(report.log_tail.len(), 20, "{:?}", report.log_tail);
+        assert!(
+            report
+                .log_tail
+                .iter()
+                .any(|l| l.contains("asked to panic after logging")),
+            "{:?}",
+            report.log_tail
+        );
+        assert!(
+            report
+                .backtrace
+                .as_deref()
+                .unwrap_or("")
+                .contains("crasher")
+        );
+        let kind = if round < 2 {
+            kinds::SERVICE_RESTARTED
+        } else {
+            kinds::SERVICE_FAILED
+        };
+        let e = next_event(k, &a, last, kind, "crashy").await;
+        last = e.id;
+        // The restart (or failure) names the crash as its cause.
+        let crash = k
+            .events(
+                &a,
+                EventQuery {
+                    after_id: e.causation_id.map(|c| c - 1),
+                    limit: 1,
+                    ..EventQuery::default()
+                },
+            )
+            .unwrap()
+            .events
+            .remove(0);
+        assert_eq!(crash.kind, kinds::SERVICE_CRASHED);
+        assert_eq!(crash.payload["reason"]["kind"], "trap");
+    }
+    let st = k.status(&a, &crashy).unwrap();
+    assert_eq!(st.state, ServiceState::Failed);
+    assert_eq!(st.restarts, 2);
+    assert_eq!(st.last_error.unwrap().kind, "trap");
+    assert!(matches!(
+        k.call(&a, &crashy, r#"{"mode":"ok"}"#, SECOND).await,
+        Err(KernelError::FailedPrecondition(_))
+    ));
+    // Others are unaffected, and a failed service can be killed and redeployed.
+    assert_eq!(
+        k.call(&a, &sid("bystander"), "7", SECOND).await.unwrap(),
+        "7"
+    );
+    k.kill(&a, &crashy, KillOptions::default()).await.unwrap();
+    k.deploy(&a, req("crashy", Format::Wasm, "crasher"))
+        .await
+        .unwrap();
+    assert_eq!(
+        k.call(&a, &crashy, r#"{"mode":"ok"}"#, SECOND)
+            .await
+            .unwrap(),
+        "\"ok\""
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_service_keeps_its_mailbox_and_serves_again() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("c", Format::Js, "crasher")).await.unwrap();
+    let c = sid("c");
+    // A cast that crashes it, then calls queued behind it: served by the new instance.
+    k.cast(&a, &c, r#"{"mode":"crash"}"#).unwrap();
+    let reply = k
+        .call(&a, &c, r#"{"mode":"ok"}"#, SECOND * 5)
+        .await
+        .unwrap();
+    assert_eq!(reply, "\"ok\"");
+    let st = k.status(&a, &c).unwrap();
+    assert_eq!(st.restarts, 1);
+    assert_eq!(st.state, ServiceState::Running);
+}
+
+#[tokio::test]
+async fn restart_policies() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("temp", Format::Wasm, "crasher");
+    r.restart = Some(RestartPolicy::Temporary);
+    k.deploy(&a, r).await.unwrap();
+    let _ = k
+        .call(&a, &sid("temp"), r#"{"mode":"panic"}"#, SECOND * 5)
+        .await;
+    next_event(k, &a, 0, kinds::SERVICE_FAILED, "temp").await;
+    assert_eq!(
+        k.status(&a, &sid("temp")).unwrap().state,
+        ServiceState::Failed
+    );
+
+    let mut r = req("trans", Format::Wasm, "crasher");
+    r.restart = Some(RestartPolicy::Transient);
+    k.deploy(&a, r).await.unwrap();
+    let _ = k
+        .call(&a, &sid("trans"), r#"{"mode":"panic"}"#, SECOND * 5)
+        .await;
+    next_event(k, &a, 0, kinds::SERVICE_RESTARTED, "trans").await;
+    assert_eq!(
+        k.call(&a, &sid("trans"), r#"{"mode":"ok"}"#, SECOND)
+            .await
+            .unwrap(),
+        "\"ok\""
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_never_answers_times_out_and_can_still_be_killed() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("spin", Format::Wasm, "spinner");
+    r.cpu_ms_per_message = Some(60_000);
+    r.mailbox = Some(2);
+    k.deploy(&a, r).await.unwrap();
+    let spin = sid("spin");
+    let t = Instant::now();
+    let err = k
+        .call(&a, &spin, "{}", Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KernelError::DeadlineExceeded(_)), "{err}");
+    assert!(
+        t.elapsed() < SECOND,
+        "the caller must be freed: {:?}",
+        t.elapsed()
+    );
+    // Its mailbox fills up while it spins.
+    k.cast(&a, &spin, "{}").unwrap();
+    k.cast(&a, &spin, "{}").unwrap();
+    let full = k.cast(&a, &spin, "{}").unwrap_err();
+    assert_eq!(full.reason(), "mailbox_full");
+    // A graceful kill waits out its timeout, then forces.
+    let t = Instant::now();
+    let killed = k
+        .kill(
+            &a,
+            &spin,
+            KillOptions {
+                timeout: Duration::from_millis(300),
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(killed.snapshot_bytes, None);
+    assert!(matches!(k.status(&a, &spin), Err(KernelError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_forced_kill_interrupts_a_busy_js_service_at_once() {
+    // Also shows that a spinning JS guest never holds the caller's (here: the test's
+    // single) thread: QuickJS runs on threads of its own.
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("spin", Format::Js, "spinner");
+    r.cpu_ms_per_message = Some(60_000);
+    k.deploy(&a, r).await.unwrap();
+    let caller = {
+        let (k, a) = (k.clone(), a.clone());
+        tokio::spawn(async move {
+            k.call(&a, &sid("spin"), "{}", Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    k.kill(
+        &a,
+        &sid("spin"),
+        KillOptions {
+            timeout: SECOND,
+            force: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(t.elapsed() < SECOND, "{:?}", t.elapsed());
+    let r = caller.await.unwrap();
+    assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn graceful_kill_finishes_the_current_message_and_takes_a_snapshot() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("counter", Format::Wasm, "counter"))
+        .await
+        .unwrap();
+    k.call(&a, &sid("counter"), r#"{"op":"inc","by":41}"#, SECOND)
+        .await
+        .unwrap();
+    let killed = k
+        .kill(&a, &sid("counter"), KillOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(killed.snapshot_bytes, Some(2));
+    let e = &events_of(k, &a, kinds::SERVICE_KILLED)[0];
+    assert_eq!(e.payload["snapshot_bytes"], 2);
+}
+
+#[tokio::test]
+async fn deploy_during_kill_of_the_same_id_is_refused() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let mut r = req("x", Format::Wasm, "spinner");
+    r.cpu_ms_per_message = Some(60_000);
+    k.deploy(&a, r).await.unwrap();
+    let _busy = {
+        let (k, a) = (k.clone(), a.clone());
+        tokio::spawn(async move { k.call(&a, &sid("x"), "{}", Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let killing = {
+        let (k, a) = (k.clone(), a.clone());
+        tokio::spawn(async move {
+            k.kill(
+                &a,
+                &sid("x"),
+                KillOptions {
+                    timeout: Duration::from_millis(500),
+                    force: false,
+                },
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = k
+        .deploy(&a, req("x", Format::Js, "echo"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KernelError::FailedPrecondition(ref m) if m.contains("being killed")),
+        "{err}"
+    );
+    killing.await.unwrap().unwrap();
+    k.deploy(&a, req("x", Format::Js, "echo")).await.unwrap();
+}
+
+#[tokio::test]
+async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("echo", Format::Wasm, "echo"))
+        .await
+        .unwrap();
+    let relay = r#"
+        export async function handleCall(req) {
+            return await solo.call(req.to, req.body, { timeoutMs: req.timeout || 1000 });
+        }
+    "#;
+    for id in ["relay-a", "relay-b"] {
+        k.deploy(
+            &a,
+            DeployRequest::new(sid(id), Format::Js, relay.as_bytes().to_vec()),
+        )
+        .await
+        .unwrap();
+    }
+    let reply = k
+        .call(
+            &a,
+            &sid("relay-a"),
+            r#"{"to":"echo","body":{"hi":1}}"#,
+            SECOND * 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply, r#"{"hi":1}"#);
+    // relay-a calls relay-b, which calls relay-a: busy, so that inner call times out.
+    let t = Instant::now();
+    let err = k
+        .call(
+            &a,
+            &sid("relay-a"),
+            r#"{"to":"relay-b","timeout":2000,"body":{"to":"relay-a","timeout":300,"body":1}}"#,
+            SECOND * 5,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KernelError::ServiceError(ref m) if m.contains("did not answer")),
+        "{err}"
+    );
+    assert!(t.elapsed() < SECOND * 3, "{:?}", t.elapsed());
+    // Another tenant's service cannot be reached by name.
+    let b = tenant("b");
+    k.deploy(
+        &b,
+        DeployRequest::new(sid("relay"), Format::Js, relay.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap();
+    let err = k
+        .call(&b, &sid("relay"), r#"{"to":"echo","body":1}"#, SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KernelError::ServiceError(ref m) if m.contains("not found")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn kv_is_durable_per_service_and_removed_with_it() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    for (id, f) in [("notes-w", Format::Wasm), ("notes-j", Format::Js)] {
+        k.deploy(&a, req(id, f, "kv-notes")).await.unwrap();
+        k.call(
+            &a,
+            &sid(id),
+            r#"{"op":"put","key":"k1","value":"v1"}"#,
+            SECOND,
+        )
+        .await
+        .unwrap();
+    }
+    // Same key, separate stores.
+    k.call(
+        &a,
+        &sid("notes-j"),
+        r#"{"op":"put","key":"k1","value":"other"}"#,
+        SECOND,
+    )
+    .await
+    .unwrap();
+    let got = k
+        .call(&a, &sid("notes-w"), r#"{"op":"get","key":"k1"}"#, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(got, r#"{"value":"v1"}"#);
+    k.kill(&a, &sid("notes-w"), KillOptions::default())
+        .await
+        .unwrap();
+    k.deploy(&a, req("notes-w", Format::Wasm, "kv-notes"))
+        .await
+        .unwrap();
+    let got = k
+        .call(&a, &sid("notes-w"), r#"{"op":"get","key":"k1"}"#, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        got, r#"{"value":null}"#,
+        "a killed service's data goes with it"
+    );
+}
+
+#[tokio::test]
+async fn logs_are_kept_and_followed() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let js = r#"export function handleCall(r) { solo.log("info", "got " + JSON.stringify(r)); return r; }"#;
+    k.deploy(
+        &a,
+        DeployRequest::new(sid("talk"), Format::Js, js.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap();
+    k.call(&a, &sid("talk"), "1", SECOND).await.unwrap();
+    let (backlog, mut live) = k.follow_logs(&a, &sid("talk"), 100).unwrap();
+    assert_eq!(backlog.len(), 1);
+    assert_eq!(backlog[0].message, "got 1");
+    k.call(&a, &sid("talk"), "2", SECOND).await.unwrap();
+    assert_eq!(live.recv().await.unwrap().message, "got 2");
+    assert_eq!(k.logs(&a, &sid("talk"), 1).unwrap()[0].message, "got 2");
+}
+
+#[tokio::test]
+async fn a_startup_that_hangs_fails_the_deploy() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let js = "export function init() { for (;;) {} }\nexport function handleCall(r) { return r; }";
+    let mut r = DeployRequest::new(sid("slow"), Format::Js, js.as_bytes().to_vec());
+    r.startup_timeout_ms = Some(200);
+    r.cpu_ms_per_message = Some(60_000);
+    let t = Instant::now();
+    let err = k.deploy(&a, r).await.unwrap_err();
+    assert!(err.to_string().contains("startup_timeout"), "{err}");
+    assert!(t.elapsed() < SECOND * 3);
+    let failed = events_of(k, &a, kinds::SERVICE_DEPLOYMENT_FAILED);
+    assert_eq!(failed[0].payload["stage"], "startup_timeout");
+}
+
+#[tokio::test]
+async fn the_tenant_service_quota_is_enforced() {
+    let mut config = KernelConfig::default();
+    config.limits.max_services_per_tenant = 2;
+    let s = solo_with(config).await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    k.deploy(&a, req("one", Format::Js, "echo")).await.unwrap();
+    k.deploy(&a, req("two", Format::Js, "echo")).await.unwrap();
+    let err = k
+        .deploy(&a, req("three", Format::Js, "echo"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "quota_exceeded");
+    // Another tenant has its own quota; a kill frees a place.
+    k.deploy(&tenant("b"), req("one", Format::Js, "echo"))
+        .await
+        .unwrap();
+    k.kill(&a, &sid("one"), KillOptions::default())
+        .await
+        .unwrap();
+    k.deploy(&a, req("three", Format::Js, "echo"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_deploys() {
+    let mut config = KernelConfig::default();
+    config.limits.max_services_per_tenant = 2000;
+    config.limits.max_memory_mb_per_tenant = 1 << 20;
+    let s = solo_with(config).await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let code = code(Format::Wasm, "echo");
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let (k, a, code) = (k.clone(), a.clone(), Arc::clone(&code));
+        tasks.push(tokio::spawn(async move {
+            k.deploy(
+                &a,
+                DeployRequest::new(sid(&format!("svc-{i}")), Format::Wasm, code),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        k.list(
+            &a,
+            &ListFilter {
+                limit: 1000,
+                ..ListFilter::default()
+            }
+        )
+        .total,
+        1000
+    );
+    assert_eq!(events_of(k, &a, kinds::SERVICE_DEPLOYED).len(), 1000);
+    assert_eq!(k.call(&a, &sid("svc-999"), "9", SECOND).await.unwrap(), "9");
+    let report = k.store().verify().unwrap();
+    assert_eq!(report.first_broken, None);
+    assert_eq!(report.checked, report.last_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_storm_in_one_tenant_leaves_another_tenants_calls_fast() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let (a, b) = (tenant("stormy"), tenant("calm"));
+    k.deploy(&b, req("echo", Format::Wasm, "echo"))
+        .await
+        .unwrap();
+    let mut baseline = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        k.call(&b, &sid("echo"), "1", SECOND).await.unwrap();
+        baseline.push(t.elapsed());
+    }
+    for i in 0..100 {
+        k.deploy(&a, req(&format!("crash-{i}"), Format::Wasm, "crasher"))
+            .await
+            .unwrap();
+    }
+    let storm = {
+        let (k, a) = (k.clone(), a.clone());
+        tokio::spawn(async move {
+            for round in 0..6 {
+                for i in 0..100 {
+                    let _ = k.cast(&a, &sid(&format!("crash-{i}")), r#"{"mode":"panic"}"#);
+                }
+                let _ = round;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut during = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        k.call(&b, &sid("echo"), "1", SECOND).await.unwrap();
+        during.push(t.elapsed());
+    }
+    storm.await.unwrap();
+    baseline.sort();
+    during.sort();
+    let p99 = during[during.len() * 99 / 100];
+    // A debug build sharing two cores with the other tests: the bound catches
+    // starvation (a blocked runtime shows seconds), not noise. The release benchmark
+    // measures the ratio.
+    assert!(
+        p99 < Duration::from_millis(250),
+        "p99 during the storm {p99:?}, before {:?}",
+        baseline[baseline.len() * 99 / 100]
+    );
+    // The storm really happened.
+    let crashes = events_of(k, &a, kinds::SERVICE_CRASHED).len();
+    assert!(crashes >= 100, "{crashes} crashes");
+}
+
+#[tokio::test]
+async fn a_component_panic_restarts_the_components_after_it_and_nothing_else() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let admin = Caller::admin(TenantId::new("ops").unwrap());
+    let a = tenant("a");
+    k.deploy(&a, req("c", Format::Js, "counter")).await.unwrap();
+    k.call(&a, &sid("c"), r#"{"op":"inc","by":3}"#, SECOND)
+        .await
+        .unwrap();
+    let before = k.store().last_id();
+
+    assert!(k.inject_fault("registry"));
+    let mut sub = k.watch(
+        &admin,
+        before,
+        EventFilter {
+            kind: Some(kinds::COMPONENT_RESTARTED.into()),
+            ..EventFilter::default()
+        },
+    );
+    let mut restarted = Vec::new();
+    while restarted.len() < 8 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        restarted.push(e.payload["component"].as_str().unwrap().to_string());
+    }
+    let registry = SYSTEM_COMPONENTS
+        .iter()
+        .position(|c| *c == "registry")
+        .unwrap();
+    let mut expect: Vec<String> = SYSTEM_COMPONENTS[registry..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expect.sort();
+    restarted.sort();
+    assert_eq!(restarted, expect);
+    let tree = k.tree(&admin);
+    let system = &tree.children[0];
+    assert_eq!(system.name, "system");
+    for c in &system.children {
+        let after = SYSTEM_COMPONENTS.iter().position(|n| *n == c.name).unwrap() >= registry;
+        assert_eq!(c.restarts, u32::from(after), "{}", c.name);
+        assert_eq!(c.state, "running");
+    }
+    // The service kept its state: it was never restarted.
+    assert_eq!(
+        k.call(&a, &sid("c"), r#"{"op":"get"}"#, SECOND)
+            .await
+            .unwrap(),
+        r#"{"value":3}"#
+    );
+    assert_eq!(k.status(&a, &sid("c")).unwrap().restarts, 0);
+    // The tenant's subtree is visible, with its service.
+    let tenants = &tree.children[1];
+    assert_eq!(tenants.children[0].name, "a");
+    assert_eq!(tenants.children[0].children[0].name, "c");
+}
+
+#[tokio::test]
+async fn a_tenant_sees_only_its_own_subtree() {
+    let s = solo().await;
+    let k = &s.kernel;
+    k.deploy(&tenant("a"), req("x", Format::Js, "echo"))
+        .await
+        .unwrap();
+    k.deploy(&tenant("b"), req("y", Format::Js, "echo"))
+        .await
+        .unwrap();
+    let tree = k.tree(&tenant("b"));
+    let names: Vec<&str> = tree.children[1]
+        .children
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["b"]);
+}

@@ -1,0 +1,215 @@
+//! The deploy spec and the service status: what an agent asks for and what it sees.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ServiceId;
+
+/// The format of a service's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A WebAssembly component targeting `solo:service/service`.
+    Wasm,
+    /// JavaScript source: an ES module exporting the entry points.
+    Js,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Wasm => "wasm",
+            Format::Js => "js",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wasm" => Ok(Format::Wasm),
+            "js" | "javascript" => Ok(Format::Js),
+            "elixir_source" => Err("format elixir_source is not supported; use js or wasm".into()),
+            other => Err(format!("unknown format {other:?}; use js or wasm")),
+        }
+    }
+}
+
+/// When a crashed service is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// Always.
+    #[default]
+    Permanent,
+    /// Only after a crash.
+    Transient,
+    /// Never.
+    Temporary,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Permanent => "permanent",
+            RestartPolicy::Transient => "transient",
+            RestartPolicy::Temporary => "temporary",
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "permanent" => Ok(RestartPolicy::Permanent),
+            "transient" => Ok(RestartPolicy::Transient),
+            "temporary" => Ok(RestartPolicy::Temporary),
+            other => Err(format!(
+                "unknown restart policy {other:?}; use permanent, transient or temporary"
+            )),
+        }
+    }
+}
+
+/// Per-service limits (DESIGN §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLimits {
+    pub memory_mb: u32,
+    pub cpu_ms_per_message: u32,
+    pub mailbox: u32,
+    pub startup_timeout_ms: u32,
+}
+
+/// A resolved deploy spec: every field set (defaults applied), validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub service_id: ServiceId,
+    pub format: Format,
+    /// The JSON handed to `init`.
+    pub config: serde_json::Value,
+    pub restart: RestartPolicy,
+    pub max_restarts: u32,
+    pub max_seconds: u32,
+    pub limits: ServiceLimits,
+    /// Secret names the service may read.
+    pub secrets: Vec<String>,
+}
+
+/// A service's lifecycle state (DESIGN §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Deployed,
+    Starting,
+    Running,
+    /// Crashed and being restarted.
+    Crashed,
+    /// Crashed past its restart intensity (or temporary and crashed): not restarted.
+    Failed,
+    DeploymentFailed,
+    Stopping,
+    Undeployed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Deployed => "deployed",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Crashed => "crashed",
+            ServiceState::Failed => "failed",
+            ServiceState::DeploymentFailed => "deployment_failed",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Undeployed => "undeployed",
+        }
+    }
+
+    /// Whether the service is alive (running or about to run again).
+    pub fn is_alive(self) -> bool {
+        matches!(
+            self,
+            ServiceState::Deployed
+                | ServiceState::Starting
+                | ServiceState::Running
+                | ServiceState::Crashed
+        )
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = [
+            ServiceState::Deployed,
+            ServiceState::Starting,
+            ServiceState::Running,
+            ServiceState::Crashed,
+            ServiceState::Failed,
+            ServiceState::DeploymentFailed,
+            ServiceState::Stopping,
+            ServiceState::Undeployed,
+        ];
+        let lower = s.to_ascii_lowercase();
+        all.into_iter()
+            .find(|st| st.as_str() == lower)
+            .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// Why a service crashed, written so an agent can fix its code from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// `trap`, `cpu_limit`, `memory_limit`, `stack_overflow`, `invalid_reply`,
+    /// `init_failed`, `startup_timeout`, `internal`.
+    pub kind: String,
+    pub message: String,
+    /// The guest's stack at the crash, where available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<String>,
+    /// The service's last log lines (at most 20), oldest first.
+    #[serde(default)]
+    pub log_tail: Vec<String>,
+    /// UTC ns.
+    pub at: i64,
+}
+
+/// What `status` reports about a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub service_id: ServiceId,
+    pub state: ServiceState,
+    pub format: Format,
+    /// SHA-256 of the code, lower-case hex.
+    pub code_hash: String,
+    /// 1 at deploy, one more per hot swap.
+    pub version: u64,
+    pub uptime_ms: u64,
+    pub restarts: u32,
+    pub memory_bytes: u64,
+    pub mailbox_len: u64,
+    pub messages: u64,
+    /// CPU time consumed by all messages (the "reductions" analogue).
+    pub cpu_time_us: u64,
+    pub last_error: Option<CrashReport>,
+    pub restart: RestartPolicy,
+    pub limits: ServiceLimits,
+    /// UTC ns of the deploy.
+    pub deployed_at: i64,
+}
