@@ -6,6 +6,7 @@
 // The harness reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod kernel;
 mod sandbox;
 mod stats;
 mod store;
@@ -31,6 +32,8 @@ enum Scenario {
     Store,
     /// Compile, instantiate, call and idle memory, wasm and JS, vs raw wasmtime/rquickjs.
     Sandbox,
+    /// Deploy, call, restart and idle memory through the kernel, vs the bare sandbox.
+    Kernel,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -44,10 +47,12 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Store => store::run(secs)?,
         Scenario::Sandbox => sandbox::run(secs)?,
+        Scenario::Kernel => kernel::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
             sandbox::run(secs)?;
+            kernel::run(secs)?;
         }
     }
     Ok(())

@@ -27,7 +27,7 @@ fn maps() -> u64 {
 }
 
 /// Resident memory of this process in bytes.
-fn rss() -> u64 {
+pub fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
@@ -392,6 +392,7 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "solo-js" => solo_idle(Format::Js).await,
             "solo-wasm-noinit" => solo_idle_noinit().await,
             "raw-wasm-call" => raw_wasm_call_idle().await,
+            "kernel-wasm" => crate::kernel::idle_probe().await,
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),
             other => Err(anyhow::anyhow!("unknown idle probe {other}")),

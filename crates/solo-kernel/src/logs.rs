@@ -25,13 +25,18 @@ pub struct LogLine {
 pub(crate) struct LogRing {
     capacity: usize,
     inner: Mutex<Ring>,
-    live: broadcast::Sender<LogLine>,
 }
 
 struct Ring {
     lines: VecDeque<LogLine>,
     next_seq: u64,
+    /// Created by the first follower: most services are never followed, and a feed
+    /// preallocates its buffer.
+    live: Option<broadcast::Sender<LogLine>>,
 }
+
+/// How many lines a slow follower may fall behind before it loses some.
+const FEED_BUFFER: usize = 256;
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -46,8 +51,8 @@ impl LogRing {
             inner: Mutex::new(Ring {
                 lines: VecDeque::new(),
                 next_seq: 1,
+                live: None,
             }),
-            live: broadcast::channel(256).0,
         }
     }
 
@@ -72,9 +77,15 @@ impl LogRing {
         if ring.lines.len() == self.capacity {
             ring.lines.pop_front();
         }
-        ring.lines.push_back(line.clone());
-        // Sent under the lock, so a subscriber's backlog and feed never overlap or gap.
-        let _ = self.live.send(line);
+        // Sent under the lock, so a follower's backlog and feed never overlap or gap.
+        if let Some(live) = &ring.live {
+            if live.receiver_count() == 0 {
+                ring.live = None;
+            } else {
+                let _ = live.send(line.clone());
+            }
+        }
+        ring.lines.push_back(line);
     }
 
     /// The last `n` lines, oldest first.
@@ -86,8 +97,15 @@ impl LogRing {
 
     /// The last `n` lines and a feed of every line after them.
     pub(crate) fn follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
-        let ring = self.inner.lock();
-        let rx = self.live.subscribe();
+        let mut ring = self.inner.lock();
+        let rx = match &ring.live {
+            Some(live) => live.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(FEED_BUFFER);
+                ring.live = Some(tx);
+                rx
+            }
+        };
         let skip = ring.lines.len().saturating_sub(n);
         (ring.lines.iter().skip(skip).cloned().collect(), rx)
     }
