@@ -8,6 +8,7 @@
 
 mod kernel;
 mod sandbox;
+mod security;
 mod stats;
 mod store;
 
@@ -34,6 +35,8 @@ enum Scenario {
     Sandbox,
     /// Deploy, call, restart and idle memory through the kernel, vs the bare sandbox.
     Kernel,
+    /// Capability verify and grant, vault put and get, vs bare SHA-256 and AES-GCM.
+    Security,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -48,11 +51,13 @@ fn main() -> anyhow::Result<()> {
         Scenario::Store => store::run(secs)?,
         Scenario::Sandbox => sandbox::run(secs)?,
         Scenario::Kernel => kernel::run(secs)?,
+        Scenario::Security => security::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
             sandbox::run(secs)?;
             kernel::run(secs)?;
+            security::run(secs)?;
         }
     }
     Ok(())

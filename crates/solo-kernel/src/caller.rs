@@ -1,6 +1,19 @@
 //! Who is asking: the identity every kernel function takes first.
 
-use solo_types::{ServiceId, TenantId};
+use solo_types::{Permission, Permissions, Resource, ServiceId, TenantId};
+
+use crate::KernelError;
+
+/// What a bearer capability token lets its holder do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenScope {
+    /// SHA-256 of the token, for audit.
+    pub hash: String,
+    pub resource: Resource,
+    pub permissions: Permissions,
+    /// UTC ns.
+    pub expires_at: i64,
+}
 
 /// What kind of principal a caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +24,8 @@ pub enum Role {
     Admin,
     /// A service calling through the host API.
     Service(ServiceId),
+    /// A holder of a capability token (no certificate), limited to its scope.
+    Token(TokenScope),
 }
 
 /// The authenticated identity of a request. Built by the gateway from a verified
@@ -44,6 +59,38 @@ impl Caller {
             tenant,
             role: Role::Service(service),
         }
+    }
+
+    /// The holder of a verified token of `tenant`.
+    pub fn token(tenant: TenantId, scope: TokenScope) -> Self {
+        Self {
+            tenant,
+            role: Role::Token(scope),
+        }
+    }
+
+    /// Checks that the caller may use `permission` on `resource` of its tenant. A tenant,
+    /// an admin and a service act freely inside the tenant; a token holder only within
+    /// its token's scope.
+    pub fn require(&self, resource: &Resource, permission: Permission) -> Result<(), KernelError> {
+        match &self.role {
+            Role::Tenant | Role::Admin | Role::Service(_) => Ok(()),
+            Role::Token(scope) => {
+                if scope.resource.covers(resource) && scope.permissions.contains(permission) {
+                    Ok(())
+                } else {
+                    Err(KernelError::PermissionDenied(format!(
+                        "the capability token allows {} on {}, not {permission} on {resource}",
+                        scope.permissions, scope.resource
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether the caller holds the tenant itself (not a token or a service).
+    pub fn is_owner(&self) -> bool {
+        matches!(self.role, Role::Tenant | Role::Admin)
     }
 
     /// The tenant whose resources the caller acts on.

@@ -5,10 +5,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::json;
 use solo_sandbox::{HostApi, HostError, Level};
 use solo_store::WriteBatch;
-use solo_types::{NewEvent, ServiceId, kinds};
+use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
 use crate::records::{SERVICE_KV, kv_key, kv_prefix};
 use crate::service::ServiceEntry;
@@ -187,19 +186,17 @@ impl HostApi for KernelHost {
     }
 
     fn secret(&self, name: &str) -> BoxFuture<'static, Result<Vec<u8>, HostError>> {
-        let allowed = self.entry.spec.secrets.iter().any(|s| s == name);
-        let r = if allowed {
-            Err(HostError::new(
-                "unavailable",
-                format!("secret {name}: the vault is not enabled in this build"),
-            ))
-        } else {
-            Err(HostError::new(
-                "permission_denied",
-                format!("secret {name} is not listed in the service's deploy spec"),
-            ))
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
         };
-        ready(r)
+        let (entry, name) = (Arc::clone(&self.entry), name.to_string());
+        Box::pin(async move {
+            k.secret_for_service(&entry.tenant, &entry.id, &entry.spec.secrets, &name)
+                .await
+                .map(|v| v.expose().to_vec())
+                .map_err(|e| to_host(&e))
+        })
     }
 
     fn call(
@@ -213,11 +210,9 @@ impl HostApi for KernelHost {
             Ok(k) => k,
             Err(e) => return ready(Err(e)),
         };
-        let caller = Caller::service(self.entry.tenant.clone(), self.entry.id.clone());
-        let target = target.to_string();
-        let _ = token;
+        let (entry, target) = (Arc::clone(&self.entry), target.to_string());
         Box::pin(async move {
-            let id = parse_target(&target)?;
+            let (caller, id) = resolve_target(&k, &entry, &target, token.as_deref()).await?;
             k.call(&caller, &id, &request, timeout)
                 .await
                 .map_err(|e| to_host(&e))
@@ -226,22 +221,105 @@ impl HostApi for KernelHost {
 
     fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError> {
         let k = self.kernel()?;
-        let _ = token;
-        let caller = Caller::service(self.entry.tenant.clone(), self.entry.id.clone());
-        let id = parse_target(target)?;
+        let (caller, id) = match resolve_target_now(&k, &self.entry, target, token.as_deref()) {
+            Ok(r) => r,
+            // A cast does not wait, so its denial is recorded just after the refusal.
+            Err(Refused::Denied(d)) => {
+                let error = d.error.clone();
+                tokio::spawn(async move {
+                    k.caps
+                        .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
+                        .await;
+                });
+                return Err(error);
+            }
+            Err(e) => return Err(e.into()),
+        };
         k.cast(&caller, &id, &message).map_err(|e| to_host(&e))
     }
 }
 
-/// A target of the same tenant; `tenant/service` addresses another tenant, which needs
-/// a capability.
-fn parse_target(target: &str) -> Result<ServiceId, HostError> {
-    if target.contains('/') {
-        return Err(HostError::new(
-            "permission_denied",
-            json!({ "target": target, "reason": "calls to another tenant need a capability token" })
-                .to_string(),
-        ));
+/// Who a host call acts as, and on which service: `service` is in the caller's own
+/// tenant; `tenant/service` of another tenant needs a capability token that tenant
+/// granted for `call` on that service. A refusal is recorded durably first.
+async fn resolve_target(
+    k: &KernelInner,
+    entry: &ServiceEntry,
+    target: &str,
+    token: Option<&str>,
+) -> Result<(Caller, ServiceId), HostError> {
+    match resolve_target_now(k, entry, target, token) {
+        Err(Refused::Denied(d)) => {
+            k.caps
+                .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
+                .await;
+            Err(d.error)
+        }
+        other => other.map_err(HostError::from),
     }
-    ServiceId::new(target).map_err(|e| HostError::new("invalid_argument", e.to_string()))
+}
+
+/// Why a target was refused; a capability denial is recorded by the caller.
+enum Refused {
+    Plain(HostError),
+    Denied(Box<Denial>),
+}
+
+struct Denial {
+    tenant: TenantId,
+    token: String,
+    resource: Resource,
+    reason: solo_caps::DenyReason,
+    error: HostError,
+}
+
+impl From<Refused> for HostError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Plain(e) => e,
+            Refused::Denied(d) => d.error,
+        }
+    }
+}
+
+fn resolve_target_now(
+    k: &KernelInner,
+    entry: &ServiceEntry,
+    target: &str,
+    token: Option<&str>,
+) -> Result<(Caller, ServiceId), Refused> {
+    let own = || Caller::service(entry.tenant.clone(), entry.id.clone());
+    let invalid =
+        |e: solo_types::IdError| Refused::Plain(HostError::new("invalid_argument", e.to_string()));
+    let Some((tenant, service)) = target.split_once('/') else {
+        return Ok((own(), ServiceId::new(target).map_err(invalid)?));
+    };
+    let tenant = TenantId::new(tenant).map_err(invalid)?;
+    let id = ServiceId::new(service).map_err(invalid)?;
+    if tenant == entry.tenant {
+        return Ok((own(), id));
+    }
+    let Some(token) = token else {
+        return Err(Refused::Plain(HostError::new(
+            "permission_denied",
+            format!("calling {target} needs a capability token granted by tenant {tenant}"),
+        )));
+    };
+    let resource = Resource::Service(id.clone());
+    match k
+        .caps
+        .verify(token, Some(&tenant), &resource, Permission::Call)
+    {
+        Ok(info) => Ok((crate::access::token_caller(info), id)),
+        Err(reason) => Err(Refused::Denied(Box::new(Denial {
+            error: HostError::new(
+                "permission_denied",
+                format!("the capability for {target} was refused: {reason}"),
+            ),
+            tenant,
+            token: token.to_string(),
+            resource,
+            reason,
+        }))),
+    }
 }

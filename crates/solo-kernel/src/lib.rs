@@ -9,6 +9,7 @@
 //! Architecture invariant: the kernel knows nothing of gRPC, HTTP or JSON bodies; the
 //! gateway converts at its edge. It depends on the store through its traits only.
 
+mod access;
 mod caller;
 mod config;
 mod error;
@@ -32,15 +33,16 @@ use solo_supervisor::{
     ChildSpec, Intensity, RestartType, Strategy, Supervisor, SupervisorEvent, SupervisorSpec,
 };
 use solo_types::{
-    CrashReport, DeploySpec, Format, NewEvent, RestartPolicy, ServiceId, ServiceLimits,
-    ServiceState, ServiceStatus, TenantId, kinds, metric_names as m,
+    CrashReport, DeploySpec, Format, NewEvent, Permission, Resource, RestartPolicy, ServiceId,
+    ServiceLimits, ServiceState, ServiceStatus, TenantId, kinds, metric_names as m,
 };
 use tokio::sync::{broadcast, oneshot};
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, Role, TokenScope};
 pub use config::{KernelConfig, ServiceDefaults, TenantLimits};
 pub use error::KernelError;
 pub use logs::LogLine;
+pub use solo_caps::{CapInfo, DenyReason, Narrowing};
 pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS, TreeNode, periodic};
 
 use records::DeploymentRecord;
@@ -150,6 +152,8 @@ pub struct KernelOptions {
     /// Task bodies for system components the kernel does not implement itself (the
     /// gateway, for one).
     pub components: HashMap<&'static str, ComponentBody>,
+    /// The vault; without one, secrets are unavailable.
+    pub vault: Option<Arc<solo_vault::Vault>>,
 }
 
 type ServiceKey = (TenantId, ServiceId);
@@ -184,18 +188,12 @@ pub(crate) struct KernelInner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) config: KernelConfig,
+    pub(crate) caps: Arc<solo_caps::Caps>,
+    pub(crate) vault: Option<Arc<solo_vault::Vault>>,
     services: DashMap<ServiceKey, Slot>,
     tenants: DashMap<TenantId, Arc<TenantCtx>>,
     tree: OnceLock<tree::Tree>,
     me: Weak<KernelInner>,
-}
-
-fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl Kernel {
@@ -206,10 +204,17 @@ impl Kernel {
         config: KernelConfig,
         options: KernelOptions,
     ) -> Result<Self, KernelError> {
+        let caps = Arc::new(
+            solo_caps::Caps::load(Arc::clone(&store))
+                .map_err(|e| KernelError::Internal(format!("load capabilities: {e}")))?,
+        );
+        let vault = options.vault;
         let inner = Arc::new_cyclic(|me| KernelInner {
             store,
             sandbox,
             config,
+            caps,
+            vault,
             services: DashMap::new(),
             tenants: DashMap::new(),
             tree: OnceLock::new(),
@@ -301,11 +306,13 @@ impl Kernel {
         caller: &Caller,
         service: &ServiceId,
     ) -> Result<ServiceStatus, KernelError> {
+        caller.require(&Resource::Service(service.clone()), Permission::Read)?;
         self.inner.entry(caller, service).map(|e| e.status())
     }
 
-    pub fn list(&self, caller: &Caller, filter: &ListFilter) -> ServiceList {
-        self.inner.list(caller, filter)
+    pub fn list(&self, caller: &Caller, filter: &ListFilter) -> Result<ServiceList, KernelError> {
+        caller.require(&Resource::Any, Permission::Read)?;
+        Ok(self.inner.list(caller, filter))
     }
 
     pub async fn kill(
@@ -324,6 +331,7 @@ impl Kernel {
         service: &ServiceId,
         n: usize,
     ) -> Result<Vec<LogLine>, KernelError> {
+        caller.require(&Resource::Service(service.clone()), Permission::Read)?;
         Ok(self.inner.entry(caller, service)?.logs.tail(n))
     }
 
@@ -334,23 +342,36 @@ impl Kernel {
         service: &ServiceId,
         n: usize,
     ) -> Result<(Vec<LogLine>, broadcast::Receiver<LogLine>), KernelError> {
+        caller.require(&Resource::Service(service.clone()), Permission::Read)?;
         Ok(self.inner.entry(caller, service)?.logs.follow(n))
     }
 
     /// One page of events; a tenant only ever sees its own.
     pub fn events(&self, caller: &Caller, mut query: EventQuery) -> Result<EventPage, KernelError> {
+        caller.require(&Resource::Events, Permission::Read)?;
         scope_filter(caller, &mut query.filter);
         Ok(self.inner.store.read(&query)?)
     }
 
     /// Events after `after_id`, then live ones; a tenant only ever sees its own.
-    pub fn watch(&self, caller: &Caller, after_id: u64, mut filter: EventFilter) -> Subscription {
+    pub fn watch(
+        &self,
+        caller: &Caller,
+        after_id: u64,
+        mut filter: EventFilter,
+    ) -> Result<Subscription, KernelError> {
+        caller.require(&Resource::Events, Permission::Read)?;
         scope_filter(caller, &mut filter);
-        self.inner.store.subscribe(after_id, filter)
+        Ok(self.inner.store.subscribe(after_id, filter))
     }
 
     /// The supervision tree; a tenant sees the system and its own subtree.
-    pub fn tree(&self, caller: &Caller) -> TreeNode {
+    pub fn tree(&self, caller: &Caller) -> Result<TreeNode, KernelError> {
+        caller.require(&Resource::Any, Permission::Read)?;
+        Ok(self.tree_unchecked(caller))
+    }
+
+    fn tree_unchecked(&self, caller: &Caller) -> TreeNode {
         let only = (!caller.is_admin()).then(|| caller.tenant_id().to_string());
         let k = &self.inner;
         match k.tree.get() {
@@ -377,6 +398,46 @@ fn scope_filter(caller: &Caller, filter: &mut EventFilter) {
 
 impl KernelInner {
     fn default_components(&self, bodies: &mut HashMap<&'static str, ComponentBody>) {
+        let me = self.me.clone();
+        bodies.entry("capabilities").or_insert_with(|| {
+            Arc::new(move |ctx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    loop {
+                        tokio::select! {
+                            () = ctx.shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(solo_caps::Caps::PURGE_EVERY) => {}
+                        }
+                        let Some(k) = me.upgrade() else { return Ok(()) };
+                        if let Err(e) = k.caps.purge_expired(access::now_ns()).await {
+                            tracing::warn!(error = %e, "purging expired capabilities failed");
+                        }
+                    }
+                })
+            })
+        });
+        let me = self.me.clone();
+        bodies.entry("vault").or_insert_with(|| {
+            Arc::new(move |ctx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    // Finish a rotation a crash cut short.
+                    if let Some(k) = me.upgrade()
+                        && let Some(v) = &k.vault
+                        && v.rotation_pending().ok().flatten().is_some()
+                    {
+                        match v.rotate().await {
+                            Ok(n) => {
+                                tracing::info!(secrets = n, "finished an interrupted key rotation")
+                            }
+                            Err(e) => return Err(format!("resume the key rotation: {e}")),
+                        }
+                    }
+                    ctx.shutdown.cancelled().await;
+                    Ok(())
+                })
+            })
+        });
         let me = self.me.clone();
         bodies.entry("telemetry").or_insert_with(|| {
             periodic(
@@ -614,7 +675,11 @@ impl KernelInner {
                 "a service may list at most 64 secrets".into(),
             ));
         }
-        if let Some(s) = spec.secrets.iter().find(|s| !valid_secret_name(s)) {
+        if let Some(s) = spec
+            .secrets
+            .iter()
+            .find(|s| !solo_types::valid_secret_name(s))
+        {
             return Err(KernelError::InvalidArgument(format!(
                 "secret name {s:?} is invalid: use 1-256 characters of [A-Za-z0-9_.-]"
             )));
@@ -719,6 +784,7 @@ impl KernelInner {
                 "services cannot deploy services".into(),
             ));
         }
+        caller.require(&Resource::Kernel, Permission::Deploy)?;
         let tenant = caller.tenant_id().clone();
         let spec = self.resolve_spec(&req)?;
         let hash = CodeHash::of(req.format, &req.code).to_hex();
@@ -1035,6 +1101,7 @@ impl KernelInner {
         request: &str,
         timeout: Duration,
     ) -> Result<String, KernelError> {
+        caller.require(&Resource::Service(service.clone()), Permission::Call)?;
         self.check_message("request", request)?;
         let entry = self.live_entry(caller, service)?;
         let (tx, rx) = oneshot::channel();
@@ -1082,6 +1149,7 @@ impl KernelInner {
     }
 
     fn cast(&self, caller: &Caller, service: &ServiceId, message: &str) -> Result<(), KernelError> {
+        caller.require(&Resource::Service(service.clone()), Permission::Call)?;
         self.check_message("message", message)?;
         let entry = self.live_entry(caller, service)?;
         entry
@@ -1153,6 +1221,7 @@ impl KernelInner {
                 "services cannot kill services".into(),
             ));
         }
+        caller.require(&Resource::Service(service.clone()), Permission::Kill)?;
         let tenant = caller.tenant_id().clone();
         let key = (tenant.clone(), service.clone());
         let entry = {

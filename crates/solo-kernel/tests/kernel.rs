@@ -80,14 +80,16 @@ async fn next_event(
     kind: &str,
     service: &str,
 ) -> Event {
-    let mut sub = k.watch(
-        caller,
-        after_id,
-        EventFilter {
-            kind: Some(kind.to_string()),
-            ..EventFilter::default()
-        },
-    );
+    let mut sub = k
+        .watch(
+            caller,
+            after_id,
+            EventFilter {
+                kind: Some(kind.to_string()),
+                ..EventFilter::default()
+            },
+        )
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let e = sub.next().await.unwrap().unwrap();
@@ -141,7 +143,7 @@ async fn deploy_call_status_list_and_kill_in_both_formats() {
         assert!(st.cpu_time_us > 0, "{st:?}");
         assert_eq!(st.restarts, 0);
     }
-    let list = k.list(&a, &ListFilter::default());
+    let list = k.list(&a, &ListFilter::default()).unwrap();
     assert_eq!(list.total, 2);
     let names: Vec<&str> = list
         .services
@@ -174,7 +176,7 @@ async fn deploy_call_status_list_and_kill_in_both_formats() {
         k.kill(&a, &sid("echo-wasm"), KillOptions::default()).await,
         Err(KernelError::NotFound(_))
     ));
-    assert_eq!(k.list(&a, &ListFilter::default()).total, 1);
+    assert_eq!(k.list(&a, &ListFilter::default()).unwrap().total, 1);
     assert_eq!(events_of(k, &a, kinds::SERVICE_KILLED).len(), 1);
     k.shutdown().await;
 }
@@ -212,7 +214,7 @@ async fn dry_run_checks_everything_and_starts_nothing() {
     r.dry_run = true;
     let d = k.deploy(&a, r).await.unwrap();
     assert!(d.dry_run && d.has_state);
-    assert_eq!(k.list(&a, &ListFilter::default()).total, 0);
+    assert_eq!(k.list(&a, &ListFilter::default()).unwrap().total, 0);
     let mut bad = DeployRequest::new(
         sid("bad"),
         Format::Js,
@@ -331,7 +333,7 @@ async fn another_tenants_service_is_not_found_on_every_path() {
             .iter()
             .all(|e| e.tenant.as_ref().map(TenantId::as_str) == Some("bob"))
     );
-    assert_eq!(k.list(&b, &ListFilter::default()).total, 1);
+    assert_eq!(k.list(&b, &ListFilter::default()).unwrap().total, 1);
 }
 
 #[tokio::test]
@@ -816,6 +818,7 @@ async fn a_thousand_concurrent_deploys() {
                 ..ListFilter::default()
             }
         )
+        .unwrap()
         .total,
         1000
     );
@@ -893,14 +896,16 @@ async fn a_component_panic_restarts_the_components_after_it_and_nothing_else() {
     let before = k.store().last_id();
 
     assert!(k.inject_fault("registry"));
-    let mut sub = k.watch(
-        &admin,
-        before,
-        EventFilter {
-            kind: Some(kinds::COMPONENT_RESTARTED.into()),
-            ..EventFilter::default()
-        },
-    );
+    let mut sub = k
+        .watch(
+            &admin,
+            before,
+            EventFilter {
+                kind: Some(kinds::COMPONENT_RESTARTED.into()),
+                ..EventFilter::default()
+            },
+        )
+        .unwrap();
     let mut restarted = Vec::new();
     while restarted.len() < 8 {
         let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
@@ -921,7 +926,7 @@ async fn a_component_panic_restarts_the_components_after_it_and_nothing_else() {
     expect.sort();
     restarted.sort();
     assert_eq!(restarted, expect);
-    let tree = k.tree(&admin);
+    let tree = k.tree(&admin).unwrap();
     let system = &tree.children[0];
     assert_eq!(system.name, "system");
     for c in &system.children {
@@ -953,7 +958,7 @@ async fn a_tenant_sees_only_its_own_subtree() {
     k.deploy(&tenant("b"), req("y", Format::Js, "echo"))
         .await
         .unwrap();
-    let tree = k.tree(&tenant("b"));
+    let tree = k.tree(&tenant("b")).unwrap();
     let names: Vec<&str> = tree.children[1]
         .children
         .iter()

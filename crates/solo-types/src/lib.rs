@@ -3,12 +3,14 @@
 //! Architecture invariant: this crate does no IO and knows nothing of async, storage,
 //! sandboxes or the wire. Everything above it converts into these types at its edge.
 
+pub mod caps;
 pub mod code;
 pub mod event;
 pub mod ids;
 pub mod metric_names;
 pub mod spec;
 
+pub use caps::{Permission, Permissions, Resource, valid_secret_name};
 pub use code::Code;
 pub use event::{Event, NewEvent, kinds};
 pub use ids::{IdError, ServiceId, TenantId};

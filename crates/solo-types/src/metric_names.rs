@@ -12,3 +12,5 @@ pub const CALLS: &str = "solo_calls_total";
 pub const CALL_SECONDS: &str = "solo_call_seconds";
 pub const SERVICES: &str = "solo_services";
 pub const RESTARTS: &str = "solo_service_restarts_total";
+pub const CAPABILITY_DECISIONS: &str = "solo_capability_decisions_total";
+pub const SECRET_ACCESSES: &str = "solo_secret_accesses_total";

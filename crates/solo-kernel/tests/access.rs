@@ -1,0 +1,407 @@
+//! Secrets and capabilities through the kernel, from the attacker's side: another
+//! tenant's token, a revoked or forged one, a token used beyond its scope, a service
+//! reading a secret it did not list, and events that never carry a value or a token.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use solo_kernel::{
+    Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, Narrowing,
+};
+use solo_sandbox::{Sandbox, SandboxConfig};
+use solo_store::{EventFilter, EventQuery, RedbStore, Store, StoreOptions};
+use solo_types::{Format, Permission, Permissions, Resource, ServiceId, TenantId, kinds};
+use solo_vault::{MasterKey, Vault};
+
+fn sandbox() -> Arc<Sandbox> {
+    static S: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    Arc::clone(S.get_or_init(|| {
+        Sandbox::new(SandboxConfig {
+            max_instances: 200,
+            ..SandboxConfig::default()
+        })
+        .unwrap()
+    }))
+}
+
+struct Solo {
+    kernel: Kernel,
+    _dir: tempfile::TempDir,
+}
+
+async fn solo() -> Solo {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open_with(
+            dir.path().join("solo.redb"),
+            StoreOptions {
+                wal_bytes: 4 << 20,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let vault = Vault::open(Arc::clone(&store), MasterKey::generate().unwrap(), "test")
+        .await
+        .unwrap();
+    let kernel = Kernel::start(
+        store,
+        sandbox(),
+        KernelConfig::default(),
+        KernelOptions {
+            vault: Some(Arc::new(vault)),
+            ..KernelOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    Solo { kernel, _dir: dir }
+}
+
+fn tenant(s: &str) -> Caller {
+    Caller::tenant(TenantId::new(s).unwrap())
+}
+
+fn sid(s: &str) -> ServiceId {
+    ServiceId::new(s).unwrap()
+}
+
+fn perms(p: &[&str]) -> Permissions {
+    Permissions::parse(p.iter().copied()).unwrap()
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn all_events_text(k: &Kernel) -> String {
+    let admin = Caller::admin(TenantId::new("ops").unwrap());
+    let page = k
+        .events(
+            &admin,
+            EventQuery {
+                limit: 10_000,
+                ..EventQuery::default()
+            },
+        )
+        .unwrap();
+    serde_json::to_string(&page.events).unwrap()
+}
+
+fn count(k: &Kernel, caller: &Caller, kind: &str) -> usize {
+    k.events(
+        caller,
+        EventQuery {
+            filter: EventFilter {
+                kind: Some(kind.into()),
+                ..EventFilter::default()
+            },
+            limit: 10_000,
+            ..EventQuery::default()
+        },
+    )
+    .unwrap()
+    .events
+    .len()
+}
+
+#[tokio::test]
+async fn secrets_are_stored_read_listed_and_deleted_with_name_only_events() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("alice");
+    k.put_secret(&a, "db.password", b"correct horse battery staple")
+        .await
+        .unwrap();
+    k.put_secret(&a, "api_key", b"k-123456").await.unwrap();
+    assert_eq!(
+        k.get_secret(&a, "api_key").await.unwrap().expose(),
+        b"k-123456"
+    );
+    assert_eq!(k.list_secrets(&a).unwrap(), ["api_key", "db.password"]);
+    // Another tenant sees nothing of it.
+    let b = tenant("bob");
+    assert!(matches!(
+        k.get_secret(&b, "api_key").await,
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(k.list_secrets(&b).unwrap().is_empty());
+    assert!(k.delete_secret(&a, "api_key").await.unwrap());
+    assert!(!k.delete_secret(&a, "api_key").await.unwrap());
+    assert!(matches!(
+        k.get_secret(&a, "api_key").await,
+        Err(KernelError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.put_secret(&a, "x", &vec![0u8; 64 * 1024 + 1]).await,
+        Err(KernelError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        k.put_secret(&a, "", b"v").await,
+        Err(KernelError::InvalidArgument(_))
+    ));
+    assert_eq!(count(k, &a, kinds::SECRET_STORED), 2);
+    assert_eq!(count(k, &a, kinds::SECRET_ACCESSED), 1);
+    assert_eq!(count(k, &a, kinds::SECRET_DELETED), 2);
+    let text = all_events_text(k);
+    assert!(!text.contains("correct horse") && !text.contains("k-123456"));
+}
+
+#[tokio::test]
+async fn a_service_reads_only_the_secrets_its_spec_lists() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("alice");
+    k.put_secret(&a, "listed", b"yes").await.unwrap();
+    k.put_secret(&a, "unlisted", b"no").await.unwrap();
+    let js = r#"
+        export async function handleCall(req) {
+            try { return { value: await solo.secret(req.name) }; }
+            catch (e) { return { error: e.code }; }
+        }
+    "#;
+    let mut r = DeployRequest::new(sid("reader"), Format::Js, js.as_bytes().to_vec());
+    r.secrets = vec!["listed".into(), "missing".into()];
+    k.deploy(&a, r).await.unwrap();
+    let ask = |name: &str| {
+        let k = k.clone();
+        let a = a.clone();
+        let req = format!(r#"{{"name":"{name}"}}"#);
+        async move { k.call(&a, &sid("reader"), &req, SEC).await.unwrap() }
+    };
+    assert_eq!(ask("listed").await, r#"{"value":"yes"}"#);
+    assert_eq!(ask("unlisted").await, r#"{"error":"permission_denied"}"#);
+    assert_eq!(ask("missing").await, r#"{"error":"not_found"}"#);
+    // Another tenant's secret of the same name is not reachable.
+    let b = tenant("bob");
+    k.put_secret(&b, "listed", b"bob's").await.unwrap();
+    assert_eq!(ask("listed").await, r#"{"value":"yes"}"#);
+    assert_eq!(count(k, &a, kinds::SECRET_ACCESS_DENIED), 2);
+    assert!(count(k, &a, kinds::SECRET_ACCESSED) >= 2);
+}
+
+#[tokio::test]
+async fn cross_tenant_calls_need_a_capability_for_exactly_that_service() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let (a, b) = (tenant("alice"), tenant("bob"));
+    k.deploy(
+        &b,
+        DeployRequest::new(sid("echo"), Format::Wasm, solo_guests::wasm("echo")),
+    )
+    .await
+    .unwrap();
+    k.deploy(
+        &b,
+        DeployRequest::new(sid("private"), Format::Wasm, solo_guests::wasm("echo")),
+    )
+    .await
+    .unwrap();
+    let relay = r#"
+        export async function handleCall(req) {
+            try { return await solo.call(req.to, 42, { timeoutMs: 1000, token: req.token }); }
+            catch (e) { return "denied: " + e.code + ": " + e.message; }
+        }
+    "#;
+    k.deploy(
+        &a,
+        DeployRequest::new(sid("relay"), Format::Js, relay.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap();
+    let via = |to: &str, token: Option<&str>| {
+        let req = serde_json::json!({ "to": to, "token": token }).to_string();
+        let (k, a) = (k.clone(), a.clone());
+        async move { k.call(&a, &sid("relay"), &req, SEC * 2).await.unwrap() }
+    };
+    // Without a token: refused, whatever exists there.
+    assert!(via("bob/echo", None).await.contains("permission_denied"));
+    let g = k
+        .grant_capability(&b, Resource::Service(sid("echo")), perms(&["call"]), 600)
+        .await
+        .unwrap();
+    let tok = g.token.expose().to_string();
+    assert_eq!(via("bob/echo", Some(&tok)).await, "42");
+    // The same token for another service of bob's, or for someone else's tenant: refused.
+    assert!(
+        via("bob/private", Some(&tok))
+            .await
+            .contains("resource_mismatch")
+    );
+    assert!(
+        via("carol/echo", Some(&tok))
+            .await
+            .contains("tenant_mismatch")
+    );
+    let forged = format!("solo_{}", "x".repeat(43));
+    assert!(via("bob/echo", Some(&forged)).await.contains("not_found"));
+    // Denials land in the granting tenant's log, by hash only.
+    assert!(count(k, &b, kinds::CAPABILITY_DENIED) >= 2);
+    assert!(!all_events_text(k).contains(&tok));
+    // Revoked: refused.
+    k.revoke_capability(&b, &tok).await.unwrap();
+    assert!(via("bob/echo", Some(&tok)).await.contains("revoked"));
+}
+
+#[tokio::test]
+async fn a_bearer_token_authorizes_exactly_what_it_names() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let owner = tenant("alice");
+    k.deploy(
+        &owner,
+        DeployRequest::new(sid("api"), Format::Js, solo_guests::js("echo").into_bytes()),
+    )
+    .await
+    .unwrap();
+    k.deploy(
+        &owner,
+        DeployRequest::new(
+            sid("other"),
+            Format::Js,
+            solo_guests::js("echo").into_bytes(),
+        ),
+    )
+    .await
+    .unwrap();
+    k.put_secret(&owner, "s", b"v").await.unwrap();
+    let g = k
+        .grant_capability(&owner, Resource::Service(sid("api")), perms(&["call"]), 600)
+        .await
+        .unwrap();
+    let bearer = k.authenticate_token(g.token.expose()).unwrap();
+    assert_eq!(bearer.tenant_id().as_str(), "alice");
+    assert_eq!(k.call(&bearer, &sid("api"), "1", SEC).await.unwrap(), "1");
+    let denied = |r: Result<(), KernelError>| {
+        assert!(matches!(r, Err(KernelError::PermissionDenied(_))), "{r:?}")
+    };
+    denied(k.call(&bearer, &sid("other"), "1", SEC).await.map(|_| ()));
+    denied(k.status(&bearer, &sid("api")).map(|_| ()));
+    denied(
+        k.kill(&bearer, &sid("api"), Default::default())
+            .await
+            .map(|_| ()),
+    );
+    denied(
+        k.deploy(
+            &bearer,
+            DeployRequest::new(sid("x"), Format::Js, solo_guests::js("echo").into_bytes()),
+        )
+        .await
+        .map(|_| ()),
+    );
+    denied(k.events(&bearer, EventQuery::default()).map(|_| ()));
+    denied(k.list_secrets(&bearer).map(|_| ()));
+    denied(k.get_secret(&bearer, "s").await.map(|_| ()));
+    // A token holder cannot grant, but can hand on a narrower copy.
+    denied(
+        k.grant_capability(&bearer, Resource::Any, perms(&["read"]), 60)
+            .await
+            .map(|_| ()),
+    );
+    let narrower = k
+        .attenuate_capability(
+            &bearer,
+            g.token.expose(),
+            &Narrowing {
+                ttl_seconds: Some(60),
+                ..Narrowing::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sub_agent = k.authenticate_token(narrower.token.expose()).unwrap();
+    assert_eq!(
+        k.call(&sub_agent, &sid("api"), "2", SEC).await.unwrap(),
+        "2"
+    );
+    // Revoking the parent stops the child too.
+    k.revoke_capability(&owner, &g.info.hash).await.unwrap();
+    assert!(k.authenticate_token(narrower.token.expose()).is_err());
+
+    // Deploy on kernel lets a sub-agent deploy; read on events lets it watch.
+    let d = k
+        .grant_capability(&owner, Resource::Kernel, perms(&["deploy"]), 600)
+        .await
+        .unwrap();
+    let deployer = k.authenticate_token(d.token.expose()).unwrap();
+    k.deploy(
+        &deployer,
+        DeployRequest::new(
+            sid("by-token"),
+            Format::Js,
+            solo_guests::js("echo").into_bytes(),
+        ),
+    )
+    .await
+    .unwrap();
+    let e = k
+        .grant_capability(&owner, Resource::Events, perms(&["read"]), 600)
+        .await
+        .unwrap();
+    let watcher = k.authenticate_token(e.token.expose()).unwrap();
+    let page = k
+        .events(
+            &watcher,
+            EventQuery {
+                limit: 1000,
+                ..EventQuery::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        page.events
+            .iter()
+            .all(|ev| ev.tenant.as_ref().map(TenantId::as_str) == Some("alice"))
+    );
+    assert!(
+        page.events
+            .iter()
+            .any(|ev| ev.kind == kinds::SERVICE_DEPLOYED)
+    );
+}
+
+#[tokio::test]
+async fn verify_and_list_capabilities() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let (a, b) = (tenant("alice"), tenant("bob"));
+    let g = k
+        .grant_capability(&a, Resource::Events, perms(&["read"]), 600)
+        .await
+        .unwrap();
+    assert!(
+        k.verify_capability(&a, g.token.expose(), &Resource::Events, Permission::Read)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        k.verify_capability(&b, g.token.expose(), &Resource::Events, Permission::Read)
+            .await
+            .unwrap_err(),
+        solo_kernel::DenyReason::TenantMismatch
+    );
+    assert_eq!(k.list_capabilities(&a).unwrap().len(), 1);
+    assert!(k.list_capabilities(&b).unwrap().is_empty());
+    assert_eq!(count(k, &a, kinds::CAPABILITY_GRANTED), 1);
+    assert!(matches!(
+        k.grant_capability(&a, Resource::Events, perms(&["read"]), 0)
+            .await,
+        Err(KernelError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn only_an_admin_rotates_keys_and_secrets_stay_readable() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("alice");
+    k.put_secret(&a, "x", b"before").await.unwrap();
+    assert!(matches!(
+        k.rotate_secrets(&a).await,
+        Err(KernelError::PermissionDenied(_))
+    ));
+    let admin = Caller::admin(TenantId::new("ops").unwrap());
+    assert_eq!(k.rotate_secrets(&admin).await.unwrap(), 1);
+    assert_eq!(k.get_secret(&a, "x").await.unwrap().expose(), b"before");
+    assert_eq!(count(k, &admin, kinds::SECRETS_ROTATED), 1);
+}
