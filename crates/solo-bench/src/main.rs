@@ -6,6 +6,7 @@
 // The harness reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod gateway;
 mod kernel;
 mod sandbox;
 mod security;
@@ -37,6 +38,8 @@ enum Scenario {
     Kernel,
     /// Capability verify and grant, vault put and get, vs bare SHA-256 and AES-GCM.
     Security,
+    /// Calls over gRPC and REST with mutual TLS at 1/16/64 streams, vs bare tonic.
+    Gateway,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -52,12 +55,14 @@ fn main() -> anyhow::Result<()> {
         Scenario::Sandbox => sandbox::run(secs)?,
         Scenario::Kernel => kernel::run(secs)?,
         Scenario::Security => security::run(secs)?,
+        Scenario::Gateway => gateway::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
             sandbox::run(secs)?;
             kernel::run(secs)?;
             security::run(secs)?;
+            gateway::run(secs)?;
         }
     }
     Ok(())

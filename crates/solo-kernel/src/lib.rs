@@ -42,7 +42,7 @@ pub use caller::{Caller, Role, TokenScope};
 pub use config::{KernelConfig, ServiceDefaults, TenantLimits};
 pub use error::KernelError;
 pub use logs::LogLine;
-pub use solo_caps::{CapInfo, DenyReason, Narrowing};
+pub use solo_caps::{CapInfo, DenyReason, Granted, Narrowing};
 pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS, TreeNode, periodic};
 
 use records::DeploymentRecord;
@@ -260,6 +260,11 @@ impl Kernel {
             .tree
             .get()
             .is_some_and(|t| t.inject_fault(component))
+    }
+
+    /// How many services exist (in any state), over all tenants.
+    pub fn service_count(&self) -> usize {
+        self.inner.services.len()
     }
 
     /// The store the kernel records into.

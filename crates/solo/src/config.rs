@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use solo_kernel::{KernelConfig, ServiceDefaults, TenantLimits};
 
 /// Environment variables with the `SOLO_` prefix that are not server config keys: the
 /// client's endpoint and credentials, the config path itself and the master key.
@@ -47,6 +48,31 @@ pub struct Config {
     /// A `tracing` filter such as `info` or `solo_kernel=debug,info`.
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The largest request body (REST) or message (gRPC) the gateway accepts.
+    pub max_request_bytes: usize,
+    /// Per-tenant and per-service limits.
+    pub limits: TenantLimits,
+    /// Defaults for the deploy-spec fields a request leaves out.
+    pub service_defaults: ServiceDefaults,
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: names the server certificate is issued for, besides localhost, 127.0.0.1
+/// and ::1 (used when `solo init` creates it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub server_names: Vec<String>,
+}
+
+impl Config {
+    /// The kernel's part of the configuration.
+    pub fn kernel(&self) -> KernelConfig {
+        KernelConfig {
+            service_defaults: self.service_defaults.clone(),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -58,6 +84,10 @@ impl Default for Config {
             metrics_addr: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            max_request_bytes: 8 << 20,
+            limits: TenantLimits::default(),
+            service_defaults: ServiceDefaults::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -177,6 +207,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::Invalid(format!(
             "metrics_addr {addr} serves plaintext and must be a loopback address"
+        )));
+    }
+    if c.max_request_bytes < 1024 {
+        return Err(ConfigError::Invalid(format!(
+            "max_request_bytes {} is too small; at least 1024",
+            c.max_request_bytes
         )));
     }
     tracing_subscriber::EnvFilter::try_new(&c.log_level)
@@ -317,6 +353,31 @@ mod tests {
             described.contains("grpc_addr = \"127.0.0.1:3\"  # `SOLO_` environment"),
             "{described}"
         );
+    }
+
+    #[test]
+    fn sections_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            "[limits]\nmax_services_per_tenant = 7\n[tls]\nserver_names = [\"solo.example\"]\n",
+        );
+        let e = env(&[("SOLO_SERVICE_DEFAULTS__MEMORY_MB", "32")]);
+        let c = load(Some(&file), e, &FlagOverrides::default())
+            .unwrap()
+            .config;
+        assert_eq!(c.limits.max_services_per_tenant, 7);
+        assert_eq!(c.tls.server_names, vec!["solo.example".to_string()]);
+        assert_eq!(c.kernel().service_defaults.memory_mb, 32);
+        let err = load(
+            None,
+            env(&[("SOLO_LIMITS__MAX_SERVICES", "1")]),
+            &FlagOverrides::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("max_services"), "{err}");
     }
 
     #[test]

@@ -3,9 +3,12 @@
 // A command-line tool writes its results to stdout.
 #![allow(clippy::print_stdout)]
 
+mod cli;
 mod config;
+mod output;
 mod server;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,17 +17,61 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "solo",
     version,
-    about = "Solo: a user-level operating system for LLM agents"
+    about = "Solo: a user-level operating system for LLM agents",
+    after_help = "The client commands find the server and their credentials from the flags, then \
+                  SOLO_ENDPOINT / SOLO_CERT / SOLO_KEY / SOLO_CA / SOLO_TOKEN / SOLO_TENANT, then the \
+                  data directory (--data-dir, SOLO_DATA_DIR, ./solo-data), so right after `solo server` \
+                  they need no flags."
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every command accepts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Print JSON (one document, or one per line for streams) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The data directory (default ./solo-data; also SOLO_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's gRPC address, HOST:PORT (also SOLO_ENDPOINT).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// A client certificate, PEM (also SOLO_CERT).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key, PEM (also SOLO_KEY).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The Solo CA certificate, PEM (also SOLO_CA).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A capability token to act with instead of a certificate (prefer SOLO_TOKEN: a
+    /// flag is visible to other users of the machine).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Admins only: act for this tenant (also SOLO_TENANT).
+    #[arg(long, global = true, value_name = "TENANT")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server in the foreground (logs to stderr; stops on SIGTERM or ctrl-c).
     Server(server::ServerArgs),
+    /// Create the CA, the server certificate and the admin certificate in the data
+    /// directory (`solo server` does this on first start).
+    Init(cli::InitArgs),
+    /// Issue client certificates.
+    #[command(subcommand)]
+    Certs(cli::CertsCmd),
+    #[command(flatten)]
+    Client(cli::ClientCmd),
     /// Print the version.
     Version,
 }
@@ -32,16 +79,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(args, cli.global.data_dir.clone()),
+        Command::Init(args) => cli::init(&cli.global, &args),
+        Command::Certs(cmd) => cli::certs(&cli.global, cmd),
+        Command::Client(cmd) => cli::run(&cli.global, cmd),
         Command::Version => {
-            println!("Solo {}", env!("CARGO_PKG_VERSION"));
+            println!("solo {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            output::fail(&e);
             ExitCode::FAILURE
         }
     }

@@ -1,12 +1,21 @@
 //! `solo server`: load the config, open the data directory, run until a signal.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use solo_store::{EventLog, RedbStore};
+use solo_client::ServerInfo;
+use solo_gateway::pki::{self, CertPaths};
+use solo_gateway::{Gateway, GatewayConfig, TlsFiles};
+use solo_kernel::{Kernel, KernelOptions};
+use solo_sandbox::{Sandbox, SandboxConfig};
+use solo_store::{EventLog, RedbStore, Store};
 use solo_types::{NewEvent, kinds};
+use solo_vault::{KeySource, MasterKey, Vault};
 
-use crate::config::{self, FlagOverrides, LogFormat};
+use crate::config::{self, Config, FlagOverrides, LogFormat};
 
 /// Flags of `solo server`; each overrides the config file and the environment.
 #[derive(clap::Args, Debug)]
@@ -14,9 +23,6 @@ pub struct ServerArgs {
     /// A TOML config file (also `SOLO_CONFIG`).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Where the store, keys and certificates live (default ./solo-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// gRPC listen address (default 127.0.0.1:50051; port 0 picks one).
     #[arg(long)]
     grpc_addr: Option<std::net::SocketAddr>,
@@ -45,11 +51,11 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-/// Runs the server until SIGTERM or ctrl-c.
+/// Runs the server until SIGTERM, ctrl-c or an admin's `Shutdown`.
 #[allow(clippy::print_stdout)]
-pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub fn run(args: ServerArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let flags = FlagOverrides {
-        data_dir: args.data_dir,
+        data_dir,
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
         metrics_addr: args.metrics_addr,
@@ -64,52 +70,142 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let cfg = loaded.config;
     init_tracing(&cfg.log_level, cfg.log_format);
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(async move {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("create data directory {}", cfg.data_dir.display()))?;
-        let store = RedbStore::open(cfg.data_dir.join("solo.redb"))?;
-        store
-            .append(vec![
-                NewEvent::system(kinds::SYSTEM_STARTED, "solo")
-                    .payload(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })),
-            ])
-            .await?;
-        tracing::info!(data_dir = %cfg.data_dir.display(), "solo started");
-        wait_for_signal().await?;
-        tracing::info!("shutting down");
-        store
-            .append(vec![NewEvent::system(
-                kinds::SYSTEM_SHUTDOWN_STARTED,
-                "solo",
-            )])
-            .await?;
-        store
-            .append(vec![NewEvent::system(
-                kinds::SYSTEM_SHUTDOWN_COMPLETE,
-                "solo",
-            )])
-            .await?;
-        store.close().await;
-        Ok(())
-    })
+    rt.block_on(serve(cfg))
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = &cfg.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("create data directory {}", data_dir.display()))?;
+    if pki::init(data_dir, &cfg.tls.server_names)?.created {
+        tracing::info!(dir = %CertPaths::new(data_dir).dir.display(), "created the CA, the server and the admin certificates");
+    }
+    let store = Arc::new(
+        RedbStore::open(data_dir.join("solo.redb"))
+            .with_context(|| format!("open the store in {}", data_dir.display()))?,
+    );
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let env_key = std::env::var("SOLO_MASTER_KEY").ok();
+    let (master, source) = MasterKey::load_or_create(data_dir, env_key.as_deref())?;
+    let origin = match &source {
+        KeySource::Env => "SOLO_MASTER_KEY".to_string(),
+        KeySource::File(p) | KeySource::Created(p) => p.display().to_string(),
+    };
+    let vault = Vault::open(Arc::clone(&dyn_store), master, &origin).await?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: Some(data_dir.join("cache")),
+        ..SandboxConfig::default()
+    })?;
+    let paths = CertPaths::new(data_dir);
+    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("read {}", p.display()));
+    let tls = TlsFiles {
+        ca_pem: read(paths.ca())?,
+        cert_pem: read(paths.server())?,
+        key_pem: read(paths.server_key())?,
+    };
+    let gateway = Gateway::bind(
+        GatewayConfig {
+            grpc_addr: cfg.grpc_addr,
+            http_addr: cfg.http_addr,
+            metrics_addr: cfg.metrics_addr,
+            max_request_bytes: cfg.max_request_bytes,
+            ..GatewayConfig::default()
+        },
+        &tls,
+    )
+    .await?;
+    let mut components = HashMap::new();
+    components.insert("gateway", gateway.component());
+    let kernel = Kernel::start(
+        dyn_store,
+        sandbox,
+        cfg.kernel(),
+        KernelOptions {
+            components,
+            vault: Some(Arc::new(vault)),
+        },
+    )
+    .await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    gateway.attach(
+        kernel.clone(),
+        Arc::new(move |grace| {
+            let _ = stop_tx.send(grace);
+        }),
+    );
+    let info = ServerInfo {
+        grpc: gateway.grpc_addr().to_string(),
+        http: gateway.http_addr().to_string(),
+        pid: std::process::id(),
+    };
+    let server_file = data_dir.join(solo_client::SERVER_FILE);
+    std::fs::write(&server_file, serde_json::to_vec(&info)?)
+        .with_context(|| format!("write {}", server_file.display()))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "grpc listening on {}", info.grpc)?;
+        writeln!(out, "http listening on {}", info.http)?;
+        if let Some(m) = gateway.metrics_addr() {
+            writeln!(out, "metrics listening on {m}")?;
+        }
+        out.flush()?;
+    }
+    tracing::info!(data_dir = %data_dir.display(), grpc = %info.grpc, http = %info.http, "solo started");
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("wait for ctrl-c")?,
-        _ = term.recv() => {}
+    let (grace, why) = tokio::select! {
+        r = tokio::signal::ctrl_c() => { r.context("wait for ctrl-c")?; (DEFAULT_GRACE, "interrupt") }
+        _ = term.recv() => (DEFAULT_GRACE, "SIGTERM"),
+        g = stop_rx.recv() => (g.unwrap_or(DEFAULT_GRACE), "shutdown request"),
+        () = kernel.fatal() => (DEFAULT_GRACE, "fatal"),
+    };
+    tracing::info!(
+        reason = why,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down"
+    );
+    store
+        .append(vec![
+            NewEvent::system(kinds::SYSTEM_SHUTDOWN_STARTED, "solo").payload(
+                serde_json::json!({ "reason": why, "grace_ms": grace.as_millis() as u64 }),
+            ),
+        ])
+        .await?;
+    gateway.drain(grace).await;
+    kernel.shutdown().await;
+    store
+        .append(vec![NewEvent::system(
+            kinds::SYSTEM_SHUTDOWN_COMPLETE,
+            "solo",
+        )])
+        .await?;
+    store.close().await;
+    // Only our own record: another server may have started on this directory since.
+    if std::fs::read(&server_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ServerInfo>(&b).ok())
+        .is_some_and(|i| i.pid == std::process::id())
+    {
+        let _ = std::fs::remove_file(&server_file);
+    }
+    tracing::info!("stopped");
+    if why == "fatal" {
+        anyhow::bail!("the supervision tree gave up; see the log above");
     }
     Ok(())
 }
+
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -1,0 +1,384 @@
+//! Solo's gateway: the kernel over gRPC (`solo.v1.SoloKernel`) and HTTPS/JSON, both on
+//! rustls listeners where the client certificate decides the tenant.
+//!
+//! The listeners are bound once, before the kernel starts, so port 0 resolves to one
+//! stable address the server can print. Accepting runs as the `gateway` system
+//! component: if the supervisor restarts it, it accepts again on the same sockets and
+//! the connections already open carry on. Connections are drained only when the whole
+//! server stops ([`Gateway::drain`]).
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod pki;
+pub mod rest;
+pub mod tls;
+
+mod discovery;
+mod swap;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use solo_kernel::{ComponentBody, ComponentCtx, Kernel};
+use solo_types::metric_names as m;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+pub use auth::ConnInfo;
+pub use error::ApiError;
+pub use tls::TlsFiles;
+
+/// What the gateway listens on and how much it accepts.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// A plaintext Prometheus listener; must be a loopback address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The largest request body (REST) or message (gRPC) accepted.
+    pub max_request_bytes: usize,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: None,
+            max_request_bytes: 8 << 20,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "metrics_addr {0} is not a loopback address; the plaintext metrics listener is loopback only"
+    )]
+    MetricsNotLoopback(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What every request handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) kernel: Kernel,
+    pub(crate) on_shutdown: Arc<dyn Fn(Duration) + Send + Sync>,
+    pub(crate) started: Instant,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) stopping: CancellationToken,
+}
+
+/// The answer to `Health`, for both faces.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_ms: u64,
+    pub memory_mb: u64,
+    pub services: u64,
+    pub last_event_id: u64,
+}
+
+impl App {
+    pub(crate) fn health(&self) -> Health {
+        Health {
+            status: if self.stopping.is_cancelled() {
+                "stopping"
+            } else {
+                "ok"
+            },
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            memory_mb: resident_memory_bytes() >> 20,
+            services: self.kernel.service_count() as u64,
+            last_event_id: self.kernel.store().last_id(),
+        }
+    }
+
+    pub(crate) fn render_metrics(&self) -> String {
+        crate::metrics::render()
+    }
+}
+
+/// The resident set size of this process, from `/proc/self/statm` (0 where unavailable).
+fn resident_memory_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The bound listeners, waiting for the kernel.
+pub struct Gateway {
+    grpc: Arc<TcpListener>,
+    http: Arc<TcpListener>,
+    metrics: Option<Arc<TcpListener>>,
+    acceptor: TlsAcceptor,
+    config: GatewayConfig,
+    app: watch::Sender<Option<App>>,
+    /// Cancelled by [`Gateway::drain`]: every open connection finishes what it is doing
+    /// and closes.
+    drain: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Gateway {
+    /// Binds the listeners (so their addresses are known) without serving yet.
+    pub async fn bind(config: GatewayConfig, tls: &TlsFiles) -> Result<Arc<Self>, GatewayError> {
+        let server_config = tls::server_config(tls).map_err(GatewayError::Tls)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map(Arc::new)
+                .map_err(|source| GatewayError::Bind { addr, source })
+        };
+        let grpc = bind(config.grpc_addr).await?;
+        let http = bind(config.http_addr).await?;
+        let metrics = match config.metrics_addr {
+            Some(addr) if !addr.ip().is_loopback() => {
+                return Err(GatewayError::MetricsNotLoopback(addr));
+            }
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        crate::metrics::install();
+        Ok(Arc::new(Self {
+            grpc,
+            http,
+            metrics,
+            acceptor: TlsAcceptor::from(server_config),
+            config,
+            app: watch::channel(None).0,
+            drain: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }))
+    }
+
+    /// The bound gRPC address (with the real port when 0 was asked for).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http_addr)
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The body of the `gateway` system component: accepts on every listener until
+    /// cancelled. Requests are served once [`Gateway::attach`] has handed over the kernel.
+    pub fn component(self: &Arc<Self>) -> ComponentBody {
+        let me = Arc::clone(self);
+        Arc::new(move |ctx: ComponentCtx| {
+            let me = Arc::clone(&me);
+            Box::pin(async move { me.accept_all(ctx.shutdown).await })
+        })
+    }
+
+    /// Hands the started kernel to the gateway; `on_shutdown` is what the admin-only
+    /// `Shutdown` RPC triggers (with the requested grace period).
+    pub fn attach(&self, kernel: Kernel, on_shutdown: Arc<dyn Fn(Duration) + Send + Sync>) {
+        let app = App {
+            kernel,
+            on_shutdown,
+            started: Instant::now(),
+            max_request_bytes: self.config.max_request_bytes,
+            stopping: self.drain.clone(),
+        };
+        self.app.send_replace(Some(app));
+    }
+
+    /// Stops every open connection gracefully (HTTP/2 GOAWAY, streams told to end) and
+    /// waits up to `grace` for them to close.
+    pub async fn drain(&self, grace: Duration) {
+        self.drain.cancel();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.connections.len(),
+                "connections still open after the grace period"
+            );
+        }
+    }
+
+    async fn accept_all(self: Arc<Self>, stop: CancellationToken) -> Result<(), String> {
+        let mut rx = self.app.subscribe();
+        let app = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = rx.wait_for(Option::is_some) => match r {
+                Ok(app) => app.clone(),
+                Err(_) => return Ok(()),
+            },
+        };
+        let Some(app) = app else { return Ok(()) };
+        let grpc_router = grpc::router(&app);
+        let rest_router = rest::router(&app);
+        let mut loops = tokio::task::JoinSet::new();
+        loops.spawn(Arc::clone(&self).accept_loop(
+            Arc::clone(&self.grpc),
+            grpc_router,
+            stop.clone(),
+            true,
+        ));
+        loops.spawn(Arc::clone(&self).accept_loop(
+            Arc::clone(&self.http),
+            rest_router,
+            stop.clone(),
+            true,
+        ));
+        if let Some(l) = &self.metrics {
+            let router = crate::metrics::plaintext_router();
+            loops.spawn(Arc::clone(&self).accept_loop(Arc::clone(l), router, stop.clone(), false));
+        }
+        // Any loop ending before `stop` is a crash of the component, unless the server
+        // is draining (the loops stop accepting then, and the component waits to be
+        // stopped).
+        let ended = tokio::select! {
+            _ = stop.cancelled() => {
+                loops.shutdown().await;
+                return Ok(());
+            }
+            r = loops.join_next() => r,
+        };
+        if self.drain.is_cancelled() {
+            stop.cancelled().await;
+            loops.shutdown().await;
+            return Ok(());
+        }
+        match ended {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(format!("an accept loop failed: {e}")),
+            _ => Err("an accept loop ended".into()),
+        }
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: Arc<TcpListener>,
+        router: Router,
+        stop: CancellationToken,
+        tls: bool,
+    ) -> Result<(), String> {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = self.drain.cancelled() => return Ok(()),
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    let me = Arc::clone(&self);
+                    let router = router.clone();
+                    self.connections.spawn(async move {
+                        if tls {
+                            me.serve_tls(stream, remote, router).await;
+                        } else {
+                            let info = ConnInfo { peer: None, remote };
+                            me.serve_http(TokioIo::new(stream), info, router).await;
+                        }
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_tls(&self, stream: TcpStream, remote: SocketAddr, router: Router) {
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::select! {
+            _ = self.drain.cancelled() => return,
+            r = tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(stream)) => r,
+        };
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                ::metrics::counter!(m::GATEWAY_HANDSHAKE_FAILURES).increment(1);
+                tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                ::metrics::counter!(m::GATEWAY_HANDSHAKE_FAILURES).increment(1);
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = tls::peer_identity(tls.get_ref().1.peer_certificates());
+        let info = ConnInfo { peer, remote };
+        let open = ::metrics::gauge!(m::GATEWAY_CONNECTIONS);
+        open.increment(1.0);
+        self.serve_http(TokioIo::new(tls), info, router).await;
+        open.decrement(1.0);
+    }
+
+    async fn serve_http<I>(&self, io: TokioIo<I>, info: ConnInfo, router: Router)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(1024)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            _ = self.drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Starts the real `solo` binary on 127.0.0.1 port 0 with a temporary data directory,
+//! and builds clients for it: gRPC through `solo-client`, REST through reqwest, and the
+//! CLI itself.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use solo_client::{Client, Flags, Profile};
+
+pub const SOLO: &str = env!("CARGO_BIN_EXE_solo");
+
+/// A running server; killed (by PID) when dropped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub grpc: String,
+    pub http: String,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// Starts on `dir` (kept) with extra environment.
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let stderr_log = dir.path().join("server.stderr");
+        let mut cmd = Command::new(SOLO);
+        cmd.args([
+            "server",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SOLO_MASTER_KEY")
+        .env("SOLO_LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start solo server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut grpc, mut http) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while grpc.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the server did not print its addresses; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                )
+            });
+            if let Some(a) = line.strip_prefix("grpc listening on ") {
+                grpc = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("http listening on ") {
+                http = Some(a.to_string());
+            }
+        }
+        Self {
+            child: Some(child),
+            dir,
+            grpc: grpc.unwrap(),
+            http: http.unwrap(),
+            stderr_log,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Issues a client certificate and returns its (cert, key) paths.
+    pub fn issue(&self, tenant: &str, admin: bool) -> (PathBuf, PathBuf) {
+        let out = self.dir.path().join("clients");
+        let cert = solo_gateway::pki::issue(&self.data_dir(), tenant, admin, &out).unwrap();
+        (cert, out.join(format!("{tenant}-key.pem")))
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir().join("certs").join("ca.pem")
+    }
+
+    /// The profile of the admin certificate `solo server` created.
+    pub fn admin_profile(&self) -> Profile {
+        Profile::resolve(
+            &Flags {
+                data_dir: Some(self.data_dir()),
+                ..Flags::default()
+            },
+            &[],
+        )
+        .unwrap()
+    }
+
+    /// A profile for a tenant certificate issued now.
+    pub fn tenant_profile(&self, tenant: &str) -> Profile {
+        let (cert, key) = self.issue(tenant, false);
+        self.profile_with(Flags {
+            cert: Some(cert),
+            key: Some(key),
+            ..Flags::default()
+        })
+    }
+
+    /// A profile from `flags`, the endpoint and CA filled in.
+    pub fn profile_with(&self, flags: Flags) -> Profile {
+        Profile::resolve(
+            &Flags {
+                endpoint: Some(self.grpc.clone()),
+                ca: flags.ca.clone().or_else(|| Some(self.ca())),
+                data_dir: Some(self.dir.path().join("nowhere")),
+                ..flags
+            },
+            &[],
+        )
+        .unwrap()
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.admin_profile().connect().await.unwrap()
+    }
+
+    pub async fn tenant(&self, tenant: &str) -> Client {
+        self.tenant_profile(tenant).connect().await.unwrap()
+    }
+
+    /// A REST client presenting `profile`'s certificate (if any).
+    pub fn rest(&self, profile: &Profile) -> Rest {
+        let tls = profile.rustls_config().unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Rest {
+            http,
+            base: format!("https://{}", self.http),
+            token: None,
+        }
+    }
+
+    /// Runs the CLI against this server (through its data directory, no flags).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_env(args, &[])
+    }
+
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = Command::new(SOLO);
+        cmd.args(args)
+            .env("SOLO_DATA_DIR", self.data_dir())
+            .env_remove("SOLO_ENDPOINT")
+            .env_remove("SOLO_CERT")
+            .env_remove("SOLO_KEY")
+            .env_remove("SOLO_CA")
+            .env_remove("SOLO_TOKEN")
+            .env_remove("SOLO_TENANT")
+            .current_dir(workspace_root());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// The CLI with `--json`, its output parsed; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "solo {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "solo {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the server did not stop within {within:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A REST client.
+pub struct Rest {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Rest {
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        send(self.req(reqwest::Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        send(self.req(reqwest::Method::DELETE, path)).await
+    }
+}
+
+pub async fn send(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    (status, v)
+}
+
+/// The `solo-reason` of a failed RPC.
+pub fn reason(s: &tonic::Status) -> String {
+    s.metadata()
+        .get(solo_proto::REASON_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn counter_js() -> String {
+    std::fs::read_to_string(workspace_root().join("examples/js/counter.js")).unwrap()
+}
+
+pub fn echo_js() -> String {
+    std::fs::read_to_string(workspace_root().join("examples/js/echo.js")).unwrap()
+}

@@ -1,0 +1,926 @@
+//! End-to-end tests: the real `solo` binary, driven over gRPC, REST and its own CLI.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod harness;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use harness::{Server, counter_js, echo_js, reason};
+use serde_json::{Value, json};
+use solo_client::Flags;
+use solo_proto::v1 as pb;
+use tonic::Code;
+
+fn deploy_js(id: &str, code: String) -> pb::DeployRequest {
+    pb::DeployRequest {
+        service_id: id.into(),
+        code,
+        format: pb::deploy_request::DeployFormat::Javascript as i32,
+        ..pb::DeployRequest::default()
+    }
+}
+
+fn call(id: &str, request: Value) -> pb::CallRequest {
+    pb::CallRequest {
+        service_id: id.into(),
+        request: request.to_string(),
+        timeout_ms: 5000,
+    }
+}
+
+#[tokio::test]
+async fn grpc_deploy_call_list_status_kill() {
+    let s = Server::start();
+    let mut c = s.admin().await;
+    let d = c
+        .deploy(deploy_js("counter", counter_js()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.status, "ok");
+    assert!(d.created);
+    assert_eq!(d.version, 1);
+    let r = c
+        .call(call("counter", json!({"op": "inc", "by": 2})))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.reply).unwrap(),
+        json!({"value": 2})
+    );
+    c.cast(pb::CastRequest {
+        service_id: "counter".into(),
+        message: json!({"op": "inc"}).to_string(),
+    })
+    .await
+    .unwrap();
+
+    let l = c
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.total, 1);
+    assert_eq!(l.services[0].service_id, "counter");
+    assert_eq!(l.services[0].state, "running");
+    let st = c
+        .status(pb::StatusRequest {
+            service_id: "counter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.alive);
+    assert_eq!(st.format, "js");
+    assert!(st.messages >= 1);
+
+    let k = c
+        .kill(pb::KillRequest {
+            service_id: "counter".into(),
+            timeout_ms: 0,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(k.status, "ok");
+    let e = c
+        .status(pb::StatusRequest {
+            service_id: "counter".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(reason(&e), "not_found");
+}
+
+#[tokio::test]
+async fn grpc_refuses_bad_deploys_clearly() {
+    let s = Server::start();
+    let mut c = s.admin().await;
+    let mut elixir = deploy_js("ex", "defmodule X do end".into());
+    elixir.format = pb::deploy_request::DeployFormat::ElixirSource as i32;
+    let e = c.deploy(elixir).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(reason(&e), "unsupported_format");
+    assert!(e.message().contains("elixir"), "{}", e.message());
+
+    let mut unknown = deploy_js("ex", "export function handleCall(r) { return r }".into());
+    unknown.format = 42;
+    let e = c.deploy(unknown).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("42"), "{}", e.message());
+
+    let e = c.deploy(deploy_js("Bad Id!", echo_js())).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let e = c
+        .deploy(deploy_js("broken", "export function (".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Nothing was left behind by the refusals.
+    let l = c
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.total, 0);
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_refused_and_the_server_carries_on() {
+    let s = Server::start();
+    let rest = s.rest(&s.admin_profile());
+    // A gRPC frame (uncompressed, 5 bytes long) that is not a DeployRequest.
+    let mut body = vec![0u8, 0, 0, 0, 5];
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
+    let resp = rest
+        .http
+        .post(format!("https://{}/solo.v1.SoloKernel/Deploy", s.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    // tonic answers a message it cannot decode with a trailers-only response.
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .expect("a grpc-status header");
+    assert_ne!(status, "0", "a garbage message must not succeed");
+    let mut c = s.admin().await;
+    c.health(pb::HealthRequest {}).await.unwrap();
+}
+
+#[tokio::test]
+async fn rest_lifecycle_and_refusals() {
+    let s = Server::start();
+    let admin = s.rest(&s.admin_profile());
+
+    let (code, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "echo", "code": echo_js()}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["service_id"], "echo");
+    let (code, body) = admin
+        .post("/v1/services/echo/call", &json!({"hello": [1, 2]}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["reply"], json!({"hello": [1, 2]}));
+    let (code, body) = admin.post("/v1/services/echo/cast", &json!({"x": 1})).await;
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = admin.get("/v1/services?limit=10").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["total"], 1);
+    let (code, body) = admin.get("/v1/services/echo").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["state"], "running");
+
+    // Malformed JSON: 400, naming the position.
+    let (code, body) = harness::send(
+        admin
+            .req(reqwest::Method::POST, "/v1/services")
+            .header("content-type", "application/json")
+            .body("{\"service_id\": \"x\",\n  \"code\": }"),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["error"], "invalid_json");
+    assert!(
+        body["message"].as_str().unwrap().contains("line 2"),
+        "{body}"
+    );
+    // An unknown field is named.
+    let (code, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "x", "code": "1", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("colour"),
+        "{body}"
+    );
+    // Elixir is refused clearly.
+    let (code, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "x", "code": "1", "format": "elixir_source"}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("unsupported_format"))
+    );
+    // A 10 MiB body is over the limit.
+    let big = "x".repeat(10 << 20);
+    let (code, body) = admin
+        .post("/v1/services", &json!({"service_id": "big", "code": big}))
+        .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["error"], "body_too_large");
+    let (code, body) = admin.get("/v1/services?limit=ten").await;
+    assert_eq!((code, body["error"].as_str()), (400, Some("invalid_query")));
+    let (code, _) = admin.get("/v1/nothing-here").await;
+    assert_eq!(code, 404);
+
+    // Health needs no credentials; metrics needs an admin.
+    let anon = s.rest(&s.profile_with(Flags {
+        token: Some("solo_not_a_real_token".into()),
+        ..Flags::default()
+    }));
+    let anon = harness::Rest {
+        token: None,
+        ..anon
+    };
+    let (code, body) = anon.get("/health").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["status"], "ok");
+    let (code, body) = anon.get("/v1/services").await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["error"], "unauthenticated");
+    let resp = admin
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("solo_deployments_total"), "{text}");
+    let alice = s.rest(&s.tenant_profile("alice"));
+    let (code, body) = alice.get("/metrics").await;
+    assert_eq!((code, body["error"].as_str()), (403, Some("admin_only")));
+
+    let (code, body) = admin.delete("/v1/services/echo?timeout_ms=2000").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = admin.get("/v1/services/echo").await;
+    assert_eq!((code, body["error"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn watch_resumes_over_grpc_and_sse() {
+    let s = Server::start();
+    let mut c = s.admin().await;
+    c.deploy(deploy_js("counter", counter_js())).await.unwrap();
+    for _ in 0..3 {
+        c.call(call("counter", json!({"op": "inc"}))).await.unwrap();
+    }
+    let all = c
+        .query_events(pb::QueryEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(all.len() >= 3, "{all:?}");
+    let resume_after = all[1].id;
+
+    // gRPC: replay after an id, then live.
+    let mut w = c
+        .watch(pb::WatchRequest {
+            after_id: resume_after,
+            ..pb::WatchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = w.next().await.unwrap().unwrap();
+    assert_eq!(first.id, resume_after + 1);
+    c.kill(pb::KillRequest {
+        service_id: "counter".into(),
+        timeout_ms: 0,
+        force: false,
+    })
+    .await
+    .unwrap();
+    let mut saw_kill = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        if e.unwrap().event_type == "service_killed" {
+            saw_kill = true;
+            break;
+        }
+    }
+    assert!(saw_kill);
+    // The client goes away mid-stream.
+    drop(w);
+
+    // SSE with Last-Event-ID.
+    let rest = s.rest(&s.admin_profile());
+    let resp = rest
+        .req(reqwest::Method::GET, "/v1/events")
+        .header("accept", "text/event-stream")
+        .header("last-event-id", resume_after.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains(&format!("id: {}\n", resume_after + 1)) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains(&format!("id: {resume_after}\n")), "{text}");
+    // Disconnect mid-stream; the server keeps serving.
+    drop(body);
+    c.health(pb::HealthRequest {}).await.unwrap();
+    let (code, _) = rest.get("/v1/services").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn tenants_cannot_see_or_touch_each_other() {
+    let s = Server::start();
+    let mut alice = s.tenant("alice").await;
+    let mut bob = s.tenant("bob").await;
+    alice.deploy(deploy_js("notes", echo_js())).await.unwrap();
+    alice
+        .put_secret(pb::PutSecretRequest {
+            name: "key".into(),
+            value: b"alice's".to_vec(),
+        })
+        .await
+        .unwrap();
+
+    let id = || "notes".to_string();
+    let nf = |r: Result<tonic::Status, tonic::Status>| {
+        let e = r.unwrap_or_else(|e| e);
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    };
+    nf(bob
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .call(call("notes", json!(1)))
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .cast(pb::CastRequest {
+            service_id: id(),
+            message: "1".into(),
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .kill(pb::KillRequest {
+            service_id: id(),
+            timeout_ms: 0,
+            force: true,
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .logs(pb::LogsRequest {
+            service_id: id(),
+            tail: 10,
+            follow: false,
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .watch(pb::WatchRequest {
+            service_id: id(),
+            include_logs: true,
+            ..pb::WatchRequest::default()
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .get_secret(pb::GetSecretRequest { name: "key".into() })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    assert!(
+        bob.list_secrets(pb::ListSecretsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .names
+            .is_empty()
+    );
+    assert_eq!(
+        bob.list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+    // Bob's events hold nothing of Alice's, and asking for hers is refused.
+    let events = bob
+        .query_events(pb::QueryEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(events.iter().all(|e| e.tenant == "bob"), "{events:?}");
+    let e = bob
+        .query_events(pb::QueryEventsRequest {
+            tenant: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // `x-solo-tenant` from a tenant is ignored: Bob still acts as Bob.
+    let bob_as_alice = s.profile_with(Flags {
+        tenant: Some("alice".into()),
+        ..{
+            let (cert, key) = s.issue("bob", false);
+            Flags {
+                cert: Some(cert),
+                key: Some(key),
+                ..Flags::default()
+            }
+        }
+    });
+    let mut sneaky = bob_as_alice.connect().await.unwrap();
+    assert_eq!(
+        sneaky
+            .list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+    let e = sneaky
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Bob's deploy of the same id is his own service.
+    bob.deploy(deploy_js("notes", counter_js())).await.unwrap();
+    let r = alice
+        .call(call("notes", json!({"a": 1})))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.reply).unwrap(),
+        json!({"a": 1}),
+        "alice's is still the echo"
+    );
+
+    // Admin-only RPCs by a tenant.
+    for e in [
+        bob.shutdown(pb::ShutdownRequest { grace_period_ms: 1 })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.metrics(pb::MetricsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.verify_events(pb::VerifyEventsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.set_config(pb::SetConfigRequest {
+            key: "limits.max_per_tenant".into(),
+            value: "1".into(),
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert_eq!(reason(&e), "admin_only");
+    }
+    // The admin may act for Alice.
+    let mut admin_as_alice = s
+        .profile_with(Flags {
+            tenant: Some("alice".into()),
+            data_dir: None,
+            ..{
+                let (cert, key) = s.issue("ops", true);
+                Flags {
+                    cert: Some(cert),
+                    key: Some(key),
+                    ..Flags::default()
+                }
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    let st = admin_as_alice
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.format, "js");
+    // And the server is still running after all that.
+    assert_eq!(
+        bob.health(pb::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        "ok"
+    );
+}
+
+/// What a connection attempt with `profile` ends in: the error text.
+async fn refusal(profile: solo_client::Profile) -> String {
+    match profile.connect().await {
+        Err(e) => e.to_string(),
+        Ok(mut c) => match c.list(pb::ListRequest::default()).await {
+            Ok(_) => panic!("the server accepted the connection"),
+            Err(e) => format!("{:?}: {}", e.code(), solo_client::describe_status(&e)),
+        },
+    }
+}
+
+#[tokio::test]
+async fn certificates_and_tokens_are_checked() {
+    let s = Server::start();
+    // No certificate and no token.
+    let anon = s.profile_with(Flags {
+        token: Some("x".into()),
+        ..Flags::default()
+    });
+    let anon = solo_client::Profile {
+        credentials: Default::default(),
+        ..anon
+    };
+    let mut c = anon.connect().await.unwrap();
+    let e = c.list(pb::ListRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A certificate from another CA, and an expired one from the right CA: the client
+    // refuses to use them (with a clear message), and the server refuses them when an
+    // attacker uses them anyway.
+    let other = tempfile::tempdir().unwrap();
+    solo_gateway::pki::init(other.path(), &[]).unwrap();
+    let certs = other.path().join("certs");
+    let foreign = Flags {
+        cert: Some(certs.join("admin.pem")),
+        key: Some(certs.join("admin-key.pem")),
+        endpoint: Some(s.grpc.clone()),
+        ca: Some(s.ca()),
+        ..Flags::default()
+    };
+    let err = solo_client::Profile::resolve(&foreign, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not issued by this Solo CA"), "{err}");
+
+    let ca =
+        solo_gateway::pki::Ca::load(&solo_gateway::pki::CertPaths::new(&s.data_dir())).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = ca
+        .issue_client(
+            "mallory",
+            false,
+            Some((
+                now - time::Duration::days(10),
+                now - time::Duration::days(1),
+            )),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("k.pem"), &key).unwrap();
+    let expired = Flags {
+        cert: Some(dir.path().join("c.pem")),
+        key: Some(dir.path().join("k.pem")),
+        endpoint: Some(s.grpc.clone()),
+        ca: Some(s.ca()),
+        ..Flags::default()
+    };
+    let err = solo_client::Profile::resolve(&expired, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expired"), "{err}");
+
+    let base = s.admin_profile();
+    let foreign_identity = (
+        std::fs::read(certs.join("admin.pem")).unwrap(),
+        std::fs::read(certs.join("admin-key.pem")).unwrap(),
+    );
+    for identity in [foreign_identity, (cert.into_bytes(), key.into_bytes())] {
+        let attacker = solo_client::Profile {
+            identity: Some(identity),
+            ..base.clone()
+        };
+        let err = refusal(attacker.clone()).await;
+        assert!(!err.is_empty());
+        // Over REST as well.
+        let rest = s.rest(&attacker);
+        let r = rest.req(reqwest::Method::GET, "/v1/services").send().await;
+        assert!(
+            r.is_err(),
+            "the REST listener accepted the certificate: {r:?}"
+        );
+    }
+
+    // A bearer token granting `call` on one service, and nothing else.
+    let mut alice = s.tenant("alice").await;
+    alice.deploy(deploy_js("echo", echo_js())).await.unwrap();
+    alice.deploy(deploy_js("other", echo_js())).await.unwrap();
+    let token = alice
+        .grant_capability(pb::GrantCapabilityRequest {
+            resource: "service:echo".into(),
+            permissions: vec!["call".into()],
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut agent = s
+        .profile_with(Flags {
+            token: Some(token.clone()),
+            ..Flags::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let r = agent
+        .call(call("echo", json!("hi")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.reply, "\"hi\"");
+    for e in [
+        agent
+            .call(call("other", json!(1)))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .status(pb::StatusRequest {
+                service_id: "echo".into(),
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .deploy(deploy_js("mine", echo_js()))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .list_secrets(pb::ListSecretsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(e.code(), Code::PermissionDenied | Code::NotFound),
+            "{e:?}"
+        );
+    }
+    // Over REST too.
+    let mut rest = s.rest(&s.profile_with(Flags {
+        token: Some(token.clone()),
+        ..Flags::default()
+    }));
+    rest.token = Some(token.clone());
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!((code, &body["reply"]), (200, &json!(7)));
+    let (code, _) = rest.get("/v1/services/echo").await;
+    assert!(code == 403 || code == 404, "{code}");
+    // Revoked: refused as unauthenticated.
+    alice
+        .revoke_capability(pb::RevokeCapabilityRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap();
+    let e = agent.call(call("echo", json!("hi"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(reason(&e), "capability_revoked");
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("capability_revoked"))
+    );
+    // A made-up token.
+    rest.token = Some("solo_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("capability_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_do_not_block_service() {
+    let s = Server::start();
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(&s.grpc).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let mut c = s.admin().await;
+    c.deploy(deploy_js("echo", echo_js())).await.unwrap();
+    for i in 0..20 {
+        c.call(call("echo", json!(i))).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    c.health(pb::HealthRequest {}).await.unwrap();
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir, &[]);
+    let out = s.cli(&["deploy", "examples/js/counter.js"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = s.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status:?}; stderr:\n{}", s.stderr());
+    assert!(!s.data_dir().join("server.json").exists());
+    // A client now says the server is not running.
+    let out = s.cli(&["list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not running") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Started again on the same directory, the log shows the clean stop.
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s2 = Server::start_in(dir, &[]);
+    let v = s2.cli_json(&["events", "--kind", "system_shutdown_complete"]);
+    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+    let v = s2.cli_json(&["events", "--kind", "system_shutdown_started"]);
+    assert_eq!(v["events"][0]["payload"]["reason"], "SIGTERM");
+}
+
+#[test]
+fn shutdown_rpc_stops_the_server() {
+    let mut s = Server::start();
+    let out = s.cli(&["shutdown", "--grace-ms", "2000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = s.child.take().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit; {}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+}
+
+/// The README's quick start, command by command, and `--json` everywhere.
+#[test]
+fn the_cli_quick_start_and_json_output() {
+    let s = Server::start();
+    // solo deploy examples/js/counter.js
+    let v = s.cli_json(&["deploy", "examples/js/counter.js"]);
+    assert_eq!(v["service_id"], "counter");
+    assert_eq!(v["created"], true);
+    // solo call counter '{"op":"inc"}'
+    let v = s.cli_json(&["call", "counter", r#"{"op":"inc"}"#]);
+    assert_eq!(v, json!({"value": 1}));
+    let out = s.cli(&["call", "counter", r#"{"op":"inc"}"#]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"value\": 2"));
+    // solo list / status
+    let v = s.cli_json(&["list"]);
+    assert_eq!(v["services"][0]["service_id"], "counter");
+    let out = s.cli(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("counter"));
+    let v = s.cli_json(&["status", "counter"]);
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["messages"], 2);
+    // solo watch (streams as JSON lines; replay from the start, stop after a few)
+    let mut child = std::process::Command::new(harness::SOLO)
+        .args(["--json", "watch", "--since", "0"])
+        .env("SOLO_DATA_DIR", s.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event_type"], "system_started");
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["event_type"], "service_deployed");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The rest of the commands, as JSON.
+    assert_eq!(s.cli_json(&["health"])["status"], "ok");
+    let tree = s.cli_json(&["tree"]);
+    assert_eq!(tree["name"], "solo");
+    let v = s.cli_json(&["events", "--kind", "service_deployed"]);
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(s.cli_json(&["events", "verify"])["ok"], true);
+    let v = s.cli_json(&["logs", "counter"]);
+    let _ = v;
+    s.cli_json(&["secrets", "set", "api-key", "s3cret"]);
+    assert_eq!(
+        s.cli_json(&["secrets", "list"])["names"],
+        json!(["api-key"])
+    );
+    assert_eq!(
+        s.cli_json(&["secrets", "get", "api-key"])["value"],
+        "s3cret"
+    );
+    let g = s.cli_json(&["caps", "grant", "service:counter", "call"]);
+    let token = g["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("solo_"));
+    let v = s.cli_json(&["caps", "verify", &token, "service:counter", "call"]);
+    assert_eq!(v["valid"], true);
+    assert_eq!(
+        s.cli_json(&["caps", "list"])["capabilities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The token alone (no certificate) calls the service through the CLI.
+    let out = s.cli_env(
+        &["--json", "call", "counter", r#"{"op":"get"}"#],
+        &[("SOLO_TOKEN", &token)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.cli_json(&["caps", "revoke", &token])["revoked"], 1);
+    assert!(
+        s.cli_json(&["metrics"])["text"]
+            .as_str()
+            .unwrap()
+            .contains("solo_calls_total")
+    );
+    assert_eq!(s.cli_json(&["secrets", "rm", "api-key"])["existed"], true);
+    assert_eq!(s.cli_json(&["kill", "counter"])["service_id"], "counter");
+
+    // A failure: non-zero exit, one line naming the reason.
+    let out = s.cli(&["status", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not_found"), "{err}");
+    let out = s.cli(&["call", "counter", "{not json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not JSON"));
+
+    // certs issue: a tenant's certificate that works with the CLI.
+    let out_dir = s.dir.path().join("carol");
+    let v = s.cli_json(&[
+        "certs",
+        "issue",
+        "carol",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (cert, key) = (
+        v["cert"].as_str().unwrap().to_string(),
+        v["key"].as_str().unwrap().to_string(),
+    );
+    let out = s.cli_env(
+        &["--json", "list"],
+        &[("SOLO_CERT", &cert), ("SOLO_KEY", &key)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], 0, "carol sees none of the admin's services");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
