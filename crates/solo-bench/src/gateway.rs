@@ -106,7 +106,9 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
             endpoint: bare_addr.to_string(),
             ..profile.clone()
         };
-        let in_process = in_process(&s.kernel, secs).await?;
+        // On a worker thread, as a gateway handler runs it (not on `block_on`'s thread).
+        let kernel = s.kernel.clone();
+        let in_process = tokio::spawn(async move { in_process(&kernel, secs).await }).await??;
         for n in CONCURRENCY {
             let solo = grpc(&profile, n, secs).await?;
             let bare = grpc(&bare_profile, n, secs).await?;
@@ -276,7 +278,10 @@ async fn bare_server(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAd
         .tls_config(tls)?
         .add_routes(tonic::service::Routes::from(router));
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY, as the gateway sets it: without it the baseline's tail is
+        // Nagle's 40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         if let Err(e) = server.serve_with_incoming(incoming).await {
             eprintln!("the bare server stopped: {e}");
         }
