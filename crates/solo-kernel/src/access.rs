@@ -39,7 +39,8 @@ impl From<CapsError> for KernelError {
             CapsError::Invalid(_) | CapsError::Attenuate(_) => {
                 KernelError::InvalidArgument(e.to_string())
             }
-            CapsError::Denied(DenyReason::NotFound) => {
+            // Another tenant's capability is reported like one that does not exist.
+            CapsError::Denied(DenyReason::NotFound | DenyReason::TenantMismatch) => {
                 KernelError::NotFound("capability not found".into())
             }
             CapsError::Denied(r) => KernelError::PermissionDenied(format!("capability {r}")),

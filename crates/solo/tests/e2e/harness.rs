@@ -27,6 +27,15 @@ impl Server {
 
     /// Starts on `dir` (kept) with extra environment.
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, env, &[]).0
+    }
+
+    /// Starts with extra flags too; also returns the other `... listening on` lines.
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Self, Vec<String>) {
         let stderr_log = dir.path().join("server.stderr");
         let mut cmd = Command::new(SOLO);
         cmd.args([
@@ -45,6 +54,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.args(args);
         let mut child = cmd.spawn().expect("start solo server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -57,6 +67,7 @@ impl Server {
             }
         });
         let (mut grpc, mut http) = (None, None);
+        let mut others = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while grpc.is_none() || http.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -71,15 +82,22 @@ impl Server {
                 grpc = Some(a.to_string());
             } else if let Some(a) = line.strip_prefix("http listening on ") {
                 http = Some(a.to_string());
+            } else if line.contains(" listening on ") {
+                others.push(line);
             }
         }
-        Self {
+        // Lines printed after http's (the metrics listener) arrive at once.
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            others.push(line);
+        }
+        let server = Self {
             child: Some(child),
             dir,
             grpc: grpc.unwrap(),
             http: http.unwrap(),
             stderr_log,
-        }
+        };
+        (server, others)
     }
 
     pub fn data_dir(&self) -> PathBuf {

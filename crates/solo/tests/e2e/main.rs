@@ -269,6 +269,124 @@ async fn rest_lifecycle_and_refusals() {
 }
 
 #[tokio::test]
+async fn oversized_grpc_messages_are_refused() {
+    let s = Server::start();
+    let mut c = s.admin().await;
+    let big = "x".repeat(10 << 20);
+    let e = c.deploy(deploy_js("big", big)).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e:?}"
+    );
+    assert!(
+        e.message().contains("too large") || e.message().contains("limit"),
+        "{e:?}"
+    );
+    // The connection and the server carry on.
+    c.health(pb::HealthRequest {}).await.unwrap();
+    assert_eq!(
+        c.list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_plaintext_metrics_listener_serves_prometheus_text() {
+    let (s, lines) = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &["--metrics-addr", "127.0.0.1:0"],
+    );
+    let addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics listening on "))
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .to_string();
+    let mut c = s.admin().await;
+    c.deploy(deploy_js("echo", echo_js())).await.unwrap();
+    c.call(call("echo", json!(1))).await.unwrap();
+    let http = s.rest(&s.admin_profile()).http;
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("solo_calls_total{outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("solo_call_seconds_bucket"), "{text}");
+    // The plaintext listener serves nothing else.
+    let r = http
+        .get(format!("http://{addr}/v1/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn logs_over_rest_and_sse_resume() {
+    let s = Server::start();
+    let admin = s.rest(&s.admin_profile());
+    let code =
+        "export function handleCall(r) { solo.log('info', 'got ' + JSON.stringify(r)); return r; }";
+    let (st, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "talker", "code": code, "format": "js"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    for i in 1..=3 {
+        admin.post("/v1/services/talker/call", &json!(i)).await;
+    }
+    let (st, body) = admin.get("/v1/services/talker/logs?tail=10").await;
+    assert_eq!(st, 200, "{body}");
+    let lines = body["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{body}");
+    assert_eq!(lines[2]["message"], "got 3");
+
+    // Follow as SSE from after line 2: line 3, then a new one.
+    let resp = admin
+        .req(reqwest::Method::GET, "/v1/services/talker/logs?follow=true")
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    admin.post("/v1/services/talker/call", &json!(4)).await;
+    let mut text = String::new();
+    while !text.contains("got 4") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("id: 3\n") && text.contains("got 3"), "{text}");
+    assert!(!text.contains("got 2"), "{text}");
+    drop(body);
+    let (st, _) = admin.get("/health").await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
 async fn watch_resumes_over_grpc_and_sse() {
     let s = Server::start();
     let mut c = s.admin().await;
@@ -476,6 +594,88 @@ async fn tenants_cannot_see_or_touch_each_other() {
         json!({"a": 1}),
         "alice's is still the echo"
     );
+
+    // Alice's capabilities are invisible to Bob, and her token does not work for him.
+    let alice_token = alice
+        .grant_capability(pb::GrantCapabilityRequest {
+            resource: "service:notes".into(),
+            permissions: vec!["call".into()],
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    assert!(
+        bob.list_capabilities(pb::ListCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities
+            .is_empty()
+    );
+    let v = bob
+        .verify_capability(pb::VerifyCapabilityRequest {
+            token: alice_token.clone(),
+            resource: "service:notes".into(),
+            permission: "call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!v.valid);
+    assert!(
+        v.capability.is_none(),
+        "no details of another tenant's capability"
+    );
+    // Revoking it is a no-op that confirms nothing (as for an unknown token).
+    let r = bob
+        .revoke_capability(pb::RevokeCapabilityRequest {
+            token: alice_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.revoked, 0);
+    let v = alice
+        .verify_capability(pb::VerifyCapabilityRequest {
+            token: alice_token.clone(),
+            resource: "service:notes".into(),
+            permission: "call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "bob's revoke did not touch alice's token");
+    let e = bob
+        .attenuate_capability(pb::AttenuateCapabilityRequest {
+            token: alice_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    // Deleting "her" secret deletes nothing of hers.
+    let d = bob
+        .delete_secret(pb::DeleteSecretRequest { name: "key".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.existed);
+    let v = alice
+        .get_secret(pb::GetSecretRequest { name: "key".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.value, b"alice's");
+    // Bob's view of the tree holds no other tenant.
+    let tree = bob
+        .system_tree(pb::SystemTreeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_json;
+    assert!(!tree.contains("alice"), "{tree}");
 
     // Admin-only RPCs by a tenant.
     for e in [
