@@ -54,7 +54,7 @@ pub(crate) fn router(app: &App) -> Router {
         .route("/v1/capabilities/verify", post(verify_cap))
         .route("/v1/capabilities/revoke", post(revoke_cap))
         .route("/v1/capabilities/attenuate", post(attenuate_cap))
-        .route("/v1/discovery", get(discovery).post(discovery))
+        .route("/v1/discovery", get(discover).post(register))
         .route("/v1/system/tree", get(tree))
         .route("/v1/system/shutdown", post(shutdown))
         .route("/v1/system/config", put(set_config))
@@ -280,24 +280,7 @@ fn parse_format(s: &str) -> ApiResult<Format> {
 
 async fn deploy(State(app): State<App>, Auth(c): Auth, Body(b): Body<DeployBody>) -> ApiResult {
     let id = id_of(&b.service_id)?;
-    let code: Vec<u8> = match (b.code, b.code_base64) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "give either code or code_base64, not both",
-            ));
-        }
-        (Some(s), None) => s.into_bytes(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| {
-                ApiError::invalid("invalid_code", format!("code_base64 is not base64: {e}"))
-            })?,
-        (None, None) => return Err(ApiError::invalid("missing_code", "the request has no code")),
-    };
-    if code.is_empty() {
-        return Err(ApiError::invalid("missing_code", "the request has no code"));
-    }
+    let code = code_of(b.code, b.code_base64)?;
     let format = match b.format.as_deref() {
         Some(f) => parse_format(f)?,
         None if code.starts_with(b"\0asm") => Format::Wasm,
@@ -460,13 +443,136 @@ fn not_implemented(message: &str) -> ApiError {
     e
 }
 
-async fn swap(Auth(_c): Auth, Path(id): Path<String>) -> ApiResult {
-    id_of(&id)?;
-    Err(not_implemented(crate::swap::SWAP_NOT_YET))
+/// `POST /v1/services/{id}/swap`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwapBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    code_base64: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    /// `swap` (default) or `replace`.
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    rollback_window_ms: u32,
 }
 
-async fn discovery(Auth(_c): Auth) -> ApiResult {
-    Err(not_implemented(crate::discovery::NOT_YET))
+async fn swap(
+    State(app): State<App>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<SwapBody>,
+) -> ApiResult {
+    let code = code_of(b.code, b.code_base64)?;
+    let format = match b.format.as_deref() {
+        Some(f) => parse_format(f)?,
+        None if code.starts_with(b"\0asm") => Format::Wasm,
+        None => Format::Js,
+    };
+    let mut req = crate::swap::swap_request(
+        &id,
+        0,
+        code,
+        b.mode.as_deref().unwrap_or(""),
+        b.rollback_window_ms,
+    )?;
+    req.format = format;
+    let s = app.kernel.hot_swap(&c, req).await?;
+    Ok(Json(json!({
+        "service_id": s.service_id,
+        "version": s.version,
+        "code_hash": s.code_hash,
+        "event_id": s.event_id,
+        "method": s.method,
+        "state_carried": s.state_carried,
+        "snapshot_bytes": s.snapshot_bytes,
+    }))
+    .into_response())
+}
+
+/// The code of a deploy or swap body: text or base64, exactly one.
+fn code_of(code: Option<String>, code_base64: Option<String>) -> ApiResult<Vec<u8>> {
+    let code: Vec<u8> = match (code, code_base64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "give either code or code_base64, not both",
+            ));
+        }
+        (Some(s), None) => s.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| {
+                ApiError::invalid("invalid_code", format!("code_base64 is not base64: {e}"))
+            })?,
+        (None, None) => return Err(ApiError::invalid("missing_code", "the request has no code")),
+    };
+    if code.is_empty() {
+        return Err(ApiError::invalid("missing_code", "the request has no code"));
+    }
+    Ok(code)
+}
+
+/// `GET /v1/discovery?name=N&key=value...`: with a name, the live registrations under
+/// it whose metadata has every other pair; without, all of the tenant's.
+async fn discover(
+    State(app): State<App>,
+    Auth(c): Auth,
+    Query(mut q): Query<std::collections::BTreeMap<String, String>>,
+) -> ApiResult {
+    let found = match q.remove("name") {
+        Some(name) => app.kernel.discover(&c, &name, &q)?,
+        None if q.is_empty() => app.kernel.registrations(&c, None)?,
+        None => {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                "metadata filters need a name: /v1/discovery?name=N&key=value",
+            ));
+        }
+    };
+    Ok(Json(json!({
+        "services": found.iter().map(crate::discovery::to_json).collect::<Vec<_>>(),
+        "total_count": found.len(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    service_id: String,
+    service_name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    ttl_seconds: i64,
+}
+
+/// `POST /v1/discovery`: register one of the caller's services under a name.
+async fn register(State(app): State<App>, Auth(c): Auth, Body(b): Body<RegisterBody>) -> ApiResult {
+    let r = app
+        .kernel
+        .register_service(
+            &c,
+            solo_kernel::RegisterRequest {
+                service_id: b.service_id,
+                name: b.service_name,
+                version: b.version,
+                metadata: b.metadata,
+                ttl_seconds: b.ttl_seconds,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "registered": true, "service_handle": r.handle, "expires_at": r.expires_at })),
+    )
+        .into_response())
 }
 
 async fn set_config(Auth(c): Auth) -> ApiResult {

@@ -39,6 +39,13 @@ pub enum KernelError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Refused for a named reason: shutting down, a circuit breaker open, ...
+    #[error("{message}")]
+    Refused {
+        code: Code,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl KernelError {
@@ -57,6 +64,7 @@ impl KernelError {
             KernelError::Unavailable(_) | KernelError::ServiceCrashed(_) => Code::Unavailable,
             KernelError::Store(e) => e.code(),
             KernelError::Internal(_) => Code::Internal,
+            KernelError::Refused { code, .. } => *code,
         }
     }
 
@@ -66,8 +74,19 @@ impl KernelError {
             KernelError::Compile(_) => "invalid_code",
             KernelError::ServiceError(_) => "service_error",
             KernelError::ServiceCrashed(_) => "service_crashed",
-            KernelError::ResourceExhausted { reason, .. } => reason,
+            KernelError::ResourceExhausted { reason, .. } | KernelError::Refused { reason, .. } => {
+                reason
+            }
             other => other.code().as_str(),
+        }
+    }
+
+    /// The kernel is stopping and takes no new work.
+    pub(crate) fn shutting_down() -> Self {
+        KernelError::Refused {
+            code: Code::Unavailable,
+            reason: "shutting_down",
+            message: "Solo is shutting down and takes no new work".into(),
         }
     }
 

@@ -292,7 +292,18 @@ fn resolve_target_now(
     let invalid =
         |e: solo_types::IdError| Refused::Plain(HostError::new("invalid_argument", e.to_string()));
     let Some((tenant, service)) = target.split_once('/') else {
-        return Ok((own(), ServiceId::new(target).map_err(invalid)?));
+        // A service id of the tenant, else a name it registered for discovery.
+        let id = match ServiceId::new(target) {
+            Ok(id) if k.services.contains_key(&(entry.tenant.clone(), id.clone())) => id,
+            other => match k
+                .registry
+                .resolve(&entry.tenant, target, crate::access::now_ns())
+            {
+                Some(id) => id,
+                None => other.map_err(invalid)?,
+            },
+        };
+        return Ok((own(), id));
     };
     let tenant = TenantId::new(tenant).map_err(invalid)?;
     let id = ServiceId::new(service).map_err(invalid)?;

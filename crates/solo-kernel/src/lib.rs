@@ -12,11 +12,14 @@
 mod access;
 mod caller;
 mod config;
+mod discovery;
 mod error;
 mod host;
 mod logs;
 pub mod records;
+mod recovery;
 mod service;
+mod swap;
 mod tree;
 
 use std::collections::{BTreeSet, HashMap};
@@ -40,9 +43,12 @@ use tokio::sync::{broadcast, oneshot};
 
 pub use caller::{Caller, Role, TokenScope};
 pub use config::{KernelConfig, ServiceDefaults, TenantLimits};
+pub use discovery::{Discovered, RegisterRequest, Registration};
 pub use error::KernelError;
 pub use logs::LogLine;
+pub use recovery::Recovery;
 pub use solo_caps::{CapInfo, DenyReason, Granted, Narrowing};
+pub use swap::{DEFAULT_ROLLBACK_WINDOW, MAX_ROLLBACK_WINDOW, SwapMode, SwapRequest, Swapped};
 pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS, TreeNode, periodic};
 
 use records::DeploymentRecord;
@@ -159,7 +165,7 @@ pub struct KernelOptions {
 type ServiceKey = (TenantId, ServiceId);
 
 #[derive(Clone)]
-enum Slot {
+pub(crate) enum Slot {
     /// Reserved while a deploy compiles and starts the service.
     Deploying,
     Running(Arc<ServiceEntry>),
@@ -193,6 +199,10 @@ pub(crate) struct KernelInner {
     services: DashMap<ServiceKey, Slot>,
     tenants: DashMap<TenantId, Arc<TenantCtx>>,
     tree: OnceLock<tree::Tree>,
+    /// False once shutdown began: new deploys, calls, casts and swaps are refused.
+    accepting: std::sync::atomic::AtomicBool,
+    recovery: Mutex<recovery::Recovery>,
+    registry: discovery::Registry,
     me: Weak<KernelInner>,
 }
 
@@ -209,6 +219,7 @@ impl Kernel {
                 .map_err(|e| KernelError::Internal(format!("load capabilities: {e}")))?,
         );
         let vault = options.vault;
+        let registry = discovery::Registry::load(&*store)?;
         let inner = Arc::new_cyclic(|me| KernelInner {
             store,
             sandbox,
@@ -218,6 +229,9 @@ impl Kernel {
             services: DashMap::new(),
             tenants: DashMap::new(),
             tree: OnceLock::new(),
+            accepting: std::sync::atomic::AtomicBool::new(true),
+            recovery: Mutex::new(recovery::Recovery::default()),
+            registry,
             me: me.clone(),
         });
         let mut bodies = options.components;
@@ -236,11 +250,32 @@ impl Kernel {
                     .payload(json!({ "version": env!("CARGO_PKG_VERSION") })),
             ])
             .await?;
+        let started = Instant::now();
+        let recovery = inner.recover().await?;
+        if recovery.recovered + recovery.failed > 0 {
+            tracing::info!(
+                recovered = recovery.recovered,
+                failed = recovery.failed,
+                ms = started.elapsed().as_millis() as u64,
+                "recovered services"
+            );
+        }
+        *inner.recovery.lock() = recovery;
         Ok(Self { inner })
     }
 
-    /// Stops every service (tenants first), then the system components.
+    /// Refuses new work from now on (`UNAVAILABLE`, reason `shutting_down`); what is in
+    /// flight carries on.
+    pub fn stop_accepting(&self) {
+        self.inner
+            .accepting
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stops every service (tenants first; each takes its snapshot), then the system
+    /// components.
     pub async fn shutdown(&self) {
+        self.stop_accepting();
         if let Some(t) = self.inner.tree.get() {
             t.shutdown().await;
         }
@@ -260,6 +295,11 @@ impl Kernel {
             .tree
             .get()
             .is_some_and(|t| t.inject_fault(component))
+    }
+
+    /// What recovery at start did.
+    pub fn recovery(&self) -> Recovery {
+        *self.inner.recovery.lock()
     }
 
     /// How many services exist (in any state), over all tenants.
@@ -402,6 +442,14 @@ fn scope_filter(caller: &Caller, filter: &mut EventFilter) {
 }
 
 impl KernelInner {
+    pub(crate) fn check_accepting(&self) -> Result<(), KernelError> {
+        if self.accepting.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(KernelError::shutting_down())
+        }
+    }
+
     fn default_components(&self, bodies: &mut HashMap<&'static str, ComponentBody>) {
         let me = self.me.clone();
         bodies.entry("capabilities").or_insert_with(|| {
@@ -416,6 +464,24 @@ impl KernelInner {
                         let Some(k) = me.upgrade() else { return Ok(()) };
                         if let Err(e) = k.caps.purge_expired(access::now_ns()).await {
                             tracing::warn!(error = %e, "purging expired capabilities failed");
+                        }
+                    }
+                })
+            })
+        });
+        let me = self.me.clone();
+        bodies.entry("discovery").or_insert_with(|| {
+            Arc::new(move |ctx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    loop {
+                        tokio::select! {
+                            () = ctx.shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        }
+                        let Some(k) = me.upgrade() else { return Ok(()) };
+                        if let Err(e) = k.sweep_registrations(access::now_ns()).await {
+                            tracing::warn!(error = %e, "sweeping expired registrations failed");
                         }
                     }
                 })
@@ -705,8 +771,16 @@ impl KernelInner {
         &self,
         entry: &Arc<ServiceEntry>,
     ) -> Result<Box<dyn Instance>, CrashReport> {
+        self.start_instance_of(entry, &entry.artifact()).await
+    }
+
+    /// Starts an instance of `artifact` for `entry` (the new code of a hot swap).
+    pub(crate) async fn start_instance_of(
+        &self,
+        entry: &Arc<ServiceEntry>,
+        artifact: &Artifact,
+    ) -> Result<Box<dyn Instance>, CrashReport> {
         let host = Arc::new(host::KernelHost::new(self.me.clone(), Arc::clone(entry)));
-        let artifact = entry.artifact();
         let timeout = entry.startup_timeout();
         let deadline = Instant::now() + timeout;
         let timed_out = || {
@@ -722,7 +796,7 @@ impl KernelInner {
         let start = async {
             let mut instance = self
                 .sandbox
-                .instantiate(&artifact, entry.limits(), host)
+                .instantiate(artifact, entry.limits(), host)
                 .await
                 .map_err(|e| match e {
                     solo_sandbox::InstantiateError::Crashed(c) => {
@@ -784,6 +858,17 @@ impl KernelInner {
     }
 
     async fn deploy(&self, caller: &Caller, req: DeployRequest) -> Result<Deployed, KernelError> {
+        self.deploy_inner(caller, req, None).await
+    }
+
+    /// A deploy; `history` continues a service's versions (a `replace` swap).
+    pub(crate) async fn deploy_inner(
+        &self,
+        caller: &Caller,
+        req: DeployRequest,
+        history: Option<service::History>,
+    ) -> Result<Deployed, KernelError> {
+        self.check_accepting()?;
         if matches!(caller.role(), Role::Service(_)) {
             return Err(KernelError::PermissionDenied(
                 "services cannot deploy services".into(),
@@ -799,10 +884,10 @@ impl KernelInner {
         // An existing service: identical code and spec is an idempotent success.
         if let Some(slot) = self.services.get(&key) {
             return match slot.value() {
-                Slot::Running(e) if e.code_hash == hash && e.spec == spec => Ok(Deployed {
+                Slot::Running(e) if e.code_hash() == hash && e.spec == spec => Ok(Deployed {
                     service_id: sid,
                     code_hash: hash,
-                    version: e.version.load(std::sync::atomic::Ordering::Relaxed),
+                    version: e.version(),
                     event_id: Some(e.deployed_event.load(std::sync::atomic::Ordering::Relaxed)),
                     created: false,
                     dry_run: req.dry_run,
@@ -883,7 +968,7 @@ impl KernelInner {
         }
 
         match self
-            .start_service(&tenant, spec, hash, artifact, &req.code, &ctx)
+            .start_service(&tenant, spec, hash, artifact, &req.code, &ctx, history)
             .await
         {
             Ok(d) => Ok(d),
@@ -894,6 +979,7 @@ impl KernelInner {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_service(
         &self,
         tenant: &TenantId,
@@ -902,6 +988,7 @@ impl KernelInner {
         artifact: Artifact,
         code: &[u8],
         ctx: &TenantCtx,
+        history: Option<service::History>,
     ) -> Result<Deployed, KernelError> {
         let sid = spec.service_id.clone();
         let entry = ServiceEntry::new(
@@ -911,7 +998,9 @@ impl KernelInner {
             artifact.clone(),
             1000,
             self.config.limits.max_emits_per_second,
+            history,
         );
+        let version = entry.version();
         let instance = match self.start_instance(&entry).await {
             Ok(i) => i,
             Err(report) => {
@@ -929,7 +1018,7 @@ impl KernelInner {
             tenant: tenant.clone(),
             spec: spec.clone(),
             code_hash: hash.clone(),
-            version: 1,
+            version,
             deployed_event: 0,
             deployed_at: entry.deployed_at,
         };
@@ -944,8 +1033,10 @@ impl KernelInner {
         if self.store.get(records::CODE, hash.as_bytes())?.is_none() {
             batch.put(records::CODE, hash.as_bytes().to_vec(), code.to_vec())?;
         }
+        // A fresh deployment starts from no state, whatever an earlier one left.
+        batch.delete(records::SNAPSHOTS, records::deployment_key(tenant, &sid))?;
         batch.event(records::deployed(&record));
-        batch.event_caused_by(records::started(tenant, &sid, 1), 0);
+        batch.event_caused_by(records::started(tenant, &sid, version), 0);
         let commit = self.store.commit(batch).await?;
         let event_id = commit.event_ids.first().copied();
         entry
@@ -966,7 +1057,7 @@ impl KernelInner {
         Ok(Deployed {
             service_id: sid,
             code_hash: hash,
-            version: 1,
+            version,
             event_id,
             created: true,
             dry_run: false,
@@ -1050,7 +1141,7 @@ impl KernelInner {
         Ok(())
     }
 
-    fn live_entry(
+    pub(crate) fn live_entry(
         &self,
         caller: &Caller,
         service: &ServiceId,
@@ -1107,6 +1198,7 @@ impl KernelInner {
         timeout: Duration,
     ) -> Result<String, KernelError> {
         caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+        self.check_accepting()?;
         self.check_message("request", request)?;
         let entry = self.live_entry(caller, service)?;
         let (tx, rx) = oneshot::channel();
@@ -1155,6 +1247,7 @@ impl KernelInner {
 
     fn cast(&self, caller: &Caller, service: &ServiceId, message: &str) -> Result<(), KernelError> {
         caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+        self.check_accepting()?;
         self.check_message("message", message)?;
         let entry = self.live_entry(caller, service)?;
         entry
@@ -1221,6 +1314,15 @@ impl KernelInner {
         service: &ServiceId,
         opts: KillOptions,
     ) -> Result<Killed, KernelError> {
+        self.kill_inner(caller, service, opts).await
+    }
+
+    pub(crate) async fn kill_inner(
+        &self,
+        caller: &Caller,
+        service: &ServiceId,
+        opts: KillOptions,
+    ) -> Result<Killed, KernelError> {
         if matches!(caller.role(), Role::Service(_)) {
             return Err(KernelError::PermissionDenied(
                 "services cannot kill services".into(),
@@ -1269,8 +1371,16 @@ impl KernelInner {
             records::deployment_key(&tenant, service),
         )?;
         batch.delete_prefix(records::SERVICE_KV, records::kv_prefix(&tenant, service))?;
+        batch.delete(
+            records::SNAPSHOTS,
+            records::deployment_key(&tenant, service),
+        )?;
         batch.event(records::killed(&tenant, service, opts.force, snapshot));
+        let gone = self.deregister_service(&mut batch, &tenant, service)?;
         let commit = self.store.commit(batch).await;
+        if commit.is_ok() {
+            self.forget(&gone);
+        }
         entry.set_state(ServiceState::Undeployed);
         self.release(&tenant, service, entry.spec.limits.memory_mb);
         let commit = commit?;

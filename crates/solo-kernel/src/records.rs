@@ -110,3 +110,69 @@ pub fn killed(
         "snapshot_bytes": snapshot_bytes,
     }))
 }
+
+pub fn recovered(
+    tenant: &TenantId,
+    service: &ServiceId,
+    version: u64,
+    snapshot_bytes: Option<usize>,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_RECOVERED, tenant, service).payload(json!({
+        "service_id": service,
+        "version": version,
+        "snapshot_bytes": snapshot_bytes,
+    }))
+}
+
+pub fn recovery_failed(tenant: &TenantId, service: &ServiceId, reason: &str) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_RECOVERY_FAILED, tenant, service)
+        .payload(json!({ "service_id": service, "reason": reason }))
+}
+
+/// The new version runs; the rollback window is open.
+pub fn swap_started(
+    tenant: &TenantId,
+    service: &ServiceId,
+    from: (u64, &str),
+    to: (u64, &str),
+    method: &str,
+    snapshot_bytes: Option<usize>,
+) -> NewEvent {
+    NewEvent::service(kinds::HOT_SWAP_STARTED, tenant, service).payload(json!({
+        "service_id": service,
+        "from_version": from.0,
+        "from_code_hash": from.1,
+        "to_version": to.0,
+        "to_code_hash": to.1,
+        "method": method,
+        "snapshot_bytes": snapshot_bytes,
+    }))
+}
+
+pub fn swap_succeeded(tenant: &TenantId, service: &ServiceId, version: u64) -> NewEvent {
+    NewEvent::service(kinds::HOT_SWAP_SUCCEEDED, tenant, service)
+        .payload(json!({ "service_id": service, "version": version }))
+}
+
+pub fn swap_failed(tenant: &TenantId, service: &ServiceId, stage: &str, reason: &str) -> NewEvent {
+    NewEvent::service(kinds::HOT_SWAP_FAILED, tenant, service).payload(json!({
+        "service_id": service,
+        "stage": stage,
+        "reason": reason,
+    }))
+}
+
+pub fn swap_rolled_back(
+    tenant: &TenantId,
+    service: &ServiceId,
+    from_version: u64,
+    to_version: u64,
+    report: &CrashReport,
+) -> NewEvent {
+    NewEvent::service(kinds::HOT_SWAP_ROLLED_BACK, tenant, service).payload(json!({
+        "service_id": service,
+        "from_version": from_version,
+        "to_version": to_version,
+        "reason": report,
+    }))
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use solo_sandbox::{Artifact, CallError, Crash, Instance, InstanceStats, Interrupt, Level, Limits};
 use solo_supervisor::{ChildCtx, Exit};
-use solo_types::{CrashReport, DeploySpec, ServiceId, ServiceState, ServiceStatus, TenantId};
+use solo_types::{
+    CrashReport, DeploySpec, Format, ServiceId, ServiceState, ServiceStatus, TenantId,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::KernelInner;
@@ -25,6 +27,44 @@ pub(crate) enum Envelope {
     Cast {
         message: String,
     },
+    /// Replace the code between two messages (a hot swap).
+    Swap {
+        plan: Box<SwapPlan>,
+        reply: oneshot::Sender<Result<SwapApplied, SwapRefused>>,
+    },
+}
+
+/// The new code of a hot swap, compiled and checked.
+pub(crate) struct SwapPlan {
+    pub(crate) code: Code,
+    pub(crate) code_bytes: Arc<[u8]>,
+    /// A crash of the new version within this window rolls back to the old one.
+    pub(crate) rollback_window: Duration,
+}
+
+/// A swap the actor applied.
+#[derive(Debug, Clone)]
+pub(crate) struct SwapApplied {
+    pub(crate) version: u64,
+    pub(crate) code_hash: String,
+    pub(crate) event_id: u64,
+    pub(crate) snapshot_bytes: Option<usize>,
+    pub(crate) state_carried: bool,
+}
+
+/// Why the actor did not apply a swap: the stage and the reason (the old version keeps
+/// serving).
+#[derive(Debug, Clone)]
+pub(crate) struct SwapRefused {
+    pub(crate) stage: &'static str,
+    pub(crate) error: crate::KernelError,
+}
+
+/// The old version, kept through the rollback window.
+struct Rollback {
+    old: Box<dyn Instance>,
+    old_code: Code,
+    deadline: Instant,
 }
 
 /// The number of log lines a crash report carries.
@@ -94,15 +134,32 @@ impl Bucket {
     }
 }
 
+/// The code a service runs now; a hot swap replaces it.
+#[derive(Clone)]
+pub(crate) struct Code {
+    pub(crate) artifact: Artifact,
+    pub(crate) hash: String,
+    pub(crate) format: Format,
+    pub(crate) version: u64,
+}
+
+/// Where a service's history starts: 1 for a deploy, the stored record on recovery.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct History {
+    pub(crate) version: u64,
+    pub(crate) deployed_at: i64,
+    pub(crate) deployed_event: u64,
+}
+
 /// Everything the kernel knows about one deployed service.
 pub(crate) struct ServiceEntry {
     pub(crate) tenant: TenantId,
     pub(crate) id: ServiceId,
+    /// The deploy spec; after a hot swap its `format` is the first version's (the
+    /// current format is in `code`).
     pub(crate) spec: DeploySpec,
     pub(crate) config_json: String,
-    pub(crate) code_hash: String,
-    artifact: Mutex<Artifact>,
-    pub(crate) version: AtomicU64,
+    code: Mutex<Code>,
     pub(crate) deployed_at: i64,
     pub(crate) deployed_event: AtomicU64,
     pub(crate) mailbox: mpsc::Sender<Envelope>,
@@ -134,18 +191,27 @@ impl ServiceEntry {
         artifact: Artifact,
         log_lines: usize,
         emits_per_second: u32,
+        history: Option<History>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(spec.limits.mailbox.max(1) as usize);
         let config_json = spec.config.to_string();
+        let history = history.unwrap_or(History {
+            version: 1,
+            deployed_at: now_ns(),
+            deployed_event: 0,
+        });
         Arc::new(Self {
             tenant,
             id: spec.service_id.clone(),
             config_json,
-            code_hash,
-            artifact: Mutex::new(artifact),
-            version: AtomicU64::new(1),
-            deployed_at: now_ns(),
-            deployed_event: AtomicU64::new(0),
+            code: Mutex::new(Code {
+                artifact,
+                hash: code_hash,
+                format: spec.format,
+                version: history.version,
+            }),
+            deployed_at: history.deployed_at,
+            deployed_event: AtomicU64::new(history.deployed_event),
             mailbox: tx,
             inbox: tokio::sync::Mutex::new(rx),
             state: AtomicU8::new(state_to(ServiceState::Starting)),
@@ -174,7 +240,24 @@ impl ServiceEntry {
     }
 
     pub(crate) fn artifact(&self) -> Artifact {
-        self.artifact.lock().clone()
+        self.code.lock().artifact.clone()
+    }
+
+    /// The code running now.
+    pub(crate) fn code(&self) -> Code {
+        self.code.lock().clone()
+    }
+
+    pub(crate) fn code_hash(&self) -> String {
+        self.code.lock().hash.clone()
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.code.lock().version
+    }
+
+    pub(crate) fn set_code(&self, code: Code) {
+        *self.code.lock() = code;
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -254,12 +337,13 @@ impl ServiceEntry {
         let uptime = self.started.lock().map_or(0, |t| {
             u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
         });
+        let code = self.code();
         ServiceStatus {
             service_id: self.id.clone(),
             state: self.state(),
-            format: self.spec.format,
-            code_hash: self.code_hash.clone(),
-            version: self.version.load(Ordering::Relaxed),
+            format: code.format,
+            code_hash: code.hash,
+            version: code.version,
             uptime_ms: uptime,
             restarts: self.restarts.load(Ordering::Relaxed),
             memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
@@ -277,8 +361,17 @@ impl ServiceEntry {
     pub(crate) fn drain(&self, why: &str) {
         if let Ok(mut inbox) = self.inbox.try_lock() {
             while let Ok(env) = inbox.try_recv() {
-                if let Envelope::Call { reply, .. } = env {
-                    let _ = reply.send(Err(CallError::Guest(why.to_string())));
+                match env {
+                    Envelope::Call { reply, .. } => {
+                        let _ = reply.send(Err(CallError::Guest(why.to_string())));
+                    }
+                    Envelope::Swap { reply, .. } => {
+                        let _ = reply.send(Err(SwapRefused {
+                            stage: "start",
+                            error: crate::KernelError::Unavailable(why.to_string()),
+                        }));
+                    }
+                    Envelope::Cast { .. } => {}
                 }
             }
         }
@@ -318,12 +411,23 @@ pub(crate) async fn run(
     entry.set_state(ServiceState::Running);
 
     let mut inbox = entry.inbox.lock().await;
+    let mut pending: Option<Rollback> = None;
     loop {
+        let window = pending.as_ref().map(|r| r.deadline);
         let envelope = tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
                 stop_gracefully(&kernel, &entry, instance.as_mut()).await;
                 return Exit::Shutdown;
+            }
+            () = until(window) => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
+                continue;
             }
             env = inbox.recv() => env,
         };
@@ -356,15 +460,185 @@ pub(crate) async fn run(
                 }
                 Ok(()) => None,
             },
+            Envelope::Swap { plan, reply } => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
+                match apply_swap(&kernel, &entry, &mut instance, *plan).await {
+                    Ok((rb, applied)) => {
+                        pending = Some(rb);
+                        let _ = reply.send(Ok(applied));
+                        None
+                    }
+                    Err((refused, crash)) => {
+                        let _ = reply.send(Err(refused));
+                        crash
+                    }
+                }
+            }
         };
         entry.record_stats(before, instance.stats());
         if let Some(crash) = outcome {
             let report = entry.crash_report(&crash);
+            // A crash inside the rollback window: back to the old version, whose state
+            // is the snapshot the swap carried over.
+            if let Some(rb) = pending.take() {
+                instance = roll_back(&kernel, &entry, rb, &report).await;
+                continue;
+            }
             let why = format!("{}: {}", report.kind, report.message);
             entry.note_crash(report);
             return Exit::Crashed(why);
         }
     }
+}
+
+/// Resolves at `deadline`, never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Snapshot the old instance, start the new code and restore the snapshot into it,
+/// record the new version, then switch. On any failure the old instance keeps serving;
+/// a crash of the old instance while taking its snapshot is returned to be handled as
+/// a crash.
+async fn apply_swap(
+    kernel: &Weak<KernelInner>,
+    entry: &Arc<ServiceEntry>,
+    instance: &mut Box<dyn Instance>,
+    plan: SwapPlan,
+) -> Result<(Rollback, SwapApplied), (SwapRefused, Option<Crash>)> {
+    use crate::KernelError as E;
+    let refuse = |stage: &'static str, error: E| (SwapRefused { stage, error }, None);
+    let Some(k) = kernel.upgrade() else {
+        return Err(refuse("start", E::shutting_down()));
+    };
+    let carry = instance.has_state() && plan.code.artifact.has_state();
+    let state = if carry {
+        match instance.snapshot().await {
+            Ok(s) => s,
+            Err(CallError::Crash(c)) => {
+                let msg = format!("the old version crashed taking its snapshot: {}", c.message);
+                return Err((
+                    SwapRefused {
+                        stage: "snapshot",
+                        error: E::FailedPrecondition(msg),
+                    },
+                    Some(c),
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    "snapshot",
+                    E::FailedPrecondition(format!("the old version's snapshot failed: {e}")),
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let mut new = k
+        .start_instance_of(entry, &plan.code.artifact)
+        .await
+        .map_err(|r| {
+            refuse(
+                "start",
+                E::InvalidArgument(format!(
+                    "the new version failed to start: {}: {}",
+                    r.kind, r.message
+                )),
+            )
+        })?;
+    if let Some(state) = &state
+        && let Err(e) = new.restore(state).await
+    {
+        return Err(refuse(
+            "restore",
+            E::InvalidArgument(format!(
+                "the new version could not restore the old version's state: {e}"
+            )),
+        ));
+    }
+    let old_code = entry.code();
+    let snapshot_bytes = state.as_ref().map(Vec::len);
+    let event = crate::records::swap_started(
+        &entry.tenant,
+        &entry.id,
+        (old_code.version, &old_code.hash),
+        (plan.code.version, &plan.code.hash),
+        "swap",
+        snapshot_bytes,
+    );
+    let event_id = k
+        .persist_code(entry, &plan.code, Some(&plan.code_bytes), vec![event])
+        .await
+        .map_err(|e| refuse("record", e))?;
+    let old = std::mem::replace(instance, new);
+    entry.set_code(plan.code.clone());
+    *entry.interrupt.lock() = Some(instance.interrupt_handle());
+    entry
+        .memory_bytes
+        .store(instance.stats().memory_bytes, Ordering::Relaxed);
+    let applied = SwapApplied {
+        version: plan.code.version,
+        code_hash: plan.code.hash.clone(),
+        event_id,
+        snapshot_bytes,
+        state_carried: carry,
+    };
+    let rb = Rollback {
+        old,
+        old_code,
+        deadline: Instant::now() + plan.rollback_window,
+    };
+    Ok((rb, applied))
+}
+
+/// The rollback window passed without a crash: the old version goes.
+async fn swap_succeeded(kernel: &Weak<KernelInner>, entry: &ServiceEntry, rb: Rollback) {
+    drop(rb.old);
+    let Some(k) = kernel.upgrade() else { return };
+    let e = crate::records::swap_succeeded(&entry.tenant, &entry.id, entry.version());
+    if let Err(err) = k.store.append(vec![e]).await {
+        tracing::warn!(service = %entry.id, error = %err, "could not record a hot swap's success");
+    }
+}
+
+/// Goes back to the old version and records why.
+async fn roll_back(
+    kernel: &Weak<KernelInner>,
+    entry: &Arc<ServiceEntry>,
+    rb: Rollback,
+    report: &CrashReport,
+) -> Box<dyn Instance> {
+    let from = entry.version();
+    let instance = rb.old;
+    entry.set_code(rb.old_code.clone());
+    *entry.interrupt.lock() = Some(instance.interrupt_handle());
+    *entry.last_error.lock() = Some(report.clone());
+    entry.logs.push(
+        Level::Warn,
+        &format!(
+            "version {from} crashed within its rollback window ({}: {}); rolled back to version {}",
+            report.kind, report.message, rb.old_code.version
+        ),
+    );
+    if let Some(k) = kernel.upgrade() {
+        let e = crate::records::swap_rolled_back(
+            &entry.tenant,
+            &entry.id,
+            from,
+            rb.old_code.version,
+            report,
+        );
+        if let Err(err) = k.persist_code(entry, &rb.old_code, None, vec![e]).await {
+            tracing::warn!(service = %entry.id, error = %err, "could not record a rollback");
+        }
+    }
+    instance
 }
 
 /// Takes a snapshot, if the service exports one, before a graceful stop.

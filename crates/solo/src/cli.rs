@@ -502,8 +502,22 @@ impl Cmd {
                 pb.finish_and_clear();
                 let r = r.map_err(rpc)?.into_inner();
                 self.out(
-                    &json!({ "service_id": r.service_id, "version": r.version, "code_hash": r.code_hash, "event_id": r.event_id, "method": r.method }),
-                    || println!("swapped {} to version {} ({})", r.service_id, r.version, r.method),
+                    &json!({
+                        "service_id": r.service_id, "version": r.version, "code_hash": r.code_hash,
+                        "event_id": r.event_id, "method": r.method, "state_carried": r.state_carried,
+                        "snapshot_bytes": r.snapshot_bytes,
+                    }),
+                    || match r.method.as_str() {
+                        "unchanged" => println!("{} already runs that code (version {})", r.service_id, r.version),
+                        "replace" => println!("replaced {}: version {} (restarted, state not kept)", r.service_id, r.version),
+                        _ if r.state_carried => println!(
+                            "swapped {} to version {}, state carried ({})",
+                            r.service_id,
+                            r.version,
+                            bytes(r.snapshot_bytes)
+                        ),
+                        _ => println!("swapped {} to version {} (no state to carry)", r.service_id, r.version),
+                    },
                 );
                 Ok(())
             }

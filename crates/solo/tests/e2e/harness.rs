@@ -218,10 +218,37 @@ impl Server {
         })
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id() as i32, libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a new server on the same data directory (after a stop or a kill).
+    pub fn restart(mut self) -> Self {
+        self.kill9();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Server::start_in(dir, &[])
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait_exit(within)
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the server to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        signal(child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod harness;
+mod lifecycle;
 
 use std::time::Duration;
 
