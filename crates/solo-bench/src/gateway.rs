@@ -65,7 +65,7 @@ async fn setup() -> anyhow::Result<Setup> {
         KernelConfig::default(),
         KernelOptions {
             components,
-            vault: None,
+            ..KernelOptions::default()
         },
     )
     .await?;

@@ -46,9 +46,13 @@ where
     Box::pin(s.take_until(app.stopping.clone().cancelled_owned()))
 }
 
-fn caller<T>(app: &App, req: &Request<T>) -> Result<Caller, Status> {
+/// The authenticated caller of a request, admitted by the load shedder for as long as
+/// the handler runs.
+fn caller<T>(app: &App, req: &Request<T>) -> Result<crate::auth::Admitted, Status> {
     let headers = req.metadata().clone().into_headers();
-    authenticate(&app.kernel, req.extensions().get::<ConnInfo>(), &headers).map_err(Status::from)
+    let c = authenticate(&app.kernel, req.extensions().get::<ConnInfo>(), &headers)
+        .map_err(Status::from)?;
+    crate::auth::admit(&app.kernel, c).map_err(Status::from)
 }
 
 fn api(e: impl Into<ApiError>) -> Status {
@@ -583,5 +587,13 @@ impl SoloKernel for Grpc {
     ) -> Result<Response<pb::SetConfigResponse>, Status> {
         let c = caller(&self.app, &req)?;
         crate::swap::set_config(&self.app, &c, req.into_inner()).await
+    }
+
+    async fn get_config(
+        &self,
+        req: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::GetConfigResponse>, Status> {
+        let c = caller(&self.app, &req)?;
+        crate::swap::get_config(&self.app, &c)
     }
 }

@@ -57,7 +57,7 @@ pub(crate) fn router(app: &App) -> Router {
         .route("/v1/discovery", get(discover).post(register))
         .route("/v1/system/tree", get(tree))
         .route("/v1/system/shutdown", post(shutdown))
-        .route("/v1/system/config", put(set_config))
+        .route("/v1/system/config", put(set_config).get(get_config))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(app.max_request_bytes))
@@ -433,16 +433,6 @@ async fn cast(
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response())
 }
 
-fn not_implemented(message: &str) -> ApiError {
-    let mut e = ApiError::new(
-        solo_types::Code::FailedPrecondition,
-        "not_implemented",
-        message,
-    );
-    e.http = Some(StatusCode::NOT_IMPLEMENTED);
-    e
-}
-
 /// `POST /v1/services/{id}/swap`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -575,9 +565,34 @@ async fn register(State(app): State<App>, Auth(c): Auth, Body(b): Body<RegisterB
         .into_response())
 }
 
-async fn set_config(Auth(c): Auth) -> ApiResult {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    key: String,
+    value: serde_json::Value,
+}
+
+/// `PUT /v1/system/config` `{"key": "limits.max_per_tenant", "value": 50}` (admin).
+async fn set_config(State(app): State<App>, Auth(c): Auth, Body(b): Body<ConfigBody>) -> ApiResult {
     admin(&c, "changing the runtime configuration")?;
-    Err(not_implemented(crate::swap::CONFIG_NOT_YET))
+    let value = match &b.value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let (previous, value) = app.kernel.set_config(&c, &b.key, &value).await?;
+    Ok(Json(json!({ "key": b.key, "value": value, "previous": previous })).into_response())
+}
+
+/// `GET /v1/system/config` (admin): every runtime-tunable key and the pressure level.
+async fn get_config(State(app): State<App>, Auth(c): Auth) -> ApiResult {
+    admin(&c, "reading the runtime configuration")?;
+    let values: serde_json::Map<String, Value> = app
+        .kernel
+        .runtime_config(&c)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Ok(Json(json!({ "values": values, "pressure": app.kernel.pressure() })).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,8 +10,6 @@ use crate::App;
 use crate::convert::{format_of, service_id};
 use crate::error::ApiError;
 
-pub(crate) const CONFIG_NOT_YET: &str = "runtime configuration is not available in this build yet";
-
 /// A kernel swap request from the wire's fields.
 pub(crate) fn swap_request(
     id: &str,
@@ -70,11 +68,39 @@ pub(crate) async fn hot_swap(
 pub(crate) async fn set_config(
     app: &App,
     caller: &Caller,
-    _req: pb::SetConfigRequest,
+    r: pb::SetConfigRequest,
 ) -> Result<Response<pb::SetConfigResponse>, Status> {
-    let _ = app;
     if !caller.is_admin() {
         return Err(ApiError::admin_only("changing the runtime configuration").into());
     }
-    Err(Status::unimplemented(CONFIG_NOT_YET))
+    let (previous, value) = app
+        .kernel
+        .set_config(caller, &r.key, &r.value)
+        .await
+        .map_err(|e| Status::from(ApiError::from(e)))?;
+    Ok(Response::new(pb::SetConfigResponse {
+        key: r.key,
+        value: value.to_string(),
+        previous: previous.to_string(),
+    }))
+}
+
+pub(crate) fn get_config(
+    app: &App,
+    caller: &Caller,
+) -> Result<Response<pb::GetConfigResponse>, Status> {
+    if !caller.is_admin() {
+        return Err(ApiError::admin_only("reading the runtime configuration").into());
+    }
+    let values = app
+        .kernel
+        .runtime_config(caller)
+        .map_err(|e| Status::from(ApiError::from(e)))?;
+    Ok(Response::new(pb::GetConfigResponse {
+        values: values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        pressure: app.kernel.pressure().into(),
+    }))
 }

@@ -58,6 +58,10 @@ pub struct TenantLimits {
     pub max_kv_value_bytes: usize,
     /// Custom events a service may emit per second (with a burst of ten times that).
     pub max_emits_per_second: u32,
+    /// Requests a tenant may have in flight at once (runtime-tunable).
+    pub max_per_tenant: u32,
+    /// Requests in flight at once over all tenants (runtime-tunable).
+    pub max_total: u32,
 }
 
 impl Default for TenantLimits {
@@ -70,6 +74,8 @@ impl Default for TenantLimits {
             max_kv_key_bytes: 1024,
             max_kv_value_bytes: 1 << 20,
             max_emits_per_second: 100,
+            max_per_tenant: 100,
+            max_total: 1000,
         }
     }
 }
@@ -80,4 +86,6 @@ impl Default for TenantLimits {
 pub struct KernelConfig {
     pub service_defaults: ServiceDefaults,
     pub limits: TenantLimits,
+    pub monitor: crate::flow::MonitorConfig,
+    pub breaker: crate::flow::BreakerConfig,
 }

@@ -14,6 +14,7 @@ mod caller;
 mod config;
 mod discovery;
 mod error;
+mod flow;
 mod host;
 mod logs;
 pub mod records;
@@ -45,6 +46,7 @@ pub use caller::{Caller, Role, TokenScope};
 pub use config::{KernelConfig, ServiceDefaults, TenantLimits};
 pub use discovery::{Discovered, RegisterRequest, Registration};
 pub use error::KernelError;
+pub use flow::{BreakerConfig, MonitorConfig, Permit, TUNABLE_KEYS};
 pub use logs::LogLine;
 pub use recovery::Recovery;
 pub use solo_caps::{CapInfo, DenyReason, Granted, Narrowing};
@@ -160,6 +162,8 @@ pub struct KernelOptions {
     pub components: HashMap<&'static str, ComponentBody>,
     /// The vault; without one, secrets are unavailable.
     pub vault: Option<Arc<solo_vault::Vault>>,
+    /// The data directory, whose size the monitor watches.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 type ServiceKey = (TenantId, ServiceId);
@@ -203,6 +207,10 @@ pub(crate) struct KernelInner {
     accepting: std::sync::atomic::AtomicBool,
     recovery: Mutex<recovery::Recovery>,
     registry: discovery::Registry,
+    tunables: flow::Tunables,
+    shedder: flow::Shedder,
+    pressure: flow::PressureCell,
+    data_dir: Option<std::path::PathBuf>,
     me: Weak<KernelInner>,
 }
 
@@ -220,6 +228,7 @@ impl Kernel {
         );
         let vault = options.vault;
         let registry = discovery::Registry::load(&*store)?;
+        let tunables = flow::Tunables::new(&config);
         let inner = Arc::new_cyclic(|me| KernelInner {
             store,
             sandbox,
@@ -232,6 +241,10 @@ impl Kernel {
             accepting: std::sync::atomic::AtomicBool::new(true),
             recovery: Mutex::new(recovery::Recovery::default()),
             registry,
+            tunables,
+            shedder: flow::Shedder::default(),
+            pressure: flow::PressureCell::new(0),
+            data_dir: options.data_dir,
             me: me.clone(),
         });
         let mut bodies = options.components;
@@ -464,6 +477,24 @@ impl KernelInner {
                         let Some(k) = me.upgrade() else { return Ok(()) };
                         if let Err(e) = k.caps.purge_expired(access::now_ns()).await {
                             tracing::warn!(error = %e, "purging expired capabilities failed");
+                        }
+                    }
+                })
+            })
+        });
+        let me = self.me.clone();
+        let every = Duration::from_millis(self.config.monitor.interval_ms.max(10));
+        bodies.entry("monitor").or_insert_with(|| {
+            Arc::new(move |ctx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    loop {
+                        if let Some(k) = me.upgrade() {
+                            k.monitor_once().await;
+                        }
+                        tokio::select! {
+                            () = ctx.shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(every) => {}
                         }
                     }
                 })
@@ -875,6 +906,9 @@ impl KernelInner {
             ));
         }
         caller.require(&Resource::Kernel, Permission::Deploy)?;
+        if !req.dry_run {
+            self.check_pressure()?;
+        }
         let tenant = caller.tenant_id().clone();
         let spec = self.resolve_spec(&req)?;
         let hash = CodeHash::of(req.format, &req.code).to_hex();
@@ -1201,6 +1235,28 @@ impl KernelInner {
         self.check_accepting()?;
         self.check_message("request", request)?;
         let entry = self.live_entry(caller, service)?;
+        self.breaker_allow(&entry.breaker, service)?;
+        let result = self.deliver_call(&entry, service, request, timeout).await;
+        let outcome = match &result {
+            Ok(_) | Err(KernelError::ServiceError(_) | KernelError::InvalidArgument(_)) => {
+                flow::Outcome::Success
+            }
+            Err(KernelError::ServiceCrashed(_) | KernelError::DeadlineExceeded(_)) => {
+                flow::Outcome::Failure
+            }
+            Err(_) => flow::Outcome::Neutral,
+        };
+        self.breaker_record(&entry.breaker, &entry.tenant, service, outcome);
+        result
+    }
+
+    async fn deliver_call(
+        &self,
+        entry: &Arc<ServiceEntry>,
+        service: &ServiceId,
+        request: &str,
+        timeout: Duration,
+    ) -> Result<String, KernelError> {
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope::Call {
             request: request.to_string(),

@@ -180,6 +180,7 @@ pub(crate) struct ServiceEntry {
     /// The size of the snapshot a graceful stop took.
     pub(crate) final_snapshot: Mutex<Option<usize>>,
     pub(crate) emits: Bucket,
+    pub(crate) breaker: Mutex<crate::flow::Breaker>,
 }
 
 impl ServiceEntry {
@@ -227,6 +228,7 @@ impl ServiceEntry {
             ready: Mutex::new(None),
             final_snapshot: Mutex::new(None),
             emits: Bucket::new(emits_per_second),
+            breaker: Mutex::new(crate::flow::Breaker::default()),
             spec,
         })
     }

@@ -31,6 +31,10 @@ struct Solo {
 }
 
 async fn open(dir: tempfile::TempDir) -> Solo {
+    open_with(dir, KernelConfig::default()).await
+}
+
+async fn open_with(dir: tempfile::TempDir, config: KernelConfig) -> Solo {
     let store = Arc::new(
         RedbStore::open_with(
             dir.path().join("solo.redb"),
@@ -42,14 +46,9 @@ async fn open(dir: tempfile::TempDir) -> Solo {
         .unwrap(),
     );
     let dyn_store: Arc<dyn Store> = store.clone();
-    let kernel = Kernel::start(
-        dyn_store,
-        sandbox(),
-        KernelConfig::default(),
-        KernelOptions::default(),
-    )
-    .await
-    .unwrap();
+    let kernel = Kernel::start(dyn_store, sandbox(), config, KernelOptions::default())
+        .await
+        .unwrap();
     Solo { kernel, store, dir }
 }
 
@@ -105,9 +104,14 @@ fn swap(id: &str, format: Format, code: Arc<[u8]>) -> SwapRequest {
     }
 }
 
+/// Every event of `kind`, as an admin sees them (tenants' and the system's).
 fn events(k: &Kernel, kind: &str) -> Vec<Event> {
+    events_as(k, &Caller::admin(TenantId::new("ops").unwrap()), kind)
+}
+
+fn events_as(k: &Kernel, caller: &Caller, kind: &str) -> Vec<Event> {
     k.events(
-        &alice(),
+        caller,
         EventQuery {
             filter: EventFilter {
                 kind: Some(kind.into()),
@@ -615,4 +619,166 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].registration.handle, eu.handle);
     assert!(found[0].alive);
+}
+
+fn admin() -> Caller {
+    Caller::admin(TenantId::new("ops").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
+    let mut config = KernelConfig::default();
+    config.limits.max_per_tenant = 3;
+    config.limits.max_total = 5;
+    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let k = &s.kernel;
+    let bob = Caller::tenant(TenantId::new("bob").unwrap());
+    let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
+    for _ in 0..100 {
+        let e = k.admit(&alice()).unwrap_err();
+        assert_eq!(e.reason(), "load_shed");
+        assert_eq!(e.code(), solo_types::Code::ResourceExhausted);
+    }
+    // Another tenant is served; the global limit still holds.
+    let b1 = k.admit(&bob).unwrap();
+    let b2 = k.admit(&bob).unwrap();
+    let e = k.admit(&bob).unwrap_err();
+    assert!(e.to_string().contains("Solo has 5"), "{e}");
+    drop((b1, b2));
+    drop(held);
+    drop(k.admit(&alice()).unwrap());
+    // A flood of refusals is one sampled event per tenant and second, with its count.
+    wait_for(k, kinds::LOAD_SHED, 2).await;
+    let shed = events_as(k, &alice(), kinds::LOAD_SHED);
+    assert_eq!(shed.len(), 1, "{shed:?}");
+    assert_eq!(shed[0].payload["shed"], 1);
+    assert_eq!(
+        events_as(k, &bob, kinds::LOAD_SHED)[0].payload["scope"],
+        "global"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
+    let _ = k.admit(&alice()).unwrap_err();
+    wait_for(k, kinds::LOAD_SHED, 3).await;
+    let shed = events_as(k, &alice(), kinds::LOAD_SHED);
+    assert_eq!(
+        shed[1].payload["shed"], 100,
+        "the refusals since the last event"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
+    let mut config = KernelConfig::default();
+    config.breaker.failures = 2;
+    config.breaker.open_seconds = 1;
+    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let k = &s.kernel;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("c"), Format::Wasm, wasm("crasher")),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let e = call(k, "c", r#"{"mode":"trap"}"#).await.unwrap_err();
+        assert!(matches!(e, KernelError::ServiceCrashed(_)), "{e:?}");
+    }
+    // Open: calls fail fast without reaching the service.
+    let e = call(k, "c", r#"{"mode":"ok"}"#).await.unwrap_err();
+    assert_eq!(e.reason(), "circuit_breaker_open", "{e:?}");
+    wait_for(k, kinds::CIRCUIT_BREAKER_OPENED, 1).await;
+    // After the open period: probes, and two successes close it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+    wait_for(k, kinds::CIRCUIT_BREAKER_CLOSED, 1).await;
+    // A service error is an answer, not a failure.
+    for _ in 0..5 {
+        let e = call(k, "c", r#"{"mode":"error"}"#).await.unwrap_err();
+        assert!(matches!(e, KernelError::ServiceError(_)), "{e:?}");
+    }
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_pressure_refuses_deploys_until_it_eases() {
+    let mut config = KernelConfig::default();
+    config.monitor.interval_ms = 20;
+    config.monitor.services = 1;
+    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let k = &s.kernel;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("a"), Format::Js, js("echo")),
+    )
+    .await
+    .unwrap();
+    let critical = wait_for(k, kinds::RESOURCE_PRESSURE_CRITICAL, 1).await;
+    assert_eq!(critical[0].payload["resource"], "services");
+    assert_eq!(k.pressure(), "critical");
+    let e = k
+        .deploy(
+            &alice(),
+            DeployRequest::new(sid("b"), Format::Js, js("echo")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "resource_pressure_critical");
+    // Running services keep serving.
+    call(k, "a", "1").await.unwrap();
+    // An admin raises the budget at run time: pressure eases, deploys work again.
+    k.set_config(&admin(), "monitor.services", "100")
+        .await
+        .unwrap();
+    wait_for(k, kinds::RESOURCE_PRESSURE_NORMAL, 1).await;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("b"), Format::Js, js("echo")),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_config_is_admin_only_validated_and_recorded() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let e = k
+        .set_config(&alice(), "limits.max_per_tenant", "5")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "admin_only");
+    let e = k
+        .set_config(&admin(), "limits.nope", "5")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("limits.max_per_tenant"), "{e}");
+    let e = k
+        .set_config(&admin(), "limits.max_per_tenant", "0")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
+    let e = k
+        .set_config(&admin(), "limits.max_per_tenant", "many")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
+    let (prev, now) = k
+        .set_config(&admin(), "limits.max_per_tenant", "1")
+        .await
+        .unwrap();
+    assert_eq!((prev, now), (100, 1));
+    let changed = events_as(k, &alice(), kinds::CONFIG_CHANGED);
+    assert!(changed.is_empty(), "a tenant does not see system events");
+    let all = events(k, kinds::CONFIG_CHANGED);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].payload["previous"], 100);
+    // It takes effect at once.
+    let _p = k.admit(&alice()).unwrap();
+    assert_eq!(k.admit(&alice()).unwrap_err().reason(), "load_shed");
+    let values = k.runtime_config(&admin()).unwrap();
+    assert!(values.contains(&("limits.max_per_tenant", 1)));
+    assert!(k.runtime_config(&alice()).is_err());
 }

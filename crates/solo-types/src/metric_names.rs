@@ -16,3 +16,6 @@ pub const CAPABILITY_DECISIONS: &str = "solo_capability_decisions_total";
 pub const SECRET_ACCESSES: &str = "solo_secret_accesses_total";
 pub const GATEWAY_CONNECTIONS: &str = "solo_gateway_connections_open";
 pub const GATEWAY_HANDSHAKE_FAILURES: &str = "solo_gateway_tls_handshake_failures_total";
+pub const LOAD_SHED: &str = "solo_load_shed_total";
+pub const BREAKER_OPEN: &str = "solo_circuit_breaker_open";
+pub const RESOURCE_PRESSURE: &str = "solo_resource_pressure";

@@ -125,6 +125,9 @@ pub enum ClientCmd {
     Metrics,
     /// The supervision tree.
     Tree,
+    /// Show the runtime-tunable settings, or change one (admin).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Stop the server gracefully (admin).
     Shutdown {
         /// How long in-flight work may take to finish.
@@ -182,6 +185,18 @@ pub struct EventsArgs {
     /// Newest first.
     #[arg(long)]
     desc: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Every runtime-tunable key with its value, and the resource pressure level.
+    Show,
+    /// Change a runtime-tunable key (recorded as config_changed).
+    Set {
+        #[arg(id = "config_key", value_name = "KEY")]
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -649,6 +664,42 @@ impl Cmd {
                 let tree: Value = serde_json::from_str(&t.tree_json)
                     .context("the server sent a malformed tree")?;
                 self.out(&tree, || print_tree(&tree, "", true, true));
+                Ok(())
+            }
+            ClientCmd::Config(ConfigCmd::Show) => {
+                let r = self
+                    .client
+                    .get_config(pb::GetConfigRequest {})
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                let mut values: Vec<(String, u64)> = r.values.into_iter().collect();
+                values.sort();
+                let map: serde_json::Map<String, Value> =
+                    values.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                self.out(&json!({ "values": map, "pressure": r.pressure }), || {
+                    let mut rows: Vec<(&str, String)> = values
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.to_string()))
+                        .collect();
+                    rows.push(("pressure", r.pressure.clone()));
+                    fields(&rows);
+                });
+                Ok(())
+            }
+            ClientCmd::Config(ConfigCmd::Set { key, value }) => {
+                let r = self
+                    .client
+                    .set_config(pb::SetConfigRequest { key, value })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                self.out(
+                    &json!({ "key": r.key, "value": r.value, "previous": r.previous }),
+                    || {
+                        println!("{} = {} (was {})", r.key, r.value, r.previous);
+                    },
+                );
                 Ok(())
             }
             ClientCmd::Shutdown { grace_ms } => {
@@ -1192,6 +1243,13 @@ mod tests {
 
     /// Positional arguments must not share an id with a global flag (a revoked token
     /// would otherwise become the caller's credentials).
+    /// clap's own consistency check of the whole command line (duplicate ids, ...).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::Cli::command().debug_assert();
+    }
+
     #[test]
     fn positionals_do_not_alias_global_flags() {
         use clap::Parser;
@@ -1199,6 +1257,9 @@ mod tests {
         assert_eq!(cli.global.token, None);
         let cli = crate::Cli::try_parse_from(["solo", "certs", "issue", "alice"]).unwrap();
         assert_eq!(cli.global.tenant, None);
+        let cli =
+            crate::Cli::try_parse_from(["solo", "config", "set", "limits.max_total", "5"]).unwrap();
+        assert_eq!(cli.global.key, None);
         let cli = crate::Cli::try_parse_from([
             "solo", "--token", "t", "caps", "verify", "solo_x", "events", "read",
         ])

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use solo_kernel::{KernelConfig, ServiceDefaults, TenantLimits};
+use solo_kernel::{BreakerConfig, KernelConfig, MonitorConfig, ServiceDefaults, TenantLimits};
 
 /// Environment variables with the `SOLO_` prefix that are not server config keys: the
 /// client's endpoint and credentials, the config path itself and the master key.
@@ -54,6 +54,10 @@ pub struct Config {
     pub limits: TenantLimits,
     /// Defaults for the deploy-spec fields a request leaves out.
     pub service_defaults: ServiceDefaults,
+    /// Budgets of the resource monitor.
+    pub monitor: MonitorConfig,
+    /// The per-service circuit breaker.
+    pub breaker: BreakerConfig,
     pub tls: TlsSection,
 }
 
@@ -71,6 +75,8 @@ impl Config {
         KernelConfig {
             service_defaults: self.service_defaults.clone(),
             limits: self.limits.clone(),
+            monitor: self.monitor.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }
@@ -87,6 +93,8 @@ impl Default for Config {
             max_request_bytes: 8 << 20,
             limits: TenantLimits::default(),
             service_defaults: ServiceDefaults::default(),
+            monitor: MonitorConfig::default(),
+            breaker: BreakerConfig::default(),
             tls: TlsSection::default(),
         }
     }

@@ -123,6 +123,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         KernelOptions {
             components,
             vault: Some(Arc::new(vault)),
+            data_dir: Some(data_dir.clone()),
         },
     )
     .await?;
