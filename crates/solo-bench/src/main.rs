@@ -8,6 +8,7 @@
 
 mod gateway;
 mod kernel;
+mod lifecycle;
 mod sandbox;
 mod security;
 mod stats;
@@ -40,6 +41,8 @@ enum Scenario {
     Security,
     /// Calls over gRPC and REST with mutual TLS at 1/16/64 streams, vs bare tonic.
     Gateway,
+    /// Hot swap, recovery and shutdown with 1,000 services, the noisy neighbour.
+    Lifecycle,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Kernel => kernel::run(secs)?,
         Scenario::Security => security::run(secs)?,
         Scenario::Gateway => gateway::run(secs)?,
+        Scenario::Lifecycle => lifecycle::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             kernel::run(secs)?;
             security::run(secs)?;
             gateway::run(secs)?;
+            lifecycle::run(secs)?;
         }
     }
     Ok(())

@@ -198,7 +198,21 @@ where
 // ----- handlers -------------------------------------------------------------------------
 
 async fn health(State(app): State<App>) -> Response {
-    Json(app.health()).into_response()
+    let h = app.health();
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Json(json!({
+        "status": h.status,
+        "timestamp": timestamp,
+        "version": h.version,
+        "uptime_ms": h.uptime_ms,
+        "memory_mb": h.memory_mb,
+        "process_count": h.services,
+        "services": h.services,
+        "last_event_id": h.last_event_id,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(app): State<App>, Auth(c): Auth) -> ApiResult {
@@ -213,8 +227,8 @@ async fn metrics(State(app): State<App>, Auth(c): Auth) -> ApiResult {
 async fn not_found() -> ApiError {
     ApiError::new(
         solo_types::Code::NotFound,
-        "no_such_route",
-        "no such route; see DESIGN §7 for the API",
+        "not_found",
+        "Endpoint not found",
     )
 }
 

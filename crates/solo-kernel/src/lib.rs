@@ -553,16 +553,67 @@ impl KernelInner {
         });
         let me = self.me.clone();
         bodies.entry("event_store").or_insert_with(|| {
-            periodic(
-                Duration::from_secs(1),
-                Arc::new(move || {
-                    if let Some(k) = me.upgrade() {
-                        #[allow(clippy::cast_precision_loss)]
-                        metrics::gauge!(m::EVENTS_LAST_ID).set(k.store.last_id() as f64);
+            Arc::new(move |ctx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    // After a start (not after a restart of this component), check the
+                    // whole log in the background and record the result.
+                    if ctx.incarnation == 0
+                        && let Some(k) = me.upgrade()
+                    {
+                        k.verify_log().await;
                     }
-                }),
-            )
+                    loop {
+                        if let Some(k) = me.upgrade() {
+                            #[allow(clippy::cast_precision_loss)]
+                            metrics::gauge!(m::EVENTS_LAST_ID).set(k.store.last_id() as f64);
+                        }
+                        tokio::select! {
+                            () = ctx.shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                })
+            })
         });
+    }
+
+    /// Checks the event log (dense ids, hash chain) and records `event_log_verified`; a
+    /// broken chain is logged as an error with the first bad id.
+    async fn verify_log(&self) {
+        let store = Arc::clone(&self.store);
+        let started = Instant::now();
+        let report = match tokio::task::spawn_blocking(move || store.verify()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the event log could not be verified");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the event log verification did not finish");
+                return;
+            }
+        };
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &report.first_broken {
+            None => tracing::info!(checked = report.checked, ms, "event log verified"),
+            Some(b) => tracing::error!(
+                first_broken_id = b.id,
+                reason = %b.reason,
+                "the event log's hash chain is broken"
+            ),
+        }
+        let e = NewEvent::system(kinds::EVENT_LOG_VERIFIED, "solo").payload(json!({
+            "ok": report.first_broken.is_none(),
+            "checked": report.checked,
+            "last_id": report.last_id,
+            "first_broken_id": report.first_broken.as_ref().map(|b| b.id),
+            "reason": report.first_broken.as_ref().map(|b| b.reason.clone()),
+            "ms": ms,
+        }));
+        if let Err(err) = self.store.append(vec![e]).await {
+            tracing::warn!(error = %err, "could not record the log verification");
+        }
     }
 
     fn report_gauges(&self) {

@@ -111,22 +111,33 @@ pub fn killed(
     }))
 }
 
+/// `original_event_id` is the `service_deployed` event of the deployment (0 unknown).
 pub fn recovered(
     tenant: &TenantId,
     service: &ServiceId,
     version: u64,
     snapshot_bytes: Option<usize>,
+    original_event_id: u64,
 ) -> NewEvent {
     NewEvent::service(kinds::SERVICE_RECOVERED, tenant, service).payload(json!({
         "service_id": service,
         "version": version,
         "snapshot_bytes": snapshot_bytes,
+        "original_event_id": original_event_id,
     }))
 }
 
-pub fn recovery_failed(tenant: &TenantId, service: &ServiceId, reason: &str) -> NewEvent {
-    NewEvent::service(kinds::SERVICE_RECOVERY_FAILED, tenant, service)
-        .payload(json!({ "service_id": service, "reason": reason }))
+pub fn recovery_failed(
+    tenant: &TenantId,
+    service: &ServiceId,
+    reason: &str,
+    original_event_id: u64,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_RECOVERY_FAILED, tenant, service).payload(json!({
+        "service_id": service,
+        "reason": reason,
+        "original_event_id": original_event_id,
+    }))
 }
 
 /// The new version runs; the rollback window is open.
@@ -149,9 +160,17 @@ pub fn swap_started(
     }))
 }
 
-pub fn swap_succeeded(tenant: &TenantId, service: &ServiceId, version: u64) -> NewEvent {
-    NewEvent::service(kinds::HOT_SWAP_SUCCEEDED, tenant, service)
-        .payload(json!({ "service_id": service, "version": version }))
+pub fn swap_succeeded(
+    tenant: &TenantId,
+    service: &ServiceId,
+    version: u64,
+    method: &str,
+) -> NewEvent {
+    NewEvent::service(kinds::HOT_SWAP_SUCCEEDED, tenant, service).payload(json!({
+        "service_id": service,
+        "version": version,
+        "method": method,
+    }))
 }
 
 pub fn swap_failed(tenant: &TenantId, service: &ServiceId, stage: &str, reason: &str) -> NewEvent {

@@ -61,6 +61,7 @@ impl KernelInner {
                         &t,
                         &s,
                         &format!("the deployment record cannot be read: {e}"),
+                        0,
                     ))
                     .await;
                 }
@@ -68,6 +69,7 @@ impl KernelInner {
             }
         };
         let (tenant, sid) = (record.tenant.clone(), record.spec.service_id.clone());
+        let original = self.deployed_event_of(&tenant, &sid);
         match self.start_recorded(&record).await {
             Ok(snapshot_bytes) => {
                 self.record_recovery(records::recovered(
@@ -75,17 +77,37 @@ impl KernelInner {
                     &sid,
                     record.version,
                     snapshot_bytes,
+                    original,
                 ))
                 .await;
                 Ok(())
             }
             Err(reason) => {
                 tracing::warn!(%tenant, service = %sid, %reason, "a service could not be recovered");
-                self.record_recovery(records::recovery_failed(&tenant, &sid, &reason))
+                self.record_recovery(records::recovery_failed(&tenant, &sid, &reason, original))
                     .await;
                 Err(())
             }
         }
+    }
+
+    /// The id of the last `service_deployed` event of a service (an indexed read).
+    fn deployed_event_of(&self, tenant: &TenantId, service: &ServiceId) -> u64 {
+        let q = solo_store::EventQuery {
+            filter: solo_store::EventFilter {
+                tenant: Some(tenant.clone()),
+                service: Some(service.clone()),
+                kind: Some(solo_types::kinds::SERVICE_DEPLOYED.into()),
+            },
+            limit: 1,
+            order: solo_store::Order::Descending,
+            ..solo_store::EventQuery::default()
+        };
+        self.store
+            .read(&q)
+            .ok()
+            .and_then(|p| p.events.first().map(|e| e.id))
+            .unwrap_or(0)
     }
 
     async fn record_recovery(&self, e: solo_types::NewEvent) {

@@ -603,7 +603,7 @@ async fn apply_swap(
 async fn swap_succeeded(kernel: &Weak<KernelInner>, entry: &ServiceEntry, rb: Rollback) {
     drop(rb.old);
     let Some(k) = kernel.upgrade() else { return };
-    let e = crate::records::swap_succeeded(&entry.tenant, &entry.id, entry.version());
+    let e = crate::records::swap_succeeded(&entry.tenant, &entry.id, entry.version(), "swap");
     if let Err(err) = k.store.append(vec![e]).await {
         tracing::warn!(service = %entry.id, error = %err, "could not record a hot swap's success");
     }

@@ -226,6 +226,15 @@ impl KernelInner {
             deployed_event: 0,
         };
         let deployed = self.deploy_inner(caller, d, Some(history)).await?;
+        let e = records::swap_succeeded(
+            caller.tenant_id(),
+            &deployed.service_id,
+            deployed.version,
+            "replace",
+        );
+        if let Err(err) = self.store.append(vec![e]).await {
+            tracing::warn!(error = %err, "could not record a replace");
+        }
         Ok(Swapped {
             service_id: deployed.service_id,
             version: deployed.version,

@@ -184,7 +184,8 @@ async fn a_swap_carries_the_state_across_formats_and_succeeds() {
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].payload["from_version"], 1);
     assert_eq!(started[0].payload["to_version"], 2);
-    wait_for(k, kinds::HOT_SWAP_SUCCEEDED, 1).await;
+    let ok = wait_for(k, kinds::HOT_SWAP_SUCCEEDED, 1).await;
+    assert_eq!(ok[0].payload["method"], "swap");
     // The same code again is a no-op.
     let again = k
         .hot_swap(&alice(), swap("c", Format::Wasm, wasm("counter")))
@@ -413,6 +414,14 @@ async fn recovery_restarts_what_runs_with_its_last_snapshot_once() {
     assert_eq!(call(k, "echo", r#"{"x":1}"#).await.unwrap(), r#"{"x":1}"#);
     let recovered = events(k, kinds::SERVICE_RECOVERED);
     assert_eq!(recovered.len(), 2);
+    let deployed: Vec<u64> = events(k, kinds::SERVICE_DEPLOYED)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    for r in &recovered {
+        let original = r.payload["original_event_id"].as_u64().unwrap();
+        assert!(deployed.contains(&original), "{r:?}");
+    }
 
     // Again: idempotent, and still no new deployment.
     call(k, "counter", r#"{"op":"inc"}"#).await.unwrap();
@@ -424,6 +433,12 @@ async fn recovery_restarts_what_runs_with_its_last_snapshot_once() {
     assert_eq!(events(k, kinds::SERVICE_RECOVERED).len(), 4);
     let report = k.store().verify().unwrap();
     assert!(report.first_broken.is_none());
+    // Each start checked the log and said so.
+    let verified = wait_for(k, kinds::EVENT_LOG_VERIFIED, 3).await;
+    assert!(
+        verified.iter().all(|e| e.payload["ok"] == true),
+        "{verified:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,8 @@ pub mod kinds {
     pub const RESOURCE_PRESSURE_CRITICAL: &str = "resource_pressure_critical";
     pub const RESOURCE_PRESSURE_NORMAL: &str = "resource_pressure_normal";
     pub const CONFIG_CHANGED: &str = "config_changed";
+    /// The result of checking the whole log (dense ids, hash chain) after a start.
+    pub const EVENT_LOG_VERIFIED: &str = "event_log_verified";
     /// The prefix of every guest-emitted kind.
     pub const CUSTOM_PREFIX: &str = "custom.";
 }

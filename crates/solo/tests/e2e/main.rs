@@ -233,8 +233,14 @@ async fn rest_lifecycle_and_refusals() {
     assert_eq!(body["error"], "body_too_large");
     let (code, body) = admin.get("/v1/services?limit=ten").await;
     assert_eq!((code, body["error"].as_str()), (400, Some("invalid_query")));
-    let (code, _) = admin.get("/v1/nothing-here").await;
-    assert_eq!(code, 404);
+    let (code, body) = admin.get("/v1/nothing-here").await;
+    assert_eq!((code, body["error"].as_str()), (404, Some("not_found")));
+    let resp = admin
+        .req(reqwest::Method::PATCH, "/v1/services")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
 
     // Health needs no credentials; metrics needs an admin.
     let anon = s.rest(&s.profile_with(Flags {

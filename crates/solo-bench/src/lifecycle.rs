@@ -1,0 +1,360 @@
+//! Lifecycle scenario: hot swap latency with state carried (beside a `replace`, kill and
+//! deploy, in the same run), recovery of 1,000 services at start (beside a start on an
+//! empty store), shutdown with 1,000 services (beside a shutdown with none), and the
+//! noisy neighbour: one tenant's p99 over mutual TLS while another floods ten times its
+//! in-flight limit (beside the same tenant's p99 unloaded).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use solo_client::{Flags, Profile};
+use solo_gateway::pki::{self, CertPaths};
+use solo_gateway::{Gateway, GatewayConfig, TlsFiles};
+use solo_kernel::{
+    Caller, DeployRequest, Kernel, KernelConfig, KernelOptions, SwapMode, SwapRequest,
+};
+use solo_proto::v1 as pb;
+use solo_sandbox::{Sandbox, SandboxConfig};
+use solo_store::{RedbStore, Store, StoreOptions};
+use solo_types::{Format, ServiceId, TenantId};
+
+use crate::report;
+use crate::stats::{Samples, r2};
+
+fn kerr(e: solo_kernel::KernelError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn sid(s: &str) -> anyhow::Result<ServiceId> {
+    Ok(ServiceId::new(s)?)
+}
+
+fn config() -> KernelConfig {
+    let mut c = KernelConfig::default();
+    c.limits.max_services_per_tenant = 20_000;
+    c.limits.max_memory_mb_per_tenant = 1 << 30;
+    c
+}
+
+struct Node {
+    kernel: Kernel,
+    store: Arc<RedbStore>,
+}
+
+/// A kernel on `dir`, with a fresh sandbox on the same artifact cache (as a new
+/// process would have).
+async fn start(dir: &std::path::Path, config: KernelConfig) -> anyhow::Result<Node> {
+    let store = Arc::new(RedbStore::open_with(
+        dir.join("solo.redb"),
+        StoreOptions::default(),
+    )?);
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 2500,
+        cache_dir: Some(dir.join("cache")),
+        ..SandboxConfig::default()
+    })?;
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let kernel = Kernel::start(dyn_store, sandbox, config, KernelOptions::default()).await?;
+    Ok(Node { kernel, store })
+}
+
+async fn stop(n: Node) {
+    n.kernel.shutdown().await;
+    n.store.close().await;
+}
+
+pub fn run(secs: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            swaps(secs).await?;
+            recovery_and_shutdown().await?;
+            noisy_neighbour(secs).await
+        })
+        .await?
+    })
+}
+
+async fn swaps(secs: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = start(dir.path(), config()).await?;
+    let k = &n.kernel;
+    let a = Caller::tenant(TenantId::new("bench")?);
+    let id = sid("counter")?;
+    let wasm: Arc<[u8]> = solo_guests::wasm("counter").into();
+    let js: Arc<[u8]> = solo_guests::js("counter").into_bytes().into();
+    k.deploy(
+        &a,
+        DeployRequest::new(id.clone(), Format::Wasm, Arc::clone(&wasm)),
+    )
+    .await
+    .map_err(kerr)?;
+    k.call(&a, &id, r#"{"op":"inc","by":41}"#, Duration::from_secs(5))
+        .await
+        .map_err(kerr)?;
+    let versions = [(Format::Js, js), (Format::Wasm, wasm)];
+    let run = |mode: SwapMode| {
+        let (k, a, id, versions) = (k.clone(), a.clone(), id.clone(), versions.clone());
+        async move {
+            let mut lat = Samples::default();
+            let t0 = Instant::now();
+            let mut i = 0;
+            while t0.elapsed() < secs.min(Duration::from_secs(3)) {
+                let (format, code) = &versions[i % 2];
+                let t = Instant::now();
+                let out = k
+                    .hot_swap(
+                        &a,
+                        SwapRequest {
+                            service_id: id.clone(),
+                            format: *format,
+                            code: Arc::clone(code),
+                            mode,
+                            rollback_window: Some(Duration::ZERO),
+                        },
+                    )
+                    .await
+                    .map_err(kerr)?;
+                lat.push(t.elapsed());
+                anyhow::ensure!(mode == SwapMode::Replace || out.state_carried);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }
+    };
+    let mut swap = run(SwapMode::Swap).await?;
+    let value = k
+        .call(&a, &id, r#"{"op":"get"}"#, Duration::from_secs(5))
+        .await
+        .map_err(kerr)?;
+    anyhow::ensure!(value.contains("41"), "the state was not carried: {value}");
+    let mut replace = run(SwapMode::Replace).await?;
+    report(&json!({
+        "scenario": "lifecycle.hot_swap", "state_carried": true, "alternating": "wasm <-> js counter",
+        "swaps": swap.len(), "p50_us": r2(swap.quantile_us(0.5)), "p99_us": r2(swap.quantile_us(0.99)),
+        "baseline": {
+            "name": "replace: kill and deploy under the same id (no state)",
+            "p50_us": r2(replace.quantile_us(0.5)), "p99_us": r2(replace.quantile_us(0.99)),
+        },
+        "ratio": r2(swap.quantile_us(0.5) / replace.quantile_us(0.5)),
+    }));
+    stop(n).await;
+    Ok(())
+}
+
+async fn recovery_and_shutdown() -> anyhow::Result<()> {
+    // Baselines: start and stop on an empty store.
+    let empty = tempfile::tempdir()?;
+    let t = Instant::now();
+    let n = start(empty.path(), config()).await?;
+    let empty_start = t.elapsed();
+    let t = Instant::now();
+    n.kernel.shutdown().await;
+    let empty_stop = t.elapsed();
+    n.store.close().await;
+
+    // 1,000 services: half WebAssembly echo, half JavaScript counters with state.
+    let dir = tempfile::tempdir()?;
+    let n = start(dir.path(), config()).await?;
+    let a = Caller::tenant(TenantId::new("bench")?);
+    let wasm: Arc<[u8]> = solo_guests::wasm("echo").into();
+    let js: Arc<[u8]> = solo_guests::js("counter").into_bytes().into();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (k, a, wasm, js) = (n.kernel.clone(), a.clone(), wasm.clone(), js.clone());
+        tasks.spawn(async move {
+            for i in (w..1000).step_by(8) {
+                let (format, code) = if i % 2 == 0 {
+                    (Format::Wasm, Arc::clone(&wasm))
+                } else {
+                    (Format::Js, Arc::clone(&js))
+                };
+                let id = ServiceId::new(format!("s{i}"))?;
+                let mut d = DeployRequest::new(id.clone(), format, code);
+                d.memory_mb = Some(16);
+                k.deploy(&a, d).await.map_err(kerr)?;
+                if format == Format::Js {
+                    k.call(&a, &id, r#"{"op":"inc"}"#, Duration::from_secs(5))
+                        .await
+                        .map_err(kerr)?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let t = Instant::now();
+    n.kernel.shutdown().await;
+    let stop_1000 = t.elapsed();
+    n.store.close().await;
+    drop(n);
+
+    let t = Instant::now();
+    let n = start(dir.path(), config()).await?;
+    let recovery_start = t.elapsed();
+    let rec = n.kernel.recovery();
+    anyhow::ensure!(rec.recovered == 1000 && rec.failed == 0, "{rec:?}");
+    let v = n
+        .kernel
+        .call(&a, &sid("s1")?, r#"{"op":"get"}"#, Duration::from_secs(5))
+        .await
+        .map_err(kerr)?;
+    anyhow::ensure!(v.contains('1'), "state not restored: {v}");
+    stop(n).await;
+    let ms = |d: Duration| r2(d.as_secs_f64() * 1000.0);
+    report(&json!({
+        "scenario": "lifecycle.recovery", "services": 1000, "with_snapshots": 500,
+        "start_ms": ms(recovery_start),
+        "per_service_us": r2(recovery_start.as_secs_f64() * 1e6 / 1000.0),
+        "baseline": { "name": "start on an empty store", "start_ms": ms(empty_start) },
+        "target_ms": 1000,
+    }));
+    report(&json!({
+        "scenario": "lifecycle.shutdown", "services": 1000, "with_snapshots": 500,
+        "shutdown_ms": ms(stop_1000),
+        "baseline": { "name": "shutdown with no services", "shutdown_ms": ms(empty_stop) },
+    }));
+    Ok(())
+}
+
+/// One tenant (bob) calls its echo sequentially; another (alice) keeps 100 calls going
+/// against a 10-request in-flight limit, each waiting out the retry hint when shed.
+async fn noisy_neighbour(secs: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    pki::init(dir.path(), &[])?;
+    let clients = dir.path().join("clients");
+    for t in ["alice", "bob"] {
+        pki::issue(dir.path(), t, false, &clients)?;
+    }
+    let store = Arc::new(RedbStore::open_with(
+        dir.path().join("solo.redb"),
+        StoreOptions::default(),
+    )?);
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 100,
+        ..SandboxConfig::default()
+    })?;
+    let paths = CertPaths::new(dir.path());
+    let tls = TlsFiles {
+        ca_pem: std::fs::read(paths.ca())?,
+        cert_pem: std::fs::read(paths.server())?,
+        key_pem: std::fs::read(paths.server_key())?,
+    };
+    let gateway = Gateway::bind(
+        GatewayConfig {
+            grpc_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            ..GatewayConfig::default()
+        },
+        &tls,
+    )
+    .await?;
+    let mut components = HashMap::new();
+    components.insert("gateway", gateway.component());
+    let mut cfg = KernelConfig::default();
+    cfg.limits.max_per_tenant = 10;
+    let kernel = Kernel::start(
+        store,
+        sandbox,
+        cfg,
+        KernelOptions {
+            components,
+            ..KernelOptions::default()
+        },
+    )
+    .await?;
+    gateway.attach(kernel.clone(), Arc::new(|_| {}));
+    let profile = |t: &str| {
+        Profile::resolve(
+            &Flags {
+                endpoint: Some(gateway.grpc_addr().to_string()),
+                cert: Some(clients.join(format!("{t}.pem"))),
+                key: Some(clients.join(format!("{t}-key.pem"))),
+                ca: Some(paths.ca()),
+                data_dir: Some(dir.path().join("none")),
+                ..Flags::default()
+            },
+            &[],
+        )
+    };
+    let mut alice = profile("alice")?.connect().await?;
+    let mut bob = profile("bob")?.connect().await?;
+    let deploy = |id: &str, code: &[u8]| pb::DeployRequest {
+        service_id: id.into(),
+        code_bytes: code.to_vec(),
+        format: pb::deploy_request::DeployFormat::WasmComponent as i32,
+        ..pb::DeployRequest::default()
+    };
+    alice
+        .deploy(deploy("work", &solo_guests::wasm("spinner")))
+        .await?;
+    bob.deploy(deploy("echo", &solo_guests::wasm("echo")))
+        .await?;
+    let req = |id: &str, body: &str| pb::CallRequest {
+        service_id: id.into(),
+        request: body.into(),
+        timeout_ms: 5000,
+    };
+    let measure = |mut c: solo_client::Client| async move {
+        let mut lat = Samples::default();
+        let t0 = Instant::now();
+        while t0.elapsed() < secs {
+            let t = Instant::now();
+            c.call(req("echo", r#"{"n":1}"#)).await?;
+            lat.push(t.elapsed());
+        }
+        Ok::<_, tonic::Status>(lat)
+    };
+    measure(bob.clone()).await?;
+    let mut unloaded = measure(bob.clone()).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let shed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (mut c, stop, shed, served) =
+            (alice.clone(), stop.clone(), shed.clone(), served.clone());
+        flood.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // About a millisecond of work per call.
+                match c.call(req("work", r#"{"mode":"work","n":200000}"#)).await {
+                    Ok(_) => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut loaded = measure(bob.clone()).await?;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = flood.join_next().await {
+        r??;
+    }
+    let (u, l) = (unloaded.quantile_us(0.99), loaded.quantile_us(0.99));
+    report(&json!({
+        "scenario": "lifecycle.noisy_neighbour", "limit_per_tenant": 10, "flooders": 100,
+        "bob_p50_us": r2(loaded.quantile_us(0.5)), "bob_p99_us": r2(l),
+        "baseline": { "name": "bob alone", "p50_us": r2(unloaded.quantile_us(0.5)), "p99_us": r2(u) },
+        "p99_ratio": r2(l / u), "target_ratio": 2,
+        "alice_served": served.load(Ordering::Relaxed), "alice_shed": shed.load(Ordering::Relaxed),
+    }));
+    gateway.drain(Duration::from_secs(1)).await;
+    kernel.shutdown().await;
+    Ok(())
+}
