@@ -25,13 +25,15 @@ use crate::stats::{Samples, r2};
 const REQUEST: &str = r#"{"op":"echo","n":1}"#;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
-struct Setup {
-    kernel: Kernel,
-    gateway: Arc<Gateway>,
-    dir: tempfile::TempDir,
+/// A kernel behind a gateway on 127.0.0.1 port 0, with fresh certificates in a
+/// temporary data directory.
+pub(crate) struct Setup {
+    pub(crate) kernel: Kernel,
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn setup() -> anyhow::Result<Setup> {
+pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     pki::init(dir.path(), &[])?;
     let store = Arc::new(RedbStore::open_with(
@@ -42,12 +44,7 @@ async fn setup() -> anyhow::Result<Setup> {
         max_instances: 100,
         ..SandboxConfig::default()
     })?;
-    let paths = CertPaths::new(dir.path());
-    let tls = TlsFiles {
-        ca_pem: std::fs::read(paths.ca())?,
-        cert_pem: std::fs::read(paths.server())?,
-        key_pem: std::fs::read(paths.server_key())?,
-    };
+    let tls = TlsFiles::load(&CertPaths::new(dir.path()))?;
     let gateway = Gateway::bind(
         GatewayConfig {
             grpc_addr: "127.0.0.1:0".parse()?,
@@ -62,7 +59,7 @@ async fn setup() -> anyhow::Result<Setup> {
     let kernel = Kernel::start(
         store,
         sandbox,
-        KernelConfig::default(),
+        config,
         KernelOptions {
             components,
             ..KernelOptions::default()
@@ -70,8 +67,17 @@ async fn setup() -> anyhow::Result<Setup> {
     )
     .await?;
     gateway.attach(kernel.clone(), Arc::new(|_| {}));
+    Ok(Setup {
+        kernel,
+        gateway,
+        dir,
+    })
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let s = serve(KernelConfig::default()).await?;
     let admin = Caller::admin(TenantId::new("admin")?);
-    kernel
+    s.kernel
         .deploy(
             &admin,
             DeployRequest::new(
@@ -82,11 +88,7 @@ async fn setup() -> anyhow::Result<Setup> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Setup {
-        kernel,
-        gateway,
-        dir,
-    })
+    Ok(s)
 }
 
 pub fn run(secs: Duration) -> anyhow::Result<()> {

@@ -4,7 +4,6 @@
 //! noisy neighbour: one tenant's p99 over mutual TLS while another floods ten times its
 //! in-flight limit (beside the same tenant's p99 unloaded).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use solo_client::{Flags, Profile};
 use solo_gateway::pki::{self, CertPaths};
-use solo_gateway::{Gateway, GatewayConfig, TlsFiles};
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelOptions, SwapMode, SwapRequest,
 };
@@ -228,50 +226,15 @@ async fn recovery_and_shutdown() -> anyhow::Result<()> {
 /// One tenant (bob) calls its echo sequentially; another (alice) keeps 100 calls going
 /// against a 10-request in-flight limit, each waiting out the retry hint when shed.
 async fn noisy_neighbour(secs: Duration) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    pki::init(dir.path(), &[])?;
-    let clients = dir.path().join("clients");
-    for t in ["alice", "bob"] {
-        pki::issue(dir.path(), t, false, &clients)?;
-    }
-    let store = Arc::new(RedbStore::open_with(
-        dir.path().join("solo.redb"),
-        StoreOptions::default(),
-    )?);
-    let sandbox = Sandbox::new(SandboxConfig {
-        max_instances: 100,
-        ..SandboxConfig::default()
-    })?;
-    let paths = CertPaths::new(dir.path());
-    let tls = TlsFiles {
-        ca_pem: std::fs::read(paths.ca())?,
-        cert_pem: std::fs::read(paths.server())?,
-        key_pem: std::fs::read(paths.server_key())?,
-    };
-    let gateway = Gateway::bind(
-        GatewayConfig {
-            grpc_addr: "127.0.0.1:0".parse()?,
-            http_addr: "127.0.0.1:0".parse()?,
-            ..GatewayConfig::default()
-        },
-        &tls,
-    )
-    .await?;
-    let mut components = HashMap::new();
-    components.insert("gateway", gateway.component());
     let mut cfg = KernelConfig::default();
     cfg.limits.max_per_tenant = 10;
-    let kernel = Kernel::start(
-        store,
-        sandbox,
-        cfg,
-        KernelOptions {
-            components,
-            ..KernelOptions::default()
-        },
-    )
-    .await?;
-    gateway.attach(kernel.clone(), Arc::new(|_| {}));
+    let setup = crate::gateway::serve(cfg).await?;
+    let (kernel, gateway, dir) = (&setup.kernel, &setup.gateway, setup.dir.path());
+    let clients = dir.join("clients");
+    for t in ["alice", "bob"] {
+        pki::issue(dir, t, false, &clients)?;
+    }
+    let paths = CertPaths::new(dir);
     let profile = |t: &str| {
         Profile::resolve(
             &Flags {
@@ -279,7 +242,7 @@ async fn noisy_neighbour(secs: Duration) -> anyhow::Result<()> {
                 cert: Some(clients.join(format!("{t}.pem"))),
                 key: Some(clients.join(format!("{t}-key.pem"))),
                 ca: Some(paths.ca()),
-                data_dir: Some(dir.path().join("none")),
+                data_dir: Some(dir.join("none")),
                 ..Flags::default()
             },
             &[],

@@ -20,6 +20,23 @@ pub struct TlsFiles {
     pub key_pem: Vec<u8>,
 }
 
+impl TlsFiles {
+    /// The CA and the server's certificate and key from a data directory's `certs/`.
+    pub fn load(paths: &crate::pki::CertPaths) -> Result<Self, crate::pki::PkiError> {
+        let read = |p: std::path::PathBuf| {
+            std::fs::read(&p).map_err(|e| crate::pki::PkiError::File {
+                path: p,
+                detail: e.to_string(),
+            })
+        };
+        Ok(Self {
+            ca_pem: read(paths.ca())?,
+            cert_pem: read(paths.server())?,
+            key_pem: read(paths.server_key())?,
+        })
+    }
+}
+
 impl std::fmt::Debug for TlsFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TlsFiles(redacted)")

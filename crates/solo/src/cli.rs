@@ -114,10 +114,14 @@ pub enum ClientCmd {
     /// Grant, check and revoke capability tokens.
     #[command(subcommand)]
     Caps(CapsCmd),
-    /// Find registered services by name.
+    /// Find registered services: all of yours, or the live ones under NAME whose
+    /// metadata matches every --filter.
     Discover {
-        /// The name; all when left out.
+        /// The name; all registrations when left out.
         name: Option<String>,
+        /// KEY=VALUE a registration's metadata must have; repeatable (needs NAME).
+        #[arg(long = "filter", value_name = "KEY=VALUE", requires = "name")]
+        filters: Vec<String>,
     },
     /// Is the server up?
     Health,
@@ -590,24 +594,47 @@ impl Cmd {
             ClientCmd::Events(a) => self.events(a).await,
             ClientCmd::Secrets(c) => self.secrets(c).await,
             ClientCmd::Caps(c) => self.caps(c).await,
-            ClientCmd::Discover { name } => {
-                let r = self
-                    .client
-                    .get_services(pb::GetServicesRequest {
-                        service_name: name.unwrap_or_default(),
-                    })
-                    .await
-                    .map_err(rpc)?
-                    .into_inner();
-                let v: Vec<Value> = r
-                    .services
+            ClientCmd::Discover { name, filters } => {
+                let services = match name {
+                    Some(name) => {
+                        let mut map = std::collections::HashMap::new();
+                        for f in &filters {
+                            let (k, v) = f
+                                .split_once('=')
+                                .ok_or_else(|| anyhow!("--filter {f:?}: use KEY=VALUE"))?;
+                            map.insert(k.to_string(), v.to_string());
+                        }
+                        self.client
+                            .discover_service(pb::DiscoverServiceRequest {
+                                service_name: name,
+                                filters: map,
+                            })
+                            .await
+                            .map_err(rpc)?
+                            .into_inner()
+                            .services
+                    }
+                    None => {
+                        self.client
+                            .get_services(pb::GetServicesRequest::default())
+                            .await
+                            .map_err(rpc)?
+                            .into_inner()
+                            .services
+                    }
+                };
+                let v: Vec<Value> = services
                     .iter()
-                    .map(|s| json!({ "service_id": s.service_id, "service_name": s.service_name, "version": s.version, "alive": s.alive, "metadata": s.metadata, "expires_at": s.expires_at }))
+                    .map(|s| json!({ "service_id": s.service_id, "service_handle": s.service_handle, "service_name": s.service_name, "version": s.version, "alive": s.alive, "metadata": s.metadata, "expires_at": s.expires_at }))
                     .collect();
-                self.out(&json!({ "services": v, "total": r.total_count }), || {
+                self.out(&json!({ "services": v, "total": services.len() }), || {
+                    if services.is_empty() {
+                        println!("no registrations found");
+                        return;
+                    }
                     table(
-                        &["NAME", "SERVICE", "VERSION", "ALIVE"],
-                        r.services
+                        &["NAME", "SERVICE", "VERSION", "ALIVE", "EXPIRES"],
+                        services
                             .iter()
                             .map(|s| {
                                 vec![
@@ -615,6 +642,11 @@ impl Cmd {
                                     s.service_id.clone(),
                                     s.version.clone(),
                                     s.alive.to_string(),
+                                    if s.expires_at == 0 {
+                                        "never".into()
+                                    } else {
+                                        time(s.expires_at)
+                                    },
                                 ]
                             })
                             .collect(),

@@ -96,13 +96,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cache_dir: Some(data_dir.join("cache")),
         ..SandboxConfig::default()
     })?;
-    let paths = CertPaths::new(data_dir);
-    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("read {}", p.display()));
-    let tls = TlsFiles {
-        ca_pem: read(paths.ca())?,
-        cert_pem: read(paths.server())?,
-        key_pem: read(paths.server_key())?,
-    };
+    let tls = TlsFiles::load(&CertPaths::new(data_dir))?;
     let gateway = Gateway::bind(
         GatewayConfig {
             grpc_addr: cfg.grpc_addr,

@@ -270,7 +270,24 @@ async fn discovery_over_grpc_rest_and_the_cli() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    // The CLI (as the admin, who has none).
+    // The CLI (as the admin, who has none; then as alice).
     let v = s.cli_json(&["discover"]);
     assert_eq!(v["total"], 0);
+    let (cert, key) = s.issue("alice", false);
+    let (cert, key) = (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    );
+    let out = s.cli_env(
+        &["--json", "discover", "echo", "--filter", "region=eu"],
+        &[("SOLO_CERT", &cert), ("SOLO_KEY", &key)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"][0]["service_id"], "echo-eu");
+    assert_eq!(v["total"], 1);
 }
