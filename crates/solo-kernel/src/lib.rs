@@ -255,7 +255,8 @@ impl Kernel {
                 k.on_system_event(e);
             }
         });
-        let _ = inner.tree.set(tree::Tree::start(bodies, on_event));
+        // `system_started` is the first event of every boot: it is durable before any
+        // component (such as the event store's log check) can record anything.
         inner
             .store
             .append(vec![
@@ -263,6 +264,7 @@ impl Kernel {
                     .payload(json!({ "version": env!("CARGO_PKG_VERSION") })),
             ])
             .await?;
+        let _ = inner.tree.set(tree::Tree::start(bodies, on_event));
         let started = Instant::now();
         let recovery = inner.recover().await?;
         if recovery.recovered + recovery.failed > 0 {

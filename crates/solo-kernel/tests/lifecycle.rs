@@ -439,6 +439,13 @@ async fn recovery_restarts_what_runs_with_its_last_snapshot_once() {
         verified.iter().all(|e| e.payload["ok"] == true),
         "{verified:?}"
     );
+    // `system_started` opens every boot: each check comes after its own start.
+    let started = events(k, kinds::SYSTEM_STARTED);
+    assert_eq!(started.len(), 3);
+    assert_eq!(started[0].id, 1, "the first event of a new log");
+    for (st, v) in started.iter().zip(&verified) {
+        assert!(st.id < v.id, "{st:?} before {v:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
