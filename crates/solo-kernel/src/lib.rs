@@ -51,7 +51,7 @@ pub use logs::LogLine;
 pub use recovery::Recovery;
 pub use solo_caps::{CapInfo, DenyReason, Granted, Narrowing};
 pub use swap::{DEFAULT_ROLLBACK_WINDOW, MAX_ROLLBACK_WINDOW, SwapMode, SwapRequest, Swapped};
-pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS, TreeNode, periodic};
+pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS, TreeNode};
 
 use records::DeploymentRecord;
 use service::{Envelope, ServiceEntry};
@@ -212,6 +212,33 @@ pub(crate) struct KernelInner {
     pressure: flow::PressureCell,
     data_dir: Option<std::path::PathBuf>,
     me: Weak<KernelInner>,
+}
+
+/// A system component that runs `tick` on the kernel every `period` (the first time at
+/// once when `at_once`) until it is told to stop or the kernel is gone.
+fn ticking<F>(me: &Weak<KernelInner>, period: Duration, at_once: bool, tick: F) -> ComponentBody
+where
+    F: Fn(Arc<KernelInner>) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+{
+    let me = me.clone();
+    let tick = Arc::new(tick);
+    Arc::new(move |ctx| {
+        let (me, tick) = (me.clone(), Arc::clone(&tick));
+        Box::pin(async move {
+            let mut wait = !at_once;
+            loop {
+                if wait {
+                    tokio::select! {
+                        () = ctx.shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(period) => {}
+                    }
+                }
+                wait = true;
+                let Some(k) = me.upgrade() else { return Ok(()) };
+                tick(k).await;
+            }
+        })
+    })
 }
 
 impl Kernel {
@@ -466,56 +493,27 @@ impl KernelInner {
     }
 
     fn default_components(&self, bodies: &mut HashMap<&'static str, ComponentBody>) {
-        let me = self.me.clone();
+        let me = &self.me;
         bodies.entry("capabilities").or_insert_with(|| {
-            Arc::new(move |ctx| {
-                let me = me.clone();
+            ticking(me, solo_caps::Caps::PURGE_EVERY, false, |k| {
                 Box::pin(async move {
-                    loop {
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(solo_caps::Caps::PURGE_EVERY) => {}
-                        }
-                        let Some(k) = me.upgrade() else { return Ok(()) };
-                        if let Err(e) = k.caps.purge_expired(access::now_ns()).await {
-                            tracing::warn!(error = %e, "purging expired capabilities failed");
-                        }
+                    if let Err(e) = k.caps.purge_expired(access::now_ns()).await {
+                        tracing::warn!(error = %e, "purging expired capabilities failed");
                     }
                 })
             })
         });
-        let me = self.me.clone();
         let every = Duration::from_millis(self.config.monitor.interval_ms.max(10));
         bodies.entry("monitor").or_insert_with(|| {
-            Arc::new(move |ctx| {
-                let me = me.clone();
-                Box::pin(async move {
-                    loop {
-                        if let Some(k) = me.upgrade() {
-                            k.monitor_once().await;
-                        }
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(every) => {}
-                        }
-                    }
-                })
+            ticking(me, every, true, |k| {
+                Box::pin(async move { k.monitor_once().await })
             })
         });
-        let me = self.me.clone();
         bodies.entry("discovery").or_insert_with(|| {
-            Arc::new(move |ctx| {
-                let me = me.clone();
+            ticking(me, Duration::from_millis(250), false, |k| {
                 Box::pin(async move {
-                    loop {
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        }
-                        let Some(k) = me.upgrade() else { return Ok(()) };
-                        if let Err(e) = k.sweep_registrations(access::now_ns()).await {
-                            tracing::warn!(error = %e, "sweeping expired registrations failed");
-                        }
+                    if let Err(e) = k.sweep_registrations(access::now_ns()).await {
+                        tracing::warn!(error = %e, "sweeping expired registrations failed");
                     }
                 })
             })
@@ -542,16 +540,11 @@ impl KernelInner {
                 })
             })
         });
-        let me = self.me.clone();
+        let me = &self.me;
         bodies.entry("telemetry").or_insert_with(|| {
-            periodic(
-                Duration::from_secs(1),
-                Arc::new(move || {
-                    if let Some(k) = me.upgrade() {
-                        k.report_gauges();
-                    }
-                }),
-            )
+            ticking(me, Duration::from_secs(1), true, |k| {
+                Box::pin(async move { k.report_gauges() })
+            })
         });
         let me = self.me.clone();
         bodies.entry("event_store").or_insert_with(|| {
@@ -565,16 +558,8 @@ impl KernelInner {
                     {
                         k.verify_log().await;
                     }
-                    loop {
-                        if let Some(k) = me.upgrade() {
-                            #[allow(clippy::cast_precision_loss)]
-                            metrics::gauge!(m::EVENTS_LAST_ID).set(k.store.last_id() as f64);
-                        }
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
+                    ctx.shutdown.cancelled().await;
+                    Ok(())
                 })
             })
         });
@@ -619,6 +604,8 @@ impl KernelInner {
     }
 
     fn report_gauges(&self) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(m::EVENTS_LAST_ID).set(self.store.last_id() as f64);
         let mut by_state: HashMap<ServiceState, u64> = HashMap::new();
         for slot in &self.services {
             if let Slot::Running(e) | Slot::Stopping(e) = slot.value() {

@@ -348,18 +348,3 @@ fn idle() -> ComponentBody {
         })
     })
 }
-
-/// A component that runs `tick` every `every` until it is stopped.
-pub fn periodic(every: Duration, tick: Arc<dyn Fn() + Send + Sync>) -> ComponentBody {
-    Arc::new(move |ctx| {
-        let tick = Arc::clone(&tick);
-        Box::pin(async move {
-            loop {
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(every) => tick(),
-                }
-            }
-        })
-    })
-}
