@@ -13,8 +13,8 @@ use solo_sandbox::{Limits, Sandbox, SandboxConfig};
 use solo_store::{RedbStore, StoreOptions};
 use solo_types::{Format, RestartPolicy, ServiceId, TenantId};
 
-use crate::report;
 use crate::stats::{Samples, r2};
+use crate::{kerr, on_worker, report};
 
 fn sid(s: &str) -> ServiceId {
     ServiceId::new(s).unwrap_or_else(|_| ServiceId::new("x").expect("a valid id"))
@@ -65,25 +65,12 @@ fn unique_component(base: &[u8], n: u64) -> Vec<u8> {
     out
 }
 
-fn kerr(e: KernelError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
 pub fn run(secs: Duration) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    // Run on a worker thread, as a gateway handler would: `block_on` itself runs on
-    // this thread, outside the pool, and every hop to a worker would cross threads.
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            deploys().await?;
-            calls(secs).await?;
-            restarts().await?;
-            idle_memory()
-        })
-        .await?
+    on_worker(async move {
+        deploys().await?;
+        calls(secs).await?;
+        restarts().await?;
+        idle_memory()
     })
 }
 

@@ -19,12 +19,8 @@ use solo_sandbox::{Sandbox, SandboxConfig};
 use solo_store::{RedbStore, Store, StoreOptions};
 use solo_types::{Format, ServiceId, TenantId};
 
-use crate::report;
 use crate::stats::{Samples, r2};
-
-fn kerr(e: solo_kernel::KernelError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
+use crate::{kerr, on_worker, report};
 
 fn sid(s: &str) -> anyhow::Result<ServiceId> {
     Ok(ServiceId::new(s)?)
@@ -65,17 +61,10 @@ async fn stop(n: Node) {
 }
 
 pub fn run(secs: Duration) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            swaps(secs).await?;
-            recovery_and_shutdown().await?;
-            noisy_neighbour(secs).await
-        })
-        .await?
+    on_worker(async move {
+        swaps(secs).await?;
+        recovery_and_shutdown().await?;
+        noisy_neighbour(secs).await
     })
 }
 

@@ -77,3 +77,22 @@ fn main() -> anyhow::Result<()> {
 pub fn report(value: &serde_json::Value) {
     println!("{value}");
 }
+
+/// Runs `work` on a worker of a two-thread runtime, as a gateway handler runs: the
+/// thread of `block_on` is outside the pool, and every hop to a worker would cross
+/// threads.
+pub fn on_worker<F>(work: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move { tokio::spawn(work).await? })
+}
+
+/// A kernel error as an `anyhow` error.
+pub fn kerr(e: solo_kernel::KernelError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}

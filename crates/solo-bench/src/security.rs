@@ -15,8 +15,8 @@ use solo_store::{RedbStore, Store};
 use solo_types::{Permission, Permissions, Resource, ServiceId, TenantId};
 use solo_vault::{MasterKey, Vault};
 
-use crate::report;
 use crate::stats::r2;
+use crate::{on_worker, report};
 
 const VALUE: &[u8; 56] = b"a 56-byte secret value, like an API key or a password...";
 
@@ -27,16 +27,9 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 }
 
 pub fn run(secs: Duration) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            caps(secs).await?;
-            vault(secs).await
-        })
-        .await?
+    on_worker(async move {
+        caps(secs).await?;
+        vault(secs).await
     })
 }
 
