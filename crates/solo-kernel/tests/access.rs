@@ -3,27 +3,19 @@
 //! reading a secret it did not list, and events that never carry a value or a token.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, Narrowing,
 };
-use solo_sandbox::{Sandbox, SandboxConfig};
-use solo_store::{EventFilter, EventQuery, RedbStore, Store, StoreOptions};
-use solo_types::{Format, Permission, Permissions, Resource, ServiceId, TenantId, kinds};
+use solo_store::{EventQuery, Store};
+use solo_types::{Format, Permission, Permissions, Resource, TenantId, kinds};
 use solo_vault::{MasterKey, Vault};
 
-fn sandbox() -> Arc<Sandbox> {
-    static S: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(S.get_or_init(|| {
-        Sandbox::new(SandboxConfig {
-            max_instances: 200,
-            ..SandboxConfig::default()
-        })
-        .unwrap()
-    }))
-}
+use common::{events_of, sid, tenant};
 
 struct Solo {
     kernel: Kernel,
@@ -32,22 +24,13 @@ struct Solo {
 
 async fn solo() -> Solo {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open_with(
-            dir.path().join("solo.redb"),
-            StoreOptions {
-                wal_bytes: 4 << 20,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store: Arc<dyn Store> = common::store(dir.path());
     let vault = Vault::open(Arc::clone(&store), MasterKey::generate().unwrap(), "test")
         .await
         .unwrap();
     let kernel = Kernel::start(
         store,
-        sandbox(),
+        common::sandbox(200),
         KernelConfig::default(),
         KernelOptions {
             vault: Some(Arc::new(vault)),
@@ -57,14 +40,6 @@ async fn solo() -> Solo {
     .await
     .unwrap();
     Solo { kernel, _dir: dir }
-}
-
-fn tenant(s: &str) -> Caller {
-    Caller::tenant(TenantId::new(s).unwrap())
-}
-
-fn sid(s: &str) -> ServiceId {
-    ServiceId::new(s).unwrap()
 }
 
 fn perms(p: &[&str]) -> Permissions {
@@ -88,20 +63,7 @@ fn all_events_text(k: &Kernel) -> String {
 }
 
 fn count(k: &Kernel, caller: &Caller, kind: &str) -> usize {
-    k.events(
-        caller,
-        EventQuery {
-            filter: EventFilter {
-                kind: Some(kind.into()),
-                ..EventFilter::default()
-            },
-            limit: 10_000,
-            ..EventQuery::default()
-        },
-    )
-    .unwrap()
-    .events
-    .len()
+    events_of(k, caller, kind).len()
 }
 
 #[tokio::test]

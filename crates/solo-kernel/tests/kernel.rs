@@ -3,27 +3,19 @@
 //! network: the kernel is driven in process over a real store and a real sandbox.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, KillOptions,
     ListFilter, SYSTEM_COMPONENTS,
 };
-use solo_sandbox::{Sandbox, SandboxConfig};
-use solo_store::{EventFilter, EventQuery, RedbStore, StoreOptions};
+use solo_store::{EventFilter, EventQuery};
 use solo_types::{Event, Format, RestartPolicy, ServiceId, ServiceState, TenantId, kinds};
 
-fn sandbox() -> Arc<Sandbox> {
-    static S: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(S.get_or_init(|| {
-        Sandbox::new(SandboxConfig {
-            max_instances: 4000,
-            ..SandboxConfig::default()
-        })
-        .unwrap()
-    }))
-}
+use common::{events_of, sid, tenant};
 
 struct Solo {
     kernel: Kernel,
@@ -32,30 +24,20 @@ struct Solo {
 
 async fn solo_with(config: KernelConfig) -> Solo {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with(
-        dir.path().join("solo.redb"),
-        StoreOptions {
-            wal_bytes: 4 << 20,
-            ..StoreOptions::default()
-        },
+    let store = common::store(dir.path());
+    let kernel = Kernel::start(
+        store,
+        common::sandbox(4000),
+        config,
+        KernelOptions::default(),
     )
+    .await
     .unwrap();
-    let kernel = Kernel::start(Arc::new(store), sandbox(), config, KernelOptions::default())
-        .await
-        .unwrap();
     Solo { kernel, _dir: dir }
 }
 
 async fn solo() -> Solo {
     solo_with(KernelConfig::default()).await
-}
-
-fn tenant(s: &str) -> Caller {
-    Caller::tenant(TenantId::new(s).unwrap())
-}
-
-fn sid(s: &str) -> ServiceId {
-    ServiceId::new(s).unwrap()
 }
 
 fn code(format: Format, name: &str) -> Arc<[u8]> {
@@ -100,22 +82,6 @@ async fn next_event(
     })
     .await
     .unwrap_or_else(|_| panic!("no {kind} event for {service} after {after_id}"))
-}
-
-fn events_of(k: &Kernel, caller: &Caller, kind: &str) -> Vec<Event> {
-    k.events(
-        caller,
-        EventQuery {
-            filter: EventFilter {
-                kind: Some(kind.into()),
-                ..EventFilter::default()
-            },
-            limit: 10_000,
-            ..EventQuery::default()
-        },
-    )
-    .unwrap()
-    .events
 }
 
 #[tokio::test]

@@ -2,27 +2,19 @@
 //! in process over a real store (reopened to cross a restart) and a real sandbox.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, KillOptions,
     ListFilter, SwapMode, SwapRequest,
 };
-use solo_sandbox::{Sandbox, SandboxConfig};
-use solo_store::{EventFilter, EventQuery, RedbStore, Store, StoreOptions};
-use solo_types::{Event, Format, ServiceId, TenantId, kinds};
+use solo_store::{RedbStore, Store};
+use solo_types::{Event, Format, TenantId, kinds};
 
-fn sandbox() -> Arc<Sandbox> {
-    static S: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(S.get_or_init(|| {
-        Sandbox::new(SandboxConfig {
-            max_instances: 500,
-            ..SandboxConfig::default()
-        })
-        .unwrap()
-    }))
-}
+use common::{events_of, sid, tenant};
 
 struct Solo {
     kernel: Kernel,
@@ -35,20 +27,16 @@ async fn open(dir: tempfile::TempDir) -> Solo {
 }
 
 async fn open_with(dir: tempfile::TempDir, config: KernelConfig) -> Solo {
-    let store = Arc::new(
-        RedbStore::open_with(
-            dir.path().join("solo.redb"),
-            StoreOptions {
-                wal_bytes: 4 << 20,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = common::store(dir.path());
     let dyn_store: Arc<dyn Store> = store.clone();
-    let kernel = Kernel::start(dyn_store, sandbox(), config, KernelOptions::default())
-        .await
-        .unwrap();
+    let kernel = Kernel::start(
+        dyn_store,
+        common::sandbox(500),
+        config,
+        KernelOptions::default(),
+    )
+    .await
+    .unwrap();
     Solo { kernel, store, dir }
 }
 
@@ -67,11 +55,7 @@ async fn restart(s: Solo) -> Solo {
 }
 
 fn alice() -> Caller {
-    Caller::tenant(TenantId::new("alice").unwrap())
-}
-
-fn sid(s: &str) -> ServiceId {
-    ServiceId::new(s).unwrap()
+    tenant("alice")
 }
 
 fn js(name: &str) -> Arc<[u8]> {
@@ -106,23 +90,7 @@ fn swap(id: &str, format: Format, code: Arc<[u8]>) -> SwapRequest {
 
 /// Every event of `kind`, as an admin sees them (tenants' and the system's).
 fn events(k: &Kernel, kind: &str) -> Vec<Event> {
-    events_as(k, &Caller::admin(TenantId::new("ops").unwrap()), kind)
-}
-
-fn events_as(k: &Kernel, caller: &Caller, kind: &str) -> Vec<Event> {
-    k.events(
-        caller,
-        EventQuery {
-            filter: EventFilter {
-                kind: Some(kind.into()),
-                ..EventFilter::default()
-            },
-            limit: 1000,
-            ..EventQuery::default()
-        },
-    )
-    .unwrap()
-    .events
+    events_of(k, &Caller::admin(TenantId::new("ops").unwrap()), kind)
 }
 
 async fn wait_for(k: &Kernel, kind: &str, n: usize) -> Vec<Event> {
@@ -671,18 +639,18 @@ async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
     drop(k.admit(&alice()).unwrap());
     // A flood of refusals is one sampled event per tenant and second, with its count.
     wait_for(k, kinds::LOAD_SHED, 2).await;
-    let shed = events_as(k, &alice(), kinds::LOAD_SHED);
+    let shed = events_of(k, &alice(), kinds::LOAD_SHED);
     assert_eq!(shed.len(), 1, "{shed:?}");
     assert_eq!(shed[0].payload["shed"], 1);
     assert_eq!(
-        events_as(k, &bob, kinds::LOAD_SHED)[0].payload["scope"],
+        events_of(k, &bob, kinds::LOAD_SHED)[0].payload["scope"],
         "global"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
     let _ = k.admit(&alice()).unwrap_err();
     wait_for(k, kinds::LOAD_SHED, 3).await;
-    let shed = events_as(k, &alice(), kinds::LOAD_SHED);
+    let shed = events_of(k, &alice(), kinds::LOAD_SHED);
     assert_eq!(
         shed[1].payload["shed"], 100,
         "the refusals since the last event"
@@ -792,7 +760,7 @@ async fn runtime_config_is_admin_only_validated_and_recorded() {
         .await
         .unwrap();
     assert_eq!((prev, now), (100, 1));
-    let changed = events_as(k, &alice(), kinds::CONFIG_CHANGED);
+    let changed = events_of(k, &alice(), kinds::CONFIG_CHANGED);
     assert!(changed.is_empty(), "a tenant does not see system events");
     let all = events(k, kinds::CONFIG_CHANGED);
     assert_eq!(all.len(), 1);
