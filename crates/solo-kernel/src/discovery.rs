@@ -180,17 +180,14 @@ impl Kernel {
         name: &str,
         filters: &BTreeMap<String, String>,
     ) -> Result<Vec<Discovered>, KernelError> {
-        caller.require(&Resource::Kernel, Permission::Read)?;
-        let now = crate::access::now_ns();
         Ok(self
-            .inner
-            .registered(caller.tenant_id(), now)
+            .registrations(caller, Some(name))?
             .into_iter()
-            .filter(|d| d.alive && d.registration.name == name)
             .filter(|d| {
-                filters
-                    .iter()
-                    .all(|(k, v)| d.registration.metadata.get(k) == Some(v))
+                d.alive
+                    && filters
+                        .iter()
+                        .all(|(k, v)| d.registration.metadata.get(k) == Some(v))
             })
             .collect())
     }

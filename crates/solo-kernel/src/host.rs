@@ -46,6 +46,33 @@ impl KernelHost {
         }
         Ok(())
     }
+
+    /// Checks `key`, lets `write` fill one batch under the service's own key for it, and
+    /// resolves once that batch is durable.
+    fn kv_write(
+        &self,
+        key: &str,
+        write: impl FnOnce(&KernelInner, &mut WriteBatch, Vec<u8>) -> Result<(), HostError>,
+    ) -> BoxFuture<'static, Result<(), HostError>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
+        };
+        if let Err(e) = self.check_key(&k, key) {
+            return ready(Err(e));
+        }
+        let mut batch = WriteBatch::new();
+        let full_key = kv_key(&self.entry.tenant, &self.entry.id, key);
+        if let Err(e) = write(&k, &mut batch, full_key) {
+            return ready(Err(e));
+        }
+        let fut = k.store.commit(batch);
+        Box::pin(async move {
+            fut.await
+                .map(|_| ())
+                .map_err(|e| to_host(&KernelError::Store(e)))
+        })
+    }
 }
 
 /// How a kernel error looks to a guest.
@@ -115,53 +142,25 @@ impl HostApi for KernelHost {
     }
 
     fn kv_put(&self, key: &str, value: Vec<u8>) -> BoxFuture<'static, Result<(), HostError>> {
-        let k = match self.kernel() {
-            Ok(k) => k,
-            Err(e) => return ready(Err(e)),
-        };
-        if let Err(e) = self.check_key(&k, key) {
-            return ready(Err(e));
-        }
-        if value.len() > k.config.limits.max_kv_value_bytes {
-            return ready(Err(HostError::new(
-                "invalid_argument",
-                format!(
-                    "a value is at most {} bytes",
-                    k.config.limits.max_kv_value_bytes
-                ),
-            )));
-        }
-        let mut batch = WriteBatch::new();
-        if let Err(e) = batch.put(
-            SERVICE_KV,
-            kv_key(&self.entry.tenant, &self.entry.id, key),
-            value,
-        ) {
-            return ready(Err(to_host(&KernelError::Store(e))));
-        }
-        let fut = k.store.commit(batch);
-        Box::pin(async move {
-            fut.await
+        self.kv_write(key, |k, batch, key| {
+            let max = k.config.limits.max_kv_value_bytes;
+            if value.len() > max {
+                return Err(HostError::new(
+                    "invalid_argument",
+                    format!("a value is at most {max} bytes"),
+                ));
+            }
+            batch
+                .put(SERVICE_KV, key, value)
                 .map(|_| ())
                 .map_err(|e| to_host(&KernelError::Store(e)))
         })
     }
 
     fn kv_delete(&self, key: &str) -> BoxFuture<'static, Result<(), HostError>> {
-        let k = match self.kernel() {
-            Ok(k) => k,
-            Err(e) => return ready(Err(e)),
-        };
-        if let Err(e) = self.check_key(&k, key) {
-            return ready(Err(e));
-        }
-        let mut batch = WriteBatch::new();
-        if let Err(e) = batch.delete(SERVICE_KV, kv_key(&self.entry.tenant, &self.entry.id, key)) {
-            return ready(Err(to_host(&KernelError::Store(e))));
-        }
-        let fut = k.store.commit(batch);
-        Box::pin(async move {
-            fut.await
+        self.kv_write(key, |_, batch, key| {
+            batch
+                .delete(SERVICE_KV, key)
                 .map(|_| ())
                 .map_err(|e| to_host(&KernelError::Store(e)))
         })
