@@ -66,7 +66,7 @@ pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {
         },
     )
     .await?;
-    gateway.attach(kernel.clone(), Arc::new(|_| {}));
+    gateway.attach(kernel.clone());
     Ok(Setup {
         kernel,
         gateway,
@@ -171,7 +171,7 @@ async fn in_process(kernel: &Kernel, secs: Duration) -> anyhow::Result<f64> {
     while t0.elapsed() < secs.min(Duration::from_secs(1)) {
         let t = Instant::now();
         kernel
-            .call(&admin, &id, REQUEST, Duration::from_secs(5))
+            .call(&admin, &id, REQUEST, Some(Duration::from_secs(5)))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         lat.push(t.elapsed());

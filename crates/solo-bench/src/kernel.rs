@@ -224,7 +224,7 @@ async fn calls(secs: Duration) -> anyhow::Result<()> {
     while t0.elapsed() < secs {
         let t = Instant::now();
         b.kernel
-            .call(&a, &one, request, timeout)
+            .call(&a, &one, request, Some(timeout))
             .await
             .map_err(kerr)?;
         lat.push(t.elapsed());
@@ -265,7 +265,7 @@ async fn calls(secs: Duration) -> anyhow::Result<()> {
             let ids: Vec<ServiceId> = (0..100).map(|i| sid(&format!("echo-{i}"))).collect();
             while t0.elapsed() < secs {
                 let t = Instant::now();
-                k.call(&a, &ids[n % 100], request, timeout).await?;
+                k.call(&a, &ids[n % 100], request, Some(timeout)).await?;
                 lat.push(t.elapsed());
                 n += 7;
             }
@@ -300,7 +300,7 @@ async fn restarts() -> anyhow::Result<()> {
     for _ in 0..300 {
         let err = b
             .kernel
-            .call(&a, &id, r#"{"mode":"trap"}"#, Duration::from_secs(5))
+            .call(&a, &id, r#"{"mode":"trap"}"#, Some(Duration::from_secs(5)))
             .await;
         anyhow::ensure!(
             matches!(err, Err(KernelError::ServiceCrashed(_))),
@@ -308,7 +308,7 @@ async fn restarts() -> anyhow::Result<()> {
         );
         let t = Instant::now();
         b.kernel
-            .call(&a, &id, r#"{"mode":"ok"}"#, Duration::from_secs(5))
+            .call(&a, &id, r#"{"mode":"ok"}"#, Some(Duration::from_secs(5)))
             .await
             .map_err(kerr)?;
         lat.push(t.elapsed());
@@ -319,7 +319,7 @@ async fn restarts() -> anyhow::Result<()> {
     for _ in 0..300 {
         let t = Instant::now();
         b.kernel
-            .call(&a, &id, r#"{"mode":"ok"}"#, Duration::from_secs(5))
+            .call(&a, &id, r#"{"mode":"ok"}"#, Some(Duration::from_secs(5)))
             .await
             .map_err(kerr)?;
         healthy.push(t.elapsed());

@@ -82,9 +82,14 @@ async fn swaps(secs: Duration) -> anyhow::Result<()> {
     )
     .await
     .map_err(kerr)?;
-    k.call(&a, &id, r#"{"op":"inc","by":41}"#, Duration::from_secs(5))
-        .await
-        .map_err(kerr)?;
+    k.call(
+        &a,
+        &id,
+        r#"{"op":"inc","by":41}"#,
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    .map_err(kerr)?;
     let versions = [(Format::Js, js), (Format::Wasm, wasm)];
     let run = |mode: SwapMode| {
         let (k, a, id, versions) = (k.clone(), a.clone(), id.clone(), versions.clone());
@@ -117,7 +122,7 @@ async fn swaps(secs: Duration) -> anyhow::Result<()> {
     };
     let mut swap = run(SwapMode::Swap).await?;
     let value = k
-        .call(&a, &id, r#"{"op":"get"}"#, Duration::from_secs(5))
+        .call(&a, &id, r#"{"op":"get"}"#, Some(Duration::from_secs(5)))
         .await
         .map_err(kerr)?;
     anyhow::ensure!(value.contains("41"), "the state was not carried: {value}");
@@ -167,7 +172,7 @@ async fn recovery_and_shutdown() -> anyhow::Result<()> {
                 d.memory_mb = Some(16);
                 k.deploy(&a, d).await.map_err(kerr)?;
                 if format == Format::Js {
-                    k.call(&a, &id, r#"{"op":"inc"}"#, Duration::from_secs(5))
+                    k.call(&a, &id, r#"{"op":"inc"}"#, Some(Duration::from_secs(5)))
                         .await
                         .map_err(kerr)?;
                 }
@@ -191,7 +196,12 @@ async fn recovery_and_shutdown() -> anyhow::Result<()> {
     anyhow::ensure!(rec.recovered == 1000 && rec.failed == 0, "{rec:?}");
     let v = n
         .kernel
-        .call(&a, &sid("s1")?, r#"{"op":"get"}"#, Duration::from_secs(5))
+        .call(
+            &a,
+            &sid("s1")?,
+            r#"{"op":"get"}"#,
+            Some(Duration::from_secs(5)),
+        )
         .await
         .map_err(kerr)?;
     anyhow::ensure!(v.contains('1'), "state not restored: {v}");

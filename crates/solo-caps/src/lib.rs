@@ -29,7 +29,8 @@ use solo_types::{
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-pub use model::{AttenuateError, DenyReason, Narrowing, Scope};
+pub use model::{AttenuateError, Scope};
+pub use solo_types::api::{CapInfo, DenyReason, Granted, Narrowing, Token};
 
 /// The table of capability records.
 pub const TABLE: &str = "capabilities";
@@ -39,22 +40,6 @@ const TOKEN_PREFIX: &str = "solo_";
 pub const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
 /// Denial events recorded per tenant per second; the rest are counted.
 const DENIAL_EVENTS_PER_SECOND: u32 = 20;
-
-/// A raw token. Shown once, to the grantee; never logged.
-pub struct Token(Zeroizing<String>);
-
-impl Token {
-    /// The token text, to hand to the grantee.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(solo_…redacted)")
-    }
-}
 
 /// The SHA-256 of a token, which is how a capability is named.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,21 +77,6 @@ fn hash_token(token: &str) -> Option<CapHash> {
     Some(CapHash(Sha256::digest(token.as_bytes()).into()))
 }
 
-/// A capability's public description (never its token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapInfo {
-    pub hash: String,
-    pub tenant: TenantId,
-    pub resource: Resource,
-    pub permissions: Permissions,
-    /// UTC ns.
-    pub expires_at: i64,
-    pub revoked: bool,
-    pub parent: Option<String>,
-    /// UTC ns.
-    pub created_at: i64,
-}
-
 #[derive(Serialize, Deserialize)]
 struct Record {
     v: u32,
@@ -135,14 +105,6 @@ impl Cap {
             created_at: self.created_at,
         }
     }
-}
-
-/// A newly minted capability: the token (to hand over once) and its description.
-#[derive(Debug)]
-pub struct Granted {
-    pub token: Token,
-    pub info: CapInfo,
-    pub event_id: u64,
 }
 
 /// Why an operation on capabilities failed.
@@ -204,7 +166,7 @@ fn mint() -> Result<(Token, CapHash), CapsError> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref())
     ));
     let hash = CapHash(Sha256::digest(token.as_bytes()).into());
-    Ok((Token(token), hash))
+    Ok((Token::new(token.to_string()), hash))
 }
 
 impl Caps {

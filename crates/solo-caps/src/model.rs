@@ -2,6 +2,7 @@
 //! attenuation of it may be. Property-tested: a child never authorizes what its parent
 //! does not.
 
+use solo_types::api::{DenyReason, Narrowing};
 use solo_types::{Permission, Permissions, Resource, TenantId};
 
 /// The authority a capability carries (without its token or bookkeeping).
@@ -12,36 +13,6 @@ pub struct Scope {
     pub permissions: Permissions,
     /// UTC ns after which it is void.
     pub expires_at: i64,
-}
-
-/// Why a capability does not authorize a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DenyReason {
-    NotFound,
-    Expired,
-    Revoked,
-    ResourceMismatch,
-    PermissionDenied,
-    TenantMismatch,
-}
-
-impl DenyReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::NotFound => "not_found",
-            DenyReason::Expired => "expired",
-            DenyReason::Revoked => "revoked",
-            DenyReason::ResourceMismatch => "resource_mismatch",
-            DenyReason::PermissionDenied => "permission_denied",
-            DenyReason::TenantMismatch => "tenant_mismatch",
-        }
-    }
-}
-
-impl std::fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Whether `scope` allows `permission` on `resource` of `tenant` at `now` (revocation is
@@ -66,15 +37,6 @@ pub fn authorizes(
         return Err(DenyReason::PermissionDenied);
     }
     Ok(())
-}
-
-/// What an attenuation asks for; `None` keeps the parent's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Narrowing {
-    pub resource: Option<Resource>,
-    pub permissions: Option<Permissions>,
-    /// Seconds from now; it may not outlive the parent.
-    pub ttl_seconds: Option<i64>,
 }
 
 /// Why an attenuation is refused.

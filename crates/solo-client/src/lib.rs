@@ -1,7 +1,15 @@
 //! A client for Solo. [`Profile::resolve`] finds the endpoint and credentials (flags,
-//! then `SOLO_*` variables, then the local data directory) and [`Profile::connect`]
-//! opens a mutual-TLS gRPC channel whose requests carry the bearer token and the
-//! acting tenant when given.
+//! then `SOLO_*` variables, then the local data directory); [`Profile::open`] connects
+//! the typed client ([`Solo`]: one method per operation, over `solo_types::api`), and
+//! [`Profile::connect`] the raw gRPC one. Requests carry the bearer token and the acting
+//! tenant when given.
+//!
+//! Architecture invariant: no kernel, sandbox or wasmtime here; the client speaks the
+//! wire (`solo-proto`) and the operations' types (`solo-types`) only.
+
+mod typed;
+
+pub use typed::{Solo, failure};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +59,23 @@ pub enum ClientError {
     Invalid { what: &'static str, detail: String },
     #[error("the client certificate {path} {problem}; issue a new one with `solo certs issue`")]
     BadCertificate { path: PathBuf, problem: String },
+}
+
+impl ClientError {
+    /// The failure as every face reports one (for `--json` output).
+    pub fn failure(&self) -> solo_types::api::Failure {
+        use solo_types::Code;
+        let (code, reason) = match self {
+            ClientError::File { .. } => (Code::InvalidArgument, "file_unreadable"),
+            ClientError::NoCredentials(_) => (Code::Unauthenticated, "no_credentials"),
+            ClientError::NoCa(_) => (Code::InvalidArgument, "no_ca"),
+            ClientError::NotRunning { .. } => (Code::Unavailable, "not_running"),
+            ClientError::Connect { .. } => (Code::Unavailable, "connect_failed"),
+            ClientError::Invalid { .. } => (Code::InvalidArgument, "invalid_argument"),
+            ClientError::BadCertificate { .. } => (Code::Unauthenticated, "bad_certificate"),
+        };
+        solo_types::api::Failure::new(code, reason, self.to_string())
+    }
 }
 
 /// Checks a client certificate before use with the same verifier the server runs, so
@@ -322,6 +347,11 @@ impl Profile {
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
         )
+    }
+
+    /// Connects the typed client.
+    pub async fn open(&self) -> Result<Solo, ClientError> {
+        self.connect().await.map(Solo::new)
     }
 
     /// A rustls client configuration with this profile's CA and certificate, for HTTPS

@@ -15,27 +15,12 @@ pub struct ConnInfo {
     pub remote: std::net::SocketAddr,
 }
 
-/// An authenticated caller holding its place in the in-flight limits.
-pub struct Admitted {
-    caller: Caller,
-    _permit: solo_kernel::Permit,
-}
-
-impl std::ops::Deref for Admitted {
-    type Target = Caller;
-
-    fn deref(&self) -> &Caller {
-        &self.caller
-    }
-}
-
-/// Admits `caller` against the load shedder (`RESOURCE_EXHAUSTED`, `load_shed`).
-pub fn admit(kernel: &Kernel, caller: Caller) -> Result<Admitted, ApiError> {
-    let permit = kernel.admit(&caller)?;
-    Ok(Admitted {
-        caller,
-        _permit: permit,
-    })
+/// Who is asking: the connection a request came on and the request's headers. Every
+/// face hands this, untouched, to the operation it serves.
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    pub conn: Option<&'a ConnInfo>,
+    pub headers: &'a HeaderMap,
 }
 
 /// The caller of a request. A certificate wins over a token; `x-solo-tenant` is honoured

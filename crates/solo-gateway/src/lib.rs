@@ -1,5 +1,7 @@
-//! Solo's gateway: the kernel over gRPC (`solo.v1.SoloKernel`) and HTTPS/JSON, both on
-//! rustls listeners where the client certificate decides the tenant.
+//! Solo's gateway: the operation table (`ops.rs`: every operation written once, with
+//! authentication and admission) and its faces, gRPC (`solo.v1.SoloKernel`) and
+//! HTTPS/JSON, both codecs on rustls listeners where the client certificate decides the
+//! tenant.
 //!
 //! The listeners are bound once, before the kernel starts, so port 0 resolves to one
 //! stable address the server can print. Accepting runs as the `gateway` system
@@ -8,21 +10,18 @@
 //! server stops ([`Gateway::drain`]).
 
 pub mod auth;
-pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod rest;
 pub mod tls;
 
-mod discovery;
-mod swap;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -36,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-pub use auth::ConnInfo;
+pub use auth::{ConnInfo, Who};
 pub use error::ApiError;
+pub use ops::Ops;
 pub use tls::TlsFiles;
 
 /// What the gateway listens on and how much it accepts.
@@ -81,61 +81,6 @@ pub enum GatewayError {
     Tls(String),
 }
 
-/// What every request handler shares. Cheap to clone.
-#[derive(Clone)]
-pub struct App {
-    pub(crate) kernel: Kernel,
-    pub(crate) on_shutdown: Arc<dyn Fn(Duration) + Send + Sync>,
-    pub(crate) started: Instant,
-    pub(crate) max_request_bytes: usize,
-    pub(crate) stopping: CancellationToken,
-}
-
-/// The answer to `Health`, for both faces.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Health {
-    pub status: &'static str,
-    pub version: &'static str,
-    pub uptime_ms: u64,
-    pub memory_mb: u64,
-    pub services: u64,
-    pub last_event_id: u64,
-}
-
-impl App {
-    pub(crate) fn health(&self) -> Health {
-        Health {
-            status: if self.stopping.is_cancelled() {
-                "stopping"
-            } else {
-                "ok"
-            },
-            version: env!("CARGO_PKG_VERSION"),
-            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            memory_mb: resident_memory_bytes() >> 20,
-            services: self.kernel.service_count() as u64,
-            last_event_id: self.kernel.store().last_id(),
-        }
-    }
-
-    pub(crate) fn render_metrics(&self) -> String {
-        crate::metrics::render()
-    }
-}
-
-/// The resident set size of this process, from `/proc/self/statm` (0 where unavailable).
-fn resident_memory_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 /// The bound listeners, waiting for the kernel.
 pub struct Gateway {
     grpc: Arc<TcpListener>,
@@ -143,7 +88,7 @@ pub struct Gateway {
     metrics: Option<Arc<TcpListener>>,
     acceptor: TlsAcceptor,
     config: GatewayConfig,
-    app: watch::Sender<Option<App>>,
+    ops: watch::Sender<Option<Arc<Ops>>>,
     /// Cancelled by [`Gateway::drain`]: every open connection finishes what it is doing
     /// and closes.
     drain: CancellationToken,
@@ -176,7 +121,7 @@ impl Gateway {
             metrics,
             acceptor: TlsAcceptor::from(server_config),
             config,
-            app: watch::channel(None).0,
+            ops: watch::channel(None).0,
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
         }))
@@ -205,17 +150,10 @@ impl Gateway {
         })
     }
 
-    /// Hands the started kernel to the gateway; `on_shutdown` is what the admin-only
-    /// `Shutdown` RPC triggers (with the requested grace period).
-    pub fn attach(&self, kernel: Kernel, on_shutdown: Arc<dyn Fn(Duration) + Send + Sync>) {
-        let app = App {
-            kernel,
-            on_shutdown,
-            started: Instant::now(),
-            max_request_bytes: self.config.max_request_bytes,
-            stopping: self.drain.clone(),
-        };
-        self.app.send_replace(Some(app));
+    /// Hands the started kernel to the gateway: requests are served from now on.
+    pub fn attach(&self, kernel: Kernel) {
+        let ops = Ops::new(kernel, self.drain.clone());
+        self.ops.send_replace(Some(Arc::new(ops)));
     }
 
     /// Stops every open connection gracefully (HTTP/2 GOAWAY, streams told to end) and
@@ -235,17 +173,18 @@ impl Gateway {
     }
 
     async fn accept_all(self: Arc<Self>, stop: CancellationToken) -> Result<(), String> {
-        let mut rx = self.app.subscribe();
-        let app = tokio::select! {
+        let mut rx = self.ops.subscribe();
+        let ops = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             r = rx.wait_for(Option::is_some) => match r {
-                Ok(app) => app.clone(),
+                Ok(ops) => ops.clone(),
                 Err(_) => return Ok(()),
             },
         };
-        let Some(app) = app else { return Ok(()) };
-        let grpc_router = grpc::router(&app);
-        let rest_router = rest::router(&app);
+        let Some(ops) = ops else { return Ok(()) };
+        let max = self.config.max_request_bytes;
+        let grpc_router = grpc::router(Arc::clone(&ops), max);
+        let rest_router = rest::router(ops, max);
         let mut loops = tokio::task::JoinSet::new();
         loops.spawn(Arc::clone(&self).accept_loop(
             Arc::clone(&self.grpc),

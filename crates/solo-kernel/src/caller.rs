@@ -2,7 +2,7 @@
 
 use solo_types::{Permission, Permissions, Resource, ServiceId, TenantId};
 
-use crate::KernelError;
+use crate::error::KernelError;
 
 /// What a bearer capability token lets its holder do.
 #[derive(Debug, Clone, PartialEq, Eq)]

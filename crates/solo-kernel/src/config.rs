@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use solo_types::{RestartPolicy, ServiceLimits};
 
-/// Defaults for the deploy spec fields a request leaves out (DESIGN §3.3).
+/// Defaults for the deploy spec fields a request leaves out (`docs/design.md`, "Deploy
+/// spec").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceDefaults {
@@ -62,6 +63,10 @@ pub struct TenantLimits {
     pub max_per_tenant: u32,
     /// Requests in flight at once over all tenants (runtime-tunable).
     pub max_total: u32,
+    /// The longest timeout a client may ask for: a call's, a graceful kill's, a
+    /// shutdown's grace period. Longer is refused, so no request holds its place in the
+    /// in-flight limits for longer.
+    pub max_timeout_ms: u64,
 }
 
 impl Default for TenantLimits {
@@ -76,6 +81,54 @@ impl Default for TenantLimits {
             max_emits_per_second: 100,
             max_per_tenant: 100,
             max_total: 1000,
+            max_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// `[monitor]`: budgets the monitor compares its samples with; zero takes the machine's
+/// own limit (memory: its RAM; open files: the process's soft limit) or, for the store,
+/// leaves it unwatched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    pub interval_ms: u64,
+    pub memory_mb: u64,
+    pub open_files: u64,
+    pub services: u64,
+    pub store_mb: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5000,
+            memory_mb: 0,
+            open_files: 0,
+            services: 10_000,
+            store_mb: 0,
+        }
+    }
+}
+
+/// `[breaker]`: the per-service circuit breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive crashes or timeouts that open it.
+    pub failures: u32,
+    /// How long it stays open before a probe.
+    pub open_seconds: u64,
+    /// Successful probes in a row that close it.
+    pub close_after: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_seconds: 30,
+            close_after: 2,
         }
     }
 }
@@ -86,6 +139,32 @@ impl Default for TenantLimits {
 pub struct KernelConfig {
     pub service_defaults: ServiceDefaults,
     pub limits: TenantLimits,
-    pub monitor: crate::flow::MonitorConfig,
-    pub breaker: crate::flow::BreakerConfig,
+    pub monitor: MonitorConfig,
+    pub breaker: BreakerConfig,
+}
+
+/// A call, a kill or a shutdown's grace period takes this long when the request leaves
+/// it out.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl KernelConfig {
+    /// The timeout a request asked for (`None`: the default), refused past the maximum.
+    pub(crate) fn timeout(
+        &self,
+        asked: Option<std::time::Duration>,
+    ) -> Result<std::time::Duration, crate::error::KernelError> {
+        let t = asked.unwrap_or(DEFAULT_TIMEOUT);
+        let max = self.limits.max_timeout_ms;
+        if t.as_millis() > u128::from(max) {
+            return Err(crate::error::KernelError::Refused {
+                code: solo_types::Code::InvalidArgument,
+                reason: "invalid_timeout",
+                message: format!(
+                    "a timeout of {} ms is over the limit of {max} ms (limits.max_timeout_ms)",
+                    t.as_millis()
+                ),
+            });
+        }
+        Ok(t)
+    }
 }

@@ -10,12 +10,18 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use solo_store::WriteBatch;
+use solo_store::{Store, WriteBatch};
+use solo_types::api::{Discovered, RegisterRequest};
+use solo_types::clock::SharedClock;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
-use crate::{Caller, Kernel, KernelError, KernelInner, Slot};
+use crate::caller::Caller;
+use crate::error::KernelError;
+use crate::error::Stage;
 
 /// Registrations: `tenant \0 handle` → [`Registration`] (JSON).
 pub const REGISTRATIONS: &str = "registrations";
@@ -25,9 +31,9 @@ pub const MAX_PER_TENANT: usize = 10_000;
 const MAX_METADATA: usize = 64;
 const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
 
-/// One registration.
+/// One registration, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
+pub(crate) struct Registration {
     /// 32 hex digits.
     pub handle: String,
     pub tenant: TenantId,
@@ -38,25 +44,6 @@ pub struct Registration {
     /// UTC ns; 0 is permanent.
     pub expires_at: i64,
     pub registered_at: i64,
-}
-
-/// A registration as discovery returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovered {
-    pub registration: Registration,
-    /// Whether its service is running now.
-    pub alive: bool,
-}
-
-/// What `register` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct RegisterRequest {
-    pub service_id: String,
-    pub name: String,
-    pub version: String,
-    pub metadata: BTreeMap<String, String>,
-    /// Zero is permanent.
-    pub ttl_seconds: i64,
 }
 
 fn key(tenant: &TenantId, handle: &str) -> Vec<u8> {
@@ -76,7 +63,7 @@ fn valid_name(s: &str) -> bool {
 fn new_handle() -> Result<String, KernelError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
-        .map_err(|e| KernelError::Internal(format!("the OS random source failed: {e}")))?;
+        .map_err(|e| KernelError::internal("draw a registration handle", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -89,23 +76,32 @@ fn deregistered(r: &Registration, reason: &str) -> NewEvent {
     }))
 }
 
-/// The in-memory index: tenant → handle → registration.
-#[derive(Default)]
+/// The registrations: durable in the store, indexed in memory as tenant → handle →
+/// registration.
 pub(crate) struct Registry {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
     tenants: dashmap::DashMap<TenantId, BTreeMap<String, Registration>>,
 }
 
 impl Registry {
     /// Loads every stored registration.
-    pub(crate) fn load(store: &dyn solo_store::Kv) -> Result<Self, KernelError> {
-        let snap = store.snapshot()?;
-        let rows = snap.range(
-            REGISTRATIONS,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            usize::MAX,
-        )?;
-        let me = Self::default();
+    pub(crate) fn load(store: Arc<dyn Store>, clock: SharedClock) -> Result<Self, KernelError> {
+        let snap = store.snapshot().stage("read the registrations")?;
+        let rows = snap
+            .range(
+                REGISTRATIONS,
+                Bound::Unbounded,
+                Bound::Unbounded,
+                usize::MAX,
+            )
+            .stage("read the registrations")?;
+        drop(snap);
+        let me = Self {
+            store,
+            clock,
+            tenants: dashmap::DashMap::new(),
+        };
         for (k, v) in rows {
             match serde_json::from_slice::<Registration>(&v) {
                 Ok(r) => {
@@ -153,102 +149,56 @@ impl Registry {
     }
 
     /// The service a live, unexpired registration under `name` points to.
-    pub(crate) fn resolve(&self, tenant: &TenantId, name: &str, now: i64) -> Option<ServiceId> {
+    pub(crate) fn resolve(&self, tenant: &TenantId, name: &str) -> Option<ServiceId> {
+        let now = self.clock.now_ns();
         self.tenants.get(tenant).and_then(|m| {
             m.values()
                 .find(|r| r.name == name && (r.expires_at == 0 || r.expires_at > now))
                 .map(|r| r.service_id.clone())
         })
     }
-}
 
-impl Kernel {
-    /// Registers one of the caller's services under a name.
-    pub async fn register_service(
+    /// `tenant`'s unexpired registrations (under `name` when given), sorted; `alive`
+    /// says whether a service runs now.
+    pub(crate) fn registrations(
         &self,
-        caller: &Caller,
-        req: RegisterRequest,
-    ) -> Result<Registration, KernelError> {
-        self.inner.register(caller, req).await
-    }
-
-    /// The caller's live, unexpired registrations under `name` whose metadata has every
-    /// pair of `filters`.
-    pub fn discover(
-        &self,
-        caller: &Caller,
-        name: &str,
-        filters: &BTreeMap<String, String>,
-    ) -> Result<Vec<Discovered>, KernelError> {
-        Ok(self
-            .registrations(caller, Some(name))?
-            .into_iter()
-            .filter(|d| {
-                d.alive
-                    && filters
-                        .iter()
-                        .all(|(k, v)| d.registration.metadata.get(k) == Some(v))
-            })
-            .collect())
-    }
-
-    /// The caller's unexpired registrations (under `name` when given).
-    pub fn registrations(
-        &self,
-        caller: &Caller,
+        tenant: &TenantId,
         name: Option<&str>,
-    ) -> Result<Vec<Discovered>, KernelError> {
-        caller.require(&Resource::Kernel, Permission::Read)?;
-        let now = crate::access::now_ns();
-        Ok(self
-            .inner
-            .registered(caller.tenant_id(), now)
-            .into_iter()
-            .filter(|d| name.is_none_or(|n| d.registration.name == n))
-            .collect())
-    }
-}
-
-impl KernelInner {
-    fn registered(&self, tenant: &TenantId, now: i64) -> Vec<Discovered> {
+        alive: impl Fn(&ServiceId) -> bool,
+    ) -> Vec<Discovered> {
+        let now = self.clock.now_ns();
         let mut out: Vec<Discovered> = self
-            .registry
             .of(tenant)
             .into_iter()
             .filter(|r| r.expires_at == 0 || r.expires_at > now)
-            .map(|r| {
-                let alive = matches!(
-                    self.services.get(&(tenant.clone(), r.service_id.clone())).as_deref(),
-                    Some(Slot::Running(e)) if e.state().is_alive()
-                );
-                Discovered {
-                    registration: r,
-                    alive,
-                }
+            .filter(|r| name.is_none_or(|n| r.name == n))
+            .map(|r| Discovered {
+                alive: alive(&r.service_id),
+                service_id: r.service_id,
+                service_handle: r.handle,
+                service_name: r.name,
+                version: r.version,
+                metadata: r.metadata,
+                expires_at: r.expires_at,
             })
             .collect();
-        out.sort_by(|a, b| {
-            (&a.registration.name, &a.registration.service_id)
-                .cmp(&(&b.registration.name, &b.registration.service_id))
-        });
+        out.sort_by(|a, b| (&a.service_name, &a.service_id).cmp(&(&b.service_name, &b.service_id)));
         out
     }
 
-    async fn register(
+    /// Registers one of the caller's services under a name; `running` says whether the
+    /// service exists and runs.
+    pub(crate) async fn register(
         &self,
         caller: &Caller,
         req: RegisterRequest,
+        running: impl Fn(&ServiceId) -> bool,
     ) -> Result<Registration, KernelError> {
         let service = ServiceId::new(req.service_id.as_str())
             .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
         caller.require(&Resource::Service(service.clone()), Permission::Register)?;
         let tenant = caller.tenant_id().clone();
-        if !matches!(
-            self.services
-                .get(&(tenant.clone(), service.clone()))
-                .as_deref(),
-            Some(Slot::Running(_))
-        ) {
+        if !running(&service) {
             return Err(KernelError::not_found(&service));
         }
         if !valid_name(&req.name) {
@@ -278,17 +228,16 @@ impl KernelInner {
             )));
         }
         let existing = self
-            .registry
             .of(&tenant)
             .into_iter()
             .find(|r| r.service_id == service && r.name == req.name);
-        if existing.is_none() && self.registry.of(&tenant).len() >= MAX_PER_TENANT {
+        if existing.is_none() && self.of(&tenant).len() >= MAX_PER_TENANT {
             return Err(KernelError::ResourceExhausted {
                 reason: "quota_exceeded",
                 message: format!("tenant {tenant} has {MAX_PER_TENANT} registrations, its limit"),
             });
         }
-        let now = crate::access::now_ns();
+        let now = self.clock.now_ns();
         let handle = match &existing {
             Some(r) => r.handle.clone(),
             None => new_handle()?,
@@ -308,11 +257,13 @@ impl KernelInner {
             registered_at: now,
         };
         let mut batch = WriteBatch::new();
-        batch.put(
-            REGISTRATIONS,
-            key(&tenant, &r.handle),
-            serde_json::to_vec(&r).map_err(|e| KernelError::Internal(e.to_string()))?,
-        )?;
+        batch
+            .put(
+                REGISTRATIONS,
+                key(&tenant, &r.handle),
+                serde_json::to_vec(&r).stage("encode the registration")?,
+            )
+            .stage("record the registration")?;
         batch.event(
             NewEvent::service(kinds::SERVICE_REGISTERED, &tenant, &service).payload(json!({
                 "handle": r.handle,
@@ -323,8 +274,11 @@ impl KernelInner {
                 "replaced": existing.is_some(),
             })),
         );
-        self.store.commit(batch).await?;
-        self.registry.insert(r.clone());
+        self.store
+            .commit(batch)
+            .await
+            .stage("record the registration")?;
+        self.insert(r.clone());
         Ok(r)
     }
 
@@ -335,9 +289,11 @@ impl KernelInner {
         tenant: &TenantId,
         service: &ServiceId,
     ) -> Result<Vec<Registration>, KernelError> {
-        let gone = self.registry.of_service(tenant, service);
+        let gone = self.of_service(tenant, service);
         for r in &gone {
-            batch.delete(REGISTRATIONS, key(tenant, &r.handle))?;
+            batch
+                .delete(REGISTRATIONS, key(tenant, &r.handle))
+                .stage("deregister the service")?;
             batch.event(deregistered(r, "service_killed"));
         }
         Ok(gone)
@@ -345,14 +301,14 @@ impl KernelInner {
 
     pub(crate) fn forget(&self, gone: &[Registration]) {
         for r in gone {
-            self.registry.remove(&r.tenant, &r.handle);
+            self.remove(&r.tenant, &r.handle);
         }
     }
 
-    /// Deletes every expired registration.
-    pub(crate) async fn sweep_registrations(&self, now: i64) -> Result<usize, KernelError> {
+    /// Deletes every expired registration (the `discovery` component).
+    pub(crate) async fn sweep(&self) -> Result<usize, KernelError> {
+        let now = self.clock.now_ns();
         let expired: Vec<Registration> = self
-            .registry
             .tenants
             .iter()
             .flat_map(|m| {
@@ -367,10 +323,15 @@ impl KernelInner {
         }
         let mut batch = WriteBatch::new();
         for r in &expired {
-            batch.delete(REGISTRATIONS, key(&r.tenant, &r.handle))?;
+            batch
+                .delete(REGISTRATIONS, key(&r.tenant, &r.handle))
+                .stage("sweep expired registrations")?;
             batch.event(deregistered(r, "expired"));
         }
-        self.store.commit(batch).await?;
+        self.store
+            .commit(batch)
+            .await
+            .stage("sweep expired registrations")?;
         self.forget(&expired);
         Ok(expired.len())
     }

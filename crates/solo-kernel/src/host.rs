@@ -9,9 +9,12 @@ use solo_sandbox::{HostApi, HostError, Level};
 use solo_store::WriteBatch;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
+use crate::caller::Caller;
+use crate::calls;
+use crate::core::Core;
+use crate::entry::ServiceEntry;
+use crate::error::KernelError;
 use crate::records::{SERVICE_KV, kv_key, kv_prefix};
-use crate::service::ServiceEntry;
-use crate::{Caller, KernelError, KernelInner};
 
 /// The most keys `kv-list` returns.
 const MAX_LIST: usize = 10_000;
@@ -19,22 +22,22 @@ const MAX_LIST: usize = 10_000;
 const MAX_EMIT_BYTES: usize = 64 << 10;
 
 pub(crate) struct KernelHost {
-    kernel: Weak<KernelInner>,
+    kernel: Weak<Core>,
     entry: Arc<ServiceEntry>,
 }
 
 impl KernelHost {
-    pub(crate) fn new(kernel: Weak<KernelInner>, entry: Arc<ServiceEntry>) -> Self {
+    pub(crate) fn new(kernel: Weak<Core>, entry: Arc<ServiceEntry>) -> Self {
         Self { kernel, entry }
     }
 
-    fn kernel(&self) -> Result<Arc<KernelInner>, HostError> {
+    fn kernel(&self) -> Result<Arc<Core>, HostError> {
         self.kernel
             .upgrade()
             .ok_or_else(|| HostError::new("unavailable", "solo is shutting down"))
     }
 
-    fn check_key(&self, k: &KernelInner, key: &str) -> Result<(), HostError> {
+    fn check_key(&self, k: &Core, key: &str) -> Result<(), HostError> {
         if key.is_empty() || key.len() > k.config.limits.max_kv_key_bytes {
             return Err(HostError::new(
                 "invalid_argument",
@@ -52,7 +55,7 @@ impl KernelHost {
     fn kv_write(
         &self,
         key: &str,
-        write: impl FnOnce(&KernelInner, &mut WriteBatch, Vec<u8>) -> Result<(), HostError>,
+        write: impl FnOnce(&Core, &mut WriteBatch, Vec<u8>) -> Result<(), HostError>,
     ) -> BoxFuture<'static, Result<(), HostError>> {
         let k = match self.kernel() {
             Ok(k) => k,
@@ -67,17 +70,18 @@ impl KernelHost {
             return ready(Err(e));
         }
         let fut = k.store.commit(batch);
-        Box::pin(async move {
-            fut.await
-                .map(|_| ())
-                .map_err(|e| to_host(&KernelError::Store(e)))
-        })
+        Box::pin(async move { fut.await.map(|_| ()).map_err(|e| store_error(&e)) })
     }
 }
 
 /// How a kernel error looks to a guest.
 pub(crate) fn to_host(e: &KernelError) -> HostError {
     HostError::new(e.reason(), e.to_string())
+}
+
+/// How a store failure looks to a guest.
+fn store_error(e: &solo_store::StoreError) -> HostError {
+    HostError::new(e.code().as_str(), e.to_string())
 }
 
 fn ready<T: Send + 'static>(v: Result<T, HostError>) -> BoxFuture<'static, Result<T, HostError>> {
@@ -136,7 +140,7 @@ impl HostApi for KernelHost {
             self.check_key(&k, key)?;
             k.store
                 .get(SERVICE_KV, &kv_key(&self.entry.tenant, &self.entry.id, key))
-                .map_err(|e| to_host(&KernelError::Store(e)))
+                .map_err(|e| store_error(&e))
         });
         ready(r)
     }
@@ -153,7 +157,7 @@ impl HostApi for KernelHost {
             batch
                 .put(SERVICE_KV, key, value)
                 .map(|_| ())
-                .map_err(|e| to_host(&KernelError::Store(e)))
+                .map_err(|e| store_error(&e))
         })
     }
 
@@ -162,7 +166,7 @@ impl HostApi for KernelHost {
             batch
                 .delete(SERVICE_KV, key)
                 .map(|_| ())
-                .map_err(|e| to_host(&KernelError::Store(e)))
+                .map_err(|e| store_error(&e))
         })
     }
 
@@ -175,7 +179,7 @@ impl HostApi for KernelHost {
                 .store
                 .snapshot()
                 .and_then(|s| s.scan_prefix(SERVICE_KV, &p, MAX_LIST))
-                .map_err(|e| to_host(&KernelError::Store(e)))?;
+                .map_err(|e| store_error(&e))?;
             Ok(entries
                 .into_iter()
                 .map(|(key, _)| String::from_utf8_lossy(&key[base.len()..]).into_owned())
@@ -191,7 +195,8 @@ impl HostApi for KernelHost {
         };
         let (entry, name) = (Arc::clone(&self.entry), name.to_string());
         Box::pin(async move {
-            k.secret_for_service(&entry.tenant, &entry.id, &entry.spec.secrets, &name)
+            k.secrets
+                .for_service(&entry.tenant, &entry.id, &entry.spec.secrets, &name)
                 .await
                 .map(|v| v.expose().to_vec())
                 .map_err(|e| to_host(&e))
@@ -212,7 +217,7 @@ impl HostApi for KernelHost {
         let (entry, target) = (Arc::clone(&self.entry), target.to_string());
         Box::pin(async move {
             let (caller, id) = resolve_target(&k, &entry, &target, token.as_deref()).await?;
-            k.call(&caller, &id, &request, timeout)
+            calls::call(&k, &caller, &id, &request, Some(timeout))
                 .await
                 .map_err(|e| to_host(&e))
         })
@@ -227,6 +232,7 @@ impl HostApi for KernelHost {
                 let error = d.error.clone();
                 tokio::spawn(async move {
                     k.caps
+                        .caps()
                         .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
                         .await;
                 });
@@ -234,7 +240,7 @@ impl HostApi for KernelHost {
             }
             Err(e) => return Err(e.into()),
         };
-        k.cast(&caller, &id, &message).map_err(|e| to_host(&e))
+        calls::cast(&k, &caller, &id, &message).map_err(|e| to_host(&e))
     }
 }
 
@@ -242,7 +248,7 @@ impl HostApi for KernelHost {
 /// tenant; `tenant/service` of another tenant needs a capability token that tenant
 /// granted for `call` on that service. A refusal is recorded durably first.
 async fn resolve_target(
-    k: &KernelInner,
+    k: &Core,
     entry: &ServiceEntry,
     target: &str,
     token: Option<&str>,
@@ -250,6 +256,7 @@ async fn resolve_target(
     match resolve_target_now(k, entry, target, token) {
         Err(Refused::Denied(d)) => {
             k.caps
+                .caps()
                 .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
                 .await;
             Err(d.error)
@@ -282,7 +289,7 @@ impl From<Refused> for HostError {
 }
 
 fn resolve_target_now(
-    k: &KernelInner,
+    k: &Core,
     entry: &ServiceEntry,
     target: &str,
     token: Option<&str>,
@@ -294,10 +301,7 @@ fn resolve_target_now(
         // A service id of the tenant, else a name it registered for discovery.
         let id = match ServiceId::new(target) {
             Ok(id) if k.services.contains_key(&(entry.tenant.clone(), id.clone())) => id,
-            other => match k
-                .registry
-                .resolve(&entry.tenant, target, crate::access::now_ns())
-            {
+            other => match k.registry.resolve(&entry.tenant, target) {
                 Some(id) => id,
                 None => other.map_err(invalid)?,
             },
@@ -318,9 +322,10 @@ fn resolve_target_now(
     let resource = Resource::Service(id.clone());
     match k
         .caps
+        .caps()
         .verify(token, Some(&tenant), &resource, Permission::Call)
     {
-        Ok(info) => Ok((crate::access::token_caller(info), id)),
+        Ok(info) => Ok((crate::capabilities::token_caller(info), id)),
         Err(reason) => Err(Refused::Denied(Box::new(Denial {
             error: HostError::new(
                 "permission_denied",

@@ -2,24 +2,15 @@
 
 use std::collections::VecDeque;
 
+use futures::stream::BoxStream;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use solo_sandbox::Level;
+use solo_types::api::LogLine;
+use solo_types::clock::system_now_ns;
 use tokio::sync::broadcast;
 
 /// The longest line kept; longer lines are cut.
 const MAX_LINE: usize = 4096;
-
-/// One log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Per service, from 1, in order.
-    pub seq: u64,
-    /// UTC ns.
-    pub ts: i64,
-    pub level: String,
-    pub message: String,
-}
 
 /// The last `capacity` lines of a service and a feed of new ones.
 pub(crate) struct LogRing {
@@ -37,12 +28,6 @@ struct Ring {
 
 /// How many lines a slow follower may fall behind before it loses some.
 const FEED_BUFFER: usize = 256;
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 impl LogRing {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -69,7 +54,7 @@ impl LogRing {
         let mut ring = self.inner.lock();
         let line = LogLine {
             seq: ring.next_seq,
-            ts: now_ns(),
+            ts: system_now_ns(),
             level: level.as_str().to_string(),
             message: text,
         };
@@ -96,7 +81,7 @@ impl LogRing {
     }
 
     /// The last `n` lines and a feed of every line after them.
-    pub(crate) fn follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+    pub(crate) fn follow(&self, n: usize) -> (Vec<LogLine>, BoxStream<'static, LogLine>) {
         let mut ring = self.inner.lock();
         let rx = match &ring.live {
             Some(live) => live.subscribe(),
@@ -107,8 +92,23 @@ impl LogRing {
             }
         };
         let skip = ring.lines.len().saturating_sub(n);
-        (ring.lines.iter().skip(skip).cloned().collect(), rx)
+        (ring.lines.iter().skip(skip).cloned().collect(), feed(rx))
     }
+}
+
+/// The lines of a log feed as a stream; a slow reader skips what it missed, and the
+/// stream ends when the service goes away.
+fn feed(rx: broadcast::Receiver<LogLine>) -> BoxStream<'static, LogLine> {
+    use tokio::sync::broadcast::error::RecvError;
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => return Some((line, rx)),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -132,9 +132,10 @@ mod tests {
     async fn follow_has_no_gap_between_backlog_and_feed() {
         let ring = LogRing::new(10);
         ring.push(Level::Info, "a");
+        use futures::StreamExt;
         let (backlog, mut rx) = ring.follow(10);
         ring.push(Level::Info, "b");
         assert_eq!(backlog.len(), 1);
-        assert_eq!(rx.recv().await.unwrap().message, "b");
+        assert_eq!(rx.next().await.unwrap().message, "b");
     }
 }

@@ -1,4 +1,4 @@
-//! The supervision tree of DESIGN §2:
+//! The supervision tree (`docs/design.md`, "Supervision"):
 //!
 //! ```text
 //! solo (root, one_for_one)
@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use serde::Serialize;
 use solo_supervisor::{
     ChildInfo, ChildSpec, ChildState, Exit, Intensity, RestartType, Strategy, Supervisor,
     SupervisorEvent, SupervisorExit, SupervisorSpec,
 };
+use solo_types::api::TreeNode;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -55,20 +55,6 @@ pub struct ComponentCtx {
 /// is a crash.
 pub type ComponentBody =
     Arc<dyn Fn(ComponentCtx) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-/// A node of the tree, for `solo tree` and `GET /v1/system/tree`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TreeNode {
-    pub name: String,
-    /// `supervisor`, `worker` or `service`.
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub strategy: Option<String>,
-    pub state: String,
-    pub restarts: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<TreeNode>,
-}
 
 fn state_name(s: ChildState) -> &'static str {
     match s {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use solo_kernel::{
-    Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, Narrowing,
+    Caller, DeployRequest, GrantRequest, Kernel, KernelConfig, KernelError, KernelOptions,
+    Narrowing,
 };
 use solo_store::{EventQuery, Store};
 use solo_types::{Format, Permission, Permissions, Resource, TenantId, kinds};
@@ -128,7 +129,7 @@ async fn a_service_reads_only_the_secrets_its_spec_lists() {
         let k = k.clone();
         let a = a.clone();
         let req = format!(r#"{{"name":"{name}"}}"#);
-        async move { k.call(&a, &sid("reader"), &req, SEC).await.unwrap() }
+        async move { k.call(&a, &sid("reader"), &req, Some(SEC)).await.unwrap() }
     };
     assert_eq!(ask("listed").await, r#"{"value":"yes"}"#);
     assert_eq!(ask("unlisted").await, r#"{"error":"permission_denied"}"#);
@@ -173,12 +174,23 @@ async fn cross_tenant_calls_need_a_capability_for_exactly_that_service() {
     let via = |to: &str, token: Option<&str>| {
         let req = serde_json::json!({ "to": to, "token": token }).to_string();
         let (k, a) = (k.clone(), a.clone());
-        async move { k.call(&a, &sid("relay"), &req, SEC * 2).await.unwrap() }
+        async move {
+            k.call(&a, &sid("relay"), &req, Some(SEC * 2))
+                .await
+                .unwrap()
+        }
     };
     // Without a token: refused, whatever exists there.
     assert!(via("bob/echo", None).await.contains("permission_denied"));
     let g = k
-        .grant_capability(&b, Resource::Service(sid("echo")), perms(&["call"]), 600)
+        .grant_capability(
+            &b,
+            GrantRequest {
+                resource: Resource::Service(sid("echo")),
+                permissions: perms(&["call"]),
+                ttl_seconds: Some(600),
+            },
+        )
         .await
         .unwrap();
     let tok = g.token.expose().to_string();
@@ -227,16 +239,30 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     .unwrap();
     k.put_secret(&owner, "s", b"v").await.unwrap();
     let g = k
-        .grant_capability(&owner, Resource::Service(sid("api")), perms(&["call"]), 600)
+        .grant_capability(
+            &owner,
+            GrantRequest {
+                resource: Resource::Service(sid("api")),
+                permissions: perms(&["call"]),
+                ttl_seconds: Some(600),
+            },
+        )
         .await
         .unwrap();
     let bearer = k.authenticate_token(g.token.expose()).unwrap();
     assert_eq!(bearer.tenant_id().as_str(), "alice");
-    assert_eq!(k.call(&bearer, &sid("api"), "1", SEC).await.unwrap(), "1");
+    assert_eq!(
+        k.call(&bearer, &sid("api"), "1", Some(SEC)).await.unwrap(),
+        "1"
+    );
     let denied = |r: Result<(), KernelError>| {
         assert!(matches!(r, Err(KernelError::PermissionDenied(_))), "{r:?}")
     };
-    denied(k.call(&bearer, &sid("other"), "1", SEC).await.map(|_| ()));
+    denied(
+        k.call(&bearer, &sid("other"), "1", Some(SEC))
+            .await
+            .map(|_| ()),
+    );
     denied(k.status(&bearer, &sid("api")).map(|_| ()));
     denied(
         k.kill(&bearer, &sid("api"), Default::default())
@@ -256,9 +282,16 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     denied(k.get_secret(&bearer, "s").await.map(|_| ()));
     // A token holder cannot grant, but can hand on a narrower copy.
     denied(
-        k.grant_capability(&bearer, Resource::Any, perms(&["read"]), 60)
-            .await
-            .map(|_| ()),
+        k.grant_capability(
+            &bearer,
+            GrantRequest {
+                resource: Resource::Any,
+                permissions: perms(&["read"]),
+                ttl_seconds: Some(60),
+            },
+        )
+        .await
+        .map(|_| ()),
     );
     let narrower = k
         .attenuate_capability(
@@ -273,7 +306,9 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
         .unwrap();
     let sub_agent = k.authenticate_token(narrower.token.expose()).unwrap();
     assert_eq!(
-        k.call(&sub_agent, &sid("api"), "2", SEC).await.unwrap(),
+        k.call(&sub_agent, &sid("api"), "2", Some(SEC))
+            .await
+            .unwrap(),
         "2"
     );
     // Revoking the parent stops the child too.
@@ -282,7 +317,14 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
 
     // Deploy on kernel lets a sub-agent deploy; read on events lets it watch.
     let d = k
-        .grant_capability(&owner, Resource::Kernel, perms(&["deploy"]), 600)
+        .grant_capability(
+            &owner,
+            GrantRequest {
+                resource: Resource::Kernel,
+                permissions: perms(&["deploy"]),
+                ttl_seconds: Some(600),
+            },
+        )
         .await
         .unwrap();
     let deployer = k.authenticate_token(d.token.expose()).unwrap();
@@ -297,7 +339,14 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     .await
     .unwrap();
     let e = k
-        .grant_capability(&owner, Resource::Events, perms(&["read"]), 600)
+        .grant_capability(
+            &owner,
+            GrantRequest {
+                resource: Resource::Events,
+                permissions: perms(&["read"]),
+                ttl_seconds: Some(600),
+            },
+        )
         .await
         .unwrap();
     let watcher = k.authenticate_token(e.token.expose()).unwrap();
@@ -328,7 +377,14 @@ async fn verify_and_list_capabilities() {
     let k = &s.kernel;
     let (a, b) = (tenant("alice"), tenant("bob"));
     let g = k
-        .grant_capability(&a, Resource::Events, perms(&["read"]), 600)
+        .grant_capability(
+            &a,
+            GrantRequest {
+                resource: Resource::Events,
+                permissions: perms(&["read"]),
+                ttl_seconds: Some(600),
+            },
+        )
         .await
         .unwrap();
     assert!(
@@ -346,8 +402,15 @@ async fn verify_and_list_capabilities() {
     assert!(k.list_capabilities(&b).unwrap().is_empty());
     assert_eq!(count(k, &a, kinds::CAPABILITY_GRANTED), 1);
     assert!(matches!(
-        k.grant_capability(&a, Resource::Events, perms(&["read"]), 0)
-            .await,
+        k.grant_capability(
+            &a,
+            GrantRequest {
+                resource: Resource::Events,
+                permissions: perms(&["read"]),
+                ttl_seconds: Some(0)
+            }
+        )
+        .await,
         Err(KernelError::InvalidArgument(_))
     ));
 }

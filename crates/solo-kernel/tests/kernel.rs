@@ -8,17 +8,20 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, KillOptions,
     ListFilter, SYSTEM_COMPONENTS,
 };
-use solo_store::{EventFilter, EventQuery};
+use solo_store::{EventFilter, EventLog, EventQuery};
 use solo_types::{Event, Format, RestartPolicy, ServiceId, ServiceState, TenantId, kinds};
 
 use common::{events_of, sid, tenant};
 
 struct Solo {
     kernel: Kernel,
+    store: Arc<solo_store::RedbStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,14 +29,18 @@ async fn solo_with(config: KernelConfig) -> Solo {
     let dir = tempfile::tempdir().unwrap();
     let store = common::store(dir.path());
     let kernel = Kernel::start(
-        store,
+        store.clone(),
         common::sandbox(4000),
         config,
         KernelOptions::default(),
     )
     .await
     .unwrap();
-    Solo { kernel, _dir: dir }
+    Solo {
+        kernel,
+        store,
+        _dir: dir,
+    }
 }
 
 async fn solo() -> Solo {
@@ -94,7 +101,7 @@ async fn deploy_call_status_list_and_kill_in_both_formats() {
         assert!(d.created);
         assert_eq!(d.code_hash.len(), 64);
         assert_eq!(
-            k.call(&a, &sid(id), r#"{"x":1}"#, SECOND)
+            k.call(&a, &sid(id), r#"{"x":1}"#, Some(SECOND))
                 .await
                 .unwrap()
                 .replace(' ', ""),
@@ -135,7 +142,7 @@ async fn deploy_call_status_list_and_kill_in_both_formats() {
         Err(KernelError::NotFound(_))
     ));
     assert!(matches!(
-        k.call(&a, &sid("echo-wasm"), "1", SECOND).await,
+        k.call(&a, &sid("echo-wasm"), "1", Some(SECOND)).await,
         Err(KernelError::NotFound(_))
     ));
     assert!(matches!(
@@ -230,12 +237,19 @@ async fn bad_specs_and_code_are_refused_with_reasons() {
     assert!(err.to_string().contains("asked to fail in init"), "{err}");
     // After failed deploys, the same id deploys fine.
     k.deploy(&a, req("svc", Format::Js, "echo")).await.unwrap();
-    assert_eq!(k.call(&a, &sid("svc"), "2", SECOND).await.unwrap(), "2");
-    // Requests must be JSON.
-    assert!(matches!(
-        k.call(&a, &sid("svc"), "not json", SECOND).await,
-        Err(KernelError::InvalidArgument(_))
-    ));
+    assert_eq!(
+        k.call(&a, &sid("svc"), "2", Some(SECOND)).await.unwrap(),
+        "2"
+    );
+    // Requests must be JSON (an invalid argument, whose reason says so).
+    let e = k
+        .call(&a, &sid("svc"), "not json", Some(SECOND))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.reason()),
+        (solo_types::Code::InvalidArgument, "invalid_json")
+    );
 }
 
 #[tokio::test]
@@ -258,7 +272,7 @@ async fn another_tenants_service_is_not_found_on_every_path() {
         Err(KernelError::NotFound(_))
     ));
     assert!(matches!(
-        k.call(&b, &only_a, "1", SECOND).await,
+        k.call(&b, &only_a, "1", Some(SECOND)).await,
         Err(KernelError::NotFound(_))
     ));
     assert!(matches!(
@@ -274,11 +288,16 @@ async fn another_tenants_service_is_not_found_on_every_path() {
         Err(KernelError::NotFound(_))
     ));
     // Same id in two tenants: independent state; killing one leaves the other.
-    k.call(&a, &sid("shared-name"), r#"{"op":"inc","by":5}"#, SECOND)
-        .await
-        .unwrap();
+    k.call(
+        &a,
+        &sid("shared-name"),
+        r#"{"op":"inc","by":5}"#,
+        Some(SECOND),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, SECOND)
+        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, Some(SECOND))
             .await
             .unwrap(),
         r#"{"value":0}"#
@@ -287,7 +306,7 @@ async fn another_tenants_service_is_not_found_on_every_path() {
         .await
         .unwrap();
     assert!(
-        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, SECOND)
+        k.call(&b, &sid("shared-name"), r#"{"op":"get"}"#, Some(SECOND))
             .await
             .is_ok()
     );
@@ -318,7 +337,12 @@ async fn a_crash_loop_stops_at_its_intensity_with_a_crash_report() {
     let mut last = 0;
     for round in 0..3 {
         let err = k
-            .call(&a, &crashy, r#"{"mode":"log","lines":30}"#, SECOND * 5)
+            .call(
+                &a,
+                &crashy,
+                r#"{"mode":"log","lines":30}"#,
+                Some(SECOND * 5),
+            )
             .await
             .unwrap_err();
         let KernelError::ServiceCrashed(report) = err else {
@@ -369,12 +393,14 @@ async fn a_crash_loop_stops_at_its_intensity_with_a_crash_report() {
     assert_eq!(st.restarts, 2);
     assert_eq!(st.last_error.unwrap().kind, "trap");
     assert!(matches!(
-        k.call(&a, &crashy, r#"{"mode":"ok"}"#, SECOND).await,
+        k.call(&a, &crashy, r#"{"mode":"ok"}"#, Some(SECOND)).await,
         Err(KernelError::FailedPrecondition(_))
     ));
     // Others are unaffected, and a failed service can be killed and redeployed.
     assert_eq!(
-        k.call(&a, &sid("bystander"), "7", SECOND).await.unwrap(),
+        k.call(&a, &sid("bystander"), "7", Some(SECOND))
+            .await
+            .unwrap(),
         "7"
     );
     k.kill(&a, &crashy, KillOptions::default()).await.unwrap();
@@ -382,7 +408,7 @@ async fn a_crash_loop_stops_at_its_intensity_with_a_crash_report() {
         .await
         .unwrap();
     assert_eq!(
-        k.call(&a, &crashy, r#"{"mode":"ok"}"#, SECOND)
+        k.call(&a, &crashy, r#"{"mode":"ok"}"#, Some(SECOND))
             .await
             .unwrap(),
         "\"ok\""
@@ -399,7 +425,7 @@ async fn a_restarted_service_keeps_its_mailbox_and_serves_again() {
     // A cast that crashes it, then calls queued behind it: served by the new instance.
     k.cast(&a, &c, r#"{"mode":"crash"}"#).unwrap();
     let reply = k
-        .call(&a, &c, r#"{"mode":"ok"}"#, SECOND * 5)
+        .call(&a, &c, r#"{"mode":"ok"}"#, Some(SECOND * 5))
         .await
         .unwrap();
     assert_eq!(reply, "\"ok\"");
@@ -417,7 +443,7 @@ async fn restart_policies() {
     r.restart = Some(RestartPolicy::Temporary);
     k.deploy(&a, r).await.unwrap();
     let _ = k
-        .call(&a, &sid("temp"), r#"{"mode":"panic"}"#, SECOND * 5)
+        .call(&a, &sid("temp"), r#"{"mode":"panic"}"#, Some(SECOND * 5))
         .await;
     next_event(k, &a, 0, kinds::SERVICE_FAILED, "temp").await;
     assert_eq!(
@@ -429,11 +455,11 @@ async fn restart_policies() {
     r.restart = Some(RestartPolicy::Transient);
     k.deploy(&a, r).await.unwrap();
     let _ = k
-        .call(&a, &sid("trans"), r#"{"mode":"panic"}"#, SECOND * 5)
+        .call(&a, &sid("trans"), r#"{"mode":"panic"}"#, Some(SECOND * 5))
         .await;
     next_event(k, &a, 0, kinds::SERVICE_RESTARTED, "trans").await;
     assert_eq!(
-        k.call(&a, &sid("trans"), r#"{"mode":"ok"}"#, SECOND)
+        k.call(&a, &sid("trans"), r#"{"mode":"ok"}"#, Some(SECOND))
             .await
             .unwrap(),
         "\"ok\""
@@ -452,7 +478,7 @@ async fn a_service_that_never_answers_times_out_and_can_still_be_killed() {
     let spin = sid("spin");
     let t = Instant::now();
     let err = k
-        .call(&a, &spin, "{}", Duration::from_millis(200))
+        .call(&a, &spin, "{}", Some(Duration::from_millis(200)))
         .await
         .unwrap_err();
     assert!(matches!(err, KernelError::DeadlineExceeded(_)), "{err}");
@@ -473,7 +499,7 @@ async fn a_service_that_never_answers_times_out_and_can_still_be_killed() {
             &a,
             &spin,
             KillOptions {
-                timeout: Duration::from_millis(300),
+                timeout: Some(Duration::from_millis(300)),
                 force: false,
             },
         )
@@ -497,7 +523,7 @@ async fn a_forced_kill_interrupts_a_busy_js_service_at_once() {
     let caller = {
         let (k, a) = (k.clone(), a.clone());
         tokio::spawn(async move {
-            k.call(&a, &sid("spin"), "{}", Duration::from_secs(30))
+            k.call(&a, &sid("spin"), "{}", Some(Duration::from_secs(30)))
                 .await
         })
     };
@@ -507,7 +533,7 @@ async fn a_forced_kill_interrupts_a_busy_js_service_at_once() {
         &a,
         &sid("spin"),
         KillOptions {
-            timeout: SECOND,
+            timeout: Some(SECOND),
             force: true,
         },
     )
@@ -526,7 +552,7 @@ async fn graceful_kill_finishes_the_current_message_and_takes_a_snapshot() {
     k.deploy(&a, req("counter", Format::Wasm, "counter"))
         .await
         .unwrap();
-    k.call(&a, &sid("counter"), r#"{"op":"inc","by":41}"#, SECOND)
+    k.call(&a, &sid("counter"), r#"{"op":"inc","by":41}"#, Some(SECOND))
         .await
         .unwrap();
     let killed = k
@@ -548,7 +574,10 @@ async fn deploy_during_kill_of_the_same_id_is_refused() {
     k.deploy(&a, r).await.unwrap();
     let _busy = {
         let (k, a) = (k.clone(), a.clone());
-        tokio::spawn(async move { k.call(&a, &sid("x"), "{}", Duration::from_secs(30)).await })
+        tokio::spawn(async move {
+            k.call(&a, &sid("x"), "{}", Some(Duration::from_secs(30)))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let killing = {
@@ -558,7 +587,7 @@ async fn deploy_during_kill_of_the_same_id_is_refused() {
                 &a,
                 &sid("x"),
                 KillOptions {
-                    timeout: Duration::from_millis(500),
+                    timeout: Some(Duration::from_millis(500)),
                     force: false,
                 },
             )
@@ -604,7 +633,7 @@ async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
             &a,
             &sid("relay-a"),
             r#"{"to":"echo","body":{"hi":1}}"#,
-            SECOND * 2,
+            Some(SECOND * 2),
         )
         .await
         .unwrap();
@@ -616,7 +645,7 @@ async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
             &a,
             &sid("relay-a"),
             r#"{"to":"relay-b","timeout":2000,"body":{"to":"relay-a","timeout":300,"body":1}}"#,
-            SECOND * 5,
+            Some(SECOND * 5),
         )
         .await
         .unwrap_err();
@@ -634,7 +663,7 @@ async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
     .await
     .unwrap();
     let err = k
-        .call(&b, &sid("relay"), r#"{"to":"echo","body":1}"#, SECOND)
+        .call(&b, &sid("relay"), r#"{"to":"echo","body":1}"#, Some(SECOND))
         .await
         .unwrap_err();
     assert!(
@@ -654,7 +683,7 @@ async fn kv_is_durable_per_service_and_removed_with_it() {
             &a,
             &sid(id),
             r#"{"op":"put","key":"k1","value":"v1"}"#,
-            SECOND,
+            Some(SECOND),
         )
         .await
         .unwrap();
@@ -664,12 +693,17 @@ async fn kv_is_durable_per_service_and_removed_with_it() {
         &a,
         &sid("notes-j"),
         r#"{"op":"put","key":"k1","value":"other"}"#,
-        SECOND,
+        Some(SECOND),
     )
     .await
     .unwrap();
     let got = k
-        .call(&a, &sid("notes-w"), r#"{"op":"get","key":"k1"}"#, SECOND)
+        .call(
+            &a,
+            &sid("notes-w"),
+            r#"{"op":"get","key":"k1"}"#,
+            Some(SECOND),
+        )
         .await
         .unwrap();
     assert_eq!(got, r#"{"value":"v1"}"#);
@@ -680,7 +714,12 @@ async fn kv_is_durable_per_service_and_removed_with_it() {
         .await
         .unwrap();
     let got = k
-        .call(&a, &sid("notes-w"), r#"{"op":"get","key":"k1"}"#, SECOND)
+        .call(
+            &a,
+            &sid("notes-w"),
+            r#"{"op":"get","key":"k1"}"#,
+            Some(SECOND),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -701,12 +740,12 @@ async fn logs_are_kept_and_followed() {
     )
     .await
     .unwrap();
-    k.call(&a, &sid("talk"), "1", SECOND).await.unwrap();
-    let (backlog, mut live) = k.follow_logs(&a, &sid("talk"), 100).unwrap();
+    k.call(&a, &sid("talk"), "1", Some(SECOND)).await.unwrap();
+    let (backlog, mut live) = k.follow_logs(&a, &sid("talk"), 100, 0).unwrap();
     assert_eq!(backlog.len(), 1);
     assert_eq!(backlog[0].message, "got 1");
-    k.call(&a, &sid("talk"), "2", SECOND).await.unwrap();
-    assert_eq!(live.recv().await.unwrap().message, "got 2");
+    k.call(&a, &sid("talk"), "2", Some(SECOND)).await.unwrap();
+    assert_eq!(live.next().await.unwrap().message, "got 2");
     assert_eq!(k.logs(&a, &sid("talk"), 1).unwrap()[0].message, "got 2");
 }
 
@@ -789,10 +828,19 @@ async fn a_thousand_concurrent_deploys() {
         1000
     );
     assert_eq!(events_of(k, &a, kinds::SERVICE_DEPLOYED).len(), 1000);
-    assert_eq!(k.call(&a, &sid("svc-999"), "9", SECOND).await.unwrap(), "9");
-    let report = k.store().verify().unwrap();
-    assert_eq!(report.first_broken, None);
+    assert_eq!(
+        k.call(&a, &sid("svc-999"), "9", Some(SECOND))
+            .await
+            .unwrap(),
+        "9"
+    );
+    let report = k
+        .verify_events(&Caller::admin(a.tenant_id().clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.first_broken_id, None);
     assert_eq!(report.checked, report.last_id);
+    assert_eq!(s.store.verify().unwrap().first_broken, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,7 +854,7 @@ async fn a_crash_storm_in_one_tenant_leaves_another_tenants_calls_fast() {
     let mut baseline = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        k.call(&b, &sid("echo"), "1", SECOND).await.unwrap();
+        k.call(&b, &sid("echo"), "1", Some(SECOND)).await.unwrap();
         baseline.push(t.elapsed());
     }
     for i in 0..100 {
@@ -829,7 +877,7 @@ async fn a_crash_storm_in_one_tenant_leaves_another_tenants_calls_fast() {
     let mut during = Vec::new();
     for _ in 0..500 {
         let t = Instant::now();
-        k.call(&b, &sid("echo"), "1", SECOND).await.unwrap();
+        k.call(&b, &sid("echo"), "1", Some(SECOND)).await.unwrap();
         during.push(t.elapsed());
     }
     storm.await.unwrap();
@@ -856,10 +904,10 @@ async fn a_component_panic_restarts_the_components_after_it_and_nothing_else() {
     let admin = Caller::admin(TenantId::new("ops").unwrap());
     let a = tenant("a");
     k.deploy(&a, req("c", Format::Js, "counter")).await.unwrap();
-    k.call(&a, &sid("c"), r#"{"op":"inc","by":3}"#, SECOND)
+    k.call(&a, &sid("c"), r#"{"op":"inc","by":3}"#, Some(SECOND))
         .await
         .unwrap();
-    let before = k.store().last_id();
+    let before = s.store.last_id();
 
     assert!(k.inject_fault("registry"));
     let mut sub = k
@@ -902,7 +950,7 @@ async fn a_component_panic_restarts_the_components_after_it_and_nothing_else() {
     }
     // The service kept its state: it was never restarted.
     assert_eq!(
-        k.call(&a, &sid("c"), r#"{"op":"get"}"#, SECOND)
+        k.call(&a, &sid("c"), r#"{"op":"get"}"#, Some(SECOND))
             .await
             .unwrap(),
         r#"{"value":3}"#

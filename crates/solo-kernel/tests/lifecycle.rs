@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelError, KernelOptions, KillOptions,
-    ListFilter, SwapMode, SwapRequest,
+    ListFilter, SwapMethod, SwapMode, SwapRequest,
 };
-use solo_store::{RedbStore, Store};
+use solo_store::{EventLog, RedbStore, Store};
+use solo_types::clock::{FakeClock, SharedClock};
 use solo_types::{Event, Format, TenantId, kinds};
 
 use common::{events_of, sid, tenant};
@@ -27,13 +28,25 @@ async fn open(dir: tempfile::TempDir) -> Solo {
 }
 
 async fn open_with(dir: tempfile::TempDir, config: KernelConfig) -> Solo {
+    open_on(dir, config, None).await
+}
+
+/// A kernel telling time by `clock` (the machine's when `None`).
+async fn open_on(
+    dir: tempfile::TempDir,
+    config: KernelConfig,
+    clock: Option<Arc<FakeClock>>,
+) -> Solo {
     let store = common::store(dir.path());
     let dyn_store: Arc<dyn Store> = store.clone();
     let kernel = Kernel::start(
         dyn_store,
         common::sandbox(500),
         config,
-        KernelOptions::default(),
+        KernelOptions {
+            clock: clock.map(|c| c as SharedClock),
+            ..KernelOptions::default()
+        },
     )
     .await
     .unwrap();
@@ -67,7 +80,7 @@ fn wasm(name: &str) -> Arc<[u8]> {
 }
 
 async fn call(k: &Kernel, id: &str, req: &str) -> Result<String, KernelError> {
-    k.call(&alice(), &sid(id), req, Duration::from_secs(5))
+    k.call(&alice(), &sid(id), req, Some(Duration::from_secs(5)))
         .await
 }
 
@@ -142,7 +155,7 @@ async fn a_swap_carries_the_state_across_formats_and_succeeds() {
         .unwrap();
     assert_eq!(
         (out.version, out.method, out.state_carried),
-        (2, "swap", true)
+        (2, SwapMethod::Swap, true)
     );
     assert_eq!(value(k, "c").await, 5);
     let st = k.status(&alice(), &sid("c")).unwrap();
@@ -159,7 +172,7 @@ async fn a_swap_carries_the_state_across_formats_and_succeeds() {
         .hot_swap(&alice(), swap("c", Format::Wasm, wasm("counter")))
         .await
         .unwrap();
-    assert_eq!((again.method, again.version), ("unchanged", 2));
+    assert_eq!((again.method, again.version), (SwapMethod::Unchanged, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +322,7 @@ async fn replace_restarts_under_the_same_id_without_state() {
     let out = k.hot_swap(&alice(), req).await.unwrap();
     assert_eq!(
         (out.method, out.version, out.state_carried),
-        ("replace", 2, false)
+        (SwapMethod::Replace, 2, false)
     );
     assert_eq!(value(k, "c").await, 0);
     assert_eq!(k.status(&alice(), &sid("c")).unwrap().format, Format::Wasm);
@@ -399,7 +412,7 @@ async fn recovery_restarts_what_runs_with_its_last_snapshot_once() {
     assert_eq!(value(k, "counter").await, 4);
     assert_eq!(events(k, kinds::SERVICE_DEPLOYED).len(), deployed_before);
     assert_eq!(events(k, kinds::SERVICE_RECOVERED).len(), 4);
-    let report = k.store().verify().unwrap();
+    let report = s.store.verify().unwrap();
     assert!(report.first_broken.is_none());
     // Each start checked the log and said so.
     let verified = wait_for(k, kinds::EVENT_LOG_VERIFIED, 3).await;
@@ -495,7 +508,13 @@ fn register(id: &str, name: &str, meta: &[(&str, &str)], ttl: i64) -> solo_kerne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_registers_filters_expires_and_survives_a_restart() {
-    let s = solo().await;
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        KernelConfig::default(),
+        Some(Arc::clone(&clock)),
+    )
+    .await;
     let k = &s.kernel;
     for id in ["eu", "us", "short"] {
         k.deploy(
@@ -509,8 +528,8 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
         .register_service(&alice(), register("eu", "echo", &[("region", "eu")], 0))
         .await
         .unwrap();
-    assert_eq!(eu.handle.len(), 32);
-    assert!(eu.handle.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(eu.service_handle.len(), 32);
+    assert!(eu.service_handle.bytes().all(|b| b.is_ascii_hexdigit()));
     k.register_service(&alice(), register("us", "echo", &[("region", "us")], 0))
         .await
         .unwrap();
@@ -525,7 +544,7 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
         )
         .await
         .unwrap();
-    assert_eq!(again.handle, eu.handle);
+    assert_eq!(again.service_handle, eu.service_handle);
 
     let filter = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
         pairs
@@ -536,10 +555,7 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
     let found = k
         .discover(&alice(), "echo", &filter(&[("region", "eu")]))
         .unwrap();
-    let mut ids: Vec<String> = found
-        .iter()
-        .map(|d| d.registration.service_id.to_string())
-        .collect();
+    let mut ids: Vec<String> = found.iter().map(|d| d.service_id.to_string()).collect();
     ids.sort();
     assert_eq!(ids, ["eu", "short"]);
     let gold = k
@@ -569,8 +585,9 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
         assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
     }
 
-    // TTL 1 s: gone after 2 s, with an event.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // TTL 1 s: gone after 2 s (on the kernel's clock), with an event.
+    assert_eq!(k.registrations(&alice(), Some("echo")).unwrap().len(), 3);
+    clock.advance(Duration::from_secs(2));
     assert_eq!(k.registrations(&alice(), Some("echo")).unwrap().len(), 2);
     let gone = wait_for(k, kinds::SERVICE_DEREGISTERED, 1).await;
     assert_eq!(gone[0].payload["reason"], "expired");
@@ -599,7 +616,7 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
         .registrations(&alice(), None)
         .unwrap()
         .iter()
-        .map(|d| d.registration.service_id.to_string())
+        .map(|d| d.service_id.to_string())
         .collect();
     assert_eq!(names, ["eu"]);
 
@@ -607,7 +624,7 @@ async fn discovery_registers_filters_expires_and_survives_a_restart() {
     let s = restart(s).await;
     let found = s.kernel.discover(&alice(), "echo", &filter(&[])).unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].registration.handle, eu.handle);
+    assert_eq!(found[0].service_handle, eu.service_handle);
     assert!(found[0].alive);
 }
 
@@ -620,7 +637,13 @@ async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
     let mut config = KernelConfig::default();
     config.limits.max_per_tenant = 3;
     config.limits.max_total = 5;
-    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        config,
+        Some(Arc::clone(&clock)),
+    )
+    .await;
     let k = &s.kernel;
     let bob = Caller::tenant(TenantId::new("bob").unwrap());
     let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
@@ -646,7 +669,7 @@ async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
         events_of(k, &bob, kinds::LOAD_SHED)[0].payload["scope"],
         "global"
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
     let _ = k.admit(&alice()).unwrap_err();
     wait_for(k, kinds::LOAD_SHED, 3).await;
@@ -663,7 +686,13 @@ async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
     let mut config = KernelConfig::default();
     config.breaker.failures = 2;
     config.breaker.open_seconds = 1;
-    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        config,
+        Some(Arc::clone(&clock)),
+    )
+    .await;
     let k = &s.kernel;
     k.deploy(
         &alice(),
@@ -679,8 +708,12 @@ async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
     let e = call(k, "c", r#"{"mode":"ok"}"#).await.unwrap_err();
     assert_eq!(e.reason(), "circuit_breaker_open", "{e:?}");
     wait_for(k, kinds::CIRCUIT_BREAKER_OPENED, 1).await;
-    // After the open period: probes, and two successes close it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Still open half a second later; after the open period: probes, and two successes
+    // close it.
+    clock.advance(Duration::from_millis(500));
+    let e = call(k, "c", r#"{"mode":"ok"}"#).await.unwrap_err();
+    assert_eq!(e.reason(), "circuit_breaker_open", "{e:?}");
+    clock.advance(Duration::from_millis(600));
     assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
     assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
     wait_for(k, kinds::CIRCUIT_BREAKER_CLOSED, 1).await;
@@ -707,7 +740,7 @@ async fn critical_pressure_refuses_deploys_until_it_eases() {
     .unwrap();
     let critical = wait_for(k, kinds::RESOURCE_PRESSURE_CRITICAL, 1).await;
     assert_eq!(critical[0].payload["resource"], "services");
-    assert_eq!(k.pressure(), "critical");
+    assert_eq!(k.runtime_config(&admin()).unwrap().pressure, "critical");
     let e = k
         .deploy(
             &alice(),
@@ -755,11 +788,11 @@ async fn runtime_config_is_admin_only_validated_and_recorded() {
         .await
         .unwrap_err();
     assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
-    let (prev, now) = k
+    let change = k
         .set_config(&admin(), "limits.max_per_tenant", "1")
         .await
         .unwrap();
-    assert_eq!((prev, now), (100, 1));
+    assert_eq!((change.previous, change.value), (100, 1));
     let changed = events_of(k, &alice(), kinds::CONFIG_CHANGED);
     assert!(changed.is_empty(), "a tenant does not see system events");
     let all = events(k, kinds::CONFIG_CHANGED);
@@ -769,6 +802,6 @@ async fn runtime_config_is_admin_only_validated_and_recorded() {
     let _p = k.admit(&alice()).unwrap();
     assert_eq!(k.admit(&alice()).unwrap_err().reason(), "load_shed");
     let values = k.runtime_config(&admin()).unwrap();
-    assert!(values.contains(&("limits.max_per_tenant", 1)));
+    assert_eq!(values.values["limits.max_per_tenant"], 1);
     assert!(k.runtime_config(&alice()).is_err());
 }

@@ -11,7 +11,6 @@ mod batch;
 mod chunk;
 pub mod codec;
 mod error;
-mod query;
 mod redb_store;
 mod subscribe;
 mod wal;
@@ -23,8 +22,8 @@ use solo_types::NewEvent;
 
 pub use batch::{MAX_VALUE_BYTES, Op, WriteBatch, validate_table_name};
 pub use error::StoreError;
-pub use query::{EventFilter, EventPage, EventQuery, Order};
 pub use redb_store::{FORMAT_VERSION, RedbStore, StoreOptions};
+pub use solo_types::query::{EventFilter, EventPage, EventQuery, Order};
 pub use subscribe::{EventSource, Subscription};
 
 /// The result of a durable commit.

@@ -33,9 +33,9 @@ use solo_types::{Event, NewEvent};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::codec::{self, GENESIS_HASH};
-use crate::query::{EventPage, EventQuery};
 use crate::subscribe::{EventSource, Subscription};
 use crate::{Commit, EventFilter, EventLog, Kv, KvRead, StoreError, VerifyReport, WriteBatch};
+use crate::{EventPage, EventQuery};
 
 use crate::wal::{self, Wal, WalRecord};
 use writer::{ChainState, Clock, Gate, Msg, Prepared, Staged, Writer, apply_group, names_of};

@@ -2,21 +2,27 @@
 
 use crate::ids::{ServiceId, TenantId};
 
-/// An event as stored in the log (DESIGN §4).
+/// An event as stored in the log (`docs/design.md`, "Events"). Its JSON is the one shape
+/// every face shows: `id`, `timestamp`, `mono`, `event_type`, `tenant_id`, `service_id`,
+/// `subject`, `payload`, `causation_id`, `hash`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Dense from 1, strictly increasing, never reused, continues after a restart.
     pub id: u64,
     /// UTC wall clock, nanoseconds since the Unix epoch. Never decreases along the log:
     /// if the wall clock steps back, the previous event's value is kept.
+    #[serde(rename = "timestamp")]
     pub ts: i64,
     /// Monotonic nanoseconds; never decreases along the log, across restarts too.
     pub mono: u64,
     /// `snake_case` kind, or `custom.<name>` for guest-emitted events.
+    #[serde(rename = "event_type")]
     pub kind: String,
     /// The tenant the event belongs to; `None` only for system events.
+    #[serde(rename = "tenant_id")]
     pub tenant: Option<TenantId>,
     /// The service the event is about, if any.
+    #[serde(rename = "service_id")]
     pub service: Option<ServiceId>,
     /// What the event is about, for humans and filters (`tenant/service`, a component).
     pub subject: String,
@@ -92,7 +98,7 @@ impl NewEvent {
     }
 }
 
-/// The event kinds Solo itself emits (DESIGN §4). Guests emit `custom.*` kinds.
+/// The event kinds Solo itself emits (`docs/design.md`, "Events"). Guests emit `custom.*` kinds.
 pub mod kinds {
     pub const SYSTEM_STARTED: &str = "system_started";
     pub const SYSTEM_SHUTDOWN_STARTED: &str = "system_shutdown_started";
@@ -158,6 +164,17 @@ mod tests {
         };
         let text = serde_json::to_string(&e).unwrap();
         assert!(text.contains(&"ab".repeat(32)));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for key in [
+            "id",
+            "timestamp",
+            "mono",
+            "event_type",
+            "tenant_id",
+            "service_id",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
     }

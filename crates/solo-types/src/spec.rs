@@ -81,7 +81,7 @@ impl FromStr for RestartPolicy {
     }
 }
 
-/// Per-service limits (DESIGN §3.3).
+/// Per-service limits (`docs/design.md`, "Deploy spec").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceLimits {
     pub memory_mb: u32,
@@ -105,7 +105,7 @@ pub struct DeploySpec {
     pub secrets: Vec<String>,
 }
 
-/// A service's lifecycle state (DESIGN §3.4).
+/// A service's lifecycle state (`docs/design.md`, "Lifecycle").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {

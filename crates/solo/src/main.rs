@@ -32,6 +32,7 @@ struct Cli {
 
 /// Options every command accepts.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Print JSON (one document, or one per line for streams) instead of tables.
     #[arg(long, global = true)]
@@ -78,6 +79,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let as_json = cli.global.json;
     let result = match cli.command {
         Command::Server(args) => server::run(args, cli.global.data_dir.clone()),
         Command::Init(args) => cli::init(&cli.global, &args),
@@ -91,7 +93,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            output::fail(&e);
+            output::fail(&e, as_json);
             ExitCode::FAILURE
         }
     }

@@ -8,8 +8,13 @@ use comfy_table::{ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-/// Prints the failure of a command as one line on stderr.
-pub fn fail(e: &anyhow::Error) {
+/// Prints the failure of a command: one line on stderr, or with `--json` one JSON
+/// document on stdout (the shape REST answers with).
+pub fn fail(e: &anyhow::Error, as_json: bool) {
+    if as_json {
+        json(&serde_json::to_value(crate::cli::failure_of(e)).unwrap_or_default());
+        return;
+    }
     // `{:#}` joins the causes with ": " on one line.
     let line = format!("{e:#}").replace('\n', " ");
     eprintln!("error: {line}");

@@ -110,6 +110,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?;
     let mut components = HashMap::new();
     components.insert("gateway", gateway.component());
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let kernel = Kernel::start(
         dyn_store,
         sandbox,
@@ -118,16 +119,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             components,
             vault: Some(Arc::new(vault)),
             data_dir: Some(data_dir.clone()),
+            clock: None,
+            on_shutdown: Some(Arc::new(move |grace| {
+                let _ = stop_tx.send(grace);
+            })),
         },
     )
     .await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    gateway.attach(
-        kernel.clone(),
-        Arc::new(move |grace| {
-            let _ = stop_tx.send(grace);
-        }),
-    );
+    gateway.attach(kernel.clone());
     let info = ServerInfo {
         grpc: gateway.grpc_addr().to_string(),
         http: gateway.http_addr().to_string(),

@@ -110,9 +110,10 @@ async fn a_noisy_neighbour_is_shed_while_the_other_tenant_stays_fast() {
     let v = s.cli_json(&["events", "--of-tenant", "alice", "--kind", "load_shed"]);
     assert!(!v["events"].as_array().unwrap().is_empty());
     let v = s.cli_json(&["config", "set", "limits.max_per_tenant", "200"]);
+    // The same JSON shape as REST's answer: numbers.
     assert_eq!(
-        (v["previous"].as_str(), v["value"].as_str()),
-        (Some("10"), Some("200"))
+        (v["previous"].as_u64(), v["value"].as_u64()),
+        (Some(10), Some(200))
     );
     let v = s.cli_json(&["config", "show"]);
     assert_eq!(v["values"]["limits.max_per_tenant"], 200);

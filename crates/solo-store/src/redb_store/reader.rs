@@ -6,8 +6,8 @@ use solo_types::Event;
 use super::{CHUNKS, INDEX, Inner, NAMES, index_key, kind_name, service_name, tenant_name};
 use crate::chunk::{ChunkView, decode_runs};
 use crate::codec::{self, GENESIS_HASH, Stamp};
-use crate::query::{EventPage, EventQuery, Order};
 use crate::{BrokenLink, EventFilter, StoreError, VerifyReport};
+use crate::{EventPage, EventQuery, Order};
 
 /// Finds records by id, keeping the last chunk it loaded.
 struct Fetcher<'a> {

@@ -281,7 +281,7 @@ async fn discovery_over_grpc_rest_and_the_cli() {
     assert_eq!(e.code(), Code::NotFound);
     // The CLI (as the admin, who has none; then as alice).
     let v = s.cli_json(&["discover"]);
-    assert_eq!(v["total"], 0);
+    assert_eq!(v["total_count"], 0);
     let (cert, key) = s.issue("alice", false);
     let (cert, key) = (
         cert.to_str().unwrap().to_string(),
@@ -298,5 +298,5 @@ async fn discovery_over_grpc_rest_and_the_cli() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["services"][0]["service_id"], "echo-eu");
-    assert_eq!(v["total"], 1);
+    assert_eq!(v["total_count"], 1);
 }

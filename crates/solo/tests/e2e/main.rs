@@ -514,6 +514,7 @@ async fn tenants_cannot_see_or_touch_each_other() {
             service_id: id(),
             tail: 10,
             follow: false,
+            ..pb::LogsRequest::default()
         })
         .await
         .map(|_| tonic::Status::ok("")));

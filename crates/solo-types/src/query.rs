@@ -1,6 +1,10 @@
-//! Event queries: filters, id and time bounds, paging.
+//! Event queries: filters, id and time bounds, paging. The store serves them; every face
+//! builds them, so they live here, below both.
 
-use solo_types::{Event, ServiceId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::ids::{ServiceId, TenantId};
 
 /// Which events a query or a subscription wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,13 +72,14 @@ impl EventQuery {
     pub const SCAN_BUDGET: usize = 100_000;
 }
 
-/// Events and where to continue.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Events and where to continue (as JSON: `{"events", "next_cursor"}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventPage {
     pub events: Vec<Event>,
     /// Pass this as `after_id` (ascending) or `before_id` (descending) for the next page;
     /// `None` when the read reached the end of the log as of its snapshot.
     pub next_cursor: Option<u64>,
     /// The highest id this read's snapshot held (the end of the log when it began).
+    #[serde(skip)]
     pub snapshot_last_id: u64,
 }

@@ -1,0 +1,496 @@
+//! A service's actor: a child of its tenant's supervisor that starts (or takes) an
+//! instance and handles one message at a time until it is stopped or the instance
+//! crashes; hot swaps are applied here, between two messages. Also the start of an
+//! instance (within the startup timeout), the supervisor's child spec for a service, and
+//! the recording of a service's crashes and what its supervisor decided.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use solo_sandbox::{Artifact, CallError, Crash, Instance, Level};
+use solo_store::WriteBatch;
+use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, SupervisorEvent};
+use solo_types::{
+    CrashReport, NewEvent, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
+};
+
+use crate::core::Core;
+use crate::entry::{Code, Envelope, ServiceEntry, SwapApplied, SwapPlan, SwapRefused};
+use crate::error::KernelError;
+use crate::error::Stage;
+use crate::host;
+use crate::records::{self, DeploymentRecord};
+
+/// The old version, kept through the rollback window.
+struct Rollback {
+    old: Box<dyn Instance>,
+    old_code: Code,
+    deadline: Instant,
+}
+
+/// One incarnation of a service's actor: start (or take) an instance, then handle
+/// messages until the supervisor stops it or the instance crashes.
+pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: ChildCtx) -> Exit {
+    let ready = entry.ready.lock().take();
+    let mut instance = match ready {
+        Some(i) => i,
+        None => {
+            let Some(k) = kernel.upgrade() else {
+                return Exit::Shutdown;
+            };
+            entry.set_state(ServiceState::Starting);
+            match start_instance(&k, &entry).await {
+                Ok(i) => i,
+                Err(report) => {
+                    let why = format!("{}: {}", report.kind, report.message);
+                    entry.note_crash(report);
+                    return Exit::Crashed(why);
+                }
+            }
+        }
+    };
+    *entry.interrupt.lock() = Some(instance.interrupt_handle());
+    *entry.started.lock() = Some(Instant::now());
+    entry
+        .memory_bytes
+        .store(instance.stats().memory_bytes, Ordering::Relaxed);
+    entry.set_state(ServiceState::Running);
+
+    let mut inbox = entry.inbox.lock().await;
+    let mut pending: Option<Rollback> = None;
+    loop {
+        let window = pending.as_ref().map(|r| r.deadline);
+        let envelope = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
+                stop_gracefully(&kernel, &entry, instance.as_mut()).await;
+                return Exit::Shutdown;
+            }
+            () = until(window) => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
+                continue;
+            }
+            env = inbox.recv() => env,
+        };
+        let Some(envelope) = envelope else {
+            return Exit::Shutdown;
+        };
+        let before = instance.stats();
+        let outcome = match envelope {
+            Envelope::Call {
+                request,
+                reply,
+                deadline,
+            } => {
+                if reply.is_closed() || Instant::now() >= deadline {
+                    continue; // nobody waits for this answer any more
+                }
+                let r = instance.call(&request).await;
+                let crash = match &r {
+                    Err(CallError::Crash(c)) => Some(c.clone()),
+                    _ => None,
+                };
+                let _ = reply.send(r);
+                crash
+            }
+            Envelope::Cast { message } => match instance.cast(&message).await {
+                Err(CallError::Crash(c)) => Some(c),
+                Err(e) => {
+                    entry.logs.push(Level::Warn, &format!("cast failed: {e}"));
+                    None
+                }
+                Ok(()) => None,
+            },
+            Envelope::Swap { plan, reply } => {
+                if let Some(rb) = pending.take() {
+                    swap_succeeded(&kernel, &entry, rb).await;
+                }
+                match apply_swap(&kernel, &entry, &mut instance, *plan).await {
+                    Ok((rb, applied)) => {
+                        pending = Some(rb);
+                        let _ = reply.send(Ok(applied));
+                        None
+                    }
+                    Err((refused, crash)) => {
+                        let _ = reply.send(Err(refused));
+                        crash
+                    }
+                }
+            }
+        };
+        entry.record_stats(before, instance.stats());
+        if let Some(crash) = outcome {
+            let report = entry.crash_report(&crash);
+            // A crash inside the rollback window: back to the old version, whose state
+            // is the snapshot the swap carried over.
+            if let Some(rb) = pending.take() {
+                instance = roll_back(&kernel, &entry, rb, &report).await;
+                continue;
+            }
+            let why = format!("{}: {}", report.kind, report.message);
+            entry.note_crash(report);
+            return Exit::Crashed(why);
+        }
+    }
+}
+
+/// Resolves at `deadline`, never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Snapshot the old instance, start the new code and restore the snapshot into it,
+/// record the new version, then switch. On any failure the old instance keeps serving;
+/// a crash of the old instance while taking its snapshot is returned to be handled as
+/// a crash.
+async fn apply_swap(
+    kernel: &Weak<Core>,
+    entry: &Arc<ServiceEntry>,
+    instance: &mut Box<dyn Instance>,
+    plan: SwapPlan,
+) -> Result<(Rollback, SwapApplied), (SwapRefused, Option<Crash>)> {
+    use crate::error::KernelError as E;
+    let refuse = |stage: &'static str, error: E| (SwapRefused { stage, error }, None);
+    let Some(k) = kernel.upgrade() else {
+        return Err(refuse("start", E::shutting_down()));
+    };
+    let carry = instance.has_state() && plan.code.artifact.has_state();
+    let state = if carry {
+        match instance.snapshot().await {
+            Ok(s) => s,
+            Err(CallError::Crash(c)) => {
+                let msg = format!("the old version crashed taking its snapshot: {}", c.message);
+                return Err((
+                    SwapRefused {
+                        stage: "snapshot",
+                        error: E::FailedPrecondition(msg),
+                    },
+                    Some(c),
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    "snapshot",
+                    E::FailedPrecondition(format!("the old version's snapshot failed: {e}")),
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let mut new = start_instance_of(&k, entry, &plan.code.artifact)
+        .await
+        .map_err(|r| {
+            refuse(
+                "start",
+                E::InvalidArgument(format!(
+                    "the new version failed to start: {}: {}",
+                    r.kind, r.message
+                )),
+            )
+        })?;
+    if let Some(state) = &state
+        && let Err(e) = new.restore(state).await
+    {
+        return Err(refuse(
+            "restore",
+            E::InvalidArgument(format!(
+                "the new version could not restore the old version's state: {e}"
+            )),
+        ));
+    }
+    let old_code = entry.code();
+    let snapshot_bytes = state.as_ref().map(Vec::len);
+    let event = crate::records::swap_started(
+        &entry.tenant,
+        &entry.id,
+        (old_code.version, &old_code.hash),
+        (plan.code.version, &plan.code.hash),
+        "swap",
+        snapshot_bytes,
+    );
+    let event_id = persist_code(&k, entry, &plan.code, Some(&plan.code_bytes), vec![event])
+        .await
+        .map_err(|e| refuse("record", e))?;
+    let old = std::mem::replace(instance, new);
+    entry.set_code(plan.code.clone());
+    *entry.interrupt.lock() = Some(instance.interrupt_handle());
+    entry
+        .memory_bytes
+        .store(instance.stats().memory_bytes, Ordering::Relaxed);
+    let applied = SwapApplied {
+        version: plan.code.version,
+        code_hash: plan.code.hash.clone(),
+        event_id,
+        snapshot_bytes,
+        state_carried: carry,
+    };
+    let rb = Rollback {
+        old,
+        old_code,
+        deadline: Instant::now() + plan.rollback_window,
+    };
+    Ok((rb, applied))
+}
+
+/// The rollback window passed without a crash: the old version goes.
+async fn swap_succeeded(kernel: &Weak<Core>, entry: &ServiceEntry, rb: Rollback) {
+    drop(rb.old);
+    let Some(k) = kernel.upgrade() else { return };
+    let e = crate::records::swap_succeeded(&entry.tenant, &entry.id, entry.version(), "swap");
+    if let Err(err) = k.store.append(vec![e]).await {
+        tracing::warn!(service = %entry.id, error = %err, "could not record a hot swap's success");
+    }
+}
+
+/// Goes back to the old version and records why.
+async fn roll_back(
+    kernel: &Weak<Core>,
+    entry: &Arc<ServiceEntry>,
+    rb: Rollback,
+    report: &CrashReport,
+) -> Box<dyn Instance> {
+    let from = entry.version();
+    let instance = rb.old;
+    entry.set_code(rb.old_code.clone());
+    *entry.interrupt.lock() = Some(instance.interrupt_handle());
+    *entry.last_error.lock() = Some(report.clone());
+    entry.logs.push(
+        Level::Warn,
+        &format!(
+            "version {from} crashed within its rollback window ({}: {}); rolled back to version {}",
+            report.kind, report.message, rb.old_code.version
+        ),
+    );
+    if let Some(k) = kernel.upgrade() {
+        let e = crate::records::swap_rolled_back(
+            &entry.tenant,
+            &entry.id,
+            from,
+            rb.old_code.version,
+            report,
+        );
+        if let Err(err) = persist_code(&k, entry, &rb.old_code, None, vec![e]).await {
+            tracing::warn!(service = %entry.id, error = %err, "could not record a rollback");
+        }
+    }
+    instance
+}
+
+/// Takes a snapshot, if the service exports one, before a graceful stop.
+async fn stop_gracefully(kernel: &Weak<Core>, entry: &ServiceEntry, instance: &mut dyn Instance) {
+    if !instance.has_state() {
+        return;
+    }
+    match instance.snapshot().await {
+        Ok(Some(state)) => {
+            *entry.final_snapshot.lock() = Some(state.len());
+            if let Some(k) = kernel.upgrade()
+                && let Err(e) = save_snapshot(&k, entry, state).await
+            {
+                tracing::warn!(tenant = %entry.tenant, service = %entry.id, error = %e, "could not save a snapshot");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            entry.logs.push(
+                Level::Warn,
+                &format!("snapshot before stopping failed: {e}"),
+            );
+        }
+    }
+}
+
+/// Starts an instance of `entry`'s code: instantiate and init, within the startup
+/// timeout.
+pub(crate) async fn start_instance(
+    k: &Core,
+    entry: &Arc<ServiceEntry>,
+) -> Result<Box<dyn Instance>, CrashReport> {
+    start_instance_of(k, entry, &entry.artifact()).await
+}
+
+/// Starts an instance of `artifact` for `entry` (the new code of a hot swap).
+pub(crate) async fn start_instance_of(
+    k: &Core,
+    entry: &Arc<ServiceEntry>,
+    artifact: &Artifact,
+) -> Result<Box<dyn Instance>, CrashReport> {
+    let host = Arc::new(host::KernelHost::new(k.me.clone(), Arc::clone(entry)));
+    let timeout = entry.startup_timeout();
+    let deadline = Instant::now() + timeout;
+    let timed_out = || {
+        entry.report(
+            "startup_timeout",
+            &format!(
+                "the service did not start within {} ms",
+                entry.spec.limits.startup_timeout_ms
+            ),
+            None,
+        )
+    };
+    let start = async {
+        let mut instance = k
+            .sandbox
+            .instantiate(artifact, entry.limits(), host)
+            .await
+            .map_err(|e| match e {
+                solo_sandbox::InstantiateError::Crashed(c) => {
+                    entry.report(c.kind.as_str(), &c.message, c.backtrace)
+                }
+                other => entry.report("internal", &other.to_string(), None),
+            })?;
+        // The deadline stops an init that never yields (a JS loop), which a timer
+        // alone could not.
+        let interrupt = instance.interrupt_handle();
+        interrupt.deadline(Some(deadline));
+        let init = instance.init(&entry.config_json).await;
+        interrupt.deadline(None);
+        init.map_err(|e| match e {
+            CallError::Crash(c) if c.kind == solo_sandbox::CrashKind::Interrupted => timed_out(),
+            CallError::Crash(c) => entry.report(
+                c.kind.as_str(),
+                &format!("init crashed: {}", c.message),
+                c.backtrace,
+            ),
+            CallError::Guest(msg) => entry.report(
+                "init_failed",
+                &format!("init returned an error: {msg}"),
+                None,
+            ),
+            other => entry.report("init_failed", &other.to_string(), None),
+        })?;
+        Ok(instance)
+    };
+    match tokio::time::timeout(timeout, start).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// The supervisor's child spec for `entry`'s actor.
+pub(crate) fn child_spec(k: &Core, entry: &Arc<ServiceEntry>) -> ChildSpec {
+    let spec = &entry.spec;
+    let (me, e) = (k.me.clone(), Arc::clone(entry));
+    ChildSpec {
+        name: entry.id.to_string(),
+        restart: match spec.restart {
+            RestartPolicy::Permanent => RestartType::Permanent,
+            RestartPolicy::Transient => RestartType::Transient,
+            RestartPolicy::Temporary => RestartType::Temporary,
+        },
+        shutdown_timeout: Duration::from_secs(5),
+        intensity: Some(Intensity::new(
+            spec.max_restarts,
+            Duration::from_secs(u64::from(spec.max_seconds)),
+        )),
+        backoff: None,
+        start: Arc::new(move |ctx| Box::pin(run(me.clone(), Arc::clone(&e), ctx))),
+    }
+}
+
+/// Records a service's crash and what its supervisor decided, in one commit.
+pub(crate) fn on_supervisor_event(k: &Core, tenant: &TenantId, e: SupervisorEvent) {
+    let (child, failed, reason) = match &e {
+        SupervisorEvent::ChildRestarted { child, reason, .. } => (child, None, reason),
+        SupervisorEvent::ChildFailed { child, reason, .. } => (child, Some(reason.clone()), reason),
+        SupervisorEvent::Escalated { .. } => return,
+    };
+    let Some(entry) = ServiceId::new(child.clone())
+        .ok()
+        .and_then(|s| k.running(tenant, &s))
+    else {
+        return;
+    };
+    let report = entry
+        .take_pending_crash()
+        .unwrap_or_else(|| entry.report("internal", reason, None));
+    let mut batch = WriteBatch::new();
+    batch.event(records::crashed(tenant, &entry.id, &report));
+    match failed {
+        None => {
+            let n = entry.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+            batch.event_caused_by(records::restarted(tenant, &entry.id, n), 0);
+            metrics::counter!(m::RESTARTS).increment(1);
+        }
+        Some(why) => {
+            entry.set_state(ServiceState::Failed);
+            batch.event_caused_by(records::failed(tenant, &entry.id, &why), 0);
+            entry.drain(&format!("service {} failed: {why}", entry.id));
+        }
+    }
+    let fut = k.store.commit(batch);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::error!(error = %e, "could not record a service crash");
+        }
+    });
+}
+
+/// Keeps the snapshot a graceful stop took, for the next start.
+async fn save_snapshot(k: &Core, entry: &ServiceEntry, state: Vec<u8>) -> Result<(), KernelError> {
+    let mut batch = WriteBatch::new();
+    batch
+        .put(
+            records::SNAPSHOTS,
+            records::deployment_key(&entry.tenant, &entry.id),
+            state,
+        )
+        .stage("save the snapshot")?;
+    k.store.commit(batch).await.stage("save the snapshot")?;
+    Ok(())
+}
+
+/// Records `code` as the service's current code (its deployment record, the code blob
+/// when given) with `events`; returns the first event's id.
+async fn persist_code(
+    k: &Core,
+    entry: &ServiceEntry,
+    code: &Code,
+    code_bytes: Option<&[u8]>,
+    events: Vec<NewEvent>,
+) -> Result<u64, KernelError> {
+    let mut spec = entry.spec.clone();
+    spec.format = code.format;
+    let record = DeploymentRecord {
+        v: records::RECORD_VERSION,
+        tenant: entry.tenant.clone(),
+        spec,
+        code_hash: code.hash.clone(),
+        version: code.version,
+        deployed_event: entry.deployed_event.load(Ordering::Relaxed),
+        deployed_at: entry.deployed_at,
+    };
+    let mut batch = WriteBatch::new();
+    batch
+        .put(
+            records::DEPLOYMENTS,
+            records::deployment_key(&entry.tenant, &entry.id),
+            serde_json::to_vec(&record).stage("encode the deployment record")?,
+        )
+        .stage("record the new code")?;
+    if let Some(bytes) = code_bytes
+        && k.store
+            .get(records::CODE, code.hash.as_bytes())
+            .stage("look up the code")?
+            .is_none()
+    {
+        batch
+            .put(records::CODE, code.hash.as_bytes().to_vec(), bytes.to_vec())
+            .stage("record the new code")?;
+    }
+    for e in events {
+        batch.event(e);
+    }
+    let commit = k.store.commit(batch).await.stage("record the new code")?;
+    Ok(commit.event_ids.first().copied().unwrap_or(0))
+}

@@ -1,0 +1,144 @@
+//! Calls and casts: validate the message, put it in the service's mailbox (full:
+//! `mailbox_full`), and for a call wait with a timeout, so the caller is freed even if
+//! the service is stuck. A guest's error answer is `ServiceError`, distinct from a crash
+//! (`ServiceCrashed`, with the report) and from the system's own refusals. Calls go
+//! through the service's circuit breaker. Service-to-service calls take the same path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use solo_sandbox::CallError;
+use solo_types::{Permission, Resource, ServiceId, metric_names as m};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
+
+use crate::breaker::{BreakerSettings, Outcome};
+use crate::caller::Caller;
+use crate::core::Core;
+use crate::entry::{Envelope, ServiceEntry};
+use crate::error::KernelError;
+
+/// Sends `request` (JSON) to `service` and waits up to `timeout` for the reply.
+pub(crate) async fn call(
+    k: &Core,
+    caller: &Caller,
+    service: &ServiceId,
+    request: &str,
+    timeout: Option<Duration>,
+) -> Result<String, KernelError> {
+    let started = Instant::now();
+    let result = checked_call(k, caller, service, request, timeout).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    metrics::counter!(m::CALLS, "outcome" => outcome).increment(1);
+    metrics::histogram!(m::CALL_SECONDS).record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn checked_call(
+    k: &Core,
+    caller: &Caller,
+    service: &ServiceId,
+    request: &str,
+    timeout: Option<Duration>,
+) -> Result<String, KernelError> {
+    caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+    k.check_accepting()?;
+    let timeout = k.config.timeout(timeout)?;
+    k.check_message("request", request)?;
+    let entry = k.live_entry(caller, service)?;
+    entry.breaker.allow(k.clock.now(), service)?;
+    let result = deliver(&entry, service, request, timeout).await;
+    let outcome = match &result {
+        Ok(_) | Err(KernelError::ServiceError(_) | KernelError::InvalidArgument(_)) => {
+            Outcome::Success
+        }
+        Err(KernelError::ServiceCrashed(_) | KernelError::DeadlineExceeded(_)) => Outcome::Failure,
+        Err(_) => Outcome::Neutral,
+    };
+    let settings = BreakerSettings::current(&k.tunables);
+    if let Some(e) = entry
+        .breaker
+        .record(k.clock.now(), outcome, settings, &entry.tenant, service)
+    {
+        k.record_later(vec![e], "a circuit breaker change");
+    }
+    result
+}
+
+/// A full or closed mailbox, as the caller sees it.
+fn refused<T>(e: &TrySendError<T>, service: &ServiceId) -> KernelError {
+    match e {
+        TrySendError::Full(_) => KernelError::ResourceExhausted {
+            reason: "mailbox_full",
+            message: format!("the mailbox of service {service} is full"),
+        },
+        TrySendError::Closed(_) => {
+            KernelError::Unavailable(format!("service {service} is stopped"))
+        }
+    }
+}
+
+async fn deliver(
+    entry: &Arc<ServiceEntry>,
+    service: &ServiceId,
+    request: &str,
+    timeout: Duration,
+) -> Result<String, KernelError> {
+    let (tx, rx) = oneshot::channel();
+    let envelope = Envelope::Call {
+        request: request.to_string(),
+        reply: tx,
+        deadline: Instant::now() + timeout,
+    };
+    entry
+        .mailbox
+        .try_send(envelope)
+        .map_err(|e| refused(&e, service))?;
+    let reply = match tokio::time::timeout(timeout, rx).await {
+        Err(_) => {
+            return Err(KernelError::DeadlineExceeded(format!(
+                "service {service} did not answer within {} ms",
+                timeout.as_millis()
+            )));
+        }
+        Ok(Err(_)) => {
+            return Err(KernelError::Unavailable(format!(
+                "service {service} stopped before answering"
+            )));
+        }
+        Ok(Ok(r)) => r,
+    };
+    match reply {
+        Ok(text) => Ok(text),
+        Err(CallError::Guest(msg)) => Err(KernelError::ServiceError(msg)),
+        Err(CallError::BadRequest(msg)) => Err(KernelError::InvalidArgument(msg)),
+        Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(e.to_string())),
+        Err(CallError::Crash(c)) => Err(KernelError::ServiceCrashed(Box::new(
+            entry
+                .last_error()
+                .unwrap_or_else(|| entry.report(c.kind.as_str(), &c.message, c.backtrace)),
+        ))),
+    }
+}
+
+/// Queues `message` (JSON) for `service` without waiting.
+pub(crate) fn cast(
+    k: &Core,
+    caller: &Caller,
+    service: &ServiceId,
+    message: &str,
+) -> Result<(), KernelError> {
+    caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+    k.check_accepting()?;
+    k.check_message("message", message)?;
+    let entry = k.live_entry(caller, service)?;
+    entry
+        .mailbox
+        .try_send(Envelope::Cast {
+            message: message.to_string(),
+        })
+        .map_err(|e| refused(&e, service))
+}

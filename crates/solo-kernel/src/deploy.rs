@@ -1,0 +1,293 @@
+//! Deploy: resolve the spec against the defaults and limits, reserve the id and the
+//! tenant's quota, compile (cached), start the first instance within the startup
+//! timeout, then commit the deployment record, the code and `service_deployed` +
+//! `service_started` in one batch before the actor is registered. An identical redeploy
+//! is an idempotent success; a different one is `AlreadyExists`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dashmap::mapref::entry::Entry;
+use serde_json::json;
+use solo_sandbox::{Artifact, CodeHash};
+use solo_store::WriteBatch;
+use solo_types::api::{DeployRequest, Deployed};
+use solo_types::{DeploySpec, Permission, Resource, ServiceLimits, TenantId, metric_names as m};
+
+use crate::actor;
+use crate::caller::{Caller, Role};
+use crate::core::{Core, Slot};
+use crate::entry::{History, ServiceEntry};
+use crate::error::KernelError;
+use crate::error::Stage;
+use crate::records::{self, DeploymentRecord};
+use crate::tenants::TenantCtx;
+
+/// Log lines each service keeps.
+pub(crate) const LOG_LINES: usize = 1000;
+
+/// A deploy; `history` continues a service's versions (a `replace` swap).
+pub(crate) async fn deploy(
+    k: &Core,
+    caller: &Caller,
+    req: DeployRequest,
+    history: Option<History>,
+) -> Result<Deployed, KernelError> {
+    k.check_accepting()?;
+    if matches!(caller.role(), Role::Service(_)) {
+        return Err(KernelError::PermissionDenied(
+            "services cannot deploy services".into(),
+        ));
+    }
+    caller.require(&Resource::Kernel, Permission::Deploy)?;
+    if !req.dry_run {
+        k.monitor.check_pressure()?;
+    }
+    let tenant = caller.tenant_id().clone();
+    let spec = resolve_spec(k, &req)?;
+    let hash = CodeHash::of(req.format, &req.code).to_hex();
+    let key = (tenant.clone(), spec.service_id.clone());
+    let sid = spec.service_id.clone();
+
+    // An existing service: identical code and spec is an idempotent success.
+    if let Some(slot) = k.services.get(&key) {
+        return match slot.value() {
+            Slot::Running(e) if e.code_hash() == hash && e.spec == spec => Ok(Deployed {
+                service_id: sid,
+                code_hash: hash,
+                version: e.version(),
+                event_id: Some(e.deployed_event.load(Ordering::Relaxed)),
+                created: false,
+                dry_run: req.dry_run,
+                has_state: e.artifact().has_state(),
+            }),
+            Slot::Stopping(_) => Err(KernelError::FailedPrecondition(format!(
+                "service {sid} is being killed; deploy it again once it is gone"
+            ))),
+            _ => Err(KernelError::AlreadyExists(format!(
+                "service {sid} already exists with different code or settings; kill it first or use swap"
+            ))),
+        };
+    }
+
+    let ctx = k.tenants.ctx(&tenant);
+    let memory = spec.limits.memory_mb;
+    if !req.dry_run {
+        // Reserve the id and the quota atomically.
+        ctx.reserve(&tenant, &sid, memory, &k.config.limits, || {
+            match k.services.entry(key.clone()) {
+                Entry::Occupied(_) => Err(KernelError::AlreadyExists(format!(
+                    "service {sid} is being deployed by another request"
+                ))),
+                Entry::Vacant(v) => {
+                    v.insert(Slot::Deploying);
+                    Ok(())
+                }
+            }
+        })?;
+    }
+
+    let artifact = match k.sandbox.compile(req.format, Arc::clone(&req.code)).await {
+        Ok(a) => a,
+        Err(e) => {
+            if !req.dry_run {
+                k.release(&tenant, &sid, memory);
+                record_failure(k, &tenant, &sid, "compile", &e.to_string()).await;
+            }
+            return Err(KernelError::Compile(e));
+        }
+    };
+    if req.dry_run {
+        return Ok(Deployed {
+            service_id: sid,
+            code_hash: hash,
+            version: 1,
+            event_id: None,
+            created: false,
+            dry_run: true,
+            has_state: artifact.has_state(),
+        });
+    }
+    let started = start_service(k, &tenant, spec, hash, artifact, &req.code, &ctx, history).await;
+    if started.is_err() {
+        k.release(&tenant, &sid, memory);
+    }
+    started
+}
+
+/// The spec of a request: defaults applied, every limit checked.
+fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError> {
+    let d = &k.config.service_defaults;
+    let l = &k.config.limits;
+    let spec = DeploySpec {
+        service_id: req.service_id.clone(),
+        format: req.format,
+        config: req.config.clone().unwrap_or_else(|| json!({})),
+        restart: req.restart.unwrap_or(d.restart),
+        max_restarts: req.max_restarts.unwrap_or(d.max_restarts),
+        max_seconds: req.max_seconds.unwrap_or(d.max_seconds),
+        limits: ServiceLimits {
+            memory_mb: req.memory_mb.unwrap_or(d.memory_mb),
+            cpu_ms_per_message: req.cpu_ms_per_message.unwrap_or(d.cpu_ms_per_message),
+            mailbox: req.mailbox.unwrap_or(d.mailbox),
+            startup_timeout_ms: req.startup_timeout_ms.unwrap_or(d.startup_timeout_ms),
+        },
+        secrets: req.secrets.clone(),
+    };
+    let within = |what: &str, v: u64, lo: u64, hi: u64| {
+        if v < lo || v > hi {
+            Err(KernelError::InvalidArgument(format!(
+                "{what} is {v}; it must be between {lo} and {hi}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let lim = &spec.limits;
+    within(
+        "memory_mb",
+        lim.memory_mb.into(),
+        1,
+        l.max_memory_mb_per_service.into(),
+    )?;
+    within(
+        "cpu_ms_per_message",
+        lim.cpu_ms_per_message.into(),
+        1,
+        600_000,
+    )?;
+    within("mailbox", lim.mailbox.into(), 1, 1_000_000)?;
+    within(
+        "startup_timeout_ms",
+        lim.startup_timeout_ms.into(),
+        1,
+        600_000,
+    )?;
+    within("max_restarts", spec.max_restarts.into(), 0, 10_000)?;
+    within("max_seconds", spec.max_seconds.into(), 1, 86_400)?;
+    if spec.secrets.len() > 64 {
+        return Err(KernelError::InvalidArgument(
+            "a service may list at most 64 secrets".into(),
+        ));
+    }
+    if let Some(s) = spec
+        .secrets
+        .iter()
+        .find(|s| !solo_types::valid_secret_name(s))
+    {
+        return Err(KernelError::InvalidArgument(format!(
+            "secret name {s:?} is invalid: use 1-256 characters of [A-Za-z0-9_.-]"
+        )));
+    }
+    let config_len = spec.config.to_string().len();
+    if config_len > l.max_message_bytes {
+        return Err(KernelError::InvalidArgument(format!(
+            "the config is {config_len} bytes, over the limit of {}",
+            l.max_message_bytes
+        )));
+    }
+    Ok(spec)
+}
+
+async fn record_failure(
+    k: &Core,
+    tenant: &TenantId,
+    service: &solo_types::ServiceId,
+    stage: &str,
+    reason: &str,
+) {
+    let e = records::deployment_failed(tenant, service, stage, reason);
+    k.record(vec![e], "a failed deployment").await;
+}
+
+/// Starts the first instance, commits the deployment, and hands the actor to the
+/// tenant's supervisor.
+#[allow(clippy::too_many_arguments)]
+async fn start_service(
+    k: &Core,
+    tenant: &TenantId,
+    spec: DeploySpec,
+    hash: String,
+    artifact: Artifact,
+    code: &[u8],
+    ctx: &TenantCtx,
+    history: Option<History>,
+) -> Result<Deployed, KernelError> {
+    let sid = spec.service_id.clone();
+    let entry = ServiceEntry::new(
+        tenant.clone(),
+        spec.clone(),
+        hash.clone(),
+        artifact.clone(),
+        LOG_LINES,
+        k.config.limits.max_emits_per_second,
+        history,
+    );
+    let version = entry.version();
+    let instance = match actor::start_instance(k, &entry).await {
+        Ok(i) => i,
+        Err(report) => {
+            let reason = format!("{}: {}", report.kind, report.message);
+            record_failure(k, tenant, &sid, &report.kind, &reason).await;
+            return Err(KernelError::InvalidArgument(format!(
+                "service {sid} failed to start: {reason}"
+            )));
+        }
+    };
+
+    let record = DeploymentRecord {
+        v: records::RECORD_VERSION,
+        tenant: tenant.clone(),
+        spec,
+        code_hash: hash.clone(),
+        version,
+        deployed_event: 0,
+        deployed_at: entry.deployed_at,
+    };
+    let key = records::deployment_key(tenant, &sid);
+    let mut batch = WriteBatch::new();
+    let record_json = serde_json::to_vec(&record).stage("encode the deployment record")?;
+    batch
+        .put(records::DEPLOYMENTS, key.clone(), record_json)
+        .stage("record the deployment")?;
+    if k.store
+        .get(records::CODE, hash.as_bytes())
+        .stage("look up the code")?
+        .is_none()
+    {
+        batch
+            .put(records::CODE, hash.as_bytes().to_vec(), code.to_vec())
+            .stage("record the code")?;
+    }
+    // A fresh deployment starts from no state, whatever an earlier one left.
+    batch
+        .delete(records::SNAPSHOTS, key)
+        .stage("record the deployment")?;
+    batch.event(records::deployed(&record));
+    batch.event_caused_by(records::started(tenant, &sid, version), 0);
+    let commit = k.store.commit(batch).await.stage("commit the deployment")?;
+    let event_id = commit.event_ids.first().copied();
+    entry
+        .deployed_event
+        .store(event_id.unwrap_or(0), Ordering::Relaxed);
+    *entry.ready.lock() = Some(instance);
+
+    ctx.supervisor
+        .add_child(actor::child_spec(k, &entry))
+        .await
+        .stage("supervise the service")?;
+    k.services.insert(
+        (tenant.clone(), sid.clone()),
+        Slot::Running(Arc::clone(&entry)),
+    );
+    metrics::counter!(m::DEPLOYMENTS).increment(1);
+    Ok(Deployed {
+        service_id: sid,
+        code_hash: hash,
+        version,
+        event_id,
+        created: true,
+        dry_run: false,
+        has_state: artifact.has_state(),
+    })
+}

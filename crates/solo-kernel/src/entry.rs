@@ -1,0 +1,368 @@
+//! One deployed service's entry: its spec, code, mailbox, state, counters, log ring and
+//! breaker. The actor that runs its instance is in `actor.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use solo_sandbox::{Artifact, CallError, Crash, Instance, InstanceStats, Interrupt, Limits};
+use solo_types::clock::system_now_ns;
+use solo_types::{
+    CrashReport, DeploySpec, Format, ServiceId, ServiceState, ServiceStatus, TenantId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::breaker::ServiceBreaker;
+use crate::logs::LogRing;
+
+/// A message in a service's mailbox.
+pub(crate) enum Envelope {
+    Call {
+        request: String,
+        reply: oneshot::Sender<Result<String, CallError>>,
+        /// After this, nobody waits for the answer: the message is skipped.
+        deadline: Instant,
+    },
+    Cast {
+        message: String,
+    },
+    /// Replace the code between two messages (a hot swap).
+    Swap {
+        plan: Box<SwapPlan>,
+        reply: oneshot::Sender<Result<SwapApplied, SwapRefused>>,
+    },
+}
+
+/// The new code of a hot swap, compiled and checked.
+pub(crate) struct SwapPlan {
+    pub(crate) code: Code,
+    pub(crate) code_bytes: Arc<[u8]>,
+    /// A crash of the new version within this window rolls back to the old one.
+    pub(crate) rollback_window: Duration,
+}
+
+/// A swap the actor applied.
+#[derive(Debug, Clone)]
+pub(crate) struct SwapApplied {
+    pub(crate) version: u64,
+    pub(crate) code_hash: String,
+    pub(crate) event_id: u64,
+    pub(crate) snapshot_bytes: Option<usize>,
+    pub(crate) state_carried: bool,
+}
+
+/// Why the actor did not apply a swap: the stage and the reason (the old version keeps
+/// serving).
+#[derive(Debug, Clone)]
+pub(crate) struct SwapRefused {
+    pub(crate) stage: &'static str,
+    pub(crate) error: crate::error::KernelError,
+}
+
+/// The number of log lines a crash report carries.
+const CRASH_LOG_LINES: usize = 20;
+
+fn state_from(v: u8) -> ServiceState {
+    match v {
+        0 => ServiceState::Deployed,
+        1 => ServiceState::Starting,
+        2 => ServiceState::Running,
+        3 => ServiceState::Crashed,
+        4 => ServiceState::Failed,
+        5 => ServiceState::DeploymentFailed,
+        6 => ServiceState::Stopping,
+        _ => ServiceState::Undeployed,
+    }
+}
+
+fn state_to(s: ServiceState) -> u8 {
+    match s {
+        ServiceState::Deployed => 0,
+        ServiceState::Starting => 1,
+        ServiceState::Running => 2,
+        ServiceState::Crashed => 3,
+        ServiceState::Failed => 4,
+        ServiceState::DeploymentFailed => 5,
+        ServiceState::Stopping => 6,
+        ServiceState::Undeployed => 7,
+    }
+}
+
+/// A token bucket: `rate` per second, `burst` at most.
+pub(crate) struct Bucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    pub(crate) fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            burst: rate * 10.0,
+            state: Mutex::new((rate * 10.0, Instant::now())),
+        }
+    }
+
+    pub(crate) fn take(&self) -> bool {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
+        s.0 = (s.0 + refill).min(self.burst);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The code a service runs now; a hot swap replaces it.
+#[derive(Clone)]
+pub(crate) struct Code {
+    pub(crate) artifact: Artifact,
+    pub(crate) hash: String,
+    pub(crate) format: Format,
+    pub(crate) version: u64,
+}
+
+/// Where a service's history starts: 1 for a deploy, the stored record on recovery.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct History {
+    pub(crate) version: u64,
+    pub(crate) deployed_at: i64,
+    pub(crate) deployed_event: u64,
+}
+
+/// Everything the kernel knows about one deployed service.
+pub(crate) struct ServiceEntry {
+    pub(crate) tenant: TenantId,
+    pub(crate) id: ServiceId,
+    /// The deploy spec; after a hot swap its `format` is the first version's (the
+    /// current format is in `code`).
+    pub(crate) spec: DeploySpec,
+    pub(crate) config_json: String,
+    code: Mutex<Code>,
+    pub(crate) deployed_at: i64,
+    pub(crate) deployed_event: AtomicU64,
+    pub(crate) mailbox: mpsc::Sender<Envelope>,
+    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Envelope>>,
+    state: AtomicU8,
+    pub(crate) restarts: AtomicU32,
+    messages: AtomicU64,
+    cpu_ns: AtomicU64,
+    pub(crate) memory_bytes: AtomicU64,
+    pub(crate) started: Mutex<Option<Instant>>,
+    pub(crate) last_error: Mutex<Option<CrashReport>>,
+    /// A crash the next supervisor event should record.
+    pending_crash: Mutex<Option<CrashReport>>,
+    pub(crate) logs: LogRing,
+    pub(crate) interrupt: Mutex<Option<Interrupt>>,
+    /// The first instance, started by `deploy`, for the actor's first incarnation.
+    pub(crate) ready: Mutex<Option<Box<dyn Instance>>>,
+    /// The size of the snapshot a graceful stop took.
+    pub(crate) final_snapshot: Mutex<Option<usize>>,
+    pub(crate) emits: Bucket,
+    pub(crate) breaker: ServiceBreaker,
+}
+
+impl ServiceEntry {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        tenant: TenantId,
+        spec: DeploySpec,
+        code_hash: String,
+        artifact: Artifact,
+        log_lines: usize,
+        emits_per_second: u32,
+        history: Option<History>,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(spec.limits.mailbox.max(1) as usize);
+        let config_json = spec.config.to_string();
+        let history = history.unwrap_or(History {
+            version: 1,
+            deployed_at: system_now_ns(),
+            deployed_event: 0,
+        });
+        Arc::new(Self {
+            tenant,
+            id: spec.service_id.clone(),
+            config_json,
+            code: Mutex::new(Code {
+                artifact,
+                hash: code_hash,
+                format: spec.format,
+                version: history.version,
+            }),
+            deployed_at: history.deployed_at,
+            deployed_event: AtomicU64::new(history.deployed_event),
+            mailbox: tx,
+            inbox: tokio::sync::Mutex::new(rx),
+            state: AtomicU8::new(state_to(ServiceState::Starting)),
+            restarts: AtomicU32::new(0),
+            messages: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+            started: Mutex::new(None),
+            last_error: Mutex::new(None),
+            pending_crash: Mutex::new(None),
+            logs: LogRing::new(log_lines),
+            interrupt: Mutex::new(None),
+            ready: Mutex::new(None),
+            final_snapshot: Mutex::new(None),
+            emits: Bucket::new(emits_per_second),
+            breaker: ServiceBreaker::default(),
+            spec,
+        })
+    }
+
+    pub(crate) fn state(&self) -> ServiceState {
+        state_from(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, s: ServiceState) {
+        self.state.store(state_to(s), Ordering::Release);
+    }
+
+    pub(crate) fn artifact(&self) -> Artifact {
+        self.code.lock().artifact.clone()
+    }
+
+    /// The code running now.
+    pub(crate) fn code(&self) -> Code {
+        self.code.lock().clone()
+    }
+
+    pub(crate) fn code_hash(&self) -> String {
+        self.code.lock().hash.clone()
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.code.lock().version
+    }
+
+    pub(crate) fn set_code(&self, code: Code) {
+        *self.code.lock() = code;
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: u64::from(self.spec.limits.memory_mb) << 20,
+            cpu_per_message: Duration::from_millis(u64::from(self.spec.limits.cpu_ms_per_message)),
+            max_reply_bytes: 4 << 20,
+        }
+    }
+
+    pub(crate) fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.spec.limits.startup_timeout_ms))
+    }
+
+    /// Stops the running guest at once (a forced kill).
+    pub(crate) fn interrupt(&self) {
+        if let Some(i) = self.interrupt.lock().as_ref() {
+            i.interrupt();
+        }
+    }
+
+    pub(crate) fn record_stats(&self, before: InstanceStats, after: InstanceStats) {
+        self.messages.fetch_add(
+            after.messages.saturating_sub(before.messages),
+            Ordering::Relaxed,
+        );
+        let cpu = after.cpu_time.saturating_sub(before.cpu_time);
+        self.cpu_ns.fetch_add(
+            u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.memory_bytes
+            .store(after.memory_bytes, Ordering::Relaxed);
+    }
+
+    /// A crash report for `crash`, with the last log lines.
+    pub(crate) fn report(
+        &self,
+        kind: &str,
+        message: &str,
+        backtrace: Option<String>,
+    ) -> CrashReport {
+        CrashReport {
+            kind: kind.to_string(),
+            message: message.to_string(),
+            backtrace,
+            log_tail: self
+                .logs
+                .tail(CRASH_LOG_LINES)
+                .into_iter()
+                .map(|l| format!("[{}] {}", l.level, l.message))
+                .collect(),
+            at: system_now_ns(),
+        }
+    }
+
+    pub(crate) fn crash_report(&self, crash: &Crash) -> CrashReport {
+        self.report(crash.kind.as_str(), &crash.message, crash.backtrace.clone())
+    }
+
+    /// Remembers a crash: status shows it, and the supervisor's event records it.
+    pub(crate) fn note_crash(&self, report: CrashReport) {
+        self.set_state(ServiceState::Crashed);
+        *self.last_error.lock() = Some(report.clone());
+        *self.pending_crash.lock() = Some(report);
+    }
+
+    pub(crate) fn take_pending_crash(&self) -> Option<CrashReport> {
+        self.pending_crash.lock().take()
+    }
+
+    pub(crate) fn last_error(&self) -> Option<CrashReport> {
+        self.last_error.lock().clone()
+    }
+
+    pub(crate) fn status(&self) -> ServiceStatus {
+        let uptime = self.started.lock().map_or(0, |t| {
+            u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+        });
+        let code = self.code();
+        ServiceStatus {
+            service_id: self.id.clone(),
+            state: self.state(),
+            format: code.format,
+            code_hash: code.hash,
+            version: code.version,
+            uptime_ms: uptime,
+            restarts: self.restarts.load(Ordering::Relaxed),
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            mailbox_len: (self.mailbox.max_capacity() - self.mailbox.capacity()) as u64,
+            messages: self.messages.load(Ordering::Relaxed),
+            cpu_time_us: self.cpu_ns.load(Ordering::Relaxed) / 1000,
+            last_error: self.last_error(),
+            restart: self.spec.restart,
+            limits: self.spec.limits,
+            deployed_at: self.deployed_at,
+        }
+    }
+
+    /// Answers every queued message with `why`.
+    pub(crate) fn drain(&self, why: &str) {
+        if let Ok(mut inbox) = self.inbox.try_lock() {
+            while let Ok(env) = inbox.try_recv() {
+                match env {
+                    Envelope::Call { reply, .. } => {
+                        let _ = reply.send(Err(CallError::Guest(why.to_string())));
+                    }
+                    Envelope::Swap { reply, .. } => {
+                        let _ = reply.send(Err(SwapRefused {
+                            stage: "start",
+                            error: crate::error::KernelError::Unavailable(why.to_string()),
+                        }));
+                    }
+                    Envelope::Cast { .. } => {}
+                }
+            }
+        }
+    }
+}

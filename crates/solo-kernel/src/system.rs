@@ -1,0 +1,359 @@
+//! Where the kernel is assembled and started: the subsystems, `system_started`, the
+//! supervision tree with the system components the kernel supplies itself, and
+//! recovery. Also the recording of the system tree's restarts.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::json;
+use solo_sandbox::Sandbox;
+use solo_store::Store;
+use solo_supervisor::SupervisorEvent;
+use solo_types::clock::SharedClock;
+use solo_types::{NewEvent, ServiceState, kinds, metric_names as m};
+
+use crate::capabilities::Capabilities;
+use crate::core::{Core, OnShutdown, Slot};
+use crate::discovery::Registry;
+use crate::error::Stage;
+use crate::monitor::Monitor;
+use crate::secrets::Secrets;
+use crate::shedder::Shedder;
+use crate::tenants::Tenants;
+use crate::tree::{ComponentBody, Tree};
+use crate::tunables::Tunables;
+use solo_types::api::ConfigChange;
+
+use crate::actor;
+use crate::caller::Caller;
+use crate::config::KernelConfig;
+use crate::error::KernelError;
+use crate::recovery;
+use crate::views;
+
+/// What the embedding binary supplies.
+#[derive(Default)]
+pub struct KernelOptions {
+    /// Task bodies for system components the kernel does not implement itself (the
+    /// gateway, for one).
+    pub components: HashMap<&'static str, ComponentBody>,
+    /// The vault; without one, secrets are unavailable.
+    pub vault: Option<Arc<solo_vault::Vault>>,
+    /// The data directory, whose size the monitor watches.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The clock (the machine's when `None`); tests pass a fake one.
+    pub clock: Option<SharedClock>,
+    /// What an admin's shutdown request triggers (with the grace period).
+    pub on_shutdown: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+}
+
+/// Builds the kernel's state, records `system_started`, starts the tree and recovers
+/// every recorded service.
+pub(crate) async fn boot(
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    config: KernelConfig,
+    options: KernelOptions,
+) -> Result<Arc<Core>, KernelError> {
+    let clock = options.clock.unwrap_or_else(solo_types::clock::system);
+    let caps = Capabilities::load(Arc::clone(&store), Arc::clone(&clock))?;
+    let registry = Registry::load(Arc::clone(&store), Arc::clone(&clock))?;
+    let tunables = Arc::new(Tunables::new(&config));
+    let on_shutdown: Option<OnShutdown> = options.on_shutdown;
+    let k = Arc::new_cyclic(|me| Core {
+        shedder: Shedder::new(
+            Arc::clone(&tunables),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+        ),
+        monitor: Monitor::new(Arc::clone(&tunables), Arc::clone(&store), options.data_dir),
+        secrets: Secrets::new(options.vault, Arc::clone(&store)),
+        caps,
+        registry,
+        tunables,
+        store,
+        sandbox,
+        config,
+        clock,
+        services: dashmap::DashMap::new(),
+        tenants: Tenants::default(),
+        tree: OnceLock::new(),
+        recovery: Mutex::default(),
+        on_shutdown,
+        started: Instant::now(),
+        accepting: AtomicBool::new(true),
+        me: me.clone(),
+    });
+    let mut bodies = options.components;
+    default_components(&k, &mut bodies);
+    // `system_started` is the first event of every boot: it is durable before any
+    // component (such as the event store's log check) can record anything.
+    k.store
+        .append(vec![
+            NewEvent::system(kinds::SYSTEM_STARTED, "solo")
+                .payload(json!({ "version": env!("CARGO_PKG_VERSION") })),
+        ])
+        .await
+        .stage("record the start")?;
+    let weak = Arc::downgrade(&k);
+    let tree = Tree::start(
+        bodies,
+        Arc::new(move |e| {
+            if let Some(k) = weak.upgrade() {
+                on_system_event(&k, e);
+            }
+        }),
+    );
+    let weak = Arc::downgrade(&k);
+    k.tenants.attach(
+        tree.tenants().clone(),
+        Arc::new(move |tenant, e| {
+            if let Some(k) = weak.upgrade() {
+                actor::on_supervisor_event(&k, tenant, e);
+            }
+        }),
+    );
+    let _ = k.tree.set(tree);
+    let started = Instant::now();
+    let recovery = recovery::recover(&k).await?;
+    if recovery.recovered + recovery.failed > 0 {
+        tracing::info!(
+            recovered = recovery.recovered,
+            failed = recovery.failed,
+            ms = started.elapsed().as_millis() as u64,
+            "recovered services"
+        );
+    }
+    *k.recovery.lock() = recovery;
+    Ok(k)
+}
+
+/// A system component that runs `tick` on the kernel every `period` (the first time at
+/// once when `at_once`) until it is told to stop or the kernel is gone.
+fn ticking<F>(me: &Weak<Core>, period: Duration, at_once: bool, tick: F) -> ComponentBody
+where
+    F: Fn(Arc<Core>) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+{
+    let me = me.clone();
+    let tick = Arc::new(tick);
+    Arc::new(move |ctx| {
+        let (me, tick) = (me.clone(), Arc::clone(&tick));
+        Box::pin(async move {
+            let mut wait = !at_once;
+            loop {
+                if wait {
+                    tokio::select! {
+                        () = ctx.shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(period) => {}
+                    }
+                }
+                wait = true;
+                let Some(k) = me.upgrade() else { return Ok(()) };
+                tick(k).await;
+            }
+        })
+    })
+}
+
+/// A system component that runs `once` when it starts (only at its first start when
+/// `first_only`, not after a restart), then waits to be stopped; an error is a crash.
+fn at_start<F>(me: &Weak<Core>, first_only: bool, once: F) -> ComponentBody
+where
+    F: Fn(Arc<Core>) -> futures::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let me = me.clone();
+    let once = Arc::new(once);
+    Arc::new(move |ctx| {
+        let (me, once) = (me.clone(), Arc::clone(&once));
+        Box::pin(async move {
+            if (!first_only || ctx.incarnation == 0)
+                && let Some(k) = me.upgrade()
+            {
+                once(k).await?;
+            }
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        })
+    })
+}
+
+/// The components the kernel supplies itself, unless the binary gave its own.
+fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody>) {
+    let me = &k.me;
+    bodies.entry("capabilities").or_insert_with(|| {
+        ticking(me, solo_caps::Caps::PURGE_EVERY, false, |k| {
+            Box::pin(async move { k.caps.purge(k.clock.now_ns()).await })
+        })
+    });
+    let every = Duration::from_millis(k.config.monitor.interval_ms.max(10));
+    bodies.entry("monitor").or_insert_with(|| {
+        ticking(me, every, true, |k| {
+            Box::pin(async move { k.monitor.sample_once(k.services.len()).await })
+        })
+    });
+    bodies.entry("discovery").or_insert_with(|| {
+        ticking(me, Duration::from_millis(250), false, |k| {
+            Box::pin(async move {
+                if let Err(e) = k.registry.sweep().await {
+                    tracing::warn!(error = %e, "sweeping expired registrations failed");
+                }
+            })
+        })
+    });
+    // Finish a key rotation a crash cut short.
+    bodies.entry("vault").or_insert_with(|| {
+        at_start(me, false, |k| {
+            Box::pin(async move { k.secrets.finish_rotation().await })
+        })
+    });
+    bodies.entry("telemetry").or_insert_with(|| {
+        ticking(me, Duration::from_secs(1), true, |k| {
+            Box::pin(async move { report_gauges(&k) })
+        })
+    });
+    // After a start (not a restart of this component), check the whole log in the
+    // background and record the result.
+    bodies.entry("event_store").or_insert_with(|| {
+        at_start(me, true, |k| {
+            Box::pin(async move {
+                verify_log(&k).await;
+                Ok(())
+            })
+        })
+    });
+}
+
+/// Checks the event log (dense ids, hash chain) and records `event_log_verified`; a
+/// broken chain is logged as an error with the first bad id.
+async fn verify_log(k: &Core) {
+    let started = Instant::now();
+    let report = match views::verify(k).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the event log could not be verified");
+            return;
+        }
+    };
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match report.first_broken_id {
+        None => tracing::info!(checked = report.checked, ms, "event log verified"),
+        Some(id) => tracing::error!(
+            first_broken_id = id,
+            reason = report.reason.as_deref().unwrap_or(""),
+            "the event log's hash chain is broken"
+        ),
+    }
+    let mut payload = serde_json::to_value(&report).unwrap_or_default();
+    payload["ms"] = json!(ms);
+    let e = NewEvent::system(kinds::EVENT_LOG_VERIFIED, "solo").payload(payload);
+    k.record(vec![e], "the log verification").await;
+}
+
+fn report_gauges(k: &Core) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(m::EVENTS_LAST_ID).set(k.store.last_id() as f64);
+    let mut by_state: HashMap<ServiceState, u64> = HashMap::new();
+    for slot in &k.services {
+        if let Slot::Running(e) | Slot::Stopping(e) = slot.value() {
+            *by_state.entry(e.state()).or_default() += 1;
+        }
+    }
+    for (state, n) in by_state {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(m::SERVICES, "state" => state.as_str()).set(n as f64);
+    }
+}
+
+/// Records a restart, failure or escalation in the system tree.
+fn on_system_event(k: &Core, e: SupervisorEvent) {
+    let event = match &e {
+        SupervisorEvent::ChildRestarted {
+            supervisor,
+            child,
+            incarnation,
+            reason,
+            ..
+        } => NewEvent::system(kinds::COMPONENT_RESTARTED, child.clone()).payload(json!({
+            "component": child,
+            "supervisor": supervisor,
+            "incarnation": incarnation,
+            "reason": reason,
+        })),
+        SupervisorEvent::ChildFailed {
+            supervisor,
+            child,
+            reason,
+        } => NewEvent::system(kinds::COMPONENT_RESTARTED, child.clone()).payload(json!({
+            "component": child,
+            "supervisor": supervisor,
+            "failed": true,
+            "reason": reason,
+        })),
+        SupervisorEvent::Escalated { supervisor, reason } => {
+            tracing::error!(supervisor, reason, "supervisor escalated");
+            NewEvent::system(kinds::COMPONENT_RESTARTED, supervisor.clone()).payload(json!({
+                "component": supervisor,
+                "escalated": true,
+                "reason": reason,
+            }))
+        }
+    };
+    tracing::warn!(?e, "system component restarted");
+    drop(k.store.append(vec![event]));
+}
+
+/// Changes a runtime-tunable setting (admin only) and records `config_changed`.
+pub(crate) async fn set_config(
+    k: &Core,
+    caller: &Caller,
+    key: &str,
+    value: &str,
+) -> Result<ConfigChange, KernelError> {
+    if !caller.is_admin() {
+        return Err(KernelError::admin_only(
+            "changing the runtime configuration",
+        ));
+    }
+    let (previous, value) = k.tunables.set(key, value)?;
+    let e = NewEvent::system(kinds::CONFIG_CHANGED, "solo").payload(json!({
+        "key": key,
+        "value": value,
+        "previous": previous,
+        "by": caller.tenant_id(),
+    }));
+    k.store
+        .append(vec![e])
+        .await
+        .stage("record the configuration change")?;
+    tracing::info!(key, value, previous, "runtime configuration changed");
+    Ok(ConfigChange {
+        key: key.to_string(),
+        value,
+        previous,
+    })
+}
+
+/// Asks the binary to shut down within `grace` (admin only).
+pub(crate) fn request_shutdown(
+    k: &Core,
+    caller: &Caller,
+    grace: Option<Duration>,
+) -> Result<Duration, KernelError> {
+    if !caller.is_admin() {
+        return Err(KernelError::admin_only("shutdown"));
+    }
+    let grace = k.config.timeout(grace)?;
+    let Some(f) = &k.on_shutdown else {
+        return Err(KernelError::Unavailable(
+            "this kernel cannot be shut down by a request".into(),
+        ));
+    };
+    f(grace);
+    Ok(grace)
+}

@@ -1,0 +1,327 @@
+//! Events, discovery and the system: health, configuration, the tree, shutdown, metrics.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Failure, is_false, service_id, tenant_id};
+use crate::ids::{ServiceId, TenantId};
+use crate::query::{EventFilter, EventQuery, Order};
+
+/// An event read as a query string or JSON (`GET /v1/events?...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Admins only: another tenant's events (empty: every tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    /// A kind; `custom.*` matches by prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ts: Option<i64>,
+    /// Zero is the store's default page.
+    #[serde(default)]
+    pub limit: usize,
+    /// `asc` (default) or `desc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+}
+
+/// An event filter from its parts as the wire spells them (empty means "any").
+pub fn event_filter(
+    tenant: Option<&str>,
+    service: Option<&str>,
+    kind: Option<&str>,
+) -> Result<EventFilter, Failure> {
+    fn nonempty(s: Option<&str>) -> Option<&str> {
+        s.filter(|s| !s.is_empty())
+    }
+    Ok(EventFilter {
+        tenant: nonempty(tenant).map(tenant_id).transpose()?,
+        service: nonempty(service).map(service_id).transpose()?,
+        kind: nonempty(kind).map(str::to_string),
+    })
+}
+
+impl TryFrom<EventParams> for EventQuery {
+    type Error = Failure;
+
+    fn try_from(p: EventParams) -> Result<Self, Failure> {
+        let order = match p.order.as_deref() {
+            None | Some("" | "asc") => Order::Ascending,
+            Some("desc") => Order::Descending,
+            Some(other) => {
+                return Err(Failure::invalid(
+                    "invalid_order",
+                    format!("order {other:?}: use asc or desc"),
+                ));
+            }
+        };
+        Ok(EventQuery {
+            filter: event_filter(
+                p.tenant.as_deref(),
+                p.service_id.as_deref(),
+                p.kind.as_deref(),
+            )?,
+            after_id: p.after_id.filter(|&i| i != 0),
+            before_id: p.before_id.filter(|&i| i != 0),
+            since_ts: p.since_ts.filter(|&t| t != 0),
+            until_ts: p.until_ts.filter(|&t| t != 0),
+            limit: p.limit,
+            order,
+        })
+    }
+}
+
+/// A live feed of events: those after `after_id` first, then new ones as they happen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchRequest {
+    pub after_id: u64,
+    pub filter: EventFilter,
+    /// With a service in the filter: its log lines too, as `service_log` events (id 0).
+    pub include_logs: bool,
+}
+
+/// The kind of the pseudo-event that carries a log line in a watch.
+pub const SERVICE_LOG: &str = "service_log";
+
+/// The outcome of walking the event log's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogVerification {
+    pub ok: bool,
+    pub checked: u64,
+    pub last_id: u64,
+    pub first_broken_id: Option<u64>,
+    pub reason: Option<String>,
+}
+
+/// A registration for discovery (`POST /v1/discovery`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub service_id: String,
+    #[serde(rename = "service_name")]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Zero is permanent.
+    #[serde(default)]
+    pub ttl_seconds: i64,
+}
+
+/// A registration was made (or replaced, keeping its handle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub registered: bool,
+    pub service_handle: String,
+    /// UTC ns; 0 is permanent.
+    pub expires_at: i64,
+}
+
+/// A registration as discovery returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub service_id: ServiceId,
+    pub service_handle: String,
+    pub service_name: String,
+    pub version: String,
+    /// Whether its service is running now.
+    pub alive: bool,
+    pub metadata: BTreeMap<String, String>,
+    /// UTC ns; 0 is permanent.
+    pub expires_at: i64,
+}
+
+/// Registrations found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registrations {
+    pub services: Vec<Discovered>,
+    pub total_count: u64,
+}
+
+impl From<Vec<Discovered>> for Registrations {
+    fn from(services: Vec<Discovered>) -> Self {
+        Self {
+            total_count: services.len() as u64,
+            services,
+        }
+    }
+}
+
+/// Whether the server is up; the rest only for an authenticated caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `stopping` once a shutdown began.
+    pub status: String,
+    /// UTC ms.
+    pub timestamp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// The caller's services (all of them for an admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<u64>,
+    /// Admins only: the server's resident memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Admins only: the end of the event log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<u64>,
+}
+
+/// The runtime-tunable settings and the monitor's level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    pub values: BTreeMap<String, u64>,
+    /// `normal`, `high` or `critical`.
+    pub pressure: String,
+}
+
+/// A change of a runtime-tunable setting (`PUT /v1/system/config`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBody {
+    pub key: String,
+    /// A whole number, as a number or a string.
+    pub value: serde_json::Value,
+}
+
+impl ConfigBody {
+    /// The value as text, whichever way it was written.
+    pub fn value_text(&self) -> String {
+        match &self.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What a configuration change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    pub key: String,
+    pub value: u64,
+    pub previous: u64,
+}
+
+/// A node of the supervision tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeNode {
+    pub name: String,
+    /// `supervisor`, `worker` or `service`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    pub state: String,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<TreeNode>,
+}
+
+/// A shutdown request (`POST /v1/system/shutdown`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownBody {
+    /// Zero is the default.
+    #[serde(default)]
+    pub grace_period_ms: u64,
+}
+
+/// A shutdown began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownStarted {
+    pub status: String,
+    pub message: String,
+    pub grace_period_ms: u64,
+}
+
+/// Prometheus text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub text: String,
+}
+
+/// Who the caller is, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub tenant: TenantId,
+    /// `tenant`, `admin`, `token` or `service`.
+    pub role: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub admin: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_params_become_a_query_with_named_refusals() {
+        let q = EventQuery::try_from(EventParams {
+            service_id: Some("svc".into()),
+            kind: Some(String::new()),
+            after_id: Some(0),
+            order: Some("desc".into()),
+            ..EventParams::default()
+        })
+        .unwrap();
+        assert_eq!(
+            q.filter.service.as_ref().map(ServiceId::as_str),
+            Some("svc")
+        );
+        assert_eq!(
+            (q.filter.kind, q.after_id, q.order),
+            (None, None, Order::Descending)
+        );
+        for (p, reason) in [
+            (
+                EventParams {
+                    order: Some("up".into()),
+                    ..EventParams::default()
+                },
+                "invalid_order",
+            ),
+            (
+                EventParams {
+                    tenant: Some("a b".into()),
+                    ..EventParams::default()
+                },
+                "invalid_tenant",
+            ),
+            (
+                EventParams {
+                    service_id: Some("/".into()),
+                    ..EventParams::default()
+                },
+                "invalid_service_id",
+            ),
+        ] {
+            assert_eq!(EventQuery::try_from(p).unwrap_err().reason, reason);
+        }
+    }
+
+    #[test]
+    fn anonymous_health_says_only_whether_it_is_up() {
+        let h = Health {
+            status: "ok".into(),
+            timestamp: 5,
+            ..Health::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&h).unwrap(),
+            serde_json::json!({"status": "ok", "timestamp": 5})
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! `solo discover | health | metrics | tree | config | shutdown`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use solo_types::api::TreeNode;
+
+use super::{Cmd, refuse};
+use crate::output::{fields, millis, table, time};
+
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    /// The name; all registrations when left out.
+    name: Option<String>,
+    /// KEY=VALUE a registration's metadata must have; repeatable (needs NAME).
+    #[arg(long = "filter", value_name = "KEY=VALUE", requires = "name")]
+    filters: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Every runtime-tunable key with its value, and the resource pressure level.
+    Show,
+    /// Change a runtime-tunable key (recorded as config_changed).
+    Set {
+        /// The key, such as limits.max_per_tenant.
+        #[arg(id = "config_key", value_name = "KEY")]
+        key: String,
+        /// The new value, a whole number.
+        value: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ShutdownArgs {
+    /// How long in-flight work may take to finish (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    grace_ms: u64,
+}
+
+pub(super) async fn discover(c: &Cmd, a: DiscoverArgs) -> anyhow::Result<()> {
+    let found = match a.name {
+        Some(name) => {
+            let mut filters = BTreeMap::new();
+            for f in &a.filters {
+                let (k, v) = f.split_once('=').ok_or_else(|| {
+                    refuse("invalid_request", format!("--filter {f:?}: use KEY=VALUE"))
+                })?;
+                filters.insert(k.to_string(), v.to_string());
+            }
+            c.client.discover(&name, &filters).await?
+        }
+        None => c.client.registrations(None).await?,
+    };
+    c.out(&found, |r| {
+        if r.services.is_empty() {
+            println!("no registrations found");
+            return;
+        }
+        let rows = r
+            .services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.service_name.clone(),
+                    s.service_id.to_string(),
+                    s.version.clone(),
+                    s.alive.to_string(),
+                    if s.expires_at == 0 {
+                        "never".into()
+                    } else {
+                        time(s.expires_at)
+                    },
+                ]
+            })
+            .collect();
+        table(&["NAME", "SERVICE", "VERSION", "ALIVE", "EXPIRES"], rows);
+    });
+    Ok(())
+}
+
+pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
+    c.out(&c.client.health().await?, |h| {
+        let mut rows = vec![("status", h.status.clone())];
+        let mut opt = |k, v: Option<String>| {
+            if let Some(v) = v {
+                rows.push((k, v));
+            }
+        };
+        opt("version", h.version.clone());
+        opt("uptime", h.uptime_ms.map(millis));
+        opt("memory", h.memory_mb.map(|m| format!("{m} MiB")));
+        opt("services", h.services.map(|s| s.to_string()));
+        opt("last event", h.last_event_id.map(|i| i.to_string()));
+        fields(&rows);
+    });
+    Ok(())
+}
+
+pub(super) async fn metrics(c: &Cmd) -> anyhow::Result<()> {
+    c.out(&c.client.metrics().await?, |m| print!("{}", m.text));
+    Ok(())
+}
+
+pub(super) async fn tree(c: &Cmd) -> anyhow::Result<()> {
+    c.out(&c.client.tree().await?, |t| print_tree(t, "", true, true));
+    Ok(())
+}
+
+pub(super) async fn config(c: &Cmd, cmd: ConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Show => c.out(&c.client.get_config().await?, |r| {
+            let mut rows: Vec<(&str, String)> = r
+                .values
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_string()))
+                .collect();
+            rows.push(("pressure", r.pressure.clone()));
+            fields(&rows);
+        }),
+        ConfigCmd::Set { key, value } => c.out(&c.client.set_config(&key, &value).await?, |r| {
+            println!("{} = {} (was {})", r.key, r.value, r.previous);
+        }),
+    }
+    Ok(())
+}
+
+pub(super) async fn shutdown(c: &Cmd, a: ShutdownArgs) -> anyhow::Result<()> {
+    let grace = (a.grace_ms > 0).then(|| Duration::from_millis(a.grace_ms));
+    c.out(&c.client.shutdown(grace).await?, |r| {
+        println!("{}", r.message)
+    });
+    Ok(())
+}
+
+fn print_tree(node: &TreeNode, prefix: &str, last: bool, root: bool) {
+    let strategy = node
+        .strategy
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    let branch = match (root, last) {
+        (true, _) => "",
+        (false, true) => "└── ",
+        (false, false) => "├── ",
+    };
+    let restarts = if node.restarts > 0 {
+        format!(", {} restarts", node.restarts)
+    } else {
+        String::new()
+    };
+    println!(
+        "{prefix}{branch}{} ({}{strategy}, {}{restarts})",
+        node.name, node.kind, node.state
+    );
+    let child_prefix = if root {
+        String::new()
+    } else {
+        format!("{prefix}{}", if last { "    " } else { "│   " })
+    };
+    let n = node.children.len();
+    for (i, c) in node.children.iter().enumerate() {
+        print_tree(c, &child_prefix, i + 1 == n, false);
+    }
+}
