@@ -1,0 +1,182 @@
+//! Flow control through the kernel: the load shedder, circuit breakers, resource
+//! pressure and the runtime configuration, on a fake clock where time matters.
+
+use super::*;
+
+fn admin() -> Caller {
+    Caller::admin(TenantId::new("ops").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
+    let mut config = KernelConfig::default();
+    config.limits.max_per_tenant = 3;
+    config.limits.max_total = 5;
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        config,
+        Some(Arc::clone(&clock)),
+    )
+    .await;
+    let k = &s.kernel;
+    let bob = Caller::tenant(TenantId::new("bob").unwrap());
+    let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
+    for _ in 0..100 {
+        let e = k.admit(&alice()).unwrap_err();
+        assert_eq!(e.reason(), "load_shed");
+        assert_eq!(e.code(), solo_types::Code::ResourceExhausted);
+    }
+    // Another tenant is served; the global limit still holds.
+    let b1 = k.admit(&bob).unwrap();
+    let b2 = k.admit(&bob).unwrap();
+    let e = k.admit(&bob).unwrap_err();
+    assert!(e.to_string().contains("Solo has 5"), "{e}");
+    drop((b1, b2));
+    drop(held);
+    drop(k.admit(&alice()).unwrap());
+    // A flood of refusals is one sampled event per tenant and second, with its count.
+    wait_for(k, kinds::LOAD_SHED, 2).await;
+    let shed = events_of(k, &alice(), kinds::LOAD_SHED);
+    assert_eq!(shed.len(), 1, "{shed:?}");
+    assert_eq!(shed[0].payload["shed"], 1);
+    assert_eq!(
+        events_of(k, &bob, kinds::LOAD_SHED)[0].payload["scope"],
+        "global"
+    );
+    clock.advance(Duration::from_millis(1100));
+    let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
+    let _ = k.admit(&alice()).unwrap_err();
+    wait_for(k, kinds::LOAD_SHED, 3).await;
+    let shed = events_of(k, &alice(), kinds::LOAD_SHED);
+    assert_eq!(
+        shed[1].payload["shed"], 100,
+        "the refusals since the last event"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
+    let mut config = KernelConfig::default();
+    config.breaker.failures = 2;
+    config.breaker.open_seconds = 1;
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        config,
+        Some(Arc::clone(&clock)),
+    )
+    .await;
+    let k = &s.kernel;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("c"), Format::Wasm, wasm("crasher")),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let e = call(k, "c", r#"{"mode":"trap"}"#).await.unwrap_err();
+        assert!(matches!(e, KernelError::ServiceCrashed(_)), "{e:?}");
+    }
+    // Open: calls fail fast without reaching the service.
+    let e = call(k, "c", r#"{"mode":"ok"}"#).await.unwrap_err();
+    assert_eq!(e.reason(), "circuit_breaker_open", "{e:?}");
+    wait_for(k, kinds::CIRCUIT_BREAKER_OPENED, 1).await;
+    // Still open half a second later; after the open period: probes, and two successes
+    // close it.
+    clock.advance(Duration::from_millis(500));
+    let e = call(k, "c", r#"{"mode":"ok"}"#).await.unwrap_err();
+    assert_eq!(e.reason(), "circuit_breaker_open", "{e:?}");
+    clock.advance(Duration::from_millis(600));
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+    wait_for(k, kinds::CIRCUIT_BREAKER_CLOSED, 1).await;
+    // A service error is an answer, not a failure.
+    for _ in 0..5 {
+        let e = call(k, "c", r#"{"mode":"error"}"#).await.unwrap_err();
+        assert!(matches!(e, KernelError::ServiceError(_)), "{e:?}");
+    }
+    assert_eq!(call(k, "c", r#"{"mode":"ok"}"#).await.unwrap(), r#""ok""#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_pressure_refuses_deploys_until_it_eases() {
+    let mut config = KernelConfig::default();
+    config.monitor.interval_ms = 20;
+    config.monitor.services = 1;
+    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let k = &s.kernel;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("a"), Format::Js, js("echo")),
+    )
+    .await
+    .unwrap();
+    let critical = wait_for(k, kinds::RESOURCE_PRESSURE_CRITICAL, 1).await;
+    assert_eq!(critical[0].payload["resource"], "services");
+    assert_eq!(k.runtime_config(&admin()).unwrap().pressure, "critical");
+    let e = k
+        .deploy(
+            &alice(),
+            DeployRequest::new(sid("b"), Format::Js, js("echo")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "resource_pressure_critical");
+    // Running services keep serving.
+    call(k, "a", "1").await.unwrap();
+    // An admin raises the budget at run time: pressure eases, deploys work again.
+    k.set_config(&admin(), "monitor.services", "100")
+        .await
+        .unwrap();
+    wait_for(k, kinds::RESOURCE_PRESSURE_NORMAL, 1).await;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("b"), Format::Js, js("echo")),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_config_is_admin_only_validated_and_recorded() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let e = k
+        .set_config(&alice(), "limits.max_per_tenant", "5")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "admin_only");
+    let e = k
+        .set_config(&admin(), "limits.nope", "5")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("limits.max_per_tenant"), "{e}");
+    let e = k
+        .set_config(&admin(), "limits.max_per_tenant", "0")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
+    let e = k
+        .set_config(&admin(), "limits.max_per_tenant", "many")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
+    let change = k
+        .set_config(&admin(), "limits.max_per_tenant", "1")
+        .await
+        .unwrap();
+    assert_eq!((change.previous, change.value), (100, 1));
+    let changed = events_of(k, &alice(), kinds::CONFIG_CHANGED);
+    assert!(changed.is_empty(), "a tenant does not see system events");
+    let all = events(k, kinds::CONFIG_CHANGED);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].payload["previous"], 100);
+    // It takes effect at once.
+    let _p = k.admit(&alice()).unwrap();
+    assert_eq!(k.admit(&alice()).unwrap_err().reason(), "load_shed");
+    let values = k.runtime_config(&admin()).unwrap();
+    assert_eq!(values.values["limits.max_per_tenant"], 1);
+    assert!(k.runtime_config(&alice()).is_err());
+}

@@ -1,0 +1,497 @@
+//! End-to-end isolation and identity, from the attacker's side: another tenant's
+//! certificate, a stolen, expired or forged token, and clients that connect and say
+//! nothing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use solo_client::Flags;
+use solo_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{Server, counter_js, echo_js, reason};
+use crate::{call, deploy_js};
+
+#[tokio::test]
+async fn tenants_cannot_see_or_touch_each_other() {
+    let s = Server::start();
+    let mut alice = s.tenant("alice").await;
+    let mut bob = s.tenant("bob").await;
+    alice.deploy(deploy_js("notes", echo_js())).await.unwrap();
+    alice
+        .put_secret(pb::PutSecretRequest {
+            name: "key".into(),
+            value: b"alice's".to_vec(),
+        })
+        .await
+        .unwrap();
+
+    let id = || "notes".to_string();
+    let nf = |r: Result<tonic::Status, tonic::Status>| {
+        let e = r.unwrap_or_else(|e| e);
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    };
+    nf(bob
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .call(call("notes", json!(1)))
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .cast(pb::CastRequest {
+            service_id: id(),
+            message: "1".into(),
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .kill(pb::KillRequest {
+            service_id: id(),
+            timeout_ms: 0,
+            force: true,
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .logs(pb::LogsRequest {
+            service_id: id(),
+            tail: 10,
+            follow: false,
+            ..pb::LogsRequest::default()
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .watch(pb::WatchRequest {
+            service_id: id(),
+            include_logs: true,
+            ..pb::WatchRequest::default()
+        })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    nf(bob
+        .get_secret(pb::GetSecretRequest { name: "key".into() })
+        .await
+        .map(|_| tonic::Status::ok("")));
+    assert!(
+        bob.list_secrets(pb::ListSecretsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .names
+            .is_empty()
+    );
+    assert_eq!(
+        bob.list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+    // Bob's events hold nothing of Alice's, and asking for hers is refused.
+    let events = bob
+        .query_events(pb::QueryEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(events.iter().all(|e| e.tenant == "bob"), "{events:?}");
+    let e = bob
+        .query_events(pb::QueryEventsRequest {
+            tenant: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // `x-solo-tenant` from a tenant is ignored: Bob still acts as Bob.
+    let bob_as_alice = s.profile_with(Flags {
+        tenant: Some("alice".into()),
+        ..{
+            let (cert, key) = s.issue("bob", false);
+            Flags {
+                cert: Some(cert),
+                key: Some(key),
+                ..Flags::default()
+            }
+        }
+    });
+    let mut sneaky = bob_as_alice.connect().await.unwrap();
+    assert_eq!(
+        sneaky
+            .list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+    let e = sneaky
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Bob's deploy of the same id is his own service.
+    bob.deploy(deploy_js("notes", counter_js())).await.unwrap();
+    let r = alice
+        .call(call("notes", json!({"a": 1})))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.reply).unwrap(),
+        json!({"a": 1}),
+        "alice's is still the echo"
+    );
+
+    // Alice's capabilities are invisible to Bob, and her token does not work for him.
+    let alice_token = alice
+        .grant_capability(pb::GrantCapabilityRequest {
+            resource: "service:notes".into(),
+            permissions: vec!["call".into()],
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    assert!(
+        bob.list_capabilities(pb::ListCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities
+            .is_empty()
+    );
+    let v = bob
+        .verify_capability(pb::VerifyCapabilityRequest {
+            token: alice_token.clone(),
+            resource: "service:notes".into(),
+            permission: "call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!v.valid);
+    assert!(
+        v.capability.is_none(),
+        "no details of another tenant's capability"
+    );
+    // Revoking it is a no-op that confirms nothing (as for an unknown token).
+    let r = bob
+        .revoke_capability(pb::RevokeCapabilityRequest {
+            token: alice_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.revoked, 0);
+    let v = alice
+        .verify_capability(pb::VerifyCapabilityRequest {
+            token: alice_token.clone(),
+            resource: "service:notes".into(),
+            permission: "call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "bob's revoke did not touch alice's token");
+    let e = bob
+        .attenuate_capability(pb::AttenuateCapabilityRequest {
+            token: alice_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    // Deleting "her" secret deletes nothing of hers.
+    let d = bob
+        .delete_secret(pb::DeleteSecretRequest { name: "key".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.existed);
+    let v = alice
+        .get_secret(pb::GetSecretRequest { name: "key".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.value, b"alice's");
+    // Bob's view of the tree holds no other tenant.
+    let tree = bob
+        .system_tree(pb::SystemTreeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_json;
+    assert!(!tree.contains("alice"), "{tree}");
+
+    // Admin-only RPCs by a tenant.
+    for e in [
+        bob.shutdown(pb::ShutdownRequest { grace_period_ms: 1 })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.metrics(pb::MetricsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.verify_events(pb::VerifyEventsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        bob.set_config(pb::SetConfigRequest {
+            key: "limits.max_per_tenant".into(),
+            value: "1".into(),
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert_eq!(reason(&e), "admin_only");
+    }
+    // The admin may act for Alice.
+    let mut admin_as_alice = s
+        .profile_with(Flags {
+            tenant: Some("alice".into()),
+            data_dir: None,
+            ..{
+                let (cert, key) = s.issue("ops", true);
+                Flags {
+                    cert: Some(cert),
+                    key: Some(key),
+                    ..Flags::default()
+                }
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    let st = admin_as_alice
+        .status(pb::StatusRequest { service_id: id() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.format, "js");
+    // And the server is still running after all that.
+    assert_eq!(
+        bob.health(pb::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        "ok"
+    );
+}
+
+/// What a connection attempt with `profile` ends in: the error text.
+async fn refusal(profile: solo_client::Profile) -> String {
+    match profile.connect().await {
+        Err(e) => e.to_string(),
+        Ok(mut c) => match c.list(pb::ListRequest::default()).await {
+            Ok(_) => panic!("the server accepted the connection"),
+            Err(e) => format!("{:?}: {}", e.code(), solo_client::describe_status(&e)),
+        },
+    }
+}
+
+#[tokio::test]
+async fn certificates_and_tokens_are_checked() {
+    let s = Server::start();
+    // No certificate and no token.
+    let anon = s.profile_with(Flags {
+        token: Some("x".into()),
+        ..Flags::default()
+    });
+    let anon = solo_client::Profile {
+        credentials: Default::default(),
+        ..anon
+    };
+    let mut c = anon.connect().await.unwrap();
+    let e = c.list(pb::ListRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A certificate from another CA, and an expired one from the right CA: the client
+    // refuses to use them (with a clear message), and the server refuses them when an
+    // attacker uses them anyway.
+    let other = tempfile::tempdir().unwrap();
+    solo_gateway::pki::init(other.path(), &[]).unwrap();
+    let certs = other.path().join("certs");
+    let foreign = Flags {
+        cert: Some(certs.join("admin.pem")),
+        key: Some(certs.join("admin-key.pem")),
+        endpoint: Some(s.grpc.clone()),
+        ca: Some(s.ca()),
+        ..Flags::default()
+    };
+    let err = solo_client::Profile::resolve(&foreign, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not issued by this Solo CA"), "{err}");
+
+    let ca =
+        solo_gateway::pki::Ca::load(&solo_gateway::pki::CertPaths::new(&s.data_dir())).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = ca
+        .issue_client(
+            "mallory",
+            false,
+            Some((
+                now - time::Duration::days(10),
+                now - time::Duration::days(1),
+            )),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("k.pem"), &key).unwrap();
+    let expired = Flags {
+        cert: Some(dir.path().join("c.pem")),
+        key: Some(dir.path().join("k.pem")),
+        endpoint: Some(s.grpc.clone()),
+        ca: Some(s.ca()),
+        ..Flags::default()
+    };
+    let err = solo_client::Profile::resolve(&expired, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expired"), "{err}");
+
+    let base = s.admin_profile();
+    let foreign_identity = (
+        std::fs::read(certs.join("admin.pem")).unwrap(),
+        std::fs::read(certs.join("admin-key.pem")).unwrap(),
+    );
+    for identity in [foreign_identity, (cert.into_bytes(), key.into_bytes())] {
+        let attacker = solo_client::Profile {
+            identity: Some(identity),
+            ..base.clone()
+        };
+        let err = refusal(attacker.clone()).await;
+        assert!(!err.is_empty());
+        // Over REST as well.
+        let rest = s.rest(&attacker);
+        let r = rest.req(reqwest::Method::GET, "/v1/services").send().await;
+        assert!(
+            r.is_err(),
+            "the REST listener accepted the certificate: {r:?}"
+        );
+    }
+
+    // A bearer token granting `call` on one service, and nothing else.
+    let mut alice = s.tenant("alice").await;
+    alice.deploy(deploy_js("echo", echo_js())).await.unwrap();
+    alice.deploy(deploy_js("other", echo_js())).await.unwrap();
+    let token = alice
+        .grant_capability(pb::GrantCapabilityRequest {
+            resource: "service:echo".into(),
+            permissions: vec!["call".into()],
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut agent = s
+        .profile_with(Flags {
+            token: Some(token.clone()),
+            ..Flags::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let r = agent
+        .call(call("echo", json!("hi")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.reply, "\"hi\"");
+    for e in [
+        agent
+            .call(call("other", json!(1)))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .status(pb::StatusRequest {
+                service_id: "echo".into(),
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .deploy(deploy_js("mine", echo_js()))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        agent
+            .list_secrets(pb::ListSecretsRequest {})
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(e.code(), Code::PermissionDenied | Code::NotFound),
+            "{e:?}"
+        );
+    }
+    // Over REST too.
+    let mut rest = s.rest(&s.profile_with(Flags {
+        token: Some(token.clone()),
+        ..Flags::default()
+    }));
+    rest.token = Some(token.clone());
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!((code, &body["reply"]), (200, &json!(7)));
+    let (code, _) = rest.get("/v1/services/echo").await;
+    assert!(code == 403 || code == 404, "{code}");
+    // Revoked: refused as unauthenticated.
+    alice
+        .revoke_capability(pb::RevokeCapabilityRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap();
+    let e = agent.call(call("echo", json!("hi"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(reason(&e), "capability_revoked");
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("capability_revoked"))
+    );
+    // A made-up token.
+    rest.token = Some("solo_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    let (code, body) = rest.post("/v1/services/echo/call", &json!(7)).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("capability_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_do_not_block_service() {
+    let s = Server::start();
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(&s.grpc).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let mut c = s.admin().await;
+    c.deploy(deploy_js("echo", echo_js())).await.unwrap();
+    for i in 0..20 {
+        c.call(call("echo", json!(i))).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    c.health(pb::HealthRequest {}).await.unwrap();
+}
