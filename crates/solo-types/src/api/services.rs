@@ -65,6 +65,20 @@ fn code_of(code: Option<String>, code_base64: Option<String>) -> Result<Vec<u8>,
     Ok(code)
 }
 
+/// The code of a request body and its format: as named, else inferred from the code.
+fn code_and_format(
+    code: Option<String>,
+    code_base64: Option<String>,
+    format: Option<&str>,
+) -> Result<(Vec<u8>, Format), Failure> {
+    let code = code_of(code, code_base64)?;
+    let format = match format {
+        Some(f) => format_named(f)?,
+        None => infer_format(&code),
+    };
+    Ok((code, format))
+}
+
 /// Code as a request body carries it: text when it is UTF-8, base64 otherwise.
 fn encode_code(code: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(code) {
@@ -163,11 +177,7 @@ impl TryFrom<DeployBody> for DeployRequest {
 
     fn try_from(b: DeployBody) -> Result<Self, Failure> {
         let id = service_id(&b.service_id)?;
-        let code = code_of(b.code, b.code_base64)?;
-        let format = match b.format.as_deref() {
-            Some(f) => format_named(f)?,
-            None => infer_format(&code),
-        };
+        let (code, format) = code_and_format(b.code, b.code_base64, b.format.as_deref())?;
         Ok(Self {
             config: b.config,
             restart: b.restart.as_deref().map(restart_named).transpose()?,
@@ -421,11 +431,7 @@ impl SwapBody {
     /// The swap of service `id` this body asks for.
     pub fn into_request(self, id: &str) -> Result<SwapRequest, Failure> {
         let service_id = service_id(id)?;
-        let code = code_of(self.code, self.code_base64)?;
-        let format = match self.format.as_deref() {
-            Some(f) => format_named(f)?,
-            None => infer_format(&code),
-        };
+        let (code, format) = code_and_format(self.code, self.code_base64, self.format.as_deref())?;
         Ok(SwapRequest {
             service_id,
             format,
