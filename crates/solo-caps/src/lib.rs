@@ -151,12 +151,6 @@ pub struct Caps {
     denials: DashMap<TenantId, Sampler>,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 fn mint() -> Result<(Token, CapHash), CapsError> {
     let mut raw = Zeroizing::new([0u8; 32]);
     getrandom::fill(raw.as_mut())
@@ -172,7 +166,7 @@ fn mint() -> Result<(Token, CapHash), CapsError> {
 impl Caps {
     /// Loads every stored capability.
     pub fn load(store: Arc<dyn Store>) -> Result<Self, CapsError> {
-        Self::load_with_clock(store, Arc::new(now_ns))
+        Self::load_with_clock(store, Arc::new(solo_types::clock::system_now_ns))
     }
 
     /// Loads every stored capability, telling time with `clock`.

@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
 use solo_proto::convert::{self as cv, LogsQuery};
 use solo_proto::v1 as pb;
@@ -11,7 +12,7 @@ use solo_proto::v1::solo_kernel_server::{SoloKernel, SoloKernelServer};
 use solo_types::api::{WatchRequest, millis, service_id};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{ConnInfo, Who};
+use crate::auth::{Asker, ConnInfo};
 use crate::error::ApiError;
 use crate::ops::{Ops, SharedOps, Watched};
 
@@ -34,18 +35,13 @@ pub(crate) fn router(ops: SharedOps, max_request_bytes: usize) -> axum::Router {
         .into_axum_router()
 }
 
-/// A request's headers, connection and message.
-fn split<T>(req: Request<T>) -> (HeaderMap, Option<ConnInfo>, T) {
-    let conn = req.extensions().get::<ConnInfo>().cloned();
-    let headers = req.metadata().clone().into_headers();
-    (headers, conn, req.into_inner())
-}
-
-fn who<'a>(headers: &'a HeaderMap, conn: &'a Option<ConnInfo>) -> Who<'a> {
-    Who {
-        conn: conn.as_ref(),
-        headers,
-    }
+/// A request's credentials and message.
+fn split<T>(req: Request<T>) -> (Asker, T) {
+    let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
+    let meta = req.metadata();
+    let text = |key: &str| meta.get(key).and_then(|v| v.to_str().ok());
+    let asker = Asker::new(conn, text("authorization"), text(solo_proto::TENANT_KEY));
+    (asker, req.into_inner())
 }
 
 fn st(e: impl Into<ApiError>) -> Status {
@@ -65,38 +61,35 @@ impl Grpc {
 #[tonic::async_trait]
 impl SoloKernel for Grpc {
     async fn deploy(&self, req: Request<pb::DeployRequest>) -> Rs<pb::DeployResponse> {
-        let (h, c, r) = split(req);
-        let d = self
-            .ops()
-            .deploy(who(&h, &c), r.try_into().map_err(st)?)
-            .await;
+        let (a, r) = split(req);
+        let d = self.ops().deploy(a.who(), r.try_into().map_err(st)?).await;
         ok((&d.map_err(st)?).into())
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Rs<pb::StatusResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let id = service_id(&r.service_id).map_err(st)?;
-        ok((&self.ops().status(who(&h, &c), &id).map_err(st)?).into())
+        ok((&self.ops().status(a.who(), &id).map_err(st)?).into())
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Rs<pb::KillResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let (id, opts) = cv::decode_kill(r).map_err(st)?;
-        ok((&self.ops().kill(who(&h, &c), &id, opts).await.map_err(st)?).into())
+        ok((&self.ops().kill(a.who(), &id, opts).await.map_err(st)?).into())
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Rs<pb::ListResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let filter = r.try_into().map_err(st)?;
-        ok((&self.ops().list(who(&h, &c), &filter).map_err(st)?).into())
+        ok((&self.ops().list(a.who(), &filter).map_err(st)?).into())
     }
 
     type WatchStream = GrpcStream<pb::Event>;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Rs<Self::WatchStream> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let w = WatchRequest::try_from(r).map_err(st)?;
-        let s = self.ops().watch(who(&h, &c), w).map_err(st)?;
+        let s = self.ops().watch(a.who(), w).map_err(st)?;
         ok(Box::pin(s.map(|item| match item {
             Ok(Watched::Event(e)) => Ok(pb::Event::from(&e)),
             Ok(Watched::Log {
@@ -109,33 +102,28 @@ impl SoloKernel for Grpc {
     }
 
     async fn shutdown(&self, req: Request<pb::ShutdownRequest>) -> Rs<pb::ShutdownResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let grace = millis(i64::from(r.grace_period_ms));
-        ok((&self.ops().shutdown(who(&h, &c), grace).map_err(st)?).into())
+        ok((&self.ops().shutdown(a.who(), grace).map_err(st)?).into())
     }
 
     async fn register_service(
         &self,
         req: Request<pb::RegisterServiceRequest>,
     ) -> Rs<pb::RegisterServiceResponse> {
-        let (h, c, r) = split(req);
-        ok((&self
-            .ops()
-            .register(who(&h, &c), r.into())
-            .await
-            .map_err(st)?)
-            .into())
+        let (a, r) = split(req);
+        ok((&self.ops().register(a.who(), r.into()).await.map_err(st)?).into())
     }
 
     async fn discover_service(
         &self,
         req: Request<pb::DiscoverServiceRequest>,
     ) -> Rs<pb::DiscoverServiceResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let filters = r.filters.into_iter().collect();
         let found = self
             .ops()
-            .discover(who(&h, &c), &r.service_name, &filters)
+            .discover(a.who(), &r.service_name, &filters)
             .map_err(st)?;
         ok(pb::DiscoverServiceResponse {
             services: found.services.iter().map(Into::into).collect(),
@@ -146,9 +134,9 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::GetServicesRequest>,
     ) -> Rs<pb::GetServicesResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let name = (!r.service_name.is_empty()).then_some(r.service_name.as_str());
-        let all = self.ops().registrations(who(&h, &c), name).map_err(st)?;
+        let all = self.ops().registrations(a.who(), name).map_err(st)?;
         ok(pb::GetServicesResponse {
             services: all.services.iter().map(Into::into).collect(),
             total_count: i64::try_from(all.total_count).unwrap_or(i64::MAX),
@@ -156,45 +144,42 @@ impl SoloKernel for Grpc {
     }
 
     async fn call(&self, req: Request<pb::CallRequest>) -> Rs<pb::CallResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let (id, request, timeout) = cv::decode_call(r).map_err(st)?;
-        let reply = self.ops().call(who(&h, &c), &id, &request, timeout).await;
+        let reply = self.ops().call(a.who(), &id, &request, timeout).await;
         ok(pb::CallResponse {
             reply: reply.map_err(st)?,
         })
     }
 
     async fn cast(&self, req: Request<pb::CastRequest>) -> Rs<pb::CastResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let id = service_id(&r.service_id).map_err(st)?;
-        self.ops().cast(who(&h, &c), &id, &r.message).map_err(st)?;
+        self.ops().cast(a.who(), &id, &r.message).map_err(st)?;
         ok(pb::CastResponse {})
     }
 
     async fn hot_swap(&self, req: Request<pb::HotSwapRequest>) -> Rs<pb::HotSwapResponse> {
-        let (h, c, r) = split(req);
-        let s = self
-            .ops()
-            .swap(who(&h, &c), r.try_into().map_err(st)?)
-            .await;
+        let (a, r) = split(req);
+        let s = self.ops().swap(a.who(), r.try_into().map_err(st)?).await;
         ok((&s.map_err(st)?).into())
     }
 
     type LogsStream = GrpcStream<pb::LogLine>;
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Rs<Self::LogsStream> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let q = LogsQuery::try_from(r).map_err(st)?;
         let lines: GrpcStream<pb::LogLine> = if q.follow {
             let s = self
                 .ops()
-                .follow_logs(who(&h, &c), &q.service_id, q.tail, q.after_seq)
+                .follow_logs(a.who(), &q.service_id, q.tail, q.after_seq)
                 .map_err(st)?;
             Box::pin(s.map(|l| Ok(pb::LogLine::from(&l))))
         } else {
             let past = self
                 .ops()
-                .logs(who(&h, &c), &q.service_id, q.tail)
+                .logs(a.who(), &q.service_id, q.tail)
                 .map_err(st)?;
             let items: Vec<_> = past.lines.iter().map(|l| Ok(l.into())).collect();
             Box::pin(futures::stream::iter(items))
@@ -206,30 +191,30 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::QueryEventsRequest>,
     ) -> Rs<pb::QueryEventsResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let q = r.try_into().map_err(st)?;
-        ok((&self.ops().events(who(&h, &c), q).map_err(st)?).into())
+        ok((&self.ops().events(a.who(), q).map_err(st)?).into())
     }
 
     async fn verify_events(
         &self,
         req: Request<pb::VerifyEventsRequest>,
     ) -> Rs<pb::VerifyEventsResponse> {
-        let (h, c, _) = split(req);
-        ok((&self.ops().verify_events(who(&h, &c)).await.map_err(st)?).into())
+        let (a, _) = split(req);
+        ok((&self.ops().verify_events(a.who()).await.map_err(st)?).into())
     }
 
     async fn put_secret(&self, req: Request<pb::PutSecretRequest>) -> Rs<pb::PutSecretResponse> {
-        let (h, c, r) = split(req);
-        let s = self.ops().put_secret(who(&h, &c), &r.name, &r.value).await;
+        let (a, r) = split(req);
+        let s = self.ops().put_secret(a.who(), &r.name, &r.value).await;
         ok(pb::PutSecretResponse {
             event_id: s.map_err(st)?.event_id,
         })
     }
 
     async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Rs<pb::GetSecretResponse> {
-        let (h, c, r) = split(req);
-        let s = self.ops().get_secret(who(&h, &c), &r.name).await;
+        let (a, r) = split(req);
+        let s = self.ops().get_secret(a.who(), &r.name).await;
         ok(pb::GetSecretResponse {
             value: s.map_err(st)?.value.expose().to_vec(),
         })
@@ -239,9 +224,9 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::ListSecretsRequest>,
     ) -> Rs<pb::ListSecretsResponse> {
-        let (h, c, _) = split(req);
+        let (a, _) = split(req);
         ok(pb::ListSecretsResponse {
-            names: self.ops().list_secrets(who(&h, &c)).map_err(st)?.names,
+            names: self.ops().list_secrets(a.who()).map_err(st)?.names,
         })
     }
 
@@ -249,8 +234,8 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::DeleteSecretRequest>,
     ) -> Rs<pb::DeleteSecretResponse> {
-        let (h, c, r) = split(req);
-        let d = self.ops().delete_secret(who(&h, &c), &r.name).await;
+        let (a, r) = split(req);
+        let d = self.ops().delete_secret(a.who(), &r.name).await;
         ok(pb::DeleteSecretResponse {
             existed: d.map_err(st)?.existed,
         })
@@ -260,8 +245,8 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::RotateSecretsRequest>,
     ) -> Rs<pb::RotateSecretsResponse> {
-        let (h, c, _) = split(req);
-        let r = self.ops().rotate_secrets(who(&h, &c)).await;
+        let (a, _) = split(req);
+        let r = self.ops().rotate_secrets(a.who()).await;
         ok(pb::RotateSecretsResponse {
             rotated: r.map_err(st)?.rotated,
         })
@@ -271,11 +256,8 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::GrantCapabilityRequest>,
     ) -> Rs<pb::GrantCapabilityResponse> {
-        let (h, c, r) = split(req);
-        let g = self
-            .ops()
-            .grant(who(&h, &c), r.try_into().map_err(st)?)
-            .await;
+        let (a, r) = split(req);
+        let g = self.ops().grant(a.who(), r.try_into().map_err(st)?).await;
         ok((&g.map_err(st)?).into())
     }
 
@@ -283,11 +265,11 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::VerifyCapabilityRequest>,
     ) -> Rs<pb::VerifyCapabilityResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let (token, resource, permission) = cv::decode_verify(r).map_err(st)?;
         let v = self
             .ops()
-            .verify(who(&h, &c), &token, &resource, permission)
+            .verify(a.who(), &token, &resource, permission)
             .await;
         ok((&v.map_err(st)?).into())
     }
@@ -296,8 +278,8 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::RevokeCapabilityRequest>,
     ) -> Rs<pb::RevokeCapabilityResponse> {
-        let (h, c, r) = split(req);
-        let n = self.ops().revoke(who(&h, &c), &r.token).await;
+        let (a, r) = split(req);
+        let n = self.ops().revoke(a.who(), &r.token).await;
         ok(pb::RevokeCapabilityResponse {
             revoked: n.map_err(st)?.revoked,
         })
@@ -307,9 +289,9 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::AttenuateCapabilityRequest>,
     ) -> Rs<pb::GrantCapabilityResponse> {
-        let (h, c, r) = split(req);
+        let (a, r) = split(req);
         let (token, narrowing) = cv::decode_attenuate(r).map_err(st)?;
-        let g = self.ops().attenuate(who(&h, &c), &token, &narrowing).await;
+        let g = self.ops().attenuate(a.who(), &token, &narrowing).await;
         ok((&g.map_err(st)?).into())
     }
 
@@ -317,38 +299,38 @@ impl SoloKernel for Grpc {
         &self,
         req: Request<pb::ListCapabilitiesRequest>,
     ) -> Rs<pb::ListCapabilitiesResponse> {
-        let (h, c, _) = split(req);
-        let caps = self.ops().list_capabilities(who(&h, &c)).map_err(st)?;
+        let (a, _) = split(req);
+        let caps = self.ops().list_capabilities(a.who()).map_err(st)?;
         ok(pb::ListCapabilitiesResponse {
             capabilities: caps.capabilities.iter().map(Into::into).collect(),
         })
     }
 
     async fn health(&self, req: Request<pb::HealthRequest>) -> Rs<pb::HealthResponse> {
-        let (h, c, _) = split(req);
-        ok((&self.ops().health(who(&h, &c))).into())
+        let (a, _) = split(req);
+        ok((&self.ops().health(a.who())).into())
     }
 
     async fn system_tree(&self, req: Request<pb::SystemTreeRequest>) -> Rs<pb::SystemTreeResponse> {
-        let (h, c, _) = split(req);
-        ok((&self.ops().tree(who(&h, &c)).map_err(st)?).into())
+        let (a, _) = split(req);
+        ok((&self.ops().tree(a.who()).map_err(st)?).into())
     }
 
     async fn metrics(&self, req: Request<pb::MetricsRequest>) -> Rs<pb::MetricsResponse> {
-        let (h, c, _) = split(req);
+        let (a, _) = split(req);
         ok(pb::MetricsResponse {
-            text: self.ops().metrics(who(&h, &c)).map_err(st)?.text,
+            text: self.ops().metrics(a.who()).map_err(st)?.text,
         })
     }
 
     async fn set_config(&self, req: Request<pb::SetConfigRequest>) -> Rs<pb::SetConfigResponse> {
-        let (h, c, r) = split(req);
-        let change = self.ops().set_config(who(&h, &c), &r.key, &r.value).await;
+        let (a, r) = split(req);
+        let change = self.ops().set_config(a.who(), &r.key, &r.value).await;
         ok((&change.map_err(st)?).into())
     }
 
     async fn get_config(&self, req: Request<pb::GetConfigRequest>) -> Rs<pb::GetConfigResponse> {
-        let (h, c, _) = split(req);
-        ok((&self.ops().get_config(who(&h, &c)).map_err(st)?).into())
+        let (a, _) = split(req);
+        ok((&self.ops().get_config(a.who()).map_err(st)?).into())
     }
 }

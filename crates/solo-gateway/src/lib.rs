@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-pub use auth::{ConnInfo, Who};
+pub use auth::{Asker, ConnInfo, Who};
 pub use error::ApiError;
 pub use ops::Ops;
 pub use tls::TlsFiles;
@@ -290,8 +290,9 @@ impl Gateway {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let info = Arc::new(info);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(info.clone());
+            req.extensions_mut().insert(Arc::clone(&info));
             let router = router.clone();
             async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
         });

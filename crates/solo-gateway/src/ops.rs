@@ -54,7 +54,7 @@ impl Ops {
 
     /// Authenticates the caller and admits it through the load shedder.
     fn admit(&self, who: Who<'_>) -> R<Admitted> {
-        let caller = authenticate(&self.kernel, who.conn, who.headers)?;
+        let caller = authenticate(&self.kernel, who)?;
         let permit = self.kernel.admit(&caller)?;
         Ok(Admitted {
             caller,
@@ -73,7 +73,7 @@ impl Ops {
     /// Whether Solo is up (no credentials needed, and no admission: a probe must not be
     /// shed); details for a caller whose credentials check out.
     pub fn health(&self, who: Who<'_>) -> Health {
-        let caller = authenticate(&self.kernel, who.conn, who.headers).ok();
+        let caller = authenticate(&self.kernel, who).ok();
         let mut h = self.kernel.health(caller.as_ref());
         if self.stopping.is_cancelled() {
             h.status = "stopping".into();

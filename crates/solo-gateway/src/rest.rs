@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -23,7 +25,7 @@ use serde::de::DeserializeOwned;
 use solo_types::api::*;
 use solo_types::{Code, EventQuery};
 
-use crate::auth::{ConnInfo, Who};
+use crate::auth::{Asker, ConnInfo, Who};
 use crate::error::ApiError;
 use crate::ops::{SharedOps, Watched};
 
@@ -75,26 +77,29 @@ pub(crate) fn router(ops: SharedOps, max_request_bytes: usize) -> Router {
 
 // ----- extractors -----------------------------------------------------------------------
 
-/// Who is asking: the request's headers and its connection.
-struct Asker(HeaderMap, Option<ConnInfo>);
+/// Who is asking, and the headers a face reads itself (`Accept`, `Last-Event-ID`).
+struct Ask {
+    asker: Asker,
+    sse: bool,
+    last_event_id: Option<HeaderValue>,
+}
 
-impl Asker {
+impl Ask {
     fn who(&self) -> Who<'_> {
-        Who {
-            conn: self.1.as_ref(),
-            headers: &self.0,
-        }
+        self.asker.who()
     }
 }
 
-impl FromRequestParts<RestState> for Asker {
+impl FromRequestParts<RestState> for Ask {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &RestState) -> Result<Self, Infallible> {
-        Ok(Asker(
-            parts.headers.clone(),
-            parts.extensions.get::<ConnInfo>().cloned(),
-        ))
+        let conn = parts.extensions.get::<Arc<ConnInfo>>().cloned();
+        Ok(Ask {
+            asker: Asker::from_headers(conn, &parts.headers),
+            sse: wants_sse(&parts.headers),
+            last_event_id: parts.headers.get("last-event-id").cloned(),
+        })
     }
 }
 
@@ -183,8 +188,8 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
-    match headers.get("last-event-id") {
+fn last_event_id(header: Option<&HeaderValue>) -> ApiResult<Option<u64>> {
+    match header {
         None => Ok(None),
         Some(v) => v
             .to_str()
@@ -216,11 +221,11 @@ fn with_status<T: Serialize>(status: StatusCode, v: T) -> ApiResult {
 
 // ----- handlers -------------------------------------------------------------------------
 
-async fn health(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn health(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.health(a.who()))
 }
 
-async fn metrics(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn metrics(State(st): State<RestState>, a: Ask) -> ApiResult {
     let m = st.ops.metrics(a.who())?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -240,7 +245,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn deploy(State(st): State<RestState>, a: Asker, Body(b): Body<DeployBody>) -> ApiResult {
+async fn deploy(State(st): State<RestState>, a: Ask, Body(b): Body<DeployBody>) -> ApiResult {
     let out = st.ops.deploy(a.who(), b.try_into()?).await?;
     let created = out.created && !out.dry_run;
     with_status(
@@ -253,17 +258,17 @@ async fn deploy(State(st): State<RestState>, a: Asker, Body(b): Body<DeployBody>
     )
 }
 
-async fn list(State(st): State<RestState>, a: Asker, Query(p): Query<ListParams>) -> ApiResult {
+async fn list(State(st): State<RestState>, a: Ask, Query(p): Query<ListParams>) -> ApiResult {
     json(st.ops.list(a.who(), &p.try_into()?)?)
 }
 
-async fn status(State(st): State<RestState>, a: Asker, Path(id): Path<String>) -> ApiResult {
+async fn status(State(st): State<RestState>, a: Ask, Path(id): Path<String>) -> ApiResult {
     json(st.ops.status(a.who(), &service_id(&id)?)?)
 }
 
 async fn kill(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(id): Path<String>,
     Query(p): Query<KillParams>,
 ) -> ApiResult {
@@ -274,19 +279,24 @@ async fn kill(
 /// `{"reply": ...}` with the reply as the service wrote it.
 async fn call(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(id): Path<String>,
     Query(p): Query<CallParams>,
     Text(request): Text,
 ) -> ApiResult {
     let id = service_id(&id)?;
     let reply = st.ops.call(a.who(), &id, &request, p.timeout()).await?;
-    json(Reply::new(reply)?)
+    // The kernel checked that the reply is JSON: it goes out as written, `Reply`'s shape.
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"reply\":{reply}}}"),
+    )
+        .into_response())
 }
 
 async fn cast(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(id): Path<String>,
     Text(message): Text,
 ) -> ApiResult {
@@ -296,7 +306,7 @@ async fn cast(
 
 async fn swap(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(id): Path<String>,
     Body(b): Body<SwapBody>,
 ) -> ApiResult {
@@ -308,16 +318,16 @@ async fn swap(
 /// `Last-Event-ID`.
 async fn logs(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> ApiResult {
     let id = service_id(&id)?;
     let tail = p.tail.unwrap_or(0) as usize;
-    if !p.follow && !wants_sse(&a.0) {
+    if !p.follow && !a.sse {
         return json(st.ops.logs(a.who(), &id, tail)?);
     }
-    let after = last_event_id(&a.0)?.unwrap_or(0);
+    let after = last_event_id(a.last_event_id.as_ref())?.unwrap_or(0);
     let lines = st.ops.follow_logs(a.who(), &id, tail, after)?;
     Ok(sse(lines.map(|l| {
         SseEvent::default()
@@ -329,14 +339,16 @@ async fn logs(
 
 /// `GET /v1/events`: a page of events, or with `Accept: text/event-stream` a live feed
 /// (ids are event ids; `Last-Event-ID` resumes after the last one seen).
-async fn events(State(st): State<RestState>, a: Asker, Query(p): Query<EventParams>) -> ApiResult {
+async fn events(State(st): State<RestState>, a: Ask, Query(p): Query<EventParams>) -> ApiResult {
     let after = p.after_id;
     let query = EventQuery::try_from(p)?;
-    if !wants_sse(&a.0) {
+    if !a.sse {
         return json(st.ops.events(a.who(), query)?);
     }
     let w = WatchRequest {
-        after_id: last_event_id(&a.0)?.or(after).unwrap_or(0),
+        after_id: last_event_id(a.last_event_id.as_ref())?
+            .or(after)
+            .unwrap_or(0),
         filter: query.filter,
         include_logs: false,
     };
@@ -361,17 +373,17 @@ async fn events(State(st): State<RestState>, a: Asker, Query(p): Query<EventPara
     })))
 }
 
-async fn verify_events(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn verify_events(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.verify_events(a.who()).await?)
 }
 
-async fn list_secrets(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn list_secrets(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.list_secrets(a.who())?)
 }
 
 async fn put_secret(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Path(name): Path<String>,
     Body(b): Body<SecretBody>,
 ) -> ApiResult {
@@ -385,34 +397,30 @@ async fn put_secret(
     json(st.ops.put_secret(a.who(), &name, value.expose()).await?)
 }
 
-async fn get_secret(State(st): State<RestState>, a: Asker, Path(name): Path<String>) -> ApiResult {
+async fn get_secret(State(st): State<RestState>, a: Ask, Path(name): Path<String>) -> ApiResult {
     json(st.ops.get_secret(a.who(), &name).await?)
 }
 
-async fn delete_secret(
-    State(st): State<RestState>,
-    a: Asker,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn delete_secret(State(st): State<RestState>, a: Ask, Path(name): Path<String>) -> ApiResult {
     json(st.ops.delete_secret(a.who(), &name).await?)
 }
 
-async fn rotate_secrets(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn rotate_secrets(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.rotate_secrets(a.who()).await?)
 }
 
-async fn list_caps(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn list_caps(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.list_capabilities(a.who())?)
 }
 
-async fn grant_cap(State(st): State<RestState>, a: Asker, Body(b): Body<GrantBody>) -> ApiResult {
+async fn grant_cap(State(st): State<RestState>, a: Ask, Body(b): Body<GrantBody>) -> ApiResult {
     with_status(
         StatusCode::CREATED,
         st.ops.grant(a.who(), b.try_into()?).await?,
     )
 }
 
-async fn verify_cap(State(st): State<RestState>, a: Asker, Body(b): Body<VerifyBody>) -> ApiResult {
+async fn verify_cap(State(st): State<RestState>, a: Ask, Body(b): Body<VerifyBody>) -> ApiResult {
     let resource = resource_named(&b.resource)?;
     let permission = permission_named(&b.permission)?;
     json(
@@ -422,13 +430,13 @@ async fn verify_cap(State(st): State<RestState>, a: Asker, Body(b): Body<VerifyB
     )
 }
 
-async fn revoke_cap(State(st): State<RestState>, a: Asker, Body(b): Body<RevokeBody>) -> ApiResult {
+async fn revoke_cap(State(st): State<RestState>, a: Ask, Body(b): Body<RevokeBody>) -> ApiResult {
     json(st.ops.revoke(a.who(), &b.token).await?)
 }
 
 async fn attenuate_cap(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Body(b): Body<AttenuateBody>,
 ) -> ApiResult {
     let narrowing = b.narrowing()?;
@@ -442,7 +450,7 @@ async fn attenuate_cap(
 /// it whose metadata has every other pair; without, all of the tenant's.
 async fn discover(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Query(mut q): Query<std::collections::BTreeMap<String, String>>,
 ) -> ApiResult {
     match q.remove("name") {
@@ -458,27 +466,27 @@ async fn discover(
 /// `POST /v1/discovery`: registers one of the caller's services under a name.
 async fn register(
     State(st): State<RestState>,
-    a: Asker,
+    a: Ask,
     Body(b): Body<RegisterRequest>,
 ) -> ApiResult {
     with_status(StatusCode::CREATED, st.ops.register(a.who(), b).await?)
 }
 
 /// `PUT /v1/system/config` `{"key": "limits.max_per_tenant", "value": 50}` (admin).
-async fn set_config(State(st): State<RestState>, a: Asker, Body(b): Body<ConfigBody>) -> ApiResult {
+async fn set_config(State(st): State<RestState>, a: Ask, Body(b): Body<ConfigBody>) -> ApiResult {
     json(st.ops.set_config(a.who(), &b.key, &b.value_text()).await?)
 }
 
-async fn get_config(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn get_config(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.get_config(a.who())?)
 }
 
-async fn tree(State(st): State<RestState>, a: Asker) -> ApiResult {
+async fn tree(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.tree(a.who())?)
 }
 
 /// `POST /v1/system/shutdown`, with an optional `{"grace_period_ms"}` (admin).
-async fn shutdown(State(st): State<RestState>, a: Asker, req: Request) -> ApiResult {
+async fn shutdown(State(st): State<RestState>, a: Ask, req: Request) -> ApiResult {
     let body = bytes_of(req, &st).await?;
     let b: ShutdownBody = if body.is_empty() {
         ShutdownBody::default()

@@ -112,7 +112,15 @@ async fn deliver(
         Ok(Ok(r)) => r,
     };
     match reply {
-        Ok(text) => Ok(text),
+        // The guest contract says a reply is JSON; every face passes it on as such.
+        Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(text),
+            Err(e) => Err(KernelError::Refused {
+                code: solo_types::Code::FailedPrecondition,
+                reason: "invalid_reply",
+                message: format!("service {service} replied with text that is not JSON: {e}"),
+            }),
+        },
         Err(CallError::Guest(msg)) => Err(KernelError::ServiceError(msg)),
         Err(CallError::BadRequest(msg)) => Err(KernelError::InvalidArgument(msg)),
         Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(e.to_string())),

@@ -82,9 +82,7 @@ pub trait HostApi: Send + Sync + 'static {
     fn emit(&self, kind: &str, payload: &str) -> Result<(), HostError>;
     /// The UTC wall clock in nanoseconds.
     fn now_ns(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        u64::try_from(solo_types::clock::system_now_ns()).unwrap_or(0)
     }
     fn kv_get(&self, key: &str) -> BoxFuture<'static, Result<Option<Vec<u8>>, HostError>>;
     /// Resolves once the write is durable.

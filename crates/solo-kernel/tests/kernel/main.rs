@@ -243,6 +243,18 @@ async fn bad_specs_and_code_are_refused_with_reasons() {
         k.call(&a, &sid("svc"), "2", Some(SECOND)).await.unwrap(),
         "2"
     );
+    // Replies must be JSON too: a guest that answers other text is refused as such.
+    k.deploy(&a, req("liar", Format::Wasm, "crasher"))
+        .await
+        .unwrap();
+    let e = k
+        .call(&a, &sid("liar"), r#"{"mode":"not-json"}"#, Some(SECOND))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.reason()),
+        (solo_types::Code::FailedPrecondition, "invalid_reply")
+    );
     // Requests must be JSON (an invalid argument, whose reason says so).
     let e = k
         .call(&a, &sid("svc"), "not json", Some(SECOND))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use solo_types::{Event, NewEvent, metric_names as m};
@@ -174,9 +174,7 @@ impl Clock {
     }
 
     fn stamp(&mut self) -> (i64, u64) {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let wall = solo_types::clock::system_now_ns();
         let mono = self
             .base_mono
             .saturating_add(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX));

@@ -3,8 +3,8 @@
 //! Calls `{"mode": M}` where M is `ok` (replies `"ok"`), `error` (a service error),
 //! `panic` (a Rust panic: the instance traps), `trap` (`unreachable`), `recurse`
 //! (unbounded recursion: stack overflow), `bad-utf8` (a reply that is not UTF-8),
-//! `big` (a reply of `size` bytes, default 2 MiB), `log` (logs `lines` lines, then
-//! panics). A cast `{"mode":"panic"}` panics too. Config `{"fail_init": true}` makes
+//! `big` (a reply of `size` bytes, default 2 MiB), `not-json` (a reply that is text but
+//! not JSON), `log` (logs `lines` lines, then panics). A cast `{"mode":"panic"}` panics too. Config `{"fail_init": true}` makes
 //! `init` fail; `{"panic_init": true}` makes it panic.
 
 use serde_json::Value;
@@ -56,6 +56,7 @@ impl solo_sdk::Service for Crasher {
             // SAFETY: deliberately invalid, to test the host's checks on replies.
             #[allow(unsafe_code)]
             "bad-utf8" => Ok(unsafe { String::from_utf8_unchecked(vec![b'"', 0xff, 0xfe, b'"']) }),
+            "not-json" => Ok("this is not JSON".into()),
             "big" => {
                 let size = v.get("size").and_then(Value::as_u64).unwrap_or(2 << 20);
                 Ok(format!(
