@@ -296,6 +296,17 @@ impl Solo {
         Ok(cv::discovered(r.into_inner().services)?.into())
     }
 
+    pub async fn whoami(&self) -> R<Identity> {
+        let r = self.raw().who_am_i(pb::WhoAmIRequest {}).await;
+        r.map_err(fail)?.into_inner().try_into()
+    }
+
+    /// The services offered as tools that this caller may call.
+    pub async fn service_tools(&self) -> R<ServiceTools> {
+        let r = self.raw().list_tools(pb::ListToolsRequest {}).await;
+        r.map_err(fail)?.into_inner().try_into()
+    }
+
     pub async fn tree(&self) -> R<TreeNode> {
         let r = self.raw().system_tree(pb::SystemTreeRequest {}).await;
         r.map_err(fail)?.into_inner().try_into()

@@ -329,6 +329,16 @@ impl SoloKernel for Grpc {
         ok((&change.map_err(st)?).into())
     }
 
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Rs<pb::WhoAmIResponse> {
+        let (a, _) = split(req);
+        ok((&self.ops().whoami(a.who()).map_err(st)?).into())
+    }
+
+    async fn list_tools(&self, req: Request<pb::ListToolsRequest>) -> Rs<pb::ListToolsResponse> {
+        let (a, _) = split(req);
+        ok((&self.ops().service_tools(a.who()).map_err(st)?).into())
+    }
+
     async fn get_config(&self, req: Request<pb::GetConfigRequest>) -> Rs<pb::GetConfigResponse> {
         let (a, _) = split(req);
         ok((&self.ops().get_config(a.who()).map_err(st)?).into())

@@ -288,6 +288,19 @@ impl Ops {
         Ok(self.kernel.registrations(&a.caller, name)?.into())
     }
 
+    /// Who the caller is, with its tenant's quotas.
+    pub fn whoami(&self, who: Who<'_>) -> R<Identity> {
+        let a = self.admit(who)?;
+        Ok(self.kernel.whoami(&a.caller))
+    }
+
+    /// The services offered as tools that the caller may call.
+    pub fn service_tools(&self, who: Who<'_>) -> R<ServiceTools> {
+        let a = self.admit(who)?;
+        let tools = self.kernel.service_tools(&a.caller);
+        Ok(ServiceTools { tools })
+    }
+
     pub fn tree(&self, who: Who<'_>) -> R<TreeNode> {
         let a = self.admit(who)?;
         Ok(self.kernel.tree(&a.caller)?)

@@ -67,6 +67,8 @@ pub(crate) fn router(ops: SharedOps, max_request_bytes: usize) -> Router {
         .route("/v1/capabilities/attenuate", post(attenuate_cap))
         .route("/v1/discovery", get(discover).post(register))
         .route("/v1/system/tree", get(tree))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/tools", get(tools))
         .route("/v1/system/shutdown", post(shutdown))
         .route("/v1/system/config", put(set_config).get(get_config))
         .fallback(not_found)
@@ -479,6 +481,14 @@ async fn set_config(State(st): State<RestState>, a: Ask, Body(b): Body<ConfigBod
 
 async fn get_config(State(st): State<RestState>, a: Ask) -> ApiResult {
     json(st.ops.get_config(a.who())?)
+}
+
+async fn whoami(State(st): State<RestState>, a: Ask) -> ApiResult {
+    json(st.ops.whoami(a.who())?)
+}
+
+async fn tools(State(st): State<RestState>, a: Ask) -> ApiResult {
+    json(st.ops.service_tools(a.who())?)
 }
 
 async fn tree(State(st): State<RestState>, a: Ask) -> ApiResult {

@@ -74,7 +74,8 @@ pub(crate) async fn deploy(
     let memory = spec.limits.memory_mb;
     if !req.dry_run {
         // Reserve the id and the quota atomically.
-        ctx.reserve(&tenant, &sid, memory, &k.config.limits, || {
+        let tool = spec.tool.as_ref().map(|t| t.name.as_str());
+        ctx.reserve(&tenant, &sid, memory, tool, &k.config.limits, || {
             match k.services.entry(key.clone()) {
                 Entry::Occupied(_) => Err(KernelError::AlreadyExists(format!(
                     "service {sid} is being deployed by another request"
@@ -133,7 +134,11 @@ fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError
             startup_timeout_ms: req.startup_timeout_ms.unwrap_or(d.startup_timeout_ms),
         },
         secrets: req.secrets.clone(),
+        tool: req.tool.clone(),
     };
+    if let Some(t) = &spec.tool {
+        t.check().map_err(KernelError::InvalidArgument)?;
+    }
     let within = |what: &str, v: u64, lo: u64, hi: u64| {
         if v < lo || v > hi {
             Err(KernelError::InvalidArgument(format!(

@@ -343,6 +343,7 @@ impl ServiceEntry {
             restart: self.spec.restart,
             limits: self.spec.limits,
             deployed_at: self.deployed_at,
+            tool: self.spec.tool.clone(),
         }
     }
 

@@ -326,6 +326,16 @@ impl Kernel {
         views::registrations(&self.core, caller, name)
     }
 
+    /// Who the caller is, with its tenant's quotas.
+    pub fn whoami(&self, caller: &Caller) -> Identity {
+        views::whoami(&self.core, caller)
+    }
+
+    /// The services offered as tools that the caller may call.
+    pub fn service_tools(&self, caller: &Caller) -> Vec<ServiceTool> {
+        views::service_tools(&self.core, caller)
+    }
+
     /// The supervision tree; a tenant sees the system and its own subtree.
     pub fn tree(&self, caller: &Caller) -> R<TreeNode> {
         views::tree(&self.core, caller)

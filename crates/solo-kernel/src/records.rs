@@ -61,6 +61,7 @@ pub fn deployed(record: &DeploymentRecord) -> NewEvent {
         "restart_limits": { "max_restarts": s.max_restarts, "max_seconds": s.max_seconds },
         "limits": s.limits,
         "secrets": s.secrets,
+        "tool": s.tool.as_ref().map(|t| &t.name),
     }))
 }
 

@@ -133,7 +133,11 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
         return Err(format!("service {sid} is already running"));
     }
     k.services.insert(map_key.clone(), Slot::Deploying);
-    ctx.readmit(&sid, spec.limits.memory_mb);
+    ctx.readmit(
+        &sid,
+        spec.limits.memory_mb,
+        spec.tool.as_ref().map(|t| t.name.as_str()),
+    );
     let entry = ServiceEntry::new(
         tenant.clone(),
         spec.clone(),

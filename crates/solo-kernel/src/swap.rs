@@ -154,6 +154,7 @@ async fn replace(
     d.mailbox = Some(spec.limits.mailbox);
     d.startup_timeout_ms = Some(spec.limits.startup_timeout_ms);
     d.secrets = spec.secrets.clone();
+    d.tool = spec.tool.clone();
     let history = History {
         version: old_version + 1,
         deployed_at: k.clock.now_ns(),

@@ -2,7 +2,7 @@
 //! supervisor, created on the tenant's first deploy) and the admission record that
 //! reserves a service id and its memory under the tenant's lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +30,15 @@ pub(crate) struct TenantCtx {
 struct Admission {
     services: BTreeSet<ServiceId>,
     memory_mb: u64,
+    /// Tool names taken, and by which service.
+    tools: BTreeMap<String, ServiceId>,
+}
+
+/// What a tenant uses now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) services: u64,
+    pub(crate) memory_mb: u64,
 }
 
 /// Every tenant that has deployed.
@@ -137,22 +146,42 @@ impl Tenants {
             let mut a = t.admission.lock();
             a.services.remove(service);
             a.memory_mb = a.memory_mb.saturating_sub(memory_mb.into());
+            a.tools.retain(|_, s| s != service);
         }
+    }
+
+    /// What `tenant` uses now.
+    pub(crate) fn usage(&self, tenant: &TenantId) -> Usage {
+        self.get(tenant).map_or_else(Usage::default, |t| {
+            let a = t.admission.lock();
+            Usage {
+                services: a.services.len() as u64,
+                memory_mb: a.memory_mb,
+            }
+        })
     }
 }
 
 impl TenantCtx {
     /// Reserves `service` and `memory_mb` within `limits`; `claim` (run under the same
     /// lock) takes the id, or refuses.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn reserve(
         &self,
         tenant: &TenantId,
         service: &ServiceId,
         memory_mb: u32,
+        tool: Option<&str>,
         limits: &TenantLimits,
         claim: impl FnOnce() -> Result<(), KernelError>,
     ) -> Result<(), KernelError> {
         let mut a = self.admission.lock();
+        if let Some(other) = tool.and_then(|t| a.tools.get(t)) {
+            return Err(KernelError::AlreadyExists(format!(
+                "tenant {tenant} already has a tool named {:?}: service {other}",
+                tool.unwrap_or_default()
+            )));
+        }
         if a.services.len() >= limits.max_services_per_tenant as usize {
             return Err(KernelError::ResourceExhausted {
                 reason: "quota_exceeded",
@@ -174,13 +203,19 @@ impl TenantCtx {
         claim()?;
         a.services.insert(service.clone());
         a.memory_mb += u64::from(memory_mb);
+        if let Some(t) = tool {
+            a.tools.insert(t.to_string(), service.clone());
+        }
         Ok(())
     }
 
     /// Records a service brought back at start (no quota check: it was admitted once).
-    pub(crate) fn readmit(&self, service: &ServiceId, memory_mb: u32) {
+    pub(crate) fn readmit(&self, service: &ServiceId, memory_mb: u32, tool: Option<&str>) {
         let mut a = self.admission.lock();
         a.services.insert(service.clone());
         a.memory_mb += u64::from(memory_mb);
+        if let Some(t) = tool {
+            a.tools.insert(t.to_string(), service.clone());
+        }
     }
 }

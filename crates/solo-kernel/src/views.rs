@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use solo_types::api::{
-    Discovered, Health, ListFilter, LogLine, LogVerification, RuntimeConfig, ServiceList, TreeNode,
+    Discovered, Health, Identity, ListFilter, LogLine, LogVerification, Quotas, RuntimeConfig,
+    Scope, ServiceList, ServiceTool, TreeNode,
 };
 use solo_types::{
     EventFilter, EventPage, EventQuery, Permission, Resource, ServiceId, ServiceStatus, TenantId,
@@ -16,9 +17,11 @@ use solo_types::{
 
 use crate::api::{EventStream, LogStream};
 use crate::caller::Caller;
+use crate::caller::Role;
 use crate::core::{Core, Slot};
 use crate::error::KernelError;
 use crate::error::Stage;
+use crate::tunables::Key;
 
 /// Log lines a read returns when it names no number.
 pub(crate) const DEFAULT_TAIL: usize = 100;
@@ -262,4 +265,69 @@ pub(crate) fn runtime_config(k: &Core, caller: &Caller) -> Result<RuntimeConfig,
             .collect(),
         pressure: k.monitor.level().into(),
     })
+}
+
+/// The services offered as tools that the caller may call (a token: only those its
+/// scope covers), by tool name.
+pub(crate) fn service_tools(k: &Core, caller: &Caller) -> Vec<ServiceTool> {
+    let tenant = caller.tenant_id();
+    let mut tools: Vec<ServiceTool> = k
+        .tenants
+        .service_ids(tenant)
+        .into_iter()
+        .filter(|id| {
+            caller
+                .require(&Resource::Service(id.clone()), Permission::Call)
+                .is_ok()
+        })
+        .filter_map(
+            |id| match k.services.get(&(tenant.clone(), id.clone()))?.value() {
+                Slot::Running(e) => Some(ServiceTool {
+                    service_id: id,
+                    tool: e.spec.tool.clone()?,
+                }),
+                _ => None,
+            },
+        )
+        .collect();
+    tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
+    tools
+}
+
+/// Who the caller is, and its tenant's quotas and use of them.
+pub(crate) fn whoami(k: &Core, caller: &Caller) -> Identity {
+    let l = &k.config.limits;
+    let usage = k.tenants.usage(caller.tenant_id());
+    let (role, scope) = match caller.role() {
+        Role::Tenant => ("tenant", None),
+        Role::Admin => ("admin", None),
+        Role::Service(_) => ("service", None),
+        Role::Token(t) => (
+            "token",
+            Some(Scope {
+                resource: t.resource.to_string(),
+                permissions: t
+                    .permissions
+                    .iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect(),
+                expires_at: t.expires_at,
+            }),
+        ),
+    };
+    Identity {
+        tenant: caller.tenant_id().clone(),
+        role: role.into(),
+        admin: caller.is_admin(),
+        scope,
+        quotas: Quotas {
+            services: usage.services,
+            max_services: u64::from(l.max_services_per_tenant),
+            memory_mb: usage.memory_mb,
+            max_memory_mb: l.max_memory_mb_per_tenant,
+            max_memory_mb_per_service: u64::from(l.max_memory_mb_per_service),
+            max_in_flight: k.tunables.get(Key::MaxPerTenant),
+            max_timeout_ms: l.max_timeout_ms,
+        },
+    }
 }

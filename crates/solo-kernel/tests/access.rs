@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use solo_kernel::{
     Caller, DeployRequest, GrantRequest, Kernel, KernelConfig, KernelError, KernelOptions,
-    Narrowing,
+    KillOptions, Narrowing,
 };
 use solo_store::{EventQuery, Store};
 use solo_types::{Format, Permission, Permissions, Resource, TenantId, kinds};
@@ -429,4 +429,90 @@ async fn only_an_admin_rotates_keys_and_secrets_stay_readable() {
     assert_eq!(k.rotate_secrets(&admin).await.unwrap(), 1);
     assert_eq!(k.get_secret(&a, "x").await.unwrap().expose(), b"before");
     assert_eq!(count(k, &admin, kinds::SECRETS_ROTATED), 1);
+}
+
+fn tool(name: &str) -> solo_types::ToolSpec {
+    solo_types::ToolSpec {
+        name: name.into(),
+        description: "Echoes its arguments.".into(),
+        input_schema: serde_json::json!({"type": "object"}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_offered_as_tools_are_listed_to_whoever_may_call_them() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("tools-a");
+    let echo = || solo_guests::js("echo").into_bytes();
+    for (id, name) in [("e1", "echo_one"), ("e2", "echo_two")] {
+        let mut d = DeployRequest::new(sid(id), Format::Js, echo());
+        d.tool = Some(tool(name));
+        k.deploy(&a, d).await.unwrap();
+    }
+    k.deploy(&a, DeployRequest::new(sid("plain"), Format::Js, echo()))
+        .await
+        .unwrap();
+    let names = |c: &Caller| -> Vec<String> {
+        k.service_tools(c)
+            .into_iter()
+            .map(|t| t.tool.name)
+            .collect()
+    };
+    assert_eq!(names(&a), ["echo_one", "echo_two"]);
+    assert!(
+        names(&tenant("tools-b")).is_empty(),
+        "another tenant sees none"
+    );
+    // A tool name is unique in its tenant, and Solo's own prefix is reserved.
+    let mut dup = DeployRequest::new(sid("e3"), Format::Js, echo());
+    dup.tool = Some(tool("echo_one"));
+    assert!(matches!(
+        k.deploy(&a, dup).await,
+        Err(KernelError::AlreadyExists(_))
+    ));
+    for bad in [
+        tool("solo_deploy"),
+        tool("a b"),
+        solo_types::ToolSpec {
+            input_schema: serde_json::json!({"type": "string"}),
+            ..tool("fine")
+        },
+    ] {
+        let mut d = DeployRequest::new(sid("e4"), Format::Js, echo());
+        d.tool = Some(bad);
+        assert!(matches!(
+            k.deploy(&a, d).await,
+            Err(KernelError::InvalidArgument(_))
+        ));
+    }
+    // A token that may call one service sees only that service's tool.
+    let g = k
+        .grant_capability(
+            &a,
+            GrantRequest {
+                resource: Resource::Service(sid("e2")),
+                permissions: perms(&["call"]),
+                ttl_seconds: Some(600),
+            },
+        )
+        .await
+        .unwrap();
+    let bearer = k.authenticate_token(g.token.expose()).unwrap();
+    assert_eq!(names(&bearer), ["echo_two"]);
+    let me = k.whoami(&bearer);
+    assert_eq!((me.role.as_str(), me.quotas.services), ("token", 3));
+    assert_eq!(me.scope.unwrap().resource, "service:e2");
+    // A killed service's tool goes with it, and its name is free again.
+    k.kill(&a, &sid("e1"), KillOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(names(&a), ["echo_two"]);
+    let mut again = DeployRequest::new(sid("e5"), Format::Js, echo());
+    again.tool = Some(tool("echo_one"));
+    k.deploy(&a, again).await.unwrap();
+    assert_eq!(
+        k.status(&a, &sid("e5")).unwrap().tool,
+        Some(tool("echo_one"))
+    );
 }

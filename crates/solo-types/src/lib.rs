@@ -20,5 +20,6 @@ pub use event::{Event, NewEvent, kinds};
 pub use ids::{IdError, ServiceId, TenantId};
 pub use query::{EventFilter, EventPage, EventQuery, Order};
 pub use spec::{
-    CrashReport, DeploySpec, Format, RestartPolicy, ServiceLimits, ServiceState, ServiceStatus,
+    CrashReport, DeploySpec, Format, RESERVED_TOOL_PREFIX, RestartPolicy, ServiceLimits,
+    ServiceState, ServiceStatus, ToolSpec,
 };

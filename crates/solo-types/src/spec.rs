@@ -103,6 +103,77 @@ pub struct DeploySpec {
     pub limits: ServiceLimits,
     /// Secret names the service may read.
     pub secrets: Vec<String>,
+    /// The service offered to agents as a tool (MCP), if its deploy declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolSpec>,
+}
+
+/// A service offered to agents as a tool: calling the tool calls the service with the
+/// tool's arguments as the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// `^[A-Za-z0-9_-]{1,64}$`, unique within the tenant; `solo_` is reserved for Solo's
+    /// own tools.
+    pub name: String,
+    /// What the tool does, for a model: when to use it and what it returns.
+    pub description: String,
+    /// The JSON Schema of the arguments: an object schema (`"type": "object"`).
+    pub input_schema: serde_json::Value,
+}
+
+/// The prefix of Solo's own tool names, which a service's tool may not take.
+pub const RESERVED_TOOL_PREFIX: &str = "solo_";
+
+impl ToolSpec {
+    /// The longest description accepted, in bytes.
+    pub const MAX_DESCRIPTION: usize = 4096;
+    /// The largest input schema accepted, in bytes of JSON.
+    pub const MAX_SCHEMA: usize = 64 << 10;
+
+    /// Checks the name, the description and the schema; the error says which is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(format!(
+                "tool name {:?}: use 1-64 characters of [A-Za-z0-9_-]",
+                self.name
+            ));
+        }
+        if self.name.starts_with(RESERVED_TOOL_PREFIX) {
+            return Err(format!(
+                "tool name {:?}: names starting with {RESERVED_TOOL_PREFIX} are Solo's own",
+                self.name
+            ));
+        }
+        if self.description.trim().is_empty() || self.description.len() > Self::MAX_DESCRIPTION {
+            return Err(format!(
+                "a tool needs a description of 1 to {} bytes",
+                Self::MAX_DESCRIPTION
+            ));
+        }
+        let schema = self
+            .input_schema
+            .as_object()
+            .ok_or("a tool's input_schema must be a JSON object")?;
+        if schema.get("type").and_then(serde_json::Value::as_str) != Some("object") {
+            return Err(
+                "a tool's input_schema must describe an object (\"type\": \"object\")".into(),
+            );
+        }
+        if self.input_schema.to_string().len() > Self::MAX_SCHEMA {
+            return Err(format!(
+                "a tool's input_schema is over {} bytes",
+                Self::MAX_SCHEMA
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A service's lifecycle state (`docs/design.md`, "Lifecycle").
@@ -212,4 +283,7 @@ pub struct ServiceStatus {
     pub limits: ServiceLimits,
     /// UTC ns of the deploy.
     pub deployed_at: i64,
+    /// The tool the service is offered as, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolSpec>,
 }

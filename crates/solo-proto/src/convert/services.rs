@@ -8,7 +8,8 @@ use solo_types::api::{
     SwapMethod, SwapRequest, Swapped, format_named, infer_format, millis, restart_named,
     service_id, state_named, swap_mode_named,
 };
-use solo_types::{CrashReport, Format, ServiceId, ServiceLimits, ServiceStatus};
+use solo_types::api::{ServiceTool, ServiceTools};
+use solo_types::{CrashReport, Format, ServiceId, ServiceLimits, ServiceStatus, ToolSpec};
 
 use super::{bad_answer, nonzero};
 use crate::v1 as pb;
@@ -75,6 +76,7 @@ impl TryFrom<pb::DeployRequest> for DeployRequest {
             mailbox: nonzero(r.mailbox),
             startup_timeout_ms: nonzero(r.startup_timeout_ms),
             secrets: r.secrets,
+            tool: r.tool.map(tool_from).transpose()?,
             dry_run: r.dry_run,
             ..Self::new(id, format, Arc::<[u8]>::from(code))
         })
@@ -105,6 +107,7 @@ impl From<&DeployRequest> for pb::DeployRequest {
             startup_timeout_ms: r.startup_timeout_ms.unwrap_or(0),
             secrets: r.secrets.clone(),
             dry_run: r.dry_run,
+            tool: r.tool.as_ref().map(tool_to),
         }
     }
 }
@@ -177,6 +180,7 @@ impl From<&ServiceStatus> for pb::StatusResponse {
             mailbox_limit: s.limits.mailbox,
             deployed_at: s.deployed_at,
             startup_timeout_ms: s.limits.startup_timeout_ms,
+            tool: s.tool.as_ref().map(tool_to),
         }
     }
 }
@@ -210,7 +214,69 @@ impl TryFrom<pb::StatusResponse> for ServiceStatus {
                 startup_timeout_ms: s.startup_timeout_ms,
             },
             deployed_at: s.deployed_at,
+            tool: s
+                .tool
+                .map(tool_from)
+                .transpose()
+                .map_err(|e| bad_answer("tool", e))?,
         })
+    }
+}
+
+/// A tool declaration from the wire (its schema travels as JSON text).
+pub fn tool_from(t: pb::ToolSpec) -> Result<ToolSpec, Failure> {
+    let input_schema = serde_json::from_str(&t.input_schema_json).map_err(|e| {
+        Failure::invalid(
+            "invalid_tool",
+            format!("the tool's input_schema is not JSON: {e}"),
+        )
+    })?;
+    Ok(ToolSpec {
+        name: t.name,
+        description: t.description,
+        input_schema,
+    })
+}
+
+pub fn tool_to(t: &ToolSpec) -> pb::ToolSpec {
+    pb::ToolSpec {
+        name: t.name.clone(),
+        description: t.description.clone(),
+        input_schema_json: t.input_schema.to_string(),
+    }
+}
+
+impl From<&ServiceTools> for pb::ListToolsResponse {
+    fn from(t: &ServiceTools) -> Self {
+        Self {
+            tools: t
+                .tools
+                .iter()
+                .map(|s| pb::ServiceToolInfo {
+                    service_id: s.service_id.to_string(),
+                    tool: Some(tool_to(&s.tool)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::ListToolsResponse> for ServiceTools {
+    type Error = Failure;
+
+    fn try_from(t: pb::ListToolsResponse) -> Result<Self, Failure> {
+        let tools = t
+            .tools
+            .into_iter()
+            .map(|s| {
+                Ok(ServiceTool {
+                    service_id: answer_id(&s.service_id)?,
+                    tool: tool_from(s.tool.ok_or_else(|| bad_answer("tool", "missing"))?)
+                        .map_err(|e| bad_answer("tool", e))?,
+                })
+            })
+            .collect::<Result<_, Failure>>()?;
+        Ok(Self { tools })
     }
 }
 

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use solo_types::api::{
-    ConfigChange, Discovered, Failure, Health, LogLine, LogVerification, RegisterRequest,
-    Registered, RuntimeConfig, SERVICE_LOG, ShutdownStarted, TreeNode, WatchRequest, event_filter,
+    ConfigChange, Discovered, Failure, Health, Identity, LogLine, LogVerification, Quotas,
+    RegisterRequest, Registered, RuntimeConfig, SERVICE_LOG, Scope, ShutdownStarted, TreeNode,
+    WatchRequest, event_filter,
 };
 use solo_types::{Event, EventPage, EventQuery, Order, ServiceId, TenantId};
 
@@ -395,6 +396,58 @@ impl From<pb::ShutdownResponse> for ShutdownStarted {
             message: s.message,
             grace_period_ms: s.grace_period_ms,
         }
+    }
+}
+
+impl From<&Identity> for pb::WhoAmIResponse {
+    fn from(i: &Identity) -> Self {
+        let q = &i.quotas;
+        Self {
+            tenant: i.tenant.to_string(),
+            role: i.role.clone(),
+            admin: i.admin,
+            scope: i.scope.as_ref().map(|s| pb::TokenScope {
+                resource: s.resource.clone(),
+                permissions: s.permissions.clone(),
+                expires_at: s.expires_at,
+            }),
+            quotas: Some(pb::Quotas {
+                services: q.services,
+                max_services: q.max_services,
+                memory_mb: q.memory_mb,
+                max_memory_mb: q.max_memory_mb,
+                max_memory_mb_per_service: q.max_memory_mb_per_service,
+                max_in_flight: q.max_in_flight,
+                max_timeout_ms: q.max_timeout_ms,
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::WhoAmIResponse> for Identity {
+    type Error = Failure;
+
+    fn try_from(i: pb::WhoAmIResponse) -> Result<Self, Failure> {
+        let q = i.quotas.unwrap_or_default();
+        Ok(Self {
+            tenant: TenantId::new(i.tenant).map_err(|e| bad_answer("tenant", e))?,
+            role: i.role,
+            admin: i.admin,
+            scope: i.scope.map(|s| Scope {
+                resource: s.resource,
+                permissions: s.permissions,
+                expires_at: s.expires_at,
+            }),
+            quotas: Quotas {
+                services: q.services,
+                max_services: q.max_services,
+                memory_mb: q.memory_mb,
+                max_memory_mb: q.max_memory_mb,
+                max_memory_mb_per_service: q.max_memory_mb_per_service,
+                max_in_flight: q.max_in_flight,
+                max_timeout_ms: q.max_timeout_ms,
+            },
+        })
     }
 }
 

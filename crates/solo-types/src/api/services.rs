@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::{Failure, is_false, millis, service_id};
 use crate::ids::ServiceId;
-use crate::spec::{Format, RestartPolicy, ServiceState, ServiceStatus};
+use crate::spec::{Format, RestartPolicy, ServiceState, ServiceStatus, ToolSpec};
 
 /// The bytes that start every WebAssembly binary.
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -105,6 +105,8 @@ pub struct DeployRequest {
     pub mailbox: Option<u32>,
     pub startup_timeout_ms: Option<u32>,
     pub secrets: Vec<String>,
+    /// Offer the service to agents as this tool.
+    pub tool: Option<ToolSpec>,
     /// Check everything, start nothing.
     pub dry_run: bool,
 }
@@ -125,6 +127,7 @@ impl DeployRequest {
             mailbox: None,
             startup_timeout_ms: None,
             secrets: Vec::new(),
+            tool: None,
             dry_run: false,
         }
     }
@@ -162,6 +165,9 @@ pub struct DeployBody {
     pub startup_timeout_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Offer the service to agents as this tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolSpec>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
 }
@@ -188,6 +194,7 @@ impl TryFrom<DeployBody> for DeployRequest {
             mailbox: b.mailbox,
             startup_timeout_ms: b.startup_timeout_ms,
             secrets: b.secrets,
+            tool: b.tool,
             dry_run: b.dry_run,
             ..Self::new(id, format, code)
         })
@@ -211,6 +218,7 @@ impl From<&DeployRequest> for DeployBody {
             mailbox: r.mailbox,
             startup_timeout_ms: r.startup_timeout_ms,
             secrets: r.secrets.clone(),
+            tool: r.tool.clone(),
             dry_run: r.dry_run,
         }
     }
@@ -536,6 +544,19 @@ pub struct LogParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLines {
     pub lines: Vec<LogLine>,
+}
+
+/// A service offered as a tool, as a caller may call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceTool {
+    pub service_id: ServiceId,
+    pub tool: ToolSpec,
+}
+
+/// The service tools a caller may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceTools {
+    pub tools: Vec<ServiceTool>,
 }
 
 /// Metadata pairs, in key order.

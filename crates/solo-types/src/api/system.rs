@@ -253,7 +253,7 @@ pub struct Metrics {
     pub text: String,
 }
 
-/// Who the caller is, as the server sees it.
+/// Who the caller is, as the server sees it, and what it may still use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub tenant: TenantId,
@@ -261,6 +261,33 @@ pub struct Identity {
     pub role: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub admin: bool,
+    /// For a token: what it allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    pub quotas: Quotas,
+}
+
+/// What a capability token allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub resource: String,
+    pub permissions: Vec<String>,
+    /// UTC ns.
+    pub expires_at: i64,
+}
+
+/// The tenant's limits and what it uses of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    pub services: u64,
+    pub max_services: u64,
+    pub memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub max_memory_mb_per_service: u64,
+    /// Requests the tenant may have in flight at once.
+    pub max_in_flight: u64,
+    /// The longest timeout a request may ask for.
+    pub max_timeout_ms: u64,
 }
 
 #[cfg(test)]

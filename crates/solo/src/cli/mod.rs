@@ -60,6 +60,10 @@ pub enum ClientCmd {
     Discover(system::DiscoverArgs),
     /// Is the server up? (With credentials: its version, uptime and your services.)
     Health,
+    /// Who you are to the server: tenant, role, a token's scope, your quotas.
+    Whoami,
+    /// The services offered as tools (MCP) that you may call.
+    Tools,
     /// Prometheus metrics (admin).
     Metrics,
     /// The supervision tree.
@@ -126,6 +130,8 @@ pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
             ClientCmd::Caps(s) => caps::run(&c, s).await,
             ClientCmd::Discover(a) => system::discover(&c, a).await,
             ClientCmd::Health => system::health(&c).await,
+            ClientCmd::Whoami => system::whoami(&c).await,
+            ClientCmd::Tools => system::tools(&c).await,
             ClientCmd::Metrics => system::metrics(&c).await,
             ClientCmd::Tree => system::tree(&c).await,
             ClientCmd::Config(s) => system::config(&c, s).await,

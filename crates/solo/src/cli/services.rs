@@ -9,7 +9,7 @@ use solo_types::api::{
     DeployRequest, KillOptions, ListFilter, SwapMethod, SwapRequest, format_named, infer_format,
     restart_named, service_id, state_named, swap_mode_named,
 };
-use solo_types::{Format, ServiceId};
+use solo_types::{Format, ServiceId, ToolSpec};
 
 use super::{Cmd, check_json, read_file, refuse};
 use crate::output::{self, bytes, fields, millis, spinner, table, time};
@@ -42,6 +42,15 @@ pub struct DeployArgs {
     /// A secret the service may read; repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// Offer the service to agents as a tool (MCP) with this name.
+    #[arg(long, value_name = "NAME", requires = "tool_description")]
+    tool: Option<String>,
+    /// What the tool does, written for a model.
+    #[arg(long, value_name = "TEXT", requires = "tool")]
+    tool_description: Option<String>,
+    /// The tool's input JSON Schema: JSON, or @FILE (default: any object).
+    #[arg(long, value_name = "SCHEMA", requires = "tool")]
+    tool_schema: Option<String>,
     /// Check everything, start nothing.
     #[arg(long)]
     dry_run: bool,
@@ -148,6 +157,17 @@ fn id_from_file(file: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// A JSON argument, given inline or as @FILE.
+fn json_arg(what: &str, arg: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => String::from_utf8(read_file(Path::new(path))?)
+            .map_err(|_| refuse("invalid_json", format!("the {what} file is not UTF-8")))?,
+        None => arg.to_string(),
+    };
+    check_json(what, &text)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// The format of code from a file: as named, else the wasm magic, else the extension.
 fn format_of(named: Option<&str>, file: &Path, code: &[u8]) -> anyhow::Result<Format> {
     Ok(match named {
@@ -166,13 +186,17 @@ pub(super) async fn deploy(c: &Cmd, a: DeployArgs) -> anyhow::Result<()> {
     };
     let mut req = DeployRequest::new(id_of(&id)?, format, code);
     if let Some(config) = a.config.as_deref() {
-        let text = match config.strip_prefix('@') {
-            Some(path) => String::from_utf8(read_file(Path::new(path))?)
-                .map_err(|_| refuse("invalid_config", "the config file is not UTF-8"))?,
-            None => config.to_string(),
-        };
-        check_json("config", &text)?;
-        req.config = Some(serde_json::from_str(&text)?);
+        req.config = Some(json_arg("config", config)?);
+    }
+    if let Some(name) = a.tool {
+        req.tool = Some(ToolSpec {
+            name,
+            description: a.tool_description.unwrap_or_default(),
+            input_schema: match a.tool_schema.as_deref() {
+                Some(s) => json_arg("tool schema", s)?,
+                None => serde_json::json!({"type": "object"}),
+            },
+        });
     }
     req.restart = a.restart.as_deref().map(restart_named).transpose()?;
     req.memory_mb = a.memory_mb;

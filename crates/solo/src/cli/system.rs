@@ -98,6 +98,50 @@ pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub(super) async fn whoami(c: &Cmd) -> anyhow::Result<()> {
+    c.out(&c.client.whoami().await?, |i| {
+        let q = &i.quotas;
+        let mut rows = vec![("tenant", i.tenant.to_string()), ("role", i.role.clone())];
+        if let Some(s) = &i.scope {
+            rows.push((
+                "scope",
+                format!("{} on {}", s.permissions.join(","), s.resource),
+            ));
+            rows.push(("expires", time(s.expires_at)));
+        }
+        rows.push(("services", format!("{} / {}", q.services, q.max_services)));
+        rows.push((
+            "memory",
+            format!("{} / {} MiB", q.memory_mb, q.max_memory_mb),
+        ));
+        rows.push(("in flight", format!("at most {}", q.max_in_flight)));
+        fields(&rows);
+    });
+    Ok(())
+}
+
+pub(super) async fn tools(c: &Cmd) -> anyhow::Result<()> {
+    c.out(&c.client.service_tools().await?, |t| {
+        if t.tools.is_empty() {
+            println!("no services are offered as tools; deploy one with --tool NAME");
+            return;
+        }
+        let rows = t
+            .tools
+            .iter()
+            .map(|s| {
+                vec![
+                    s.tool.name.clone(),
+                    s.service_id.to_string(),
+                    s.tool.description.clone(),
+                ]
+            })
+            .collect();
+        table(&["TOOL", "SERVICE", "DESCRIPTION"], rows);
+    });
+    Ok(())
+}
+
 pub(super) async fn metrics(c: &Cmd) -> anyhow::Result<()> {
     c.out(&c.client.metrics().await?, |m| print!("{}", m.text));
     Ok(())

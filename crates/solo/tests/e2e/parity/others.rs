@@ -315,6 +315,15 @@ pub(super) async fn system(f: &Faces, admin: &Faces, anon: &Faces) {
     assert_eq!(rh.version, None, "no details without credentials");
     let rh: Health = f.ok(M::GET, "/health", None).await;
     same("a tenant's health", &f.grpc.health().await.unwrap(), &rh);
+    let rw: Identity = f.ok(M::GET, "/v1/whoami", None).await;
+    same("whoami", &f.grpc.whoami().await.unwrap(), &rw);
+    let rs: ServiceTools = f.ok(M::GET, "/v1/tools", None).await;
+    same("service tools", &f.grpc.service_tools().await.unwrap(), &rs);
+    same_refusal(
+        "whoami without credentials",
+        anon.grpc.whoami().await,
+        anon.send(M::GET, "/v1/whoami", None).await,
+    );
     let rt: TreeNode = f.ok(M::GET, "/v1/system/tree", None).await;
     same("tree", &f.grpc.tree().await.unwrap(), &rt);
     same_refusal(

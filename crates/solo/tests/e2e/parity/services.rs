@@ -61,6 +61,10 @@ pub(super) async fn services_and_calls(f: &Faces) {
             json!({"service_id": "x", "code": "syntax error ("}),
             "bad code",
         ),
+        (
+            json!({"service_id": "x", "code": "1", "tool": {"name": "solo_x", "description": "d", "input_schema": {"type": "object"}}}),
+            "a tool with a reserved name",
+        ),
     ] {
         let pb = solo_proto::v1::DeployRequest {
             service_id: body["service_id"].as_str().unwrap().into(),
@@ -70,6 +74,11 @@ pub(super) async fn services_and_calls(f: &Faces) {
             memory_mb: body["memory_mb"]
                 .as_u64()
                 .map_or(0, |m| u32::try_from(m).unwrap()),
+            tool: body.get("tool").map(|t| solo_proto::v1::ToolSpec {
+                name: t["name"].as_str().unwrap().into(),
+                description: t["description"].as_str().unwrap().into(),
+                input_schema_json: t["input_schema"].to_string(),
+            }),
             ..Default::default()
         };
         same_refusal(
