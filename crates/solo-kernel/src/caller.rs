@@ -1,6 +1,8 @@
 //! Who is asking: the identity every kernel function takes first.
 
-use solo_types::{Permission, Permissions, Resource, ServiceId, TenantId};
+use serde_json::json;
+use solo_store::Store;
+use solo_types::{NewEvent, Permission, Permissions, Resource, ServiceId, TenantId, kinds};
 
 use crate::error::KernelError;
 
@@ -86,6 +88,40 @@ impl Caller {
                 }
             }
         }
+    }
+
+    /// Like [`Caller::require`], and a token's refusal becomes a `capability_denied`
+    /// event in its tenant's log (queued before the refusal returns; nobody waits for
+    /// the disk), naming the token's hash, what was asked and what the token allows.
+    pub(crate) fn require_audited(
+        &self,
+        store: &dyn Store,
+        resource: &Resource,
+        permission: Permission,
+    ) -> Result<(), KernelError> {
+        let refused = self.require(resource, permission);
+        if let (Err(_), Role::Token(scope)) = (&refused, &self.role) {
+            let event = match resource {
+                Resource::Service(s) => {
+                    NewEvent::service(kinds::CAPABILITY_DENIED, &self.tenant, s)
+                }
+                _ => NewEvent::tenant(kinds::CAPABILITY_DENIED, &self.tenant),
+            }
+            .payload(json!({
+                "hash": scope.hash,
+                "resource": resource.to_string(),
+                "permission": permission.to_string(),
+                "allowed_resource": scope.resource.to_string(),
+                "allowed_permissions": scope.permissions.to_string(),
+            }));
+            let append = store.append(vec![event]);
+            tokio::spawn(async move {
+                if let Err(e) = append.await {
+                    tracing::warn!(error = %e, "could not record a capability denial");
+                }
+            });
+        }
+        refused
     }
 
     /// Whether the caller holds the tenant itself (not a token or a service).

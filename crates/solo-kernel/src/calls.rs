@@ -44,7 +44,11 @@ async fn checked_call(
     request: &str,
     timeout: Option<Duration>,
 ) -> Result<String, KernelError> {
-    caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Call,
+    )?;
     k.check_accepting()?;
     let timeout = k.config.timeout(timeout)?;
     k.check_message("request", request)?;
@@ -139,7 +143,11 @@ pub(crate) fn cast(
     service: &ServiceId,
     message: &str,
 ) -> Result<(), KernelError> {
-    caller.require(&Resource::Service(service.clone()), Permission::Call)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Call,
+    )?;
     k.check_accepting()?;
     k.check_message("message", message)?;
     let entry = k.live_entry(caller, service)?;

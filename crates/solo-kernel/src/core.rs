@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use solo_sandbox::Sandbox;
 use solo_store::Store;
 use solo_types::clock::SharedClock;
-use solo_types::{NewEvent, ServiceId, ServiceState, TenantId};
+use solo_types::{NewEvent, Permission, Resource, ServiceId, ServiceState, TenantId};
 
 use crate::api::Recovery;
 use crate::caller::Caller;
@@ -157,6 +157,17 @@ impl Core {
     pub(crate) fn release(&self, tenant: &TenantId, service: &ServiceId, memory_mb: u32) {
         self.services.remove(&(tenant.clone(), service.clone()));
         self.tenants.release(tenant, service, memory_mb);
+    }
+
+    /// Checks that `caller` may use `permission` on `resource`, recording a token's
+    /// refusal (see [`Caller::require_audited`]).
+    pub(crate) fn require(
+        &self,
+        caller: &Caller,
+        resource: &Resource,
+        permission: Permission,
+    ) -> Result<(), KernelError> {
+        caller.require_audited(self.store.as_ref(), resource, permission)
     }
 
     /// Appends `events` in the background (queued in order now; nobody waits for the

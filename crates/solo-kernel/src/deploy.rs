@@ -39,7 +39,7 @@ pub(crate) async fn deploy(
             "services cannot deploy services".into(),
         ));
     }
-    caller.require(&Resource::Kernel, Permission::Deploy)?;
+    k.require(caller, &Resource::Kernel, Permission::Deploy)?;
     if !req.dry_run {
         k.monitor.check_pressure()?;
     }

@@ -196,7 +196,11 @@ impl Registry {
     ) -> Result<Registration, KernelError> {
         let service = ServiceId::new(req.service_id.as_str())
             .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
-        caller.require(&Resource::Service(service.clone()), Permission::Register)?;
+        caller.require_audited(
+            self.store.as_ref(),
+            &Resource::Service(service.clone()),
+            Permission::Register,
+        )?;
         let tenant = caller.tenant_id().clone();
         if !running(&service) {
             return Err(KernelError::not_found(&service));

@@ -27,7 +27,11 @@ pub(crate) async fn kill(
             "services cannot kill services".into(),
         ));
     }
-    caller.require(&Resource::Service(service.clone()), Permission::Kill)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Kill,
+    )?;
     let timeout = if opts.force {
         Duration::ZERO
     } else {

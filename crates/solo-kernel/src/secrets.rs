@@ -75,7 +75,11 @@ impl Secrets {
         name: &str,
         value: &[u8],
     ) -> Result<u64, KernelError> {
-        caller.require(&Resource::Secret(name.to_string()), Permission::Write)?;
+        caller.require_audited(
+            self.store.as_ref(),
+            &Resource::Secret(name.to_string()),
+            Permission::Write,
+        )?;
         let tenant = caller.tenant_id();
         let e = event(kinds::SECRET_STORED, tenant, None, name, &who(caller));
         let ids = self
@@ -94,7 +98,11 @@ impl Secrets {
     ) -> Result<SecretValue, KernelError> {
         let tenant = caller.tenant_id();
         let base = event(kinds::SECRET_ACCESSED, tenant, None, name, &who(caller));
-        if let Err(e) = caller.require(&Resource::Secret(name.to_string()), Permission::Read) {
+        if let Err(e) = caller.require_audited(
+            self.store.as_ref(),
+            &Resource::Secret(name.to_string()),
+            Permission::Read,
+        ) {
             let mut d = denied(base, "permission_denied");
             d.kind = kinds::SECRET_ACCESS_DENIED.into();
             self.record(d).await?;
@@ -150,7 +158,7 @@ impl Secrets {
 
     /// The names of the caller's tenant's secrets, sorted.
     pub(crate) fn list(&self, caller: &Caller) -> Result<Vec<String>, KernelError> {
-        caller.require(&Resource::Any, Permission::Read)?;
+        caller.require_audited(self.store.as_ref(), &Resource::Any, Permission::Read)?;
         self.vault()?
             .list(caller.tenant_id())
             .stage("list the secrets")
@@ -158,7 +166,11 @@ impl Secrets {
 
     /// Deletes a secret (idempotent); returns whether it existed.
     pub(crate) async fn delete(&self, caller: &Caller, name: &str) -> Result<bool, KernelError> {
-        caller.require(&Resource::Secret(name.to_string()), Permission::Write)?;
+        caller.require_audited(
+            self.store.as_ref(),
+            &Resource::Secret(name.to_string()),
+            Permission::Write,
+        )?;
         let tenant = caller.tenant_id();
         let e = event(kinds::SECRET_DELETED, tenant, None, name, &who(caller));
         self.vault()?

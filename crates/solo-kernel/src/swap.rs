@@ -46,7 +46,7 @@ pub(crate) async fn hot_swap(
         ));
     }
     let id = req.service_id.clone();
-    caller.require(&Resource::Service(id.clone()), Permission::Swap)?;
+    k.require(caller, &Resource::Service(id.clone()), Permission::Swap)?;
     k.check_accepting()?;
     let entry = k.live_entry(caller, &id)?;
     let tenant = entry.tenant.clone();

@@ -33,7 +33,11 @@ pub(crate) fn status(
     caller: &Caller,
     service: &ServiceId,
 ) -> Result<ServiceStatus, KernelError> {
-    caller.require(&Resource::Service(service.clone()), Permission::Read)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Read,
+    )?;
     k.entry(caller, service).map(|e| e.status())
 }
 
@@ -42,7 +46,7 @@ pub(crate) fn list(
     caller: &Caller,
     filter: &ListFilter,
 ) -> Result<ServiceList, KernelError> {
-    caller.require(&Resource::Any, Permission::Read)?;
+    k.require(caller, &Resource::Any, Permission::Read)?;
     let tenant = caller.tenant_id();
     let all: Vec<ServiceStatus> = k
         .tenants
@@ -81,7 +85,11 @@ pub(crate) fn logs(
     service: &ServiceId,
     n: usize,
 ) -> Result<Vec<LogLine>, KernelError> {
-    caller.require(&Resource::Service(service.clone()), Permission::Read)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Read,
+    )?;
     Ok(k.entry(caller, service)?.logs.tail(n))
 }
 
@@ -91,14 +99,18 @@ pub(crate) fn follow_logs(
     service: &ServiceId,
     n: usize,
 ) -> Result<(Vec<LogLine>, LogStream), KernelError> {
-    caller.require(&Resource::Service(service.clone()), Permission::Read)?;
+    k.require(
+        caller,
+        &Resource::Service(service.clone()),
+        Permission::Read,
+    )?;
     Ok(k.entry(caller, service)?.logs.follow(n))
 }
 
 /// The tenant filter of an event read: a tenant reads its own events (naming another
 /// tenant is refused); an admin may name one, or none for all.
-fn scope(caller: &Caller, filter: &mut EventFilter) -> Result<(), KernelError> {
-    caller.require(&Resource::Events, Permission::Read)?;
+fn scope(k: &Core, caller: &Caller, filter: &mut EventFilter) -> Result<(), KernelError> {
+    k.require(caller, &Resource::Events, Permission::Read)?;
     match &filter.tenant {
         _ if caller.is_admin() => Ok(()),
         None => {
@@ -115,7 +127,7 @@ pub(crate) fn events(
     caller: &Caller,
     mut query: EventQuery,
 ) -> Result<EventPage, KernelError> {
-    scope(caller, &mut query.filter)?;
+    scope(k, caller, &mut query.filter)?;
     k.store.read(&query).stage("read the events")
 }
 
@@ -125,7 +137,7 @@ pub(crate) fn watch(
     after_id: u64,
     mut filter: EventFilter,
 ) -> Result<EventStream, KernelError> {
-    scope(caller, &mut filter)?;
+    scope(k, caller, &mut filter)?;
     let sub = k.store.subscribe(after_id, filter);
     Ok(Box::pin(sub.into_stream().map(|e| {
         e.map_err(|source| KernelError::Store {
@@ -168,7 +180,7 @@ pub(crate) fn registrations(
     caller: &Caller,
     name: Option<&str>,
 ) -> Result<Vec<Discovered>, KernelError> {
-    caller.require(&Resource::Kernel, Permission::Read)?;
+    k.require(caller, &Resource::Kernel, Permission::Read)?;
     let tenant = caller.tenant_id();
     Ok(k.registry
         .registrations(tenant, name, |s| k.is_alive(tenant, s)))
@@ -190,7 +202,7 @@ pub(crate) fn discover(
 
 /// The supervision tree; a tenant sees the system and its own subtree.
 pub(crate) fn tree(k: &Core, caller: &Caller) -> Result<TreeNode, KernelError> {
-    caller.require(&Resource::Any, Permission::Read)?;
+    k.require(caller, &Resource::Any, Permission::Read)?;
     let only = (!caller.is_admin()).then(|| caller.tenant_id().to_string());
     Ok(match k.tree.get() {
         Some(t) => t.snapshot(|tenant| tenant_tree(k, tenant), only.as_deref()),

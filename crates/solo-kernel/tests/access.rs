@@ -280,6 +280,23 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     denied(k.events(&bearer, EventQuery::default()).map(|_| ()));
     denied(k.list_secrets(&bearer).map(|_| ()));
     denied(k.get_secret(&bearer, "s").await.map(|_| ()));
+    // Each refusal is a capability_denied event in the granting tenant's log, naming the
+    // token's hash, what was asked and what the token allows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let denials = loop {
+        let d = events_of(k, &owner, "capability_denied");
+        if d.len() >= 7 || tokio::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(denials.len(), 7, "{denials:?}");
+    let call = &denials[0];
+    assert_eq!(call.service.as_ref().map(|s| s.as_str()), Some("other"));
+    assert_eq!(call.payload["permission"], "call");
+    assert_eq!(call.payload["allowed_resource"], "service:api");
+    assert_eq!(call.payload["hash"].as_str().map(str::len), Some(64));
+    assert!(!call.payload.to_string().contains(g.token.expose()));
     // A token holder cannot grant, but can hand on a narrower copy.
     denied(
         k.grant_capability(
