@@ -55,6 +55,12 @@ impl From<Failure> for ApiError {
     }
 }
 
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        e.0
+    }
+}
+
 impl From<KernelError> for ApiError {
     fn from(e: KernelError) -> Self {
         Self(Failure::from(&e))

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+mod mcp;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
@@ -51,6 +52,10 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// A connection that has not finished its TLS handshake by then is closed.
     pub handshake_timeout: Duration,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection).
+    pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values `/mcp` accepts; a request with any other `Origin` is refused.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -61,6 +66,8 @@ impl Default for GatewayConfig {
             metrics_addr: None,
             max_request_bytes: 8 << 20,
             handshake_timeout: Duration::from_secs(10),
+            mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }
@@ -184,7 +191,15 @@ impl Gateway {
         let Some(ops) = ops else { return Ok(()) };
         let max = self.config.max_request_bytes;
         let grpc_router = grpc::router(Arc::clone(&ops), max);
-        let rest_router = rest::router(ops, max);
+        let mcp_options = solo_mcp::HttpOptions {
+            allowed_hosts: self.config.mcp_allowed_hosts.clone(),
+            allowed_origins: self.config.mcp_allowed_origins.clone(),
+            // The arguments may be as large as any request, plus the JSON-RPC envelope.
+            max_body_bytes: max.saturating_add(64 << 10),
+            stopping: self.drain.clone(),
+        };
+        let mcp_router = mcp::router(Arc::clone(&ops), mcp_options, max);
+        let rest_router = rest::router(ops, max).merge(mcp_router);
         let mut loops = tokio::task::JoinSet::new();
         loops.spawn(Arc::clone(&self).accept_loop(
             Arc::clone(&self.grpc),

@@ -70,6 +70,12 @@ impl Ops {
         Box::pin(s.take_until(self.stopping.clone().cancelled_owned()))
     }
 
+    /// Checks the caller's credentials only (no admission): for a face that refuses a
+    /// request without them before reading it.
+    pub fn authenticate(&self, who: Who<'_>) -> R<()> {
+        authenticate(&self.kernel, who).map(|_| ())
+    }
+
     /// Whether Solo is up (no credentials needed, and no admission: a probe must not be
     /// shed); details for a caller whose credentials check out.
     pub fn health(&self, who: Who<'_>) -> Health {

@@ -59,6 +59,7 @@ pub struct Config {
     /// The per-service circuit breaker.
     pub breaker: BreakerConfig,
     pub tls: TlsSection,
+    pub mcp: McpSection,
 }
 
 /// `[tls]`: names the server certificate is issued for, besides localhost, 127.0.0.1
@@ -69,7 +70,28 @@ pub struct TlsSection {
     pub server_names: Vec<String>,
 }
 
+/// `[mcp]`: who may reach `/mcp` on the HTTPS port, against DNS rebinding. `Host` may
+/// always be localhost, 127.0.0.1, ::1 or one of `tls.server_names`; add others here.
+/// A request with an `Origin` header (a browser's) is refused unless the origin is listed
+/// (`scheme://host:port`, `:*` for any port).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSection {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+}
+
 impl Config {
+    /// The `Host` values `/mcp` accepts.
+    pub fn mcp_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
+            .map(String::from)
+            .to_vec();
+        hosts.extend(self.tls.server_names.iter().cloned());
+        hosts.extend(self.mcp.allowed_hosts.iter().cloned());
+        hosts
+    }
+
     /// The kernel's part of the configuration.
     pub fn kernel(&self) -> KernelConfig {
         KernelConfig {
@@ -96,6 +118,7 @@ impl Default for Config {
             monitor: MonitorConfig::default(),
             breaker: BreakerConfig::default(),
             tls: TlsSection::default(),
+            mcp: McpSection::default(),
         }
     }
 }
@@ -368,7 +391,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = write(
             &dir,
-            "[limits]\nmax_services_per_tenant = 7\n[tls]\nserver_names = [\"solo.example\"]\n",
+            "[limits]\nmax_services_per_tenant = 7\n[tls]\nserver_names = [\"solo.example\"]\n\
+             [mcp]\nallowed_origins = [\"https://agent.example:443\"]\n",
         );
         let e = env(&[("SOLO_SERVICE_DEFAULTS__MEMORY_MB", "32")]);
         let c = load(Some(&file), e, &FlagOverrides::default())
@@ -376,6 +400,12 @@ mod tests {
             .config;
         assert_eq!(c.limits.max_services_per_tenant, 7);
         assert_eq!(c.tls.server_names, vec!["solo.example".to_string()]);
+        assert!(c.mcp_hosts().contains(&"solo.example".to_string()));
+        assert!(c.mcp_hosts().contains(&"127.0.0.1".to_string()));
+        assert_eq!(
+            c.mcp.allowed_origins,
+            vec!["https://agent.example:443".to_string()]
+        );
         assert_eq!(c.kernel().service_defaults.memory_mb, 32);
         let err = load(
             None,

@@ -5,6 +5,7 @@
 
 mod cli;
 mod config;
+mod mcp;
 mod output;
 mod server;
 
@@ -61,6 +62,23 @@ pub struct Global {
     pub tenant: Option<String>,
 }
 
+impl Global {
+    /// The server and credentials to use: flags, then `SOLO_*`, then the data directory.
+    pub fn profile(&self) -> Result<solo_client::Profile, solo_client::ClientError> {
+        let flags = solo_client::Flags {
+            endpoint: self.endpoint.clone(),
+            data_dir: self.data_dir.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            token: self.token.clone(),
+            tenant: self.tenant.clone(),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        solo_client::Profile::resolve(&flags, &env)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server in the foreground (logs to stderr; stops on SIGTERM or ctrl-c).
@@ -73,6 +91,10 @@ enum Command {
     Certs(cli::CertsCmd),
     #[command(flatten)]
     Client(cli::ClientCmd),
+    /// Serve MCP on stdin and stdout for a local agent: Solo's operations as tools, your
+    /// services offered as tools, your events and logs as resources. Add
+    /// {"command": "solo", "args": ["mcp"]} to the agent's MCP servers.
+    Mcp,
     /// Print the version.
     Version,
 }
@@ -85,6 +107,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cli::init(&cli.global, &args),
         Command::Certs(cmd) => cli::certs(&cli.global, cmd),
         Command::Client(cmd) => cli::run(&cli.global, cmd),
+        Command::Mcp => mcp::run(&cli.global),
         Command::Version => {
             println!("solo {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -103,6 +103,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             http_addr: cfg.http_addr,
             metrics_addr: cfg.metrics_addr,
             max_request_bytes: cfg.max_request_bytes,
+            mcp_allowed_hosts: cfg.mcp_hosts(),
+            mcp_allowed_origins: cfg.mcp.allowed_origins.clone(),
             ..GatewayConfig::default()
         },
         &tls,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
-use solo_client::{ClientError, Flags, Profile, Solo};
+use solo_client::{ClientError, Solo};
 use solo_types::Code;
 use solo_types::api::Failure;
 
@@ -94,17 +94,7 @@ impl Cmd {
 
 /// Runs a client command on a fresh runtime.
 pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
-    let flags = Flags {
-        endpoint: g.endpoint.clone(),
-        data_dir: g.data_dir.clone(),
-        cert: g.cert.clone(),
-        key: g.key.clone(),
-        ca: g.ca.clone(),
-        token: g.token.clone(),
-        tenant: g.tenant.clone(),
-    };
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let profile = Profile::resolve(&flags, &env)?;
+    let profile = g.profile()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -249,20 +249,31 @@ impl Server {
     /// Waits for the server to exit by itself.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the server did not stop within {within:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        wait_child(&mut child, within).unwrap_or_else(|| {
+            panic!(
+                "the server did not stop within {within:?}; stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+}
+
+/// Waits for a child process to exit by itself; kills it and answers `None` after
+/// `within`.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

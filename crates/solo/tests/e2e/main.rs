@@ -4,6 +4,7 @@
 
 mod harness;
 mod lifecycle;
+mod mcp;
 mod parity;
 mod security;
 

@@ -1,0 +1,229 @@
+//! `solo mcp`: an MCP server on stdin and stdout for a local agent, talking to the Solo
+//! server through the typed client with the CLI's own profile (flags > `SOLO_*` > the
+//! data directory). Only MCP goes to stdout; diagnostics go to stderr. If the server stops
+//! answering mid-session, `solo mcp` says so on stderr and exits non-zero, so the agent's
+//! host sees the tool server go away instead of a session that hangs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use solo_client::Solo;
+use solo_mcp::{Backend, Connect, Feed, RequestExtensions};
+use solo_types::api::*;
+use solo_types::{Event, EventPage, EventQuery, Permission, Resource, ServiceId, ServiceStatus};
+
+use crate::Global;
+
+type R<T> = Result<T, Failure>;
+
+/// The largest tool arguments sent on (the server's default `max_request_bytes`; the
+/// server refuses beyond its own limit either way).
+const MAX_ARGUMENTS_BYTES: usize = 8 << 20;
+/// How often the server is asked whether it is still there.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Failed probes in a row after which the session ends.
+const PROBES_BEFORE_GIVING_UP: u32 = 3;
+
+/// Runs `solo mcp` until the client closes stdin (success) or the server goes away.
+pub fn run(g: &Global) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let profile = g.profile()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(async move {
+        let client = profile.open().await?;
+        client.health().await.map_err(|f| {
+            anyhow::anyhow!("the Solo server at {} does not answer: {f}", profile.endpoint)
+        })?;
+        let lost = tokio::spawn(watch_server(client.clone()));
+        tokio::select! {
+            r = solo_mcp::serve_stdio(ClientConnect(SoloBackend(client))) => {
+                r.map_err(anyhow::Error::msg)
+            }
+            Ok(f) = lost => {
+                // The stdin reader blocks a thread that would keep the runtime alive.
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "solo mcp: the Solo server at {} stopped answering ({f}); ending the session",
+                        profile.endpoint
+                    );
+                }
+                std::process::exit(1);
+            }
+        }
+    })
+}
+
+/// Resolves with the last failure once the server has not answered several probes in a
+/// row.
+async fn watch_server(client: Solo) -> Failure {
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        match tokio::time::timeout(PROBE_EVERY, client.health()).await {
+            Ok(Ok(_)) => failed = 0,
+            Ok(Err(f)) => {
+                failed += 1;
+                if failed >= PROBES_BEFORE_GIVING_UP {
+                    return f;
+                }
+            }
+            Err(_) => {
+                failed += 1;
+                if failed >= PROBES_BEFORE_GIVING_UP {
+                    return Failure::new(solo_types::Code::Unavailable, "unavailable", "no answer");
+                }
+            }
+        }
+    }
+}
+
+/// One session, one connection.
+#[derive(Clone)]
+struct ClientConnect(SoloBackend);
+
+impl Connect for ClientConnect {
+    type Backend = SoloBackend;
+
+    fn connect(&self, _: &RequestExtensions) -> R<SoloBackend> {
+        Ok(self.0.clone())
+    }
+
+    fn sessions(&self) -> bool {
+        true
+    }
+
+    fn max_arguments_bytes(&self) -> usize {
+        MAX_ARGUMENTS_BYTES
+    }
+}
+
+/// The typed client as the MCP face's backend.
+#[derive(Clone)]
+struct SoloBackend(Solo);
+
+impl Backend for SoloBackend {
+    async fn whoami(&self) -> R<Identity> {
+        self.0.whoami().await
+    }
+
+    async fn list(&self, filter: ListFilter) -> R<ServiceList> {
+        self.0.list(&filter).await
+    }
+
+    async fn status(&self, id: ServiceId) -> R<ServiceStatus> {
+        self.0.status(&id).await
+    }
+
+    async fn deploy(&self, req: DeployRequest) -> R<Deployed> {
+        self.0.deploy(&req).await
+    }
+
+    async fn call(&self, id: ServiceId, request: String, timeout: Option<Duration>) -> R<String> {
+        self.0.call(&id, &request, timeout).await
+    }
+
+    async fn cast(&self, id: ServiceId, message: String) -> R<Accepted> {
+        self.0.cast(&id, &message).await
+    }
+
+    async fn swap(&self, req: SwapRequest) -> R<Swapped> {
+        self.0.swap(&req).await
+    }
+
+    async fn kill(&self, id: ServiceId, options: KillOptions) -> R<Killed> {
+        self.0.kill(&id, options).await
+    }
+
+    async fn logs(&self, id: ServiceId, tail: usize) -> R<LogLines> {
+        self.0.logs(&id, tail).await
+    }
+
+    async fn follow_logs(&self, id: ServiceId, after_seq: u64) -> R<Feed<LogLine>> {
+        self.0.follow_logs(&id, 1, after_seq).await
+    }
+
+    async fn events(&self, query: EventQuery) -> R<EventPage> {
+        self.0.events(&query).await
+    }
+
+    async fn watch(&self, req: WatchRequest) -> R<Feed<Event>> {
+        let feed = self.0.watch(&req).await?;
+        Ok(Box::pin(feed.filter(|e| {
+            std::future::ready(!matches!(e, Ok(e) if e.kind == SERVICE_LOG))
+        })))
+    }
+
+    async fn verify_events(&self) -> R<LogVerification> {
+        self.0.verify_events().await
+    }
+
+    async fn put_secret(&self, name: String, value: Vec<u8>) -> R<SecretStored> {
+        self.0.put_secret(&name, &value).await
+    }
+
+    async fn list_secrets(&self) -> R<SecretNames> {
+        self.0.list_secrets().await
+    }
+
+    async fn delete_secret(&self, name: String) -> R<SecretDeleted> {
+        self.0.delete_secret(&name).await
+    }
+
+    async fn grant(&self, req: GrantRequest) -> R<Granted> {
+        self.0.grant(&req).await
+    }
+
+    async fn attenuate(&self, token: String, narrowing: Narrowing) -> R<Granted> {
+        self.0.attenuate(&token, &narrowing).await
+    }
+
+    async fn revoke(&self, token: String) -> R<Revoked> {
+        self.0.revoke(&token).await
+    }
+
+    async fn verify(
+        &self,
+        token: String,
+        resource: Resource,
+        permission: Permission,
+    ) -> R<Verification> {
+        self.0.verify(&token, &resource, permission).await
+    }
+
+    async fn list_capabilities(&self) -> R<CapList> {
+        self.0.list_capabilities().await
+    }
+
+    async fn discover(
+        &self,
+        name: Option<String>,
+        filters: BTreeMap<String, String>,
+    ) -> R<Registrations> {
+        match name {
+            Some(n) => self.0.discover(&n, &filters).await,
+            None => self.0.registrations(None).await,
+        }
+    }
+
+    async fn tree(&self) -> R<TreeNode> {
+        self.0.tree().await
+    }
+
+    async fn service_tools(&self) -> R<ServiceTools> {
+        self.0.service_tools().await
+    }
+}
