@@ -20,7 +20,7 @@ use solo_store::{RedbStore, StoreOptions};
 use solo_types::{Format, ServiceId, TenantId};
 
 use crate::report;
-use crate::stats::{Samples, r2};
+use crate::stats::{Figures, Samples, r2};
 
 const REQUEST: &str = r#"{"op":"echo","n":1}"#;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
@@ -147,22 +147,6 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
     })
 }
 
-struct Figures {
-    rate: f64,
-    p50: f64,
-    p99: f64,
-}
-
-fn figures(mut all: Samples, elapsed: Duration) -> Figures {
-    #[allow(clippy::cast_precision_loss)]
-    let rate = all.len() as f64 / elapsed.as_secs_f64();
-    Figures {
-        rate,
-        p50: all.quantile_us(0.5),
-        p99: all.quantile_us(0.99),
-    }
-}
-
 async fn in_process(kernel: &Kernel, secs: Duration) -> anyhow::Result<f64> {
     let admin = Caller::admin(TenantId::new("admin")?);
     let id = ServiceId::new("echo")?;
@@ -205,7 +189,7 @@ async fn grpc(profile: &Profile, n: usize, secs: Duration) -> anyhow::Result<Fig
     while let Some(r) = tasks.join_next().await {
         all.extend(r??);
     }
-    Ok(figures(all, t0.elapsed()))
+    Ok(Figures::of(all, t0.elapsed()))
 }
 
 fn call_request() -> pb::CallRequest {
@@ -255,7 +239,7 @@ async fn rest(profile: &Profile, base: &str, n: usize, secs: Duration) -> anyhow
     while let Some(r) = tasks.join_next().await {
         all.extend(r??);
     }
-    Ok(figures(all, t0.elapsed()))
+    Ok(Figures::of(all, t0.elapsed()))
 }
 
 /// A bare tonic server answering `solo.v1.SoloKernel/Call` with the request, on the

@@ -9,6 +9,7 @@
 mod gateway;
 mod kernel;
 mod lifecycle;
+mod mcp;
 mod sandbox;
 mod security;
 mod stats;
@@ -43,6 +44,8 @@ enum Scenario {
     Gateway,
     /// Hot swap, recovery and shutdown with 1,000 services, the noisy neighbour.
     Lifecycle,
+    /// A tool call over MCP (Streamable HTTP, and stdio through `solo mcp`) vs gRPC.
+    Mcp,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Security => security::run(secs)?,
         Scenario::Gateway => gateway::run(secs)?,
         Scenario::Lifecycle => lifecycle::run(secs)?,
+        Scenario::Mcp => mcp::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             security::run(secs)?;
             gateway::run(secs)?;
             lifecycle::run(secs)?;
+            mcp::run(secs)?;
         }
     }
     Ok(())

@@ -42,3 +42,23 @@ impl Samples {
 pub fn r2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
+
+/// A throughput run's figures: calls per second and the latency median and tail.
+pub struct Figures {
+    pub rate: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl Figures {
+    /// The figures of `all`, collected over `elapsed`.
+    pub fn of(mut all: Samples, elapsed: Duration) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let rate = all.len() as f64 / elapsed.as_secs_f64();
+        Self {
+            rate,
+            p50: all.quantile_us(0.5),
+            p99: all.quantile_us(0.99),
+        }
+    }
+}
