@@ -148,7 +148,8 @@ pub struct Caps {
     clock: Clock,
     caps: DashMap<CapHash, Arc<Cap>>,
     children: DashMap<CapHash, Vec<CapHash>>,
-    denials: DashMap<TenantId, Sampler>,
+    /// Denials recorded per log: a tenant's, or (`None`) the system's.
+    denials: DashMap<Option<TenantId>, Sampler>,
 }
 
 fn mint() -> Result<(Token, CapHash), CapsError> {
@@ -325,6 +326,11 @@ impl Caps {
         if !bool::from(cap.hash.0.ct_eq(&hash.0)) {
             return Err(DenyReason::NotFound);
         }
+        // Another tenant's token is, to this verifier, no token at all: whether it is
+        // valid, revoked or expired elsewhere is not the verifier's to learn.
+        if tenant.is_some_and(|t| *t != cap.scope.tenant) {
+            return Err(DenyReason::NotFound);
+        }
         let now = (self.clock)();
         self.usable(&cap, now)?;
         model::authorizes(&cap.scope, tenant, resource, permission, now)?;
@@ -366,45 +372,85 @@ impl Caps {
         Ok(())
     }
 
-    /// Records a denial as an event, durably before it returns (at most a few per tenant
-    /// per second; beyond that they are counted and the count goes into the next one).
-    /// Names the capability by its hash, never its token.
+    /// Whether one more denial may be written to `log` (a tenant's, or `None`: the
+    /// system's) now: at most a few per log per second; beyond that they are counted,
+    /// and the count (`Some(n)`) goes into the next one written.
+    pub fn sample_denial(&self, log: Option<&TenantId>) -> Option<u64> {
+        let now_s = (self.clock)() / 1_000_000_000;
+        let entry = self.denials.entry(log.cloned()).or_insert_with(|| Sampler {
+            window: parking_lot::Mutex::new((now_s, 0, 0)),
+        });
+        let mut w = entry.window.lock();
+        if w.0 != now_s {
+            *w = (now_s, 0, w.2);
+        }
+        w.1 += 1;
+        if w.1 > DENIAL_EVENTS_PER_SECOND {
+            w.2 += 1;
+            return None;
+        }
+        Some(std::mem::take(&mut w.2))
+    }
+
+    /// The tenant that granted `token`, if it is a token Solo knows (revoked and
+    /// expired ones included, until they are purged).
+    pub fn granted_by(&self, token: &str) -> Option<TenantId> {
+        let hash = hash_token(token)?;
+        let cap = self.caps.get(&hash)?;
+        bool::from(cap.hash.0.ct_eq(&hash.0)).then(|| cap.scope.tenant.clone())
+    }
+
+    /// Records a denial of `token` for `permission` on `resource` as an event in `log`
+    /// (the granting tenant's; `None`: the system's, for a token Solo does not know),
+    /// durably before it returns; see [`Caps::record_refusal`].
     pub async fn record_denial(
         &self,
-        tenant: &TenantId,
+        log: Option<&TenantId>,
         token: &str,
         resource: &Resource,
         permission: Permission,
         reason: DenyReason,
     ) {
+        let detail = json!({ "resource": resource, "permission": permission.as_str() });
+        self.record_refusal(log, token, reason, None, detail).await;
+    }
+
+    /// Records the refusal of `token` for `reason` as `capability_denied` in `log` (the
+    /// log of the tenant that granted it, or `None`: the system's, when Solo does not
+    /// know the token), durably before it returns, sampled (see
+    /// [`Caps::sample_denial`]) and counted. Names the token by its hash, never itself;
+    /// `source` says where it came from when known; `detail` (an object) adds what was
+    /// asked.
+    pub async fn record_refusal(
+        &self,
+        log: Option<&TenantId>,
+        token: &str,
+        reason: DenyReason,
+        source: Option<&str>,
+        detail: serde_json::Value,
+    ) {
         metrics::counter!(m::CAPABILITY_DECISIONS, "decision" => reason.as_str()).increment(1);
-        let now_s = (self.clock)() / 1_000_000_000;
-        let suppressed = {
-            let entry = self
-                .denials
-                .entry(tenant.clone())
-                .or_insert_with(|| Sampler {
-                    window: parking_lot::Mutex::new((now_s, 0, 0)),
-                });
-            let mut w = entry.window.lock();
-            if w.0 != now_s {
-                *w = (now_s, 0, w.2);
-            }
-            w.1 += 1;
-            if w.1 > DENIAL_EVENTS_PER_SECOND {
-                w.2 += 1;
-                return;
-            }
-            std::mem::take(&mut w.2)
+        let Some(suppressed) = self.sample_denial(log) else {
+            return;
         };
-        let hash = hash_token(token).map(|h| h.to_hex());
-        let event = NewEvent::tenant(kinds::CAPABILITY_DENIED, tenant).payload(json!({
+        let mut payload = json!({
             "reason": reason.as_str(),
-            "hash": hash,
-            "resource": resource,
-            "permission": permission.as_str(),
+            "hash": hash_token(token).map(|h| h.to_hex()),
             "suppressed_before": suppressed,
-        }));
+        });
+        if let Some(p) = payload.as_object_mut() {
+            if let serde_json::Value::Object(d) = detail {
+                p.extend(d);
+            }
+            if let Some(source) = source {
+                p.insert("source".into(), source.into());
+            }
+        }
+        let event = match log {
+            Some(t) => NewEvent::tenant(kinds::CAPABILITY_DENIED, t),
+            None => NewEvent::system(kinds::CAPABILITY_DENIED, "solo"),
+        }
+        .payload(payload);
         if let Err(e) = self.store.append(vec![event]).await {
             tracing::error!(error = %e, "could not record a capability denial");
         }

@@ -94,13 +94,18 @@ pub fn authenticate(kernel: &Kernel, who: Who<'_>) -> Result<Caller, ApiError> {
         };
     }
     match who.bearer {
-        Some(token) => kernel.authenticate_token(token).map_err(|reason| {
-            ApiError::new(
-                solo_types::Code::Unauthenticated,
-                format!("capability_{reason}"),
-                format!("the bearer token was refused: {reason}"),
-            )
-        }),
+        Some(token) => {
+            let source = who.conn.map(|c| c.remote.to_string());
+            kernel
+                .authenticate_token(token, source.as_deref())
+                .map_err(|reason| {
+                    ApiError::new(
+                        solo_types::Code::Unauthenticated,
+                        format!("capability_{reason}"),
+                        format!("the bearer token was refused: {reason}"),
+                    )
+                })
+        }
         None => Err(ApiError::unauthenticated(
             "a client certificate signed by the Solo CA, or a bearer capability token, is required",
         )),

@@ -1,8 +1,11 @@
 //! Who is asking: the identity every kernel function takes first.
 
 use serde_json::json;
+use solo_caps::{Caps, DenyReason};
 use solo_store::Store;
-use solo_types::{NewEvent, Permission, Permissions, Resource, ServiceId, TenantId, kinds};
+use solo_types::{
+    NewEvent, Permission, Permissions, Resource, ServiceId, TenantId, kinds, metric_names as m,
+};
 
 use crate::error::KernelError;
 
@@ -92,15 +95,26 @@ impl Caller {
 
     /// Like [`Caller::require`], and a token's refusal becomes a `capability_denied`
     /// event in its tenant's log (queued before the refusal returns; nobody waits for
-    /// the disk), naming the token's hash, what was asked and what the token allows.
+    /// the disk; sampled under a flood as every denial is), naming the token's hash, the
+    /// reason, what was asked and what the token allows.
     pub(crate) fn require_audited(
         &self,
         store: &dyn Store,
+        caps: &Caps,
         resource: &Resource,
         permission: Permission,
     ) -> Result<(), KernelError> {
         let refused = self.require(resource, permission);
         if let (Err(_), Role::Token(scope)) = (&refused, &self.role) {
+            let reason = if scope.resource.covers(resource) {
+                DenyReason::PermissionDenied
+            } else {
+                DenyReason::ResourceMismatch
+            };
+            metrics::counter!(m::CAPABILITY_DECISIONS, "decision" => reason.as_str()).increment(1);
+            let Some(suppressed) = caps.sample_denial(Some(&self.tenant)) else {
+                return refused;
+            };
             let event = match resource {
                 Resource::Service(s) => {
                     NewEvent::service(kinds::CAPABILITY_DENIED, &self.tenant, s)
@@ -108,11 +122,13 @@ impl Caller {
                 _ => NewEvent::tenant(kinds::CAPABILITY_DENIED, &self.tenant),
             }
             .payload(json!({
+                "reason": reason.as_str(),
                 "hash": scope.hash,
                 "resource": resource.to_string(),
                 "permission": permission.to_string(),
                 "allowed_resource": scope.resource.to_string(),
                 "allowed_permissions": scope.permissions.to_string(),
+                "suppressed_before": suppressed,
             }));
             let append = store.append(vec![event]);
             tokio::spawn(async move {

@@ -18,7 +18,7 @@ pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 3600;
 
 /// The capability store, seen through the kernel's rules.
 pub(crate) struct Capabilities {
-    caps: Caps,
+    caps: Arc<Caps>,
 }
 
 /// The caller a verified capability stands for: its tenant, limited to its scope.
@@ -49,12 +49,19 @@ impl Capabilities {
     pub(crate) fn load(store: Arc<dyn Store>, clock: SharedClock) -> Result<Self, KernelError> {
         let caps = Caps::load_with_clock(store, Arc::new(move || clock.now_ns()))
             .stage("load the capabilities")?;
-        Ok(Self { caps })
+        Ok(Self {
+            caps: Arc::new(caps),
+        })
     }
 
     /// The underlying store of capabilities (verification on the host call path).
     pub(crate) fn caps(&self) -> &Caps {
         &self.caps
+    }
+
+    /// The same, shared with the subsystems that sample their denials through it.
+    pub(crate) fn shared(&self) -> Arc<Caps> {
+        Arc::clone(&self.caps)
     }
 
     pub(crate) async fn grant(
@@ -109,8 +116,11 @@ impl Capabilities {
         let tenant = caller.tenant_id();
         let r = self.caps.verify(token, Some(tenant), resource, permission);
         if let Err(reason) = r {
+            // An unknown token, or another tenant's (which answers the same), has no
+            // place in the verifier's log: it is an unknown-token attempt.
+            let log = (reason != DenyReason::NotFound).then_some(tenant);
             self.caps
-                .record_denial(tenant, token, resource, permission, reason)
+                .record_denial(log, token, resource, permission, reason)
                 .await;
         }
         r
@@ -122,9 +132,27 @@ impl Capabilities {
         Ok(self.caps.list(caller.tenant_id()))
     }
 
-    /// The caller a bearer token stands for.
-    pub(crate) fn authenticate(&self, token: &str) -> Result<Caller, DenyReason> {
-        self.caps.authenticate(token).map(token_caller)
+    /// The caller a bearer token stands for. A refused token is recorded (in the
+    /// background; nobody waits for the disk) in the log of the tenant that granted it
+    /// (expired, revoked), or in the system's log when Solo does not know it, with
+    /// `source`, where the request came from.
+    pub(crate) fn authenticate(
+        &self,
+        token: &str,
+        source: Option<&str>,
+    ) -> Result<Caller, DenyReason> {
+        let r = self.caps.authenticate(token);
+        if let (Err(reason), Ok(rt)) = (&r, tokio::runtime::Handle::try_current()) {
+            let caps = Arc::clone(&self.caps);
+            let log = caps.granted_by(token);
+            let (token, source, reason) = (token.to_string(), source.map(str::to_string), *reason);
+            rt.spawn(async move {
+                let detail = serde_json::json!({ "stage": "authenticate" });
+                caps.record_refusal(log.as_ref(), &token, reason, source.as_deref(), detail)
+                    .await;
+            });
+        }
+        r.map(token_caller)
     }
 
     /// Deletes expired capabilities (the `capabilities` component).

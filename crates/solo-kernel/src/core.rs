@@ -167,7 +167,7 @@ impl Core {
         resource: &Resource,
         permission: Permission,
     ) -> Result<(), KernelError> {
-        caller.require_audited(self.store.as_ref(), resource, permission)
+        caller.require_audited(self.store.as_ref(), self.caps.caps(), resource, permission)
     }
 
     /// Appends `events` in the background (queued in order now; nobody waits for the

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use solo_caps::Caps;
 use solo_store::{Store, WriteBatch};
 use solo_types::api::{Discovered, RegisterRequest};
 use solo_types::clock::SharedClock;
@@ -80,13 +81,19 @@ fn deregistered(r: &Registration, reason: &str) -> NewEvent {
 /// registration.
 pub(crate) struct Registry {
     store: Arc<dyn Store>,
+    /// Where a token's refusals are sampled.
+    caps: Arc<Caps>,
     clock: SharedClock,
     tenants: dashmap::DashMap<TenantId, BTreeMap<String, Registration>>,
 }
 
 impl Registry {
     /// Loads every stored registration.
-    pub(crate) fn load(store: Arc<dyn Store>, clock: SharedClock) -> Result<Self, KernelError> {
+    pub(crate) fn load(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        caps: Arc<Caps>,
+    ) -> Result<Self, KernelError> {
         let snap = store.snapshot().stage("read the registrations")?;
         let rows = snap
             .range(
@@ -100,6 +107,7 @@ impl Registry {
         let me = Self {
             store,
             clock,
+            caps,
             tenants: dashmap::DashMap::new(),
         };
         for (k, v) in rows {
@@ -198,6 +206,7 @@ impl Registry {
             .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
         caller.require_audited(
             self.store.as_ref(),
+            &self.caps,
             &Resource::Service(service.clone()),
             Permission::Register,
         )?;

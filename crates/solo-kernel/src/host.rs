@@ -233,7 +233,13 @@ impl HostApi for KernelHost {
                 tokio::spawn(async move {
                     k.caps
                         .caps()
-                        .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
+                        .record_denial(
+                            d.log.as_ref(),
+                            &d.token,
+                            &d.resource,
+                            Permission::Call,
+                            d.reason,
+                        )
                         .await;
                 });
                 return Err(error);
@@ -257,7 +263,13 @@ async fn resolve_target(
         Err(Refused::Denied(d)) => {
             k.caps
                 .caps()
-                .record_denial(&d.tenant, &d.token, &d.resource, Permission::Call, d.reason)
+                .record_denial(
+                    d.log.as_ref(),
+                    &d.token,
+                    &d.resource,
+                    Permission::Call,
+                    d.reason,
+                )
                 .await;
             Err(d.error)
         }
@@ -272,7 +284,9 @@ enum Refused {
 }
 
 struct Denial {
-    tenant: TenantId,
+    /// The log the denial goes to: the granting tenant's; `None` (the system's) for a
+    /// token Solo does not know.
+    log: Option<TenantId>,
     token: String,
     resource: Resource,
     reason: solo_caps::DenyReason,
@@ -326,15 +340,24 @@ fn resolve_target_now(
         .verify(token, Some(&tenant), &resource, Permission::Call)
     {
         Ok(info) => Ok((crate::capabilities::token_caller(info), id)),
-        Err(reason) => Err(Refused::Denied(Box::new(Denial {
-            error: HostError::new(
-                "permission_denied",
-                format!("the capability for {target} was refused: {reason}"),
-            ),
-            tenant,
-            token: token.to_string(),
-            resource,
-            reason,
-        }))),
+        Err(reason) => {
+            // Another tenant's token answers as an unknown one; the tenant that granted
+            // it learns where it was presented.
+            let log = k.caps.caps().granted_by(token);
+            let recorded = match &log {
+                Some(owner) if *owner != tenant => solo_caps::DenyReason::TenantMismatch,
+                _ => reason,
+            };
+            Err(Refused::Denied(Box::new(Denial {
+                error: HostError::new(
+                    "permission_denied",
+                    format!("the capability for {target} was refused: {reason}"),
+                ),
+                log,
+                token: token.to_string(),
+                resource: Resource::Service(id.clone()),
+                reason: recorded,
+            })))
+        }
     }
 }

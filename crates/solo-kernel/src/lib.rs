@@ -125,9 +125,15 @@ impl Kernel {
         self.core.shedder.admit(caller.tenant_id())
     }
 
-    /// The caller a bearer token stands for: its tenant, limited to its scope.
-    pub fn authenticate_token(&self, token: &str) -> Result<Caller, DenyReason> {
-        self.core.caps.authenticate(token)
+    /// The caller a bearer token stands for: its tenant, limited to its scope. A refusal
+    /// is recorded as `capability_denied` (the granting tenant's log, or the system's
+    /// for an unknown token, with `source`: where the request came from).
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        source: Option<&str>,
+    ) -> Result<Caller, DenyReason> {
+        self.core.caps.authenticate(token, source)
     }
 
     /// Validates, compiles, starts and registers a service.

@@ -13,6 +13,9 @@ pub const SERVICE_KV: &str = "service_kv";
 /// The last snapshot of each service: `tenant/service` → state bytes.
 pub const SNAPSHOTS: &str = "snapshots";
 
+/// Runtime configuration an admin changed: key → the value as decimal text.
+pub const RUNTIME_CONFIG: &str = "runtime_config";
+
 /// The record format this build writes.
 pub const RECORD_VERSION: u32 = 1;
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use solo_caps::Caps;
 use solo_store::Store;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds, metric_names as m};
 use solo_vault::{SecretValue, Vault};
@@ -16,6 +17,8 @@ use crate::error::Stage;
 pub(crate) struct Secrets {
     vault: Option<Arc<Vault>>,
     store: Arc<dyn Store>,
+    /// Where a token's refusals are sampled.
+    caps: Arc<Caps>,
 }
 
 /// Who did it, as events name them (a token by the start of its hash).
@@ -50,8 +53,8 @@ fn denied(e: NewEvent, reason: &str) -> NewEvent {
 }
 
 impl Secrets {
-    pub(crate) fn new(vault: Option<Arc<Vault>>, store: Arc<dyn Store>) -> Self {
-        Self { vault, store }
+    pub(crate) fn new(vault: Option<Arc<Vault>>, store: Arc<dyn Store>, caps: Arc<Caps>) -> Self {
+        Self { vault, store, caps }
     }
 
     fn vault(&self) -> Result<&Vault, KernelError> {
@@ -77,6 +80,7 @@ impl Secrets {
     ) -> Result<u64, KernelError> {
         caller.require_audited(
             self.store.as_ref(),
+            &self.caps,
             &Resource::Secret(name.to_string()),
             Permission::Write,
         )?;
@@ -100,6 +104,7 @@ impl Secrets {
         let base = event(kinds::SECRET_ACCESSED, tenant, None, name, &who(caller));
         if let Err(e) = caller.require_audited(
             self.store.as_ref(),
+            &self.caps,
             &Resource::Secret(name.to_string()),
             Permission::Read,
         ) {
@@ -158,7 +163,12 @@ impl Secrets {
 
     /// The names of the caller's tenant's secrets, sorted.
     pub(crate) fn list(&self, caller: &Caller) -> Result<Vec<String>, KernelError> {
-        caller.require_audited(self.store.as_ref(), &Resource::Any, Permission::Read)?;
+        caller.require_audited(
+            self.store.as_ref(),
+            &self.caps,
+            &Resource::Any,
+            Permission::Read,
+        )?;
         self.vault()?
             .list(caller.tenant_id())
             .stage("list the secrets")
@@ -168,6 +178,7 @@ impl Secrets {
     pub(crate) async fn delete(&self, caller: &Caller, name: &str) -> Result<bool, KernelError> {
         caller.require_audited(
             self.store.as_ref(),
+            &self.caps,
             &Resource::Secret(name.to_string()),
             Permission::Write,
         )?;

@@ -30,7 +30,7 @@ use crate::kill;
 use crate::records;
 
 /// How long the old version is kept for a rollback unless the request says.
-pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(5);
+pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(30);
 /// The longest rollback window a request may ask for.
 pub const MAX_ROLLBACK_WINDOW: Duration = Duration::from_secs(600);
 

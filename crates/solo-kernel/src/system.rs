@@ -3,6 +3,7 @@
 //! recovery. Also the recording of the system tree's restarts.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 use solo_sandbox::Sandbox;
-use solo_store::Store;
+use solo_store::{Store, WriteBatch};
 use solo_supervisor::SupervisorEvent;
 use solo_types::clock::SharedClock;
 use solo_types::{NewEvent, ServiceState, kinds, metric_names as m};
@@ -31,6 +32,7 @@ use crate::actor;
 use crate::caller::Caller;
 use crate::config::KernelConfig;
 use crate::error::KernelError;
+use crate::records;
 use crate::recovery;
 use crate::views;
 
@@ -60,8 +62,9 @@ pub(crate) async fn boot(
 ) -> Result<Arc<Core>, KernelError> {
     let clock = options.clock.unwrap_or_else(solo_types::clock::system);
     let caps = Capabilities::load(Arc::clone(&store), Arc::clone(&clock))?;
-    let registry = Registry::load(Arc::clone(&store), Arc::clone(&clock))?;
+    let registry = Registry::load(Arc::clone(&store), Arc::clone(&clock), caps.shared())?;
     let tunables = Arc::new(Tunables::new(&config));
+    replay_config(store.as_ref(), &tunables)?;
     let on_shutdown: Option<OnShutdown> = options.on_shutdown;
     let k = Arc::new_cyclic(|me| Core {
         shedder: Shedder::new(
@@ -70,7 +73,7 @@ pub(crate) async fn boot(
             Arc::clone(&clock),
         ),
         monitor: Monitor::new(Arc::clone(&tunables), Arc::clone(&store), options.data_dir),
-        secrets: Secrets::new(options.vault, Arc::clone(&store)),
+        secrets: Secrets::new(options.vault, Arc::clone(&store), caps.shared()),
         caps,
         registry,
         tunables,
@@ -320,23 +323,66 @@ pub(crate) async fn set_config(
             "changing the runtime configuration",
         ));
     }
-    let (previous, value) = k.tunables.set(key, value)?;
-    let e = NewEvent::system(kinds::CONFIG_CHANGED, "solo").payload(json!({
-        "key": key,
-        "value": value,
-        "previous": previous,
-        "by": caller.tenant_id(),
-    }));
+    let (tunable, value) = Tunables::parse(key, value)?;
+    let _one_at_a_time = k.tunables.changing.lock().await;
+    let previous = k.tunables.get(tunable);
+    let mut batch = WriteBatch::new();
+    batch
+        .put(records::RUNTIME_CONFIG, key, value.to_string())
+        .stage("record the configuration change")?;
+    batch.event(
+        NewEvent::system(kinds::CONFIG_CHANGED, "solo").payload(json!({
+            "key": key,
+            "value": value,
+            "previous": previous,
+            "by": caller.tenant_id(),
+        })),
+    );
     k.store
-        .append(vec![e])
+        .commit(batch)
         .await
         .stage("record the configuration change")?;
+    k.tunables.replace(tunable, value);
     tracing::info!(key, value, previous, "runtime configuration changed");
     Ok(ConfigChange {
         key: key.to_string(),
         value,
         previous,
     })
+}
+
+/// Applies the runtime configuration changes kept in the store, over the configuration
+/// the process started with: a change made at run time holds until it is changed again.
+/// A kept value this build no longer accepts is skipped with a warning.
+fn replay_config(store: &dyn Store, tunables: &Tunables) -> Result<(), KernelError> {
+    let rows = store
+        .snapshot()
+        .stage("read the runtime configuration")?
+        .range(
+            records::RUNTIME_CONFIG,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            usize::MAX,
+        )
+        .stage("read the runtime configuration")?;
+    for (key, value) in rows {
+        let (key, value) = (
+            String::from_utf8_lossy(&key),
+            String::from_utf8_lossy(&value),
+        );
+        match Tunables::parse(&key, &value) {
+            Ok((tunable, v)) => {
+                let configured = tunables.replace(tunable, v);
+                if configured != v {
+                    tracing::info!(%key, value = v, configured, "runtime configuration kept from an earlier run");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%key, %value, error = %e, "kept runtime configuration skipped")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Asks the binary to shut down within `grace` (admin only).

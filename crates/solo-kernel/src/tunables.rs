@@ -1,6 +1,7 @@
 //! The settings an admin may change while Solo runs (the shedder's limits, the monitor's
 //! budgets, the breaker's thresholds): atomics read on every use, so a change takes
-//! effect at once. The kernel records each change as `config_changed`.
+//! effect at once. The kernel records each change as `config_changed` and keeps the
+//! value in the store, so it survives a restart (`system::replay_config`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -71,6 +72,8 @@ impl Key {
 /// The current values.
 pub struct Tunables {
     values: [AtomicU64; 9],
+    /// Held while a change is recorded, so each change's `previous` is exact.
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 impl Tunables {
@@ -88,6 +91,7 @@ impl Tunables {
         ];
         Self {
             values: initial.map(AtomicU64::new),
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -95,8 +99,9 @@ impl Tunables {
         self.values[key.index()].load(Ordering::Relaxed)
     }
 
-    /// Sets `name` to `value` (text, a whole number); returns the previous value.
-    pub fn set(&self, name: &str, value: &str) -> Result<(u64, u64), KernelError> {
+    /// Checks that `name` is a tunable key and `value` (text, a whole number) a valid
+    /// value for it.
+    pub fn parse(name: &str, value: &str) -> Result<(Key, u64), KernelError> {
         let Some(key) = Key::named(name) else {
             return Err(KernelError::InvalidArgument(format!(
                 "{name:?} is not a runtime-tunable key; these are: {}",
@@ -112,7 +117,19 @@ impl Tunables {
                 key.min()
             )));
         }
-        Ok((self.values[key.index()].swap(v, Ordering::AcqRel), v))
+        Ok((key, v))
+    }
+
+    /// Sets `key` to `v`; returns the previous value.
+    pub fn replace(&self, key: Key, v: u64) -> u64 {
+        self.values[key.index()].swap(v, Ordering::AcqRel)
+    }
+
+    /// Sets `name` to `value` (text, a whole number); returns the previous value.
+    #[cfg(test)]
+    pub fn set(&self, name: &str, value: &str) -> Result<(u64, u64), KernelError> {
+        let (key, v) = Self::parse(name, value)?;
+        Ok((self.replace(key, v), v))
     }
 
     /// Every key and its value, in [`TUNABLE_KEYS`] order.

@@ -63,6 +63,28 @@ fn all_events_text(k: &Kernel) -> String {
     serde_json::to_string(&page.events).unwrap()
 }
 
+/// `capability_denied` events in the system's log (tokens Solo does not know).
+fn system_denials(k: &Kernel) -> Vec<solo_types::Event> {
+    let admin = Caller::admin(TenantId::new("ops").unwrap());
+    events_of(k, &admin, kinds::CAPABILITY_DENIED)
+        .into_iter()
+        .filter(|e| e.tenant.is_none())
+        .collect()
+}
+
+/// Waits for `n` events of `kind` in `caller`'s log (denials are recorded in the
+/// background).
+async fn wait_count(k: &Kernel, caller: &Caller, kind: &str, n: usize) -> Vec<solo_types::Event> {
+    for _ in 0..200 {
+        let e = events_of(k, caller, kind);
+        if e.len() >= n {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} {kind} events");
+}
+
 fn count(k: &Kernel, caller: &Caller, kind: &str) -> usize {
     events_of(k, caller, kind).len()
 }
@@ -201,10 +223,15 @@ async fn cross_tenant_calls_need_a_capability_for_exactly_that_service() {
             .await
             .contains("resource_mismatch")
     );
+    // bob's token presented for carol's service answers as an unknown token would; bob
+    // learns where it was presented.
+    assert!(via("carol/echo", Some(&tok)).await.contains("not_found"));
+    let misuse = events_of(k, &b, kinds::CAPABILITY_DENIED);
     assert!(
-        via("carol/echo", Some(&tok))
-            .await
-            .contains("tenant_mismatch")
+        misuse
+            .iter()
+            .any(|e| e.payload["reason"] == "tenant_mismatch"),
+        "{misuse:?}"
     );
     let forged = format!("solo_{}", "x".repeat(43));
     assert!(via("bob/echo", Some(&forged)).await.contains("not_found"));
@@ -249,7 +276,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
         )
         .await
         .unwrap();
-    let bearer = k.authenticate_token(g.token.expose()).unwrap();
+    let bearer = k.authenticate_token(g.token.expose(), None).unwrap();
     assert_eq!(bearer.tenant_id().as_str(), "alice");
     assert_eq!(
         k.call(&bearer, &sid("api"), "1", Some(SEC)).await.unwrap(),
@@ -321,7 +348,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
         )
         .await
         .unwrap();
-    let sub_agent = k.authenticate_token(narrower.token.expose()).unwrap();
+    let sub_agent = k.authenticate_token(narrower.token.expose(), None).unwrap();
     assert_eq!(
         k.call(&sub_agent, &sid("api"), "2", Some(SEC))
             .await
@@ -330,7 +357,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     );
     // Revoking the parent stops the child too.
     k.revoke_capability(&owner, &g.info.hash).await.unwrap();
-    assert!(k.authenticate_token(narrower.token.expose()).is_err());
+    assert!(k.authenticate_token(narrower.token.expose(), None).is_err());
 
     // Deploy on kernel lets a sub-agent deploy; read on events lets it watch.
     let d = k
@@ -344,7 +371,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
         )
         .await
         .unwrap();
-    let deployer = k.authenticate_token(d.token.expose()).unwrap();
+    let deployer = k.authenticate_token(d.token.expose(), None).unwrap();
     k.deploy(
         &deployer,
         DeployRequest::new(
@@ -366,7 +393,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
         )
         .await
         .unwrap();
-    let watcher = k.authenticate_token(e.token.expose()).unwrap();
+    let watcher = k.authenticate_token(e.token.expose(), None).unwrap();
     let page = k
         .events(
             &watcher,
@@ -409,12 +436,27 @@ async fn verify_and_list_capabilities() {
             .await
             .is_ok()
     );
+    // Another tenant's valid token answers exactly as an unknown one, and is recorded
+    // only as an unknown-token attempt (the system's log), not in either tenant's.
+    let before = system_denials(k).len();
     assert_eq!(
         k.verify_capability(&b, g.token.expose(), &Resource::Events, Permission::Read)
             .await
             .unwrap_err(),
-        solo_kernel::DenyReason::TenantMismatch
+        solo_kernel::DenyReason::NotFound
     );
+    let forged = format!("solo_{}", "A".repeat(43));
+    assert_eq!(
+        k.verify_capability(&b, &forged, &Resource::Events, Permission::Read)
+            .await
+            .unwrap_err(),
+        solo_kernel::DenyReason::NotFound
+    );
+    assert_eq!(count(k, &a, kinds::CAPABILITY_DENIED), 0);
+    assert_eq!(count(k, &b, kinds::CAPABILITY_DENIED), 0);
+    let unknown = system_denials(k);
+    assert_eq!(unknown.len(), before + 2);
+    assert!(unknown.iter().all(|e| e.payload["reason"] == "not_found"));
     assert_eq!(k.list_capabilities(&a).unwrap().len(), 1);
     assert!(k.list_capabilities(&b).unwrap().is_empty());
     assert_eq!(count(k, &a, kinds::CAPABILITY_GRANTED), 1);
@@ -515,7 +557,7 @@ async fn services_offered_as_tools_are_listed_to_whoever_may_call_them() {
         )
         .await
         .unwrap();
-    let bearer = k.authenticate_token(g.token.expose()).unwrap();
+    let bearer = k.authenticate_token(g.token.expose(), None).unwrap();
     assert_eq!(names(&bearer), ["echo_two"]);
     let me = k.whoami(&bearer);
     assert_eq!((me.role.as_str(), me.quotas.services), ("token", 3));
@@ -532,4 +574,64 @@ async fn services_offered_as_tools_are_listed_to_whoever_may_call_them() {
         k.status(&a, &sid("e5")).unwrap().tool,
         Some(tool("echo_one"))
     );
+}
+
+#[tokio::test]
+async fn a_refused_bearer_token_is_recorded_where_its_owner_sees_it() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("alice");
+    let g = k
+        .grant_capability(
+            &a,
+            GrantRequest {
+                resource: Resource::Events,
+                permissions: perms(&["read"]),
+                ttl_seconds: Some(60),
+            },
+        )
+        .await
+        .unwrap();
+    let tok = g.token.expose().to_string();
+    k.authenticate_token(&tok, Some("127.0.0.1:4000")).unwrap();
+    k.revoke_capability(&a, &tok).await.unwrap();
+    // Revoked: refused, and the denial lands in alice's log with where it came from.
+    assert_eq!(
+        k.authenticate_token(&tok, Some("127.0.0.1:4000"))
+            .unwrap_err(),
+        solo_kernel::DenyReason::Revoked
+    );
+    let denied = wait_count(k, &a, kinds::CAPABILITY_DENIED, 1).await;
+    assert_eq!(denied[0].payload["reason"], "revoked");
+    assert_eq!(denied[0].payload["source"], "127.0.0.1:4000");
+    assert_eq!(denied[0].payload["stage"], "authenticate");
+    assert_eq!(denied[0].payload["hash"], g.info.hash.as_str());
+    // A token nobody granted has no owner: the system's log, sampled under a flood.
+    let before = system_denials(k).len();
+    let forged = format!("solo_{}", "B".repeat(43));
+    for _ in 0..200 {
+        assert_eq!(
+            k.authenticate_token(&forged, Some("10.0.0.9:1"))
+                .unwrap_err(),
+            solo_kernel::DenyReason::NotFound
+        );
+    }
+    for _ in 0..100 {
+        if system_denials(k).len() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let unknown = system_denials(k).split_off(before);
+    assert!(!unknown.is_empty());
+    assert!(
+        unknown.len() <= 40,
+        "{} events for 200 refusals",
+        unknown.len()
+    );
+    assert_eq!(unknown[0].payload["source"], "10.0.0.9:1");
+    assert_eq!(count(k, &a, kinds::CAPABILITY_DENIED), 1);
+    assert!(!all_events_text(k).contains(&tok));
+    assert!(!all_events_text(k).contains(&forged));
 }

@@ -225,7 +225,7 @@ pub struct SwapArgs {
     format: Option<String>,
     /// swap (default: keep state, roll back on an early crash) or replace.
     mode: Option<String>,
-    /// How long the old version is kept for a rollback (default 5000).
+    /// How long the old version is kept for a rollback (default 30000, at most 600000).
     rollback_window_ms: Option<u32>,
 }
 

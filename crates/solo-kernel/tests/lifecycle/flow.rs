@@ -180,3 +180,35 @@ async fn runtime_config_is_admin_only_validated_and_recorded() {
     assert_eq!(values.values["limits.max_per_tenant"], 1);
     assert!(k.runtime_config(&alice()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_config_survives_a_restart_and_is_recorded_once() {
+    let s = solo().await;
+    s.kernel
+        .set_config(&admin(), "breaker.failures", "9")
+        .await
+        .unwrap();
+    s.kernel
+        .set_config(&admin(), "breaker.failures", "11")
+        .await
+        .unwrap();
+    let s = restart(s).await;
+    let k = &s.kernel;
+    assert_eq!(
+        k.runtime_config(&admin()).unwrap().values["breaker.failures"],
+        11
+    );
+    // Replaying is not changing: the log holds the two changes, not a third.
+    let changed = events(k, kinds::CONFIG_CHANGED);
+    assert_eq!(changed.len(), 2);
+    assert_eq!(changed[1].payload["previous"], 9);
+    // A refused change is neither applied nor kept.
+    k.set_config(&admin(), "breaker.failures", "0")
+        .await
+        .unwrap_err();
+    let s = restart(s).await;
+    assert_eq!(
+        s.kernel.runtime_config(&admin()).unwrap().values["breaker.failures"],
+        11
+    );
+}

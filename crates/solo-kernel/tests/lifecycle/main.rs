@@ -280,6 +280,49 @@ async fn a_crash_inside_the_rollback_window_rolls_back_with_the_same_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_rollback_window_restarts_the_new_version() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let mut d = DeployRequest::new(sid("c"), Format::Js, counter_variant(""));
+    d.cpu_ms_per_message = Some(100);
+    k.deploy(&alice(), d).await.unwrap();
+    let spinning = counter_variant(r#"if (r.op === "boom") { while (true) {} }"#);
+    let mut req = swap("c", Format::Js, spinning);
+    req.rollback_window = Some(Duration::from_millis(200));
+    k.hot_swap(&alice(), req).await.unwrap();
+    // The window closes without a crash: the old version is gone.
+    wait_for(k, kinds::HOT_SWAP_SUCCEEDED, 1).await;
+    let e = call(k, "c", r#"{"op":"boom"}"#).await.unwrap_err();
+    assert!(matches!(e, KernelError::ServiceCrashed(_)), "{e:?}");
+    // A crash now is an ordinary crash of version 2: restarted, not rolled back.
+    wait_for(k, kinds::SERVICE_RESTARTED, 1).await;
+    assert!(events(k, kinds::HOT_SWAP_ROLLED_BACK).is_empty());
+    assert_eq!(k.status(&alice(), &sid("c")).unwrap().version, 2);
+    call(k, "c", r#"{"op":"inc"}"#).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_window_is_30_seconds_unless_asked_and_at_most_10_minutes() {
+    let s = solo().await;
+    let k = &s.kernel;
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("c"), Format::Js, counter_variant("")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        solo_kernel::DEFAULT_ROLLBACK_WINDOW,
+        Duration::from_secs(30)
+    );
+    let mut req = swap("c", Format::Js, counter_variant("// v2"));
+    req.rollback_window = Some(Duration::from_secs(601));
+    let e = k.hot_swap(&alice(), req).await.unwrap_err();
+    assert!(matches!(e, KernelError::InvalidArgument(_)), "{e:?}");
+    assert_eq!(k.status(&alice(), &sid("c")).unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_during_a_swap_are_answered_exactly_once() {
     let s = solo().await;
     let k = s.kernel.clone();

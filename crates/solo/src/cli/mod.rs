@@ -55,6 +55,8 @@ pub enum ClientCmd {
     /// Grant, check and revoke capability tokens.
     #[command(subcommand)]
     Caps(caps::CapsCmd),
+    /// Register one of your services under a name, for discovery (again to renew).
+    Register(system::RegisterArgs),
     /// Find registered services: all of yours, or the live ones under NAME whose
     /// metadata matches every --filter.
     Discover(system::DiscoverArgs),
@@ -118,6 +120,7 @@ pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
             ClientCmd::Events(a) => events::events(&c, a).await,
             ClientCmd::Secrets(s) => secrets::run(&c, s).await,
             ClientCmd::Caps(s) => caps::run(&c, s).await,
+            ClientCmd::Register(a) => system::register(&c, a).await,
             ClientCmd::Discover(a) => system::discover(&c, a).await,
             ClientCmd::Health => system::health(&c).await,
             ClientCmd::Whoami => system::whoami(&c).await,

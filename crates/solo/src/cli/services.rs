@@ -30,6 +30,16 @@ pub struct DeployArgs {
     /// permanent, transient or temporary.
     #[arg(long)]
     restart: Option<String>,
+    /// Restart intensity: at most this many restarts within --max-seconds, after which
+    /// the service is given up as failed.
+    #[arg(long, value_name = "N")]
+    max_restarts: Option<u32>,
+    /// The window --max-restarts counts in, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_seconds: Option<u32>,
+    /// How long the service's init may take, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    startup_timeout_ms: Option<u32>,
     /// The most memory the service may use, in MiB.
     #[arg(long)]
     memory_mb: Option<u32>,
@@ -106,6 +116,10 @@ pub struct SwapArgs {
     /// swap (keep state) or replace (restart under the same id).
     #[arg(long)]
     mode: Option<String>,
+    /// How long the old version is kept, in milliseconds: a crash of the new version
+    /// within it puts the old one back (0: the server's default, 30 s; at most 600,000).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    rollback_window_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +213,9 @@ pub(super) async fn deploy(c: &Cmd, a: DeployArgs) -> anyhow::Result<()> {
         });
     }
     req.restart = a.restart.as_deref().map(restart_named).transpose()?;
+    req.max_restarts = a.max_restarts;
+    req.max_seconds = a.max_seconds;
+    req.startup_timeout_ms = a.startup_timeout_ms;
     req.memory_mb = a.memory_mb;
     req.cpu_ms_per_message = a.cpu_ms;
     req.mailbox = a.mailbox;
@@ -340,7 +357,7 @@ pub(super) async fn swap(c: &Cmd, a: SwapArgs) -> anyhow::Result<()> {
         format: format_of(a.format.as_deref(), &a.file, &code)?,
         code: code.into(),
         mode: swap_mode_named(a.mode.as_deref().unwrap_or(""))?,
-        rollback_window: None,
+        rollback_window: ms(a.rollback_window_ms),
     };
     let pb = spinner(format!("swapping {}", a.id));
     let r = c.client.swap(&req).await;

@@ -1,10 +1,10 @@
-//! `solo discover | health | metrics | tree | config | shutdown`.
+//! `solo register | discover | health | metrics | tree | config | shutdown`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use solo_types::api::TreeNode;
+use solo_types::api::{RegisterRequest, TreeNode};
 
 use super::{Cmd, refuse};
 use crate::output::{fields, millis, table, time};
@@ -16,6 +16,39 @@ pub struct DiscoverArgs {
     /// KEY=VALUE a registration's metadata must have; repeatable (needs NAME).
     #[arg(long = "filter", value_name = "KEY=VALUE", requires = "name")]
     filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// The name to register under.
+    name: String,
+    /// The service, one of yours.
+    #[arg(long, value_name = "ID")]
+    service: String,
+    /// A version label for finders to match on.
+    #[arg(long, default_value = "")]
+    version: String,
+    /// KEY=VALUE metadata; repeatable.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+    /// Seconds until the registration lapses unless renewed (0: never).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    ttl: i64,
+}
+
+/// `KEY=VALUE` pairs, refused with the option's name when one has no `=`.
+fn pairs(option: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in items {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            refuse(
+                "invalid_request",
+                format!("--{option} {f:?}: use KEY=VALUE"),
+            )
+        })?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand, Debug)]
@@ -39,16 +72,35 @@ pub struct ShutdownArgs {
     grace_ms: u64,
 }
 
+pub(super) async fn register(c: &Cmd, a: RegisterArgs) -> anyhow::Result<()> {
+    let req = RegisterRequest {
+        service_id: a.service.clone(),
+        name: a.name.clone(),
+        version: a.version,
+        metadata: pairs("meta", &a.metadata)?,
+        ttl_seconds: a.ttl,
+    };
+    c.out(&c.client.register(&req).await?, |r| {
+        println!("registered {} as {}", a.service, a.name);
+        fields(&[
+            ("handle", r.service_handle.clone()),
+            (
+                "expires",
+                if r.expires_at == 0 {
+                    "never".into()
+                } else {
+                    time(r.expires_at)
+                },
+            ),
+        ]);
+    });
+    Ok(())
+}
+
 pub(super) async fn discover(c: &Cmd, a: DiscoverArgs) -> anyhow::Result<()> {
     let found = match a.name {
         Some(name) => {
-            let mut filters = BTreeMap::new();
-            for f in &a.filters {
-                let (k, v) = f.split_once('=').ok_or_else(|| {
-                    refuse("invalid_request", format!("--filter {f:?}: use KEY=VALUE"))
-                })?;
-                filters.insert(k.to_string(), v.to_string());
-            }
+            let filters = pairs("filter", &a.filters)?;
             c.client.discover(&name, &filters).await?
         }
         None => c.client.registrations(None).await?,

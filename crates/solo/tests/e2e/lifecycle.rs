@@ -300,3 +300,75 @@ async fn discovery_over_grpc_rest_and_the_cli() {
     assert_eq!(v["services"][0]["service_id"], "echo-eu");
     assert_eq!(v["total_count"], 1);
 }
+
+/// The deploy options the spec has, the swap's rollback window and registration, from
+/// the CLI.
+#[test]
+fn the_cli_sets_restart_intensity_startup_timeout_rollback_window_and_registers() {
+    let s = Server::start();
+    s.cli_json(&[
+        "deploy",
+        "examples/js/counter.js",
+        "--max-restarts",
+        "2",
+        "--max-seconds",
+        "10",
+        "--startup-timeout-ms",
+        "3000",
+    ]);
+    let v = s.cli_json(&["events", "--kind", "service_deployed"]);
+    let p = &v["events"][0]["payload"];
+    assert_eq!(
+        p["restart_limits"],
+        json!({"max_restarts": 2, "max_seconds": 10})
+    );
+    assert_eq!(p["limits"]["startup_timeout_ms"], 3000);
+    // A window over the limit is refused and changes nothing; one within it is taken.
+    let out = s.cli(&[
+        "swap",
+        "counter",
+        "examples/js/counter-v2.js",
+        "--rollback-window-ms",
+        "700000",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rollback window of 700000 ms"), "{err}");
+    assert_eq!(s.cli_json(&["status", "counter"])["version"], 1);
+    let v = s.cli_json(&[
+        "swap",
+        "counter",
+        "examples/js/counter-v2.js",
+        "--rollback-window-ms",
+        "200",
+    ]);
+    assert_eq!(v["version"], 2);
+    // solo register NAME --service ID --meta K=V --ttl S, then discover finds it.
+    let v = s.cli_json(&[
+        "register",
+        "counting",
+        "--service",
+        "counter",
+        "--meta",
+        "region=eu",
+        "--ttl",
+        "60",
+    ]);
+    assert_eq!(v["registered"], true);
+    assert!(v["expires_at"].as_i64().unwrap() > 0);
+    let v = s.cli_json(&["discover", "counting", "--filter", "region=eu"]);
+    assert_eq!(v["services"][0]["service_id"], "counter");
+    let out = s.cli(&[
+        "register",
+        "x",
+        "--service",
+        "counter",
+        "--meta",
+        "noequals",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--meta \"noequals\""));
+    let out = s.cli(&["register", "x", "--service", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}

@@ -181,6 +181,17 @@ async fn tenants_cannot_see_or_touch_each_other() {
         v.capability.is_none(),
         "no details of another tenant's capability"
     );
+    // Exactly what an unknown token answers: bob learns nothing about alice's token.
+    let forged = bob
+        .verify_capability(pb::VerifyCapabilityRequest {
+            token: format!("solo_{}", "Q".repeat(43)),
+            resource: "service:notes".into(),
+            permission: "call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v, forged);
     // Revoking it is a no-op that confirms nothing (as for an unknown token).
     let r = bob
         .revoke_capability(pb::RevokeCapabilityRequest {
@@ -472,6 +483,31 @@ async fn certificates_and_tokens_are_checked() {
         (code, body["error"].as_str()),
         (401, Some("capability_not_found"))
     );
+    // Each refusal is on the record: the revoked token in alice's log, with the address
+    // it came from, by hash and never itself.
+    let mut denied = serde_json::Value::Null;
+    for _ in 0..50 {
+        denied = s.cli_json(&[
+            "events",
+            "--of-tenant",
+            "alice",
+            "--kind",
+            "capability_denied",
+        ]);
+        let found = denied["events"].as_array().unwrap().iter().any(|e| {
+            e["payload"]["reason"] == "revoked"
+                && e["payload"]["source"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("127.0.0.1:"))
+        });
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let text = denied.to_string();
+    assert!(text.contains("\"revoked\""), "{text}");
+    assert!(!text.contains(&token));
 }
 
 #[tokio::test]
