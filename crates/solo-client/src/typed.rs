@@ -273,6 +273,17 @@ impl Solo {
         Ok(r.map_err(fail)?.into_inner().into())
     }
 
+    /// Removes one of the caller's registrations by handle; idempotent.
+    pub async fn deregister(&self, handle: &str) -> R<Deregistered> {
+        let r = self
+            .raw()
+            .deregister_service(pb::DeregisterServiceRequest {
+                service_handle: handle.to_string(),
+            })
+            .await;
+        Ok(r.map_err(fail)?.into_inner().into())
+    }
+
     /// The live registrations under `name` whose metadata has every pair of `filters`.
     pub async fn discover(
         &self,

@@ -115,6 +115,15 @@ impl SoloKernel for Grpc {
         ok((&self.ops().register(a.who(), r.into()).await.map_err(st)?).into())
     }
 
+    async fn deregister_service(
+        &self,
+        req: Request<pb::DeregisterServiceRequest>,
+    ) -> Rs<pb::DeregisterServiceResponse> {
+        let (a, r) = split(req);
+        let d = self.ops().deregister(a.who(), &r.service_handle).await;
+        ok((&d.map_err(st)?).into())
+    }
+
     async fn discover_service(
         &self,
         req: Request<pb::DiscoverServiceRequest>,

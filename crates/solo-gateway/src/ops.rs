@@ -276,6 +276,13 @@ impl Ops {
         Ok(self.kernel.register_service(&a.caller, req).await?)
     }
 
+    /// Removes one of the caller's registrations by handle; idempotent.
+    pub async fn deregister(&self, who: Who<'_>, handle: &str) -> R<Deregistered> {
+        let a = self.admit(who)?;
+        let deregistered = self.kernel.deregister_service(&a.caller, handle).await?;
+        Ok(Deregistered { deregistered })
+    }
+
     /// The caller's live registrations under `name` whose metadata has every pair of
     /// `filters`.
     pub fn discover(

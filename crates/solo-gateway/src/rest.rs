@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -66,6 +66,7 @@ pub(crate) fn router(ops: SharedOps, max_request_bytes: usize) -> Router {
         .route("/v1/capabilities/revoke", post(revoke_cap))
         .route("/v1/capabilities/attenuate", post(attenuate_cap))
         .route("/v1/discovery", get(discover).post(register))
+        .route("/v1/discovery/{handle}", delete(deregister))
         .route("/v1/system/tree", get(tree))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tools", get(tools))
@@ -472,6 +473,11 @@ async fn register(
     Body(b): Body<RegisterRequest>,
 ) -> ApiResult {
     with_status(StatusCode::CREATED, st.ops.register(a.who(), b).await?)
+}
+
+/// `DELETE /v1/discovery/{handle}`: removes one of the caller's registrations.
+async fn deregister(State(st): State<RestState>, a: Ask, Path(handle): Path<String>) -> ApiResult {
+    json(st.ops.deregister(a.who(), &handle).await?)
 }
 
 /// `PUT /v1/system/config` `{"key": "limits.max_per_tenant", "value": 50}` (admin).

@@ -126,6 +126,9 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
         };
         entry.record_stats(before, instance.stats());
         if let Some(crash) = outcome {
+            if let Some(k) = kernel.upgrade() {
+                note_limit(&k, &entry, &crash);
+            }
             let report = entry.crash_report(&crash);
             // A crash inside the rollback window: back to the old version, whose state
             // is the snapshot the swap carried over.
@@ -357,11 +360,14 @@ pub(crate) async fn start_instance_of(
         interrupt.deadline(None);
         init.map_err(|e| match e {
             CallError::Crash(c) if c.kind == solo_sandbox::CrashKind::Interrupted => timed_out(),
-            CallError::Crash(c) => entry.report(
-                c.kind.as_str(),
-                &format!("init crashed: {}", c.message),
-                c.backtrace,
-            ),
+            CallError::Crash(c) => {
+                note_limit(k, entry, &c);
+                entry.report(
+                    c.kind.as_str(),
+                    &format!("init crashed: {}", c.message),
+                    c.backtrace,
+                )
+            }
             CallError::Guest(msg) => entry.report(
                 "init_failed",
                 &format!("init returned an error: {msg}"),
@@ -393,9 +399,29 @@ pub(crate) fn child_spec(k: &Core, entry: &Arc<ServiceEntry>) -> ChildSpec {
             spec.max_restarts,
             Duration::from_secs(u64::from(spec.max_seconds)),
         )),
-        backoff: None,
+        backoff: match k.config.service_defaults.restart_backoff_ms {
+            0 => None,
+            ms => Some(solo_supervisor::Backoff {
+                initial: Duration::from_millis(u64::from(ms)),
+                factor: 2.0,
+                max: Duration::from_secs(5).max(Duration::from_millis(u64::from(ms))),
+            }),
+        },
         start: Arc::new(move |ctx| Box::pin(run(me.clone(), Arc::clone(&e), ctx))),
     }
+}
+
+/// A crash at a limit (CPU, memory) is first a `resource_violation`, queued before the
+/// crash it explains is recorded.
+pub(crate) fn note_limit(k: &Core, entry: &ServiceEntry, crash: &Crash) {
+    let l = &entry.spec.limits;
+    let (kind, limit, unit) = match crash.kind {
+        solo_sandbox::CrashKind::CpuLimit => ("cpu", u64::from(l.cpu_ms_per_message), "ms"),
+        solo_sandbox::CrashKind::MemoryLimit => ("memory", u64::from(l.memory_mb) << 20, "bytes"),
+        _ => return,
+    };
+    let e = records::violation(&entry.tenant, &entry.id, kind, limit, crash.observed, unit);
+    k.record_later(vec![e], "a resource violation");
 }
 
 /// Records a service's crash and what its supervisor decided, in one commit.

@@ -17,6 +17,7 @@ use crate::caller::Caller;
 use crate::core::Core;
 use crate::entry::{Envelope, ServiceEntry};
 use crate::error::KernelError;
+use crate::records;
 
 /// Sends `request` (JSON) to `service` and waits up to `timeout` for the reply.
 pub(crate) async fn call(
@@ -54,7 +55,7 @@ async fn checked_call(
     k.check_message("request", request)?;
     let entry = k.live_entry(caller, service)?;
     entry.breaker.allow(k.clock.now(), service)?;
-    let result = deliver(&entry, service, request, timeout).await;
+    let result = deliver(k, &entry, service, request, timeout).await;
     let outcome = match &result {
         Ok(_) | Err(KernelError::ServiceError(_) | KernelError::InvalidArgument(_)) => {
             Outcome::Success
@@ -72,13 +73,36 @@ async fn checked_call(
     result
 }
 
-/// A full or closed mailbox, as the caller sees it.
-fn refused<T>(e: &TrySendError<T>, service: &ServiceId) -> KernelError {
+/// How many `resource_violation` events a full mailbox writes a second, per service.
+const MAILBOX_FULL_EVENTS_PER_SECOND: u32 = 1;
+
+/// A full or closed mailbox, as the caller sees it; a full one is a `resource_violation`
+/// (sampled).
+fn refused<T>(k: &Core, entry: &ServiceEntry, e: &TrySendError<T>) -> KernelError {
+    let service = &entry.id;
     match e {
-        TrySendError::Full(_) => KernelError::ResourceExhausted {
-            reason: "mailbox_full",
-            message: format!("the mailbox of service {service} is full"),
-        },
+        TrySendError::Full(_) => {
+            if let Some(dropped) = entry
+                .mailbox_full
+                .admit(k.clock.now(), MAILBOX_FULL_EVENTS_PER_SECOND)
+            {
+                let limit = u64::from(entry.spec.limits.mailbox);
+                let mut e = records::violation(
+                    &entry.tenant,
+                    service,
+                    "mailbox",
+                    limit,
+                    Some(limit),
+                    "messages",
+                );
+                e.payload["suppressed_before"] = dropped.into();
+                k.record_later(vec![e], "a resource violation");
+            }
+            KernelError::ResourceExhausted {
+                reason: "mailbox_full",
+                message: format!("the mailbox of service {service} is full"),
+            }
+        }
         TrySendError::Closed(_) => {
             KernelError::Unavailable(format!("service {service} is stopped"))
         }
@@ -86,6 +110,7 @@ fn refused<T>(e: &TrySendError<T>, service: &ServiceId) -> KernelError {
 }
 
 async fn deliver(
+    k: &Core,
     entry: &Arc<ServiceEntry>,
     service: &ServiceId,
     request: &str,
@@ -100,7 +125,7 @@ async fn deliver(
     entry
         .mailbox
         .try_send(envelope)
-        .map_err(|e| refused(&e, service))?;
+        .map_err(|e| refused(k, entry, &e))?;
     let reply = match tokio::time::timeout(timeout, rx).await {
         Err(_) => {
             return Err(KernelError::DeadlineExceeded(format!(
@@ -127,7 +152,9 @@ async fn deliver(
         },
         Err(CallError::Guest(msg)) => Err(KernelError::ServiceError(msg)),
         Err(CallError::BadRequest(msg)) => Err(KernelError::InvalidArgument(msg)),
-        Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(e.to_string())),
+        Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(
+            solo_sandbox::GuestError::new(e.to_string()),
+        )),
         Err(CallError::Crash(c)) => Err(KernelError::ServiceCrashed(Box::new(
             entry
                 .last_error()
@@ -156,5 +183,5 @@ pub(crate) fn cast(
         .try_send(Envelope::Cast {
             message: message.to_string(),
         })
-        .map_err(|e| refused(&e, service))
+        .map_err(|e| refused(k, &entry, &e))
 }

@@ -15,6 +15,11 @@ pub struct ServiceDefaults {
     pub restart: RestartPolicy,
     pub max_restarts: u32,
     pub max_seconds: u32,
+    /// How long a crashed service waits before its restart, in milliseconds: 0 (the
+    /// default) restarts at once, as OTP does; otherwise each further restart inside
+    /// the intensity window waits twice as long as the one before, at most 5 s. The
+    /// service shows `crashed` while it waits.
+    pub restart_backoff_ms: u32,
 }
 
 impl Default for ServiceDefaults {
@@ -27,6 +32,7 @@ impl Default for ServiceDefaults {
             restart: RestartPolicy::Permanent,
             max_restarts: 5,
             max_seconds: 60,
+            restart_backoff_ms: 0,
         }
     }
 }

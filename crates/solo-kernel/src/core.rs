@@ -21,6 +21,7 @@ use crate::config::KernelConfig;
 use crate::discovery::Registry;
 use crate::entry::ServiceEntry;
 use crate::error::KernelError;
+use crate::failed::FailedDeploys;
 use crate::monitor::Monitor;
 use crate::secrets::Secrets;
 use crate::shedder::Shedder;
@@ -58,6 +59,8 @@ pub(crate) struct Core {
     pub(crate) secrets: Secrets,
     pub(crate) caps: Capabilities,
     pub(crate) registry: Registry,
+    /// Deploys that failed lately, for `status`.
+    pub(crate) failed: FailedDeploys,
     pub(crate) tree: OnceLock<Tree>,
     pub(crate) recovery: Mutex<Recovery>,
     pub(crate) on_shutdown: Option<OnShutdown>,
@@ -119,6 +122,29 @@ impl Core {
     ) -> Result<Arc<ServiceEntry>, KernelError> {
         self.running(caller.tenant_id(), service)
             .ok_or_else(|| KernelError::not_found(service))
+    }
+
+    /// Why the caller's last deploy of `service` failed, as a refusal, if it did lately
+    /// and nothing runs under the id now.
+    pub(crate) fn failed_deploy(
+        &self,
+        caller: &Caller,
+        service: &ServiceId,
+    ) -> Option<KernelError> {
+        let f = self
+            .failed
+            .get(caller.tenant_id(), service, self.clock.now())?;
+        Some(KernelError::Refused {
+            code: solo_types::Code::FailedPrecondition,
+            reason: "deployment_failed",
+            message: format!(
+                "the last deploy of service {service} failed at stage {} ({} s ago): {}; \
+                 deploy it again once fixed",
+                f.stage,
+                self.clock.now().saturating_duration_since(f.at).as_secs(),
+                f.reason
+            ),
+        })
     }
 
     /// The caller's service if it can take a message now.

@@ -12,7 +12,9 @@ use serde_json::json;
 use solo_sandbox::{Artifact, CodeHash};
 use solo_store::WriteBatch;
 use solo_types::api::{DeployRequest, Deployed};
-use solo_types::{DeploySpec, Permission, Resource, ServiceLimits, TenantId, metric_names as m};
+use solo_types::{
+    DeploySpec, Permission, Resource, ServiceId, ServiceLimits, TenantId, metric_names as m,
+};
 
 use crate::actor;
 use crate::caller::{Caller, Role};
@@ -75,7 +77,7 @@ pub(crate) async fn deploy(
     if !req.dry_run {
         // Reserve the id and the quota atomically.
         let tool = spec.tool.as_ref().map(|t| t.name.as_str());
-        ctx.reserve(&tenant, &sid, memory, tool, &k.config.limits, || {
+        let reserved = ctx.reserve(&tenant, &sid, memory, tool, &k.config.limits, || {
             match k.services.entry(key.clone()) {
                 Entry::Occupied(_) => Err(KernelError::AlreadyExists(format!(
                     "service {sid} is being deployed by another request"
@@ -85,7 +87,13 @@ pub(crate) async fn deploy(
                     Ok(())
                 }
             }
-        })?;
+        });
+        if let Err(e) = reserved {
+            if e.reason() == "quota_exceeded" {
+                note_quota(k, &ctx, &tenant, &sid, memory);
+            }
+            return Err(e);
+        }
     }
 
     let artifact = match k.sandbox.compile(req.format, Arc::clone(&req.code)).await {
@@ -201,6 +209,15 @@ async fn record_failure(
     stage: &str,
     reason: &str,
 ) {
+    k.failed.note(
+        tenant,
+        service,
+        crate::failed::FailedDeploy {
+            stage: stage.to_string(),
+            reason: reason.to_string(),
+            at: k.clock.now(),
+        },
+    );
     let e = records::deployment_failed(tenant, service, stage, reason);
     k.record(vec![e], "a failed deployment").await;
 }
@@ -286,6 +303,7 @@ async fn start_service(
         Slot::Running(Arc::clone(&entry)),
     );
     metrics::counter!(m::DEPLOYMENTS).increment(1);
+    k.failed.forget(tenant, &sid);
     Ok(Deployed {
         service_id: sid,
         code_hash: hash,
@@ -295,4 +313,29 @@ async fn start_service(
         dry_run: false,
         has_state: artifact.has_state(),
     })
+}
+
+/// A deploy refused by its tenant's quota is a `resource_violation` (sampled: a few a
+/// second per tenant), naming the quota, its limit and what the deploy would have made
+/// of it.
+fn note_quota(k: &Core, ctx: &TenantCtx, tenant: &TenantId, sid: &ServiceId, memory_mb: u32) {
+    if ctx.quota_refused.admit(k.clock.now(), 5).is_none() {
+        return;
+    }
+    let (l, used) = (&k.config.limits, k.tenants.usage(tenant));
+    let (limit, observed, unit) = if used.services >= u64::from(l.max_services_per_tenant) {
+        (
+            u64::from(l.max_services_per_tenant),
+            used.services + 1,
+            "services",
+        )
+    } else {
+        (
+            l.max_memory_mb_per_tenant,
+            used.memory_mb + u64::from(memory_mb),
+            "MiB",
+        )
+    };
+    let e = records::violation(tenant, sid, "quota", limit, Some(observed), unit);
+    k.record_later(vec![e], "a resource violation");
 }

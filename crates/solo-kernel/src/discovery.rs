@@ -295,6 +295,40 @@ impl Registry {
         Ok(r)
     }
 
+    /// Removes the caller's registration `handle`; idempotent (`false`: there was none
+    /// in the caller's tenant). Needs `register` on its service.
+    pub(crate) async fn deregister(
+        &self,
+        caller: &Caller,
+        handle: &str,
+    ) -> Result<bool, KernelError> {
+        let tenant = caller.tenant_id();
+        let Some(r) = self
+            .tenants
+            .get(tenant)
+            .and_then(|m| m.get(handle).cloned())
+        else {
+            return Ok(false);
+        };
+        caller.require_audited(
+            self.store.as_ref(),
+            &self.caps,
+            &Resource::Service(r.service_id.clone()),
+            Permission::Register,
+        )?;
+        let mut batch = WriteBatch::new();
+        batch
+            .delete(REGISTRATIONS, key(tenant, &r.handle))
+            .stage("deregister the service")?;
+        batch.event(deregistered(&r, "deregistered"));
+        self.store
+            .commit(batch)
+            .await
+            .stage("record the deregistration")?;
+        self.remove(tenant, &r.handle);
+        Ok(true)
+    }
+
     /// Adds the removal of `service`'s registrations to `batch` (a kill).
     pub(crate) fn deregister_service(
         &self,

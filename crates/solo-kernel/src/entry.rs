@@ -168,6 +168,8 @@ pub(crate) struct ServiceEntry {
     pub(crate) final_snapshot: Mutex<Option<usize>>,
     pub(crate) emits: Bucket,
     pub(crate) breaker: ServiceBreaker,
+    /// `resource_violation` events for a full mailbox, sampled.
+    pub(crate) mailbox_full: crate::sampler::Window,
 }
 
 impl ServiceEntry {
@@ -215,6 +217,7 @@ impl ServiceEntry {
             ready: Mutex::new(None),
             final_snapshot: Mutex::new(None),
             emits: Bucket::new(emits_per_second),
+            mailbox_full: crate::sampler::Window::default(),
             breaker: ServiceBreaker::default(),
             spec,
         })
@@ -353,7 +356,8 @@ impl ServiceEntry {
             while let Ok(env) = inbox.try_recv() {
                 match env {
                     Envelope::Call { reply, .. } => {
-                        let _ = reply.send(Err(CallError::Guest(why.to_string())));
+                        let _ =
+                            reply.send(Err(CallError::Guest(solo_sandbox::GuestError::new(why))));
                     }
                     Envelope::Swap { reply, .. } => {
                         let _ = reply.send(Err(SwapRefused {

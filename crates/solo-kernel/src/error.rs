@@ -43,9 +43,10 @@ pub enum KernelError {
     /// The sandbox refused the code (the stage is always compile).
     #[error("the code was refused: {0}")]
     Compile(#[from] CompileError),
-    /// The service answered with an error (it is healthy).
+    /// The service answered with an error (it is healthy); a JavaScript exception names
+    /// its line and column and carries its stack.
     #[error("the service returned an error: {0}")]
-    ServiceError(String),
+    ServiceError(solo_sandbox::GuestError),
     /// The request crashed the service (it is being restarted).
     #[error("the service crashed: {}: {}", .0.kind, .0.message)]
     ServiceCrashed(Box<CrashReport>),
@@ -216,6 +217,12 @@ impl From<&KernelError> for Failure {
         let mut f = Failure::new(e.code(), e.reason(), e.to_string());
         match e {
             KernelError::ServiceCrashed(report) => f.details = serde_json::to_value(report).ok(),
+            KernelError::ServiceError(g) => {
+                f.details = g
+                    .stack
+                    .as_ref()
+                    .map(|stack| serde_json::json!({ "stack": stack }));
+            }
             KernelError::ResourceExhausted { .. } => f.retry_after = Some(1),
             _ => {}
         }

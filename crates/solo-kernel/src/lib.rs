@@ -23,12 +23,14 @@ mod deploy;
 mod discovery;
 mod entry;
 mod error;
+mod failed;
 mod host;
 mod kill;
 mod logs;
 mod monitor;
 pub mod records;
 mod recovery;
+mod sampler;
 mod secrets;
 mod shedder;
 mod swap;
@@ -55,6 +57,7 @@ pub use config::{
     BreakerConfig, DEFAULT_TIMEOUT, KernelConfig, MonitorConfig, ServiceDefaults, TenantLimits,
 };
 pub use error::KernelError;
+pub use failed::FAILED_DEPLOY_TTL;
 pub use shedder::Permit;
 pub use swap::{DEFAULT_ROLLBACK_WINDOW, MAX_ROLLBACK_WINDOW};
 pub use system::KernelOptions;
@@ -315,6 +318,11 @@ impl Kernel {
             service_handle: r.handle,
             expires_at: r.expires_at,
         })
+    }
+
+    /// Removes one of the caller's registrations by handle; idempotent.
+    pub async fn deregister_service(&self, caller: &Caller, handle: &str) -> R<bool> {
+        self.core.registry.deregister(caller, handle).await
     }
 
     /// The caller's live registrations under `name` matching every filter pair.

@@ -87,6 +87,26 @@ pub fn started(tenant: &TenantId, service: &ServiceId, version: u64) -> NewEvent
         .payload(json!({ "service_id": service, "version": version }))
 }
 
+/// A limit a service (or its tenant) hit, recorded before the crash or refusal it
+/// explains: `kind` is `memory` | `cpu` | `mailbox` | `quota`, `limit` and `observed` in
+/// `unit` (`observed` is null where the sandbox cannot tell).
+pub fn violation(
+    tenant: &TenantId,
+    service: &ServiceId,
+    kind: &str,
+    limit: u64,
+    observed: Option<u64>,
+    unit: &str,
+) -> NewEvent {
+    NewEvent::service(kinds::RESOURCE_VIOLATION, tenant, service).payload(json!({
+        "service_id": service,
+        "kind": kind,
+        "limit": limit,
+        "observed": observed,
+        "unit": unit,
+    }))
+}
+
 pub fn crashed(tenant: &TenantId, service: &ServiceId, report: &CrashReport) -> NewEvent {
     NewEvent::service(kinds::SERVICE_CRASHED, tenant, service)
         .payload(json!({ "service_id": service, "reason": report }))

@@ -76,6 +76,7 @@ pub(crate) async fn boot(
         secrets: Secrets::new(options.vault, Arc::clone(&store), caps.shared()),
         caps,
         registry,
+        failed: crate::failed::FailedDeploys::default(),
         tunables,
         store,
         sandbox,

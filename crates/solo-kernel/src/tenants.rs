@@ -24,6 +24,8 @@ pub(crate) type OnServiceEvent = Arc<dyn Fn(&TenantId, SupervisorEvent) + Send +
 pub(crate) struct TenantCtx {
     pub(crate) supervisor: Supervisor,
     admission: Mutex<Admission>,
+    /// `resource_violation` events for refused quotas, sampled.
+    pub(crate) quota_refused: crate::sampler::Window,
 }
 
 #[derive(Default)]
@@ -123,6 +125,7 @@ impl Tenants {
         Arc::new(TenantCtx {
             supervisor: sup,
             admission: Mutex::new(Admission::default()),
+            quota_refused: crate::sampler::Window::default(),
         })
     }
 

@@ -38,7 +38,9 @@ pub(crate) fn status(
         &Resource::Service(service.clone()),
         Permission::Read,
     )?;
-    k.entry(caller, service).map(|e| e.status())
+    k.entry(caller, service)
+        .map(|e| e.status())
+        .map_err(|e| k.failed_deploy(caller, service).unwrap_or(e))
 }
 
 pub(crate) fn list(

@@ -140,6 +140,9 @@ pub struct Crash {
     pub message: String,
     /// The guest's stack at the crash (function names), where available.
     pub backtrace: Option<String>,
+    /// For a limit crash, what the guest used or asked for where the sandbox knows it:
+    /// milliseconds of CPU (`CpuLimit`), bytes of memory (`MemoryLimit`).
+    pub observed: Option<u64>,
 }
 
 impl fmt::Display for Crash {
@@ -148,12 +151,61 @@ impl fmt::Display for Crash {
     }
 }
 
+/// An error the guest's own code raised (a JavaScript exception, a component's `err`
+/// answer): the instance is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestError {
+    /// What the guest said, followed by where in its code when the engine knows (a
+    /// JavaScript exception: `(at line L, column C)`).
+    pub message: String,
+    /// The guest's stack where it raised the error, where available.
+    pub stack: Option<String>,
+}
+
+impl GuestError {
+    /// An error from the guest (or answered on its behalf) with no stack.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            stack: None,
+        }
+    }
+
+    /// An error thrown by JavaScript: its message with the line and column of the
+    /// innermost frame in the service's code, and the stack.
+    pub(crate) fn thrown(message: String, stack: Option<String>) -> Self {
+        let message = match stack.as_deref().and_then(service_location) {
+            Some((line, column)) => format!("{message} (at line {line}, column {column})"),
+            None => message,
+        };
+        Self { message, stack }
+    }
+}
+
+/// The line and column of the first frame of a JavaScript stack that is in the
+/// service's own module (`at f (service:3:50)`).
+fn service_location(stack: &str) -> Option<(u32, u32)> {
+    stack.lines().find_map(|frame| {
+        let at = frame.find("service:")? + "service:".len();
+        let mut parts = frame[at..].split(|c: char| !c.is_ascii_digit());
+        let line = parts.next()?.parse().ok()?;
+        let column = parts.next()?.parse().ok()?;
+        Some((line, column))
+    })
+}
+
+impl fmt::Display for GuestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// How a message to an instance failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The guest answered with an error; the instance is healthy.
     #[error("the service returned an error: {0}")]
-    Guest(String),
+    Guest(GuestError),
     /// The instance crashed; it is poisoned and must be replaced.
     #[error("the service crashed: {0}")]
     Crash(Crash),
@@ -171,6 +223,27 @@ impl CallError {
             kind,
             message: message.into(),
             backtrace: None,
+            observed: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod guest_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_thrown_error_names_its_line_and_column_in_the_service() {
+        let e = GuestError::thrown(
+            "cannot read property 'y' of undefined".into(),
+            Some("    at lookup (service:3:50)\n    at handleCall (service:7:10)\n".into()),
+        );
+        assert_eq!(
+            e.message,
+            "cannot read property 'y' of undefined (at line 3, column 50)"
+        );
+        let native = GuestError::thrown("x".into(), Some("    at <native>\n".into()));
+        assert_eq!(native.message, "x");
+        assert_eq!(GuestError::thrown("y".into(), None).message, "y");
     }
 }

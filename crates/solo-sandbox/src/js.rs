@@ -22,8 +22,8 @@ use rquickjs::{
 use crate::artifact::{Artifact, Backend, CodeHash, Format};
 use crate::meter::{Meter, Metered};
 use crate::{
-    CallError, CompileError, Crash, CrashKind, HostApi, HostError, Instance, InstanceStats,
-    InstantiateError, Level, Limits, SandboxConfig,
+    CallError, CompileError, Crash, CrashKind, GuestError, HostApi, HostError, Instance,
+    InstanceStats, InstantiateError, Level, Limits, SandboxConfig,
 };
 
 /// The JS stack limit (QuickJS counts it on the host thread's stack).
@@ -545,6 +545,7 @@ impl JsInstance {
                 kind: CrashKind::Poisoned,
                 message: format!("the instance crashed earlier ({c}) and cannot run again"),
                 backtrace: None,
+                observed: None,
             })),
             None => Ok(()),
         }
@@ -582,10 +583,15 @@ impl JsInstance {
             ),
             _ => "the guest's stack overflowed (unbounded recursion?)".into(),
         };
+        let observed = match kind {
+            CrashKind::CpuLimit => u64::try_from(self.meter.used().as_millis()).ok(),
+            _ => None,
+        };
         Some(Crash {
             kind,
             message,
             backtrace: t.stack.clone(),
+            observed,
         })
     }
 
@@ -595,6 +601,7 @@ impl JsInstance {
             kind: CrashKind::Trap,
             message: format!("uncaught exception: {}", t.message),
             backtrace: t.stack,
+            observed: None,
         });
         self.poisoned = Some(crash.clone());
         crash
@@ -676,7 +683,7 @@ impl Instance for JsInstance {
                         self.poisoned = Some(c.clone());
                         Err(CallError::Crash(c))
                     }
-                    None => Err(CallError::Guest(t.message)),
+                    None => Err(CallError::Guest(GuestError::thrown(t.message, t.stack))),
                 },
             }
         })
@@ -700,7 +707,7 @@ impl Instance for JsInstance {
                         self.poisoned = Some(c.clone());
                         Err(CallError::Crash(c))
                     }
-                    None => Err(CallError::Guest(t.message)),
+                    None => Err(CallError::Guest(GuestError::thrown(t.message, t.stack))),
                 },
             }
         })
@@ -745,9 +752,9 @@ impl Instance for JsInstance {
     fn restore<'a>(&'a mut self, state: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
             if !self.has_state {
-                return Err(CallError::Guest(
-                    "the service does not export restore".into(),
-                ));
+                return Err(CallError::Guest(GuestError::new(
+                    "the service does not export restore",
+                )));
             }
             // A snapshot is JSON; bytes that are not (from a service in another format)
             // arrive as a string.
@@ -765,7 +772,7 @@ impl Instance for JsInstance {
                         self.poisoned = Some(c.clone());
                         Err(CallError::Crash(c))
                     }
-                    None => Err(CallError::Guest(t.message)),
+                    None => Err(CallError::Guest(GuestError::thrown(t.message, t.stack))),
                 },
             }
         })

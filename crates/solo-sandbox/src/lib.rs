@@ -24,7 +24,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use artifact::{Artifact, CodeHash, Format};
-pub use error::{CallError, CompileError, Crash, CrashKind, InstantiateError, SandboxError};
+pub use error::{
+    CallError, CompileError, Crash, CrashKind, GuestError, InstantiateError, SandboxError,
+};
 pub use host::{HostApi, HostError, Level};
 pub use meter::Interrupt;
 

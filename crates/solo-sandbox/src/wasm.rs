@@ -31,8 +31,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::artifact::{Artifact, Backend, CodeHash, Format};
 use crate::meter::{Meter, Metered};
 use crate::{
-    CallError, CompileError, CpuLimiter, Crash, CrashKind, HostApi, HostError, Instance,
-    InstanceStats, InstantiateError, Level, Limits, SandboxConfig, SandboxError,
+    CallError, CompileError, CpuLimiter, Crash, CrashKind, GuestError, HostApi, HostError,
+    Instance, InstanceStats, InstantiateError, Level, Limits, SandboxConfig, SandboxError,
 };
 
 mod bindings {
@@ -624,6 +624,7 @@ impl WasmInstance {
                 kind: CrashKind::Poisoned,
                 message: format!("the instance crashed earlier ({c}) and cannot run again"),
                 backtrace: None,
+                observed: None,
             }));
         }
         self.meter.begin(self.limits.cpu_per_message);
@@ -647,17 +648,20 @@ impl WasmInstance {
             .filter(|s| !s.trim().is_empty());
         let trap = e.downcast_ref::<Trap>().copied();
         let limit_ms = self.limits.cpu_per_message.as_millis();
+        let mut observed = None;
         let (kind, message) = if self.meter.interrupted() {
             (
                 CrashKind::Interrupted,
                 "the instance was interrupted by its owner".to_string(),
             )
         } else if self.meter.tripped() || trap == Some(Trap::OutOfFuel) {
+            observed = u64::try_from(self.meter.used().as_millis()).ok();
             (
                 CrashKind::CpuLimit,
                 format!("the message used more than its CPU budget of {limit_ms} ms"),
             )
         } else if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+            observed = u64::try_from(m.desired).ok();
             (CrashKind::MemoryLimit, m.to_string())
         } else if self.store.data().limiter.exceeded {
             (
@@ -701,6 +705,7 @@ impl WasmInstance {
             kind,
             message,
             backtrace,
+            observed,
         };
         self.poisoned = Some(crash.clone());
         crash
@@ -724,7 +729,8 @@ impl Instance for WasmInstance {
             let handler = self.service()?.solo_service_handler().clone();
             let fut = handler.call_init(&mut self.store, config);
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
-            self.finish(r)?.map_err(CallError::Guest)
+            self.finish(r)?
+                .map_err(|m| CallError::Guest(GuestError::new(m)))
         })
     }
 
@@ -735,7 +741,9 @@ impl Instance for WasmInstance {
             let fut = handler.call_handle_call(&mut self.store, request);
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
             self.messages += 1;
-            let reply = self.finish(r)?.map_err(CallError::Guest)?;
+            let reply = self
+                .finish(r)?
+                .map_err(|m| CallError::Guest(GuestError::new(m)))?;
             if reply.len() > self.limits.max_reply_bytes {
                 return Err(CallError::ReplyTooLarge {
                     size: reply.len(),
@@ -782,9 +790,9 @@ impl Instance for WasmInstance {
     fn restore<'a>(&'a mut self, state: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
             let Some(exports) = self.state else {
-                return Err(CallError::Guest(
-                    "the service does not export restore".into(),
-                ));
+                return Err(CallError::Guest(GuestError::new(
+                    "the service does not export restore",
+                )));
             };
             self.prepare()?;
             let instance = self.instance.ok_or_else(|| {
@@ -798,7 +806,9 @@ impl Instance for WasmInstance {
                 .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
             let fut = func.call_async(&mut self.store, (state,));
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
-            self.finish(r)?.0.map_err(CallError::Guest)
+            self.finish(r)?
+                .0
+                .map_err(|m| CallError::Guest(GuestError::new(m)))
         })
     }
 

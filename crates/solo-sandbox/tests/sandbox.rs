@@ -128,7 +128,7 @@ async fn guest_errors_are_not_crashes() {
         let host = MemoryHost::new();
         let mut inst = start(f, "crasher", &host).await;
         match inst.call(r#"{"mode":"error"}"#).await {
-            Err(CallError::Guest(msg)) => assert!(msg.contains("asked to fail"), "{f}: {msg}"),
+            Err(CallError::Guest(e)) => assert!(e.message.contains("asked to fail"), "{f}: {e}"),
             other => panic!("{f}: {other:?}"),
         }
         // Still healthy.
@@ -356,8 +356,8 @@ async fn init_failures_are_reported() {
             .await
             .unwrap();
         match inst.init(r#"{"fail_init":true}"#).await {
-            Err(CallError::Guest(msg)) => {
-                assert!(msg.contains("asked to fail in init"), "{f}: {msg}")
+            Err(CallError::Guest(e)) => {
+                assert!(e.message.contains("asked to fail in init"), "{f}: {e}")
             }
             other => panic!("{f}: {other:?}"),
         }
@@ -602,7 +602,7 @@ async fn js_that_throws_in_init_fails_init() {
         .await
         .unwrap();
     match inst.init(r#"{"fail_init":true}"#).await {
-        Err(CallError::Guest(m)) => assert!(m.contains("asked to fail in init"), "{m}"),
+        Err(CallError::Guest(e)) => assert!(e.message.contains("asked to fail in init"), "{e}"),
         other => panic!("{other:?}"),
     }
 }

@@ -46,7 +46,7 @@ async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, KernelError::ServiceError(ref m) if m.contains("did not answer")),
+        matches!(err, KernelError::ServiceError(ref m) if m.message.contains("did not answer")),
         "{err}"
     );
     assert!(t.elapsed() < SECOND * 3, "{:?}", t.elapsed());
@@ -63,7 +63,7 @@ async fn services_call_each_other_and_a_cycle_ends_in_a_timeout() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, KernelError::ServiceError(ref m) if m.contains("not found")),
+        matches!(err, KernelError::ServiceError(ref m) if m.message.contains("not found")),
         "{err}"
     );
 }
@@ -375,4 +375,125 @@ async fn a_tenant_sees_only_its_own_subtree() {
         .map(|t| t.name.as_str())
         .collect();
     assert_eq!(names, ["b"]);
+}
+
+/// Every limit hit leaves a `resource_violation` before the crash or refusal it explains.
+#[tokio::test]
+async fn limits_leave_a_resource_violation_before_what_they_cause() {
+    let mut config = KernelConfig::default();
+    config.limits.max_services_per_tenant = 4;
+    let s = solo_with(config).await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let violations = |service: &str| -> Vec<Event> {
+        events_of(k, &a, kinds::RESOURCE_VIOLATION)
+            .into_iter()
+            .filter(|e| e.service.as_ref().map(ServiceId::as_str) == Some(service))
+            .collect()
+    };
+    // Memory: the wasm hog asks for more than its 16 MiB.
+    let mut r = req("hog", Format::Wasm, "hog");
+    r.memory_mb = Some(16);
+    k.deploy(&a, r).await.unwrap();
+    let _ = k.call(&a, &sid("hog"), "{}", Some(SECOND * 5)).await;
+    let crashed = next_event(k, &a, 0, kinds::SERVICE_CRASHED, "hog").await;
+    let v = violations("hog");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].id < crashed.id, "recorded before the crash");
+    assert_eq!(v[0].payload["kind"], "memory");
+    assert_eq!(v[0].payload["limit"], 16 << 20);
+    assert!(v[0].payload["observed"].as_u64().unwrap() > 16 << 20);
+    // CPU: the JS spinner runs out of its 50 ms.
+    let mut r = req("spin", Format::Js, "spinner");
+    r.cpu_ms_per_message = Some(50);
+    k.deploy(&a, r).await.unwrap();
+    let _ = k.call(&a, &sid("spin"), "{}", Some(SECOND * 5)).await;
+    let crashed = next_event(k, &a, 0, kinds::SERVICE_CRASHED, "spin").await;
+    let v = violations("spin");
+    assert_eq!(v[0].payload["kind"], "cpu");
+    assert_eq!(v[0].payload["limit"], 50);
+    assert!(v[0].payload["observed"].as_u64().unwrap() >= 50, "{v:?}");
+    assert!(v[0].id < crashed.id);
+    // Mailbox: a wasm spinner with room for one, flooded; sampled.
+    let mut r = req("busy", Format::Wasm, "spinner");
+    r.cpu_ms_per_message = Some(60_000);
+    r.mailbox = Some(1);
+    k.deploy(&a, r).await.unwrap();
+    k.cast(&a, &sid("busy"), "{}").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    k.cast(&a, &sid("busy"), "{}").unwrap();
+    let mut refused = 0;
+    for _ in 0..100 {
+        if k.cast(&a, &sid("busy"), "{}").is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 100);
+    let v = next_event(k, &a, 0, kinds::RESOURCE_VIOLATION, "busy").await;
+    assert_eq!(v.payload["kind"], "mailbox");
+    assert_eq!(v.payload["limit"], 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(violations("busy").len() <= 2, "sampled");
+    k.kill(
+        &a,
+        &sid("busy"),
+        KillOptions {
+            force: true,
+            ..KillOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Quota: the fifth service of a tenant allowed four.
+    for id in ["q1", "q2"] {
+        k.deploy(&a, req(id, Format::Js, "echo")).await.unwrap();
+    }
+    let err = k
+        .deploy(&a, req("q3", Format::Js, "echo"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "quota_exceeded");
+    let v = next_event(k, &a, 0, kinds::RESOURCE_VIOLATION, "q3").await;
+    assert_eq!(v.payload["kind"], "quota");
+    assert_eq!(
+        (v.payload["limit"].as_u64(), v.payload["observed"].as_u64()),
+        (Some(4), Some(5))
+    );
+}
+
+/// An exception in a JavaScript service names its line and column, and carries the
+/// stack, on every face (the kernel's failure is what every face encodes).
+#[tokio::test]
+async fn a_guest_exception_names_its_line_and_column() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let a = tenant("a");
+    let code = "export function handleCall(r) {\n  const o = undefined;\n  return lookup(o);\n}\nfunction lookup(o) { return o.y; }\n";
+    k.deploy(
+        &a,
+        DeployRequest::new(sid("oops"), Format::Js, code.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap();
+    let err = k
+        .call(&a, &sid("oops"), "{}", Some(SECOND))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "service_error");
+    let text = err.to_string();
+    assert!(text.contains("(at line 5, column"), "{text}");
+    let f = solo_types::api::Failure::from(&err);
+    let stack = f.details.as_ref().unwrap()["stack"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        stack.contains("lookup") && stack.contains("handleCall"),
+        "{stack}"
+    );
+    // The service is healthy: an error is not a crash.
+    assert_eq!(
+        k.status(&a, &sid("oops")).unwrap().state,
+        ServiceState::Running
+    );
 }

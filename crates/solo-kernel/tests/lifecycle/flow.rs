@@ -2,6 +2,7 @@
 //! pressure and the runtime configuration, on a fake clock where time matters.
 
 use super::*;
+use solo_types::ServiceState;
 
 fn admin() -> Caller {
     Caller::admin(TenantId::new("ops").unwrap())
@@ -210,5 +211,72 @@ async fn runtime_config_survives_a_restart_and_is_recorded_once() {
     assert_eq!(
         s.kernel.runtime_config(&admin()).unwrap().values["breaker.failures"],
         11
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_failed_deploy_then_crashed_and_starting_between_restarts() {
+    let mut config = KernelConfig::default();
+    config.service_defaults.restart_backoff_ms = 500;
+    let s = open_with(tempfile::tempdir().unwrap(), config).await;
+    let k = &s.kernel;
+    // A deploy whose init throws: status names the stage and the reason until the id
+    // is deployed again; to another tenant it is simply not there.
+    let broken = b"export function init(c) { throw new Error('no database configured'); }\n\
+                   export function handleCall(r) { return r; }";
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("b"), Format::Js, broken.to_vec()),
+    )
+    .await
+    .unwrap_err();
+    let e = k.status(&alice(), &sid("b")).unwrap_err();
+    assert_eq!(e.reason(), "deployment_failed");
+    assert!(e.to_string().contains("no database configured"), "{e}");
+    let bob = tenant("bob");
+    assert_eq!(k.status(&bob, &sid("b")).unwrap_err().reason(), "not_found");
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("b"), Format::Js, js("echo")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        k.status(&alice(), &sid("b")).unwrap().state,
+        ServiceState::Running
+    );
+    // A service whose restarts start slowly (its init spins once it has run before):
+    // `crashed` while the restart backoff runs, `starting` while init runs, then
+    // `running` again.
+    let slow_restarts = br#"
+export async function init(c) {
+  if (await solo.kvGet("ran")) { const t = Date.now(); while (Date.now() - t < 500) {} }
+  await solo.kvPut("ran", "yes");
+}
+export function handleCall(r) { function f() { return f() + 1; } return f(); }
+"#;
+    let mut d = DeployRequest::new(sid("s"), Format::Js, slow_restarts.to_vec());
+    d.cpu_ms_per_message = Some(3000);
+    k.deploy(&alice(), d).await.unwrap();
+    let e = call(k, "s", "{}").await.unwrap_err();
+    assert!(matches!(e, KernelError::ServiceCrashed(_)), "{e:?}");
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let st = k.status(&alice(), &sid("s")).unwrap().state;
+        if seen.last() != Some(&st) {
+            seen.push(st);
+        }
+        if st == ServiceState::Running && seen.len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen,
+        [
+            ServiceState::Crashed,
+            ServiceState::Starting,
+            ServiceState::Running
+        ]
     );
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use solo_types::api::{
-    ConfigChange, Discovered, Failure, Health, Identity, LogLine, LogVerification, Quotas,
-    RegisterRequest, Registered, RuntimeConfig, SERVICE_LOG, Scope, ShutdownStarted, TreeNode,
-    WatchRequest, event_filter,
+    ConfigChange, Deregistered, Discovered, Failure, Health, Identity, LogLine, LogVerification,
+    Quotas, RegisterRequest, Registered, RuntimeConfig, SERVICE_LOG, Scope, ShutdownStarted,
+    TreeNode, WatchRequest, event_filter,
 };
 use solo_types::{Event, EventPage, EventQuery, Order, ServiceId, TenantId};
 
@@ -255,6 +255,22 @@ impl From<pb::RegisterServiceResponse> for Registered {
             registered: r.registered,
             service_handle: r.service_handle,
             expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<&Deregistered> for pb::DeregisterServiceResponse {
+    fn from(d: &Deregistered) -> Self {
+        Self {
+            deregistered: d.deregistered,
+        }
+    }
+}
+
+impl From<pb::DeregisterServiceResponse> for Deregistered {
+    fn from(d: pb::DeregisterServiceResponse) -> Self {
+        Self {
+            deregistered: d.deregistered,
         }
     }
 }

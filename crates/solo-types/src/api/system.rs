@@ -129,6 +129,12 @@ pub struct Registered {
     pub expires_at: i64,
 }
 
+/// A registration was removed (`false`: there was none by that handle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deregistered {
+    pub deregistered: bool,
+}
+
 /// A registration as discovery returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovered {

@@ -57,6 +57,8 @@ pub enum ClientCmd {
     Caps(caps::CapsCmd),
     /// Register one of your services under a name, for discovery (again to renew).
     Register(system::RegisterArgs),
+    /// Remove a service's registration under a name.
+    Deregister(system::DeregisterArgs),
     /// Find registered services: all of yours, or the live ones under NAME whose
     /// metadata matches every --filter.
     Discover(system::DiscoverArgs),
@@ -121,6 +123,7 @@ pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
             ClientCmd::Secrets(s) => secrets::run(&c, s).await,
             ClientCmd::Caps(s) => caps::run(&c, s).await,
             ClientCmd::Register(a) => system::register(&c, a).await,
+            ClientCmd::Deregister(a) => system::deregister(&c, a).await,
             ClientCmd::Discover(a) => system::discover(&c, a).await,
             ClientCmd::Health => system::health(&c).await,
             ClientCmd::Whoami => system::whoami(&c).await,

@@ -1,4 +1,4 @@
-//! `solo register | discover | health | metrics | tree | config | shutdown`.
+//! `solo register | deregister | discover | health | metrics | tree | config | shutdown`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,6 +51,15 @@ fn pairs(option: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, Stri
     Ok(out)
 }
 
+#[derive(Args, Debug)]
+pub struct DeregisterArgs {
+    /// The name it was registered under.
+    name: String,
+    /// The service.
+    #[arg(long, value_name = "ID")]
+    service: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
     /// Every runtime-tunable key with its value, and the resource pressure level.
@@ -94,6 +103,26 @@ pub(super) async fn register(c: &Cmd, a: RegisterArgs) -> anyhow::Result<()> {
             ),
         ]);
     });
+    Ok(())
+}
+
+/// Finds the registration of `--service` under NAME and removes it.
+pub(super) async fn deregister(c: &Cmd, a: DeregisterArgs) -> anyhow::Result<()> {
+    let found = c.client.registrations(Some(&a.name)).await?;
+    let Some(r) = found
+        .services
+        .iter()
+        .find(|r| r.service_id.as_str() == a.service)
+    else {
+        return Err(solo_types::api::Failure::new(
+            solo_types::Code::NotFound,
+            "not_found",
+            format!("service {} is not registered as {}", a.service, a.name),
+        )
+        .into());
+    };
+    let d = c.client.deregister(&r.service_handle).await?;
+    c.out(&d, |_| println!("deregistered {} as {}", a.service, a.name));
     Ok(())
 }
 

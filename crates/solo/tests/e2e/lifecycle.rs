@@ -371,4 +371,12 @@ fn the_cli_sets_restart_intensity_startup_timeout_rollback_window_and_registers(
     let out = s.cli(&["register", "x", "--service", "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+    // solo deregister NAME --service ID: gone from discovery; again, refused clearly.
+    let v = s.cli_json(&["deregister", "counting", "--service", "counter"]);
+    assert_eq!(v["deregistered"], true);
+    let v = s.cli_json(&["discover", "counting"]);
+    assert_eq!(v["total_count"], 0);
+    let out = s.cli(&["deregister", "counting", "--service", "counter"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not registered as counting"));
 }

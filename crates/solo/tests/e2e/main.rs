@@ -190,6 +190,47 @@ async fn rest_lifecycle_and_refusals() {
     assert_eq!(code, 200);
     assert_eq!(body["state"], "running");
 
+    // A guest's exception names its line and column and carries its stack; a deploy
+    // that failed says so in status until the id is deployed again.
+    let thrower = "export function handleCall(r) {\n  return r.a.b;\n}\n";
+    let (code, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "thrower", "code": thrower}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = admin.post("/v1/services/thrower/call", &json!({})).await;
+    assert_eq!(body["error"], "service_error", "{code} {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("(at line 2, column"),
+        "{body}"
+    );
+    assert!(
+        body["details"]["stack"]
+            .as_str()
+            .unwrap()
+            .contains("handleCall"),
+        "{body}"
+    );
+    let broken = "export function init(c) { throw new Error('no database'); }\nexport function handleCall(r) { return r; }";
+    let (code, body) = admin
+        .post(
+            "/v1/services",
+            &json!({"service_id": "broken", "code": broken}),
+        )
+        .await;
+    assert!(code >= 400, "{code} {body}");
+    let (code, body) = admin.get("/v1/services/broken").await;
+    assert_eq!(body["error"], "deployment_failed", "{code} {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no database"),
+        "{body}"
+    );
+
     // Malformed JSON: 400, naming the position.
     let (code, body) = harness::send(
         admin

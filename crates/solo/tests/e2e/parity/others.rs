@@ -145,6 +145,28 @@ pub(super) async fn events_and_discovery(f: &Faces, admin: &Faces) {
         &f.grpc.registrations(None).await.unwrap(),
         &ra,
     );
+    // Deregistering: the same answer the first time (over one face) and the second
+    // (over the other, idempotent); then nothing is found.
+    let handle = &g.service_handle;
+    let gd = f.grpc.deregister(handle).await.unwrap();
+    assert!(gd.deregistered);
+    let rd: Deregistered = f
+        .ok(M::DELETE, &format!("/v1/discovery/{handle}"), None)
+        .await;
+    same(
+        "deregister again",
+        &f.grpc.deregister(handle).await.unwrap(),
+        &rd,
+    );
+    assert!(!rd.deregistered);
+    assert!(
+        f.grpc
+            .discover("echo", &filters)
+            .await
+            .unwrap()
+            .services
+            .is_empty()
+    );
 }
 
 pub(super) async fn access(f: &Faces, admin: &Faces) {
