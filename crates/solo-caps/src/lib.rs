@@ -353,6 +353,18 @@ impl Caps {
         Ok(cap.info())
     }
 
+    /// Whether the capability with hash `hash_hex` may still act: known, neither it nor
+    /// an ancestor revoked, unexpired (a service deployed by a token acts with it).
+    pub fn check_hash(&self, hash_hex: &str) -> Result<(), DenyReason> {
+        let hash = CapHash::from_hex(hash_hex).ok_or(DenyReason::NotFound)?;
+        let cap = self
+            .caps
+            .get(&hash)
+            .map(|c| Arc::clone(c.value()))
+            .ok_or(DenyReason::NotFound)?;
+        self.usable(&cap, (self.clock)())
+    }
+
     /// Neither `cap` nor an ancestor is revoked, and it has not expired. Revocation
     /// cascades when it happens; walking up also covers a child minted while its parent
     /// was being revoked.

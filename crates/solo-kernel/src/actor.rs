@@ -190,24 +190,36 @@ async fn apply_swap(
     } else {
         None
     };
-    let mut new = start_instance_of(&k, entry, &plan.code.artifact)
+    let token_swap = plan.code.authority.is_some();
+    let mut new = start_instance_of(&k, entry, &plan.code.artifact, plan.code.authority.clone())
         .await
         .map_err(|r| {
             refuse(
                 "start",
-                E::InvalidArgument(format!(
-                    "the new version failed to start: {}: {}",
-                    r.kind, r.message
-                )),
+                E::InvalidArgument(if token_swap {
+                    // What the guest said may carry what the token may not read.
+                    format!(
+                        "the new version failed to start: {} (the details are in the \
+                         service's events)",
+                        r.kind
+                    )
+                } else {
+                    format!("the new version failed to start: {}: {}", r.kind, r.message)
+                }),
             )
         })?;
     if let Some(state) = &state
         && let Err(e) = new.restore(state).await
     {
+        let why = if token_swap {
+            "see the service's events".to_string()
+        } else {
+            e.to_string()
+        };
         return Err(refuse(
             "restore",
             E::InvalidArgument(format!(
-                "the new version could not restore the old version's state: {e}"
+                "the new version could not restore the old version's state: {why}"
             )),
         ));
     }
@@ -319,7 +331,8 @@ pub(crate) async fn start_instance(
     k: &Core,
     entry: &Arc<ServiceEntry>,
 ) -> Result<Box<dyn Instance>, CrashReport> {
-    start_instance_of(k, entry, &entry.artifact()).await
+    let code = entry.code();
+    start_instance_of(k, entry, &code.artifact, code.authority).await
 }
 
 /// Starts an instance of `artifact` for `entry` (the new code of a hot swap).
@@ -327,8 +340,13 @@ pub(crate) async fn start_instance_of(
     k: &Core,
     entry: &Arc<ServiceEntry>,
     artifact: &Artifact,
+    authority: Option<crate::caller::TokenScope>,
 ) -> Result<Box<dyn Instance>, CrashReport> {
-    let host = Arc::new(host::KernelHost::new(k.me.clone(), Arc::clone(entry)));
+    let host = Arc::new(host::KernelHost::new(
+        k.me.clone(),
+        Arc::clone(entry),
+        authority,
+    ));
     let timeout = entry.startup_timeout();
     let deadline = Instant::now() + timeout;
     let timed_out = || {
@@ -495,6 +513,7 @@ async fn persist_code(
         version: code.version,
         deployed_event: entry.deployed_event.load(Ordering::Relaxed),
         deployed_at: entry.deployed_at,
+        deployer: code.authority.clone(),
     };
     let mut batch = WriteBatch::new();
     batch

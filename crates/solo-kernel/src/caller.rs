@@ -10,7 +10,7 @@ use solo_types::{
 use crate::error::KernelError;
 
 /// What a bearer capability token lets its holder do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenScope {
     /// SHA-256 of the token, for audit.
     pub hash: String,
@@ -39,6 +39,9 @@ pub enum Role {
 pub struct Caller {
     tenant: TenantId,
     role: Role,
+    /// A service deployed (or last swapped in) by a token acts with no more than that
+    /// token's scope.
+    limit: Option<TokenScope>,
 }
 
 impl Caller {
@@ -47,6 +50,7 @@ impl Caller {
         Self {
             tenant,
             role: Role::Tenant,
+            limit: None,
         }
     }
 
@@ -55,6 +59,7 @@ impl Caller {
         Self {
             tenant,
             role: Role::Admin,
+            limit: None,
         }
     }
 
@@ -63,6 +68,7 @@ impl Caller {
         Self {
             tenant,
             role: Role::Service(service),
+            limit: None,
         }
     }
 
@@ -71,6 +77,23 @@ impl Caller {
         Self {
             tenant,
             role: Role::Token(scope),
+            limit: None,
+        }
+    }
+
+    /// The same caller, acting with no more than `scope` (the authority of the token
+    /// that deployed a service).
+    pub fn limited(mut self, scope: Option<TokenScope>) -> Self {
+        self.limit = scope;
+        self
+    }
+
+    /// The token scope this caller acts within: a token holder's own, or the one a
+    /// service was deployed with.
+    pub fn scope(&self) -> Option<&TokenScope> {
+        match &self.role {
+            Role::Token(s) => Some(s),
+            _ => self.limit.as_ref(),
         }
     }
 
@@ -78,19 +101,23 @@ impl Caller {
     /// an admin and a service act freely inside the tenant; a token holder only within
     /// its token's scope.
     pub fn require(&self, resource: &Resource, permission: Permission) -> Result<(), KernelError> {
-        match &self.role {
-            Role::Tenant | Role::Admin | Role::Service(_) => Ok(()),
-            Role::Token(scope) => {
-                if scope.resource.covers(resource) && scope.permissions.contains(permission) {
-                    Ok(())
-                } else {
-                    Err(KernelError::PermissionDenied(format!(
-                        "the capability token allows {} on {}, not {permission} on {resource}",
-                        scope.permissions, scope.resource
-                    )))
-                }
-            }
+        let Some(scope) = self.scope() else {
+            return Ok(());
+        };
+        if scope.resource.covers(resource) && scope.permissions.contains(permission) {
+            return Ok(());
         }
+        let who = match &self.role {
+            Role::Token(_) => "the capability token".to_string(),
+            Role::Service(s) => {
+                format!("service {s} runs with the authority of the token that deployed it, which")
+            }
+            _ => "the caller".to_string(),
+        };
+        Err(KernelError::PermissionDenied(format!(
+            "{who} allows {} on {}, not {permission} on {resource}",
+            scope.permissions, scope.resource
+        )))
     }
 
     /// Like [`Caller::require`], and a token's refusal becomes a `capability_denied`
@@ -105,7 +132,7 @@ impl Caller {
         permission: Permission,
     ) -> Result<(), KernelError> {
         let refused = self.require(resource, permission);
-        if let (Err(_), Role::Token(scope)) = (&refused, &self.role) {
+        if let (Err(_), Some(scope)) = (&refused, self.scope()) {
             let reason = if scope.resource.covers(resource) {
                 DenyReason::PermissionDenied
             } else {

@@ -131,9 +131,13 @@ impl Core {
         caller: &Caller,
         service: &ServiceId,
     ) -> Option<KernelError> {
-        let f = self
+        let mut f = self
             .failed
             .get(caller.tenant_id(), service, self.clock.now())?;
+        if caller.scope().is_some() {
+            // What the guest said may carry what a token may not read.
+            f.reason = "the details are in the service's events".into();
+        }
         Some(KernelError::Refused {
             code: solo_types::Code::FailedPrecondition,
             reason: "deployment_failed",

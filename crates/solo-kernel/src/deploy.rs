@@ -47,6 +47,10 @@ pub(crate) async fn deploy(
     }
     let tenant = caller.tenant_id().clone();
     let spec = resolve_spec(k, &req)?;
+    // The service runs with its deployer's authority: a token must be able to read every
+    // secret the service lists.
+    crate::swap::require_listed_secrets(k, caller, &spec.secrets)?;
+    let authority = caller.scope().cloned();
     let hash = CodeHash::of(req.format, &req.code).to_hex();
     let key = (tenant.clone(), spec.service_id.clone());
     let sid = spec.service_id.clone();
@@ -117,7 +121,10 @@ pub(crate) async fn deploy(
             has_state: artifact.has_state(),
         });
     }
-    let started = start_service(k, &tenant, spec, hash, artifact, &req.code, &ctx, history).await;
+    let started = start_service(
+        k, &tenant, spec, hash, artifact, &req.code, &ctx, history, authority,
+    )
+    .await;
     if started.is_err() {
         k.release(&tenant, &sid, memory);
     }
@@ -234,6 +241,7 @@ async fn start_service(
     code: &[u8],
     ctx: &TenantCtx,
     history: Option<History>,
+    authority: Option<crate::caller::TokenScope>,
 ) -> Result<Deployed, KernelError> {
     let sid = spec.service_id.clone();
     let entry = ServiceEntry::new(
@@ -244,6 +252,7 @@ async fn start_service(
         LOG_LINES,
         k.config.limits.max_emits_per_second,
         history,
+        authority.clone(),
     );
     let version = entry.version();
     let instance = match actor::start_instance(k, &entry).await {
@@ -251,9 +260,18 @@ async fn start_service(
         Err(report) => {
             let reason = format!("{}: {}", report.kind, report.message);
             record_failure(k, tenant, &sid, &report.kind, &reason).await;
-            return Err(KernelError::InvalidArgument(format!(
-                "service {sid} failed to start: {reason}"
-            )));
+            // What the guest said may carry what a token may not read (a secret its
+            // init read): a token's caller learns the kind; the tenant's log has it all.
+            let told = if authority.is_some() {
+                format!(
+                    "service {sid} failed to start: {} (the details are in the \
+                     service's events)",
+                    report.kind
+                )
+            } else {
+                format!("service {sid} failed to start: {reason}")
+            };
+            return Err(KernelError::InvalidArgument(told));
         }
     };
 
@@ -265,6 +283,7 @@ async fn start_service(
         version,
         deployed_event: 0,
         deployed_at: entry.deployed_at,
+        deployer: authority,
     };
     let key = records::deployment_key(tenant, &sid);
     let mut batch = WriteBatch::new();

@@ -14,6 +14,7 @@ use solo_types::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::breaker::ServiceBreaker;
+use crate::caller::TokenScope;
 use crate::logs::LogRing;
 
 /// A message in a service's mailbox.
@@ -128,6 +129,9 @@ pub(crate) struct Code {
     pub(crate) hash: String,
     pub(crate) format: Format,
     pub(crate) version: u64,
+    /// The scope of the token that deployed (or swapped in) this code: its instances
+    /// act with no more; `None` when the tenant itself did.
+    pub(crate) authority: Option<TokenScope>,
 }
 
 /// Where a service's history starts: 1 for a deploy, the stored record on recovery.
@@ -182,6 +186,7 @@ impl ServiceEntry {
         log_lines: usize,
         emits_per_second: u32,
         history: Option<History>,
+        authority: Option<TokenScope>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(spec.limits.mailbox.max(1) as usize);
         let config_json = spec.config.to_string();
@@ -199,6 +204,7 @@ impl ServiceEntry {
                 hash: code_hash,
                 format: spec.format,
                 version: history.version,
+                authority,
             }),
             deployed_at: history.deployed_at,
             deployed_event: AtomicU64::new(history.deployed_event),

@@ -9,7 +9,7 @@ use solo_sandbox::{HostApi, HostError, Level};
 use solo_store::WriteBatch;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
-use crate::caller::Caller;
+use crate::caller::{Caller, TokenScope};
 use crate::calls;
 use crate::core::Core;
 use crate::entry::ServiceEntry;
@@ -24,11 +24,42 @@ const MAX_EMIT_BYTES: usize = 64 << 10;
 pub(crate) struct KernelHost {
     kernel: Weak<Core>,
     entry: Arc<ServiceEntry>,
+    /// The scope of the token that deployed this instance's code, if a token did.
+    authority: Option<TokenScope>,
 }
 
 impl KernelHost {
-    pub(crate) fn new(kernel: Weak<Core>, entry: Arc<ServiceEntry>) -> Self {
-        Self { kernel, entry }
+    pub(crate) fn new(
+        kernel: Weak<Core>,
+        entry: Arc<ServiceEntry>,
+        authority: Option<TokenScope>,
+    ) -> Self {
+        Self {
+            kernel,
+            entry,
+            authority,
+        }
+    }
+
+    /// Who this instance acts as: its service, within the scope of the token that
+    /// deployed its code while that token may still act (not revoked, not expired).
+    fn acting(&self, k: &Core) -> Result<Caller, HostError> {
+        if let Some(scope) = &self.authority
+            && let Err(reason) = k.caps.caps().check_hash(&scope.hash)
+        {
+            return Err(HostError::new(
+                "permission_denied",
+                format!(
+                    "service {} acts with the authority of the token that deployed it, \
+                     which is {reason}; deploy or swap it again to renew that authority",
+                    self.entry.id
+                ),
+            ));
+        }
+        Ok(
+            Caller::service(self.entry.tenant.clone(), self.entry.id.clone())
+                .limited(self.authority.clone()),
+        )
     }
 
     fn kernel(&self) -> Result<Arc<Core>, HostError> {
@@ -194,7 +225,11 @@ impl HostApi for KernelHost {
             Err(e) => return ready(Err(e)),
         };
         let (entry, name) = (Arc::clone(&self.entry), name.to_string());
+        let acting = self.acting(&k);
         Box::pin(async move {
+            let acting = acting?;
+            k.require(&acting, &Resource::Secret(name.clone()), Permission::Read)
+                .map_err(|e| to_host(&e))?;
             k.secrets
                 .for_service(&entry.tenant, &entry.id, &entry.spec.secrets, &name)
                 .await
@@ -215,8 +250,10 @@ impl HostApi for KernelHost {
             Err(e) => return ready(Err(e)),
         };
         let (entry, target) = (Arc::clone(&self.entry), target.to_string());
+        let acting = self.acting(&k);
         Box::pin(async move {
-            let (caller, id) = resolve_target(&k, &entry, &target, token.as_deref()).await?;
+            let own = acting?;
+            let (caller, id) = resolve_target(&k, &entry, own, &target, token.as_deref()).await?;
             calls::call(&k, &caller, &id, &request, Some(timeout))
                 .await
                 .map_err(|e| to_host(&e))
@@ -225,7 +262,9 @@ impl HostApi for KernelHost {
 
     fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError> {
         let k = self.kernel()?;
-        let (caller, id) = match resolve_target_now(&k, &self.entry, target, token.as_deref()) {
+        let own = self.acting(&k)?;
+        let (caller, id) = match resolve_target_now(&k, &self.entry, own, target, token.as_deref())
+        {
             Ok(r) => r,
             // A cast does not wait, so its denial is recorded just after the refusal.
             Err(Refused::Denied(d)) => {
@@ -256,10 +295,11 @@ impl HostApi for KernelHost {
 async fn resolve_target(
     k: &Core,
     entry: &ServiceEntry,
+    own: Caller,
     target: &str,
     token: Option<&str>,
 ) -> Result<(Caller, ServiceId), HostError> {
-    match resolve_target_now(k, entry, target, token) {
+    match resolve_target_now(k, entry, own, target, token) {
         Err(Refused::Denied(d)) => {
             k.caps
                 .caps()
@@ -305,10 +345,11 @@ impl From<Refused> for HostError {
 fn resolve_target_now(
     k: &Core,
     entry: &ServiceEntry,
+    own: Caller,
     target: &str,
     token: Option<&str>,
 ) -> Result<(Caller, ServiceId), Refused> {
-    let own = || Caller::service(entry.tenant.clone(), entry.id.clone());
+    let own = move || own;
     let invalid =
         |e: solo_types::IdError| Refused::Plain(HostError::new("invalid_argument", e.to_string()));
     let Some((tenant, service)) = target.split_once('/') else {

@@ -31,6 +31,10 @@ pub struct DeploymentRecord {
     pub deployed_event: u64,
     /// UTC ns.
     pub deployed_at: i64,
+    /// The scope of the token that deployed (or last swapped in) the code: the service
+    /// acts with no more. `None` when the tenant itself did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployer: Option<crate::caller::TokenScope>,
 }
 
 pub fn deployment_key(tenant: &TenantId, service: &ServiceId) -> Vec<u8> {

@@ -150,6 +150,7 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
             deployed_at: record.deployed_at,
             deployed_event: record.deployed_event,
         }),
+        record.deployer.clone(),
     );
     let started = async {
         let mut instance = actor::start_instance(k, &entry)

@@ -49,6 +49,9 @@ pub(crate) async fn hot_swap(
     k.require(caller, &Resource::Service(id.clone()), Permission::Swap)?;
     k.check_accepting()?;
     let entry = k.live_entry(caller, &id)?;
+    // The new code runs with the swapper's authority: a token must be able to read
+    // every secret the service lists.
+    require_listed_secrets(k, caller, &entry.spec.secrets)?;
     let tenant = entry.tenant.clone();
     let window = req.rollback_window.unwrap_or(DEFAULT_ROLLBACK_WINDOW);
     if window > MAX_ROLLBACK_WINDOW {
@@ -87,6 +90,7 @@ pub(crate) async fn hot_swap(
             hash,
             format: req.format,
             version: old.version + 1,
+            authority: caller.scope().cloned(),
         },
         code_bytes: Arc::clone(&req.code),
         rollback_window: window,
@@ -182,4 +186,20 @@ async fn replace(
 async fn record_swap_failure(k: &Core, entry: &ServiceEntry, stage: &str, reason: &str) {
     let e = records::swap_failed(&entry.tenant, &entry.id, stage, reason);
     k.record(vec![e], "a failed hot swap").await;
+}
+
+/// A caller acting within a token's scope must be able to read each of `secrets`, which
+/// the code it deploys or swaps in will read.
+pub(crate) fn require_listed_secrets(
+    k: &Core,
+    caller: &Caller,
+    secrets: &[String],
+) -> Result<(), KernelError> {
+    if caller.scope().is_none() {
+        return Ok(());
+    }
+    for name in secrets {
+        k.require(caller, &Resource::Secret(name.clone()), Permission::Read)?;
+    }
+    Ok(())
 }

@@ -280,3 +280,42 @@ export function handleCall(r) { function f() { return f() + 1; } return f(); }
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_deployed_service_keeps_its_limited_authority_across_a_restart() {
+    let s = solo().await;
+    let owner = alice();
+    s.kernel
+        .deploy(
+            &owner,
+            DeployRequest::new(sid("private"), Format::Js, js("echo")),
+        )
+        .await
+        .unwrap();
+    let g = s
+        .kernel
+        .grant_capability(
+            &owner,
+            solo_kernel::GrantRequest {
+                resource: solo_types::Resource::Kernel,
+                permissions: solo_types::Permissions::parse(["deploy"]).unwrap(),
+                ttl_seconds: Some(3600),
+            },
+        )
+        .await
+        .unwrap();
+    let deployer = s.kernel.authenticate_token(g.token.expose(), None).unwrap();
+    let relay = br#"export async function handleCall(r) { return await solo.call(r.to, r.body); }"#;
+    s.kernel
+        .deploy(
+            &deployer,
+            DeployRequest::new(sid("relay"), Format::Js, relay.to_vec()),
+        )
+        .await
+        .unwrap();
+    let s = restart(s).await;
+    let e = call(&s.kernel, "relay", r#"{"to":"private","body":1}"#)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("authority of the token"), "{e}");
+}
