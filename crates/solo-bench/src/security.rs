@@ -11,8 +11,10 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use solo_caps::Caps;
+use solo_kernel::{Caller, DeployRequest, GrantRequest, Kernel, KernelConfig, KernelOptions};
+use solo_sandbox::{Sandbox, SandboxConfig};
 use solo_store::{RedbStore, Store};
-use solo_types::{Permission, Permissions, Resource, ServiceId, TenantId};
+use solo_types::{Format, Permission, Permissions, Resource, ServiceId, TenantId};
 use solo_vault::{MasterKey, Vault};
 
 use crate::stats::r2;
@@ -29,6 +31,7 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 pub fn run(secs: Duration) -> anyhow::Result<()> {
     on_worker(async move {
         caps(secs).await?;
+        guest_verify(secs).await?;
         vault(secs).await
     })
 }
@@ -233,6 +236,73 @@ async fn vault(secs: Duration) -> anyhow::Result<()> {
         "gets_per_sec": gets,
         "baseline": { "name": "bare AES-256-GCM open, 1 thread, no storage", "per_sec": open },
         "target_per_sec": 200_000, "elixir_original_per_sec": 2_400,
+    }));
+    Ok(())
+}
+
+/// `verify` from inside a guest: the gatekeeper example, in both formats, verifying one
+/// token in a loop (`"repeat"`) through the host API, the kernel and the capability
+/// store; beside the store's own verify in the same run.
+async fn guest_verify(secs: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("solo.redb"))?);
+    let kernel = Kernel::start(
+        store,
+        Sandbox::new(SandboxConfig::default())?,
+        KernelConfig::default(),
+        KernelOptions::default(),
+    )
+    .await?;
+    let owner = Caller::tenant(TenantId::new("bench")?);
+    let mut figures = serde_json::Map::new();
+    for (id, format, code) in [
+        ("gk-wasm", Format::Wasm, solo_guests::wasm("gatekeeper")),
+        (
+            "gk-js",
+            Format::Js,
+            solo_guests::js("gatekeeper").into_bytes(),
+        ),
+    ] {
+        let sid = ServiceId::new(id)?;
+        let mut req = DeployRequest::new(sid.clone(), format, code);
+        req.cpu_ms_per_message = Some(60_000);
+        kernel
+            .deploy(&owner, req)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token = kernel
+            .grant_capability(
+                &owner,
+                GrantRequest {
+                    resource: Resource::Service(sid.clone()),
+                    permissions: Permissions::parse(["call"]).map_err(anyhow::Error::msg)?,
+                    ttl_seconds: Some(3600),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .token
+            .expose()
+            .to_string();
+        let repeat = 20_000u64;
+        let body = json!({ "token": token, "repeat": repeat }).to_string();
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < secs {
+            kernel
+                .call(&owner, &sid, &body, Some(Duration::from_secs(60)))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += repeat;
+        }
+        figures.insert(format.to_string(), json!(per_sec(n, t.elapsed()).round()));
+    }
+    kernel.shutdown().await;
+    report(&json!({
+        "scenario": "caps.guest_verify",
+        "verifies_per_sec": figures,
+        "baseline": "caps.verify above (the capability store alone, same run)",
+        "target_per_sec": 1_000_000,
     }));
     Ok(())
 }

@@ -317,6 +317,29 @@ impl Caps {
         resource: &Resource,
         permission: Permission,
     ) -> Result<CapInfo, DenyReason> {
+        self.check(token, tenant, resource, permission)
+            .map(|cap| cap.info())
+    }
+
+    /// [`Caps::verify`] without describing the capability: the hot path of a guest's
+    /// `verify`, which only needs the answer.
+    pub fn verify_only(
+        &self,
+        token: &str,
+        tenant: Option<&TenantId>,
+        resource: &Resource,
+        permission: Permission,
+    ) -> Result<(), DenyReason> {
+        self.check(token, tenant, resource, permission).map(|_| ())
+    }
+
+    fn check(
+        &self,
+        token: &str,
+        tenant: Option<&TenantId>,
+        resource: &Resource,
+        permission: Permission,
+    ) -> Result<Arc<Cap>, DenyReason> {
         let hash = hash_token(token).ok_or(DenyReason::NotFound)?;
         let cap = self
             .caps
@@ -334,7 +357,7 @@ impl Caps {
         let now = (self.clock)();
         self.usable(&cap, now)?;
         model::authorizes(&cap.scope, tenant, resource, permission, now)?;
-        Ok(cap.info())
+        Ok(cap)
     }
 
     /// The capability a bearer `token` stands for, if it is known, unrevoked and

@@ -6,7 +6,15 @@
 use std::path::PathBuf;
 
 /// The example services, each available as a Rust component and as JavaScript.
-pub const EXAMPLES: &[&str] = &["echo", "counter", "kv-notes", "crasher", "spinner", "hog"];
+pub const EXAMPLES: &[&str] = &[
+    "echo",
+    "counter",
+    "kv-notes",
+    "crasher",
+    "spinner",
+    "hog",
+    "gatekeeper",
+];
 
 /// Where the component of example `name` was built.
 pub fn wasm_path(name: &str) -> PathBuf {

@@ -87,11 +87,14 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 request,
                 reply,
                 deadline,
+                from,
             } => {
                 if reply.is_closed() || Instant::now() >= deadline {
                     continue; // nobody waits for this answer any more
                 }
+                *entry.current_caller.lock() = Some(from);
                 let r = instance.call(&request).await;
+                *entry.current_caller.lock() = None;
                 let crash = match &r {
                     Err(CallError::Crash(c)) => Some(c.clone()),
                     _ => None,
@@ -99,14 +102,19 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 let _ = reply.send(r);
                 crash
             }
-            Envelope::Cast { message } => match instance.cast(&message).await {
-                Err(CallError::Crash(c)) => Some(c),
-                Err(e) => {
-                    entry.logs.push(Level::Warn, &format!("cast failed: {e}"));
-                    None
+            Envelope::Cast { message, from } => {
+                *entry.current_caller.lock() = Some(from);
+                let r = instance.cast(&message).await;
+                *entry.current_caller.lock() = None;
+                match r {
+                    Err(CallError::Crash(c)) => Some(c),
+                    Err(e) => {
+                        entry.logs.push(Level::Warn, &format!("cast failed: {e}"));
+                        None
+                    }
+                    Ok(()) => None,
                 }
-                Ok(()) => None,
-            },
+            }
             Envelope::Swap { plan, reply } => {
                 if let Some(rb) = pending.take() {
                     swap_succeeded(&kernel, &entry, rb).await;

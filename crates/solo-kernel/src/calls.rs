@@ -7,28 +7,48 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use solo_sandbox::CallError;
+use solo_sandbox::{CallError, GuestCaller};
 use solo_types::{Permission, Resource, ServiceId, metric_names as m};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::breaker::{BreakerSettings, Outcome};
-use crate::caller::Caller;
+use crate::caller::{Caller, Role};
 use crate::core::Core;
 use crate::entry::{Envelope, ServiceEntry};
 use crate::error::KernelError;
 use crate::records;
 
-/// Sends `request` (JSON) to `service` and waits up to `timeout` for the reply.
+/// Who a message is from, as the guest's `caller()` tells it: derived from the caller
+/// that the kernel authenticated (or, for a cross-tenant host call, said by the kernel).
+pub(crate) fn guest_caller(caller: &Caller) -> GuestCaller {
+    let (kind, service_id, token_hash) = match caller.role() {
+        Role::Tenant => ("tenant", None, None),
+        Role::Admin => ("admin", None, None),
+        Role::Token(s) => ("token", None, Some(s.hash.clone())),
+        Role::Service(id) => ("service", Some(id.to_string()), None),
+    };
+    GuestCaller {
+        kind,
+        tenant: caller.tenant_id().to_string(),
+        service_id,
+        token_hash,
+    }
+}
+
+/// Sends `request` (JSON) to `service` and waits up to `timeout` for the reply; `from`
+/// says who it is from when that is not `caller` itself.
 pub(crate) async fn call(
     k: &Core,
     caller: &Caller,
+    from: Option<GuestCaller>,
     service: &ServiceId,
     request: &str,
     timeout: Option<Duration>,
 ) -> Result<String, KernelError> {
     let started = Instant::now();
-    let result = checked_call(k, caller, service, request, timeout).await;
+    let from = from.unwrap_or_else(|| guest_caller(caller));
+    let result = checked_call(k, caller, from, service, request, timeout).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.reason(),
@@ -41,6 +61,7 @@ pub(crate) async fn call(
 async fn checked_call(
     k: &Core,
     caller: &Caller,
+    from: GuestCaller,
     service: &ServiceId,
     request: &str,
     timeout: Option<Duration>,
@@ -55,7 +76,7 @@ async fn checked_call(
     k.check_message("request", request)?;
     let entry = k.live_entry(caller, service)?;
     entry.breaker.allow(k.clock.now(), service)?;
-    let result = deliver(k, &entry, service, request, timeout).await;
+    let result = deliver(k, &entry, from, service, request, timeout).await;
     let outcome = match &result {
         Ok(_) | Err(KernelError::ServiceError(_) | KernelError::InvalidArgument(_)) => {
             Outcome::Success
@@ -112,6 +133,7 @@ fn refused<T>(k: &Core, entry: &ServiceEntry, e: &TrySendError<T>) -> KernelErro
 async fn deliver(
     k: &Core,
     entry: &Arc<ServiceEntry>,
+    from: GuestCaller,
     service: &ServiceId,
     request: &str,
     timeout: Duration,
@@ -121,6 +143,7 @@ async fn deliver(
         request: request.to_string(),
         reply: tx,
         deadline: Instant::now() + timeout,
+        from,
     };
     entry
         .mailbox
@@ -167,6 +190,7 @@ async fn deliver(
 pub(crate) fn cast(
     k: &Core,
     caller: &Caller,
+    from: Option<GuestCaller>,
     service: &ServiceId,
     message: &str,
 ) -> Result<(), KernelError> {
@@ -182,6 +206,7 @@ pub(crate) fn cast(
         .mailbox
         .try_send(Envelope::Cast {
             message: message.to_string(),
+            from: from.unwrap_or_else(|| guest_caller(caller)),
         })
         .map_err(|e| refused(k, &entry, &e))
 }

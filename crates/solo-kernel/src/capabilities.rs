@@ -7,7 +7,7 @@ use solo_caps::{CapInfo, Caps, DenyReason, Granted, Narrowing};
 use solo_store::Store;
 use solo_types::api::GrantRequest;
 use solo_types::clock::SharedClock;
-use solo_types::{Permission, Resource};
+use solo_types::{Permission, Resource, TenantId};
 
 use crate::caller::{Caller, TokenScope};
 use crate::error::KernelError;
@@ -116,14 +116,27 @@ impl Capabilities {
         let tenant = caller.tenant_id();
         let r = self.caps.verify(token, Some(tenant), resource, permission);
         if let Err(reason) = r {
-            // An unknown token, or another tenant's (which answers the same), has no
-            // place in the verifier's log: it is an unknown-token attempt.
-            let log = (reason != DenyReason::NotFound).then_some(tenant);
-            self.caps
-                .record_denial(log, token, resource, permission, reason)
+            self.record_denial(tenant, token, resource, permission, reason)
                 .await;
         }
         r
+    }
+
+    /// Records a verifier's denial: in its tenant's log, except an unknown token (or
+    /// another tenant's, which answers the same), which has no place there and is an
+    /// unknown-token attempt in the system's log.
+    pub(crate) async fn record_denial(
+        &self,
+        verifier: &TenantId,
+        token: &str,
+        resource: &Resource,
+        permission: Permission,
+        reason: DenyReason,
+    ) {
+        let log = (reason != DenyReason::NotFound).then_some(verifier);
+        self.caps
+            .record_denial(log, token, resource, permission, reason)
+            .await;
     }
 
     /// The caller's tenant's capabilities (hashes and metadata).

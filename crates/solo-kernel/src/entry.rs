@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use solo_sandbox::{Artifact, CallError, Crash, Instance, InstanceStats, Interrupt, Limits};
+use solo_sandbox::{
+    Artifact, CallError, Crash, GuestCaller, Instance, InstanceStats, Interrupt, Limits,
+};
 use solo_types::clock::system_now_ns;
 use solo_types::{
     CrashReport, DeploySpec, Format, ServiceId, ServiceState, ServiceStatus, TenantId,
@@ -24,9 +26,11 @@ pub(crate) enum Envelope {
         reply: oneshot::Sender<Result<String, CallError>>,
         /// After this, nobody waits for the answer: the message is skipped.
         deadline: Instant,
+        from: GuestCaller,
     },
     Cast {
         message: String,
+        from: GuestCaller,
     },
     /// Replace the code between two messages (a hot swap).
     Swap {
@@ -174,6 +178,8 @@ pub(crate) struct ServiceEntry {
     pub(crate) breaker: ServiceBreaker,
     /// `resource_violation` events for a full mailbox, sampled.
     pub(crate) mailbox_full: crate::sampler::Window,
+    /// Who sent the message being handled, for the guest's `caller()`.
+    pub(crate) current_caller: Mutex<Option<GuestCaller>>,
 }
 
 impl ServiceEntry {
@@ -224,6 +230,7 @@ impl ServiceEntry {
             final_snapshot: Mutex::new(None),
             emits: Bucket::new(emits_per_second),
             mailbox_full: crate::sampler::Window::default(),
+            current_caller: Mutex::new(None),
             breaker: ServiceBreaker::default(),
             spec,
         })

@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use solo_sandbox::{HostApi, HostError, Level};
+use solo_sandbox::{GuestCaller, GuestIdentity, HostApi, HostError, Level};
 use solo_store::WriteBatch;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
@@ -254,7 +254,8 @@ impl HostApi for KernelHost {
         Box::pin(async move {
             let own = acting?;
             let (caller, id) = resolve_target(&k, &entry, own, &target, token.as_deref()).await?;
-            calls::call(&k, &caller, &id, &request, Some(timeout))
+            let from = from_service(&entry, &caller);
+            calls::call(&k, &caller, from, &id, &request, Some(timeout))
                 .await
                 .map_err(|e| to_host(&e))
         })
@@ -285,7 +286,70 @@ impl HostApi for KernelHost {
             }
             Err(e) => return Err(e.into()),
         };
-        calls::cast(&k, &caller, &id, &message).map_err(|e| to_host(&e))
+        let from = from_service(&self.entry, &caller);
+        calls::cast(&k, &caller, from, &id, &message).map_err(|e| to_host(&e))
+    }
+
+    fn whoami(&self) -> GuestIdentity {
+        GuestIdentity {
+            tenant: self.entry.tenant.to_string(),
+            service_id: self.entry.id.to_string(),
+            version: self.entry.version(),
+        }
+    }
+
+    fn caller(&self) -> Option<GuestCaller> {
+        self.entry.current_caller.lock().clone()
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        resource: &str,
+        permission: &str,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return Box::pin(async move { Err(e.code) }),
+        };
+        let (Ok(resource), Ok(permission)) = (
+            resource.parse::<Resource>(),
+            permission.parse::<Permission>(),
+        ) else {
+            return Box::pin(async { Err("invalid_argument".to_string()) });
+        };
+        let tenant = &self.entry.tenant;
+        match k
+            .caps
+            .caps()
+            .verify_only(token, Some(tenant), &resource, permission)
+        {
+            Ok(()) => Box::pin(std::future::ready(Ok(()))),
+            Err(reason) => {
+                let (tenant, token) = (tenant.clone(), token.to_string());
+                Box::pin(async move {
+                    k.caps
+                        .record_denial(&tenant, &token, &resource, permission, reason)
+                        .await;
+                    Err(reason.as_str().to_string())
+                })
+            }
+        }
+    }
+}
+
+/// Who a host call is from: for a cross-tenant call (made with another tenant's
+/// token), this service of this tenant with the token's hash; otherwise the caller
+/// itself says it.
+fn from_service(entry: &ServiceEntry, caller: &Caller) -> Option<GuestCaller> {
+    match caller.role() {
+        crate::caller::Role::Token(scope) => Some(GuestCaller {
+            kind: "service",
+            tenant: entry.tenant.to_string(),
+            service_id: Some(entry.id.to_string()),
+            token_hash: Some(scope.hash.clone()),
+        }),
+        _ => None,
     }
 }
 

@@ -154,13 +154,13 @@ impl Kernel {
         request: &str,
         timeout: Option<Duration>,
     ) -> R<String> {
-        calls::call(&self.core, caller, service, request, timeout).await
+        calls::call(&self.core, caller, None, service, request, timeout).await
     }
 
     /// Queues `message` (JSON) for `service` without waiting.
     #[instrument(name = "solo_kernel.cast", skip_all, fields(tenant = %caller.tenant_id(), service = %service))]
     pub fn cast(&self, caller: &Caller, service: &ServiceId, message: &str) -> R<()> {
-        calls::cast(&self.core, caller, service, message)
+        calls::cast(&self.core, caller, None, service, message)
     }
 
     #[instrument(name = "solo_kernel.status", skip_all, fields(tenant = %caller.tenant_id(), service = %service))]

@@ -73,6 +73,27 @@ impl fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
+/// Who a service is, as `whoami` tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestIdentity {
+    pub tenant: String,
+    pub service_id: String,
+    pub version: u64,
+}
+
+/// Who sent the message a service is handling, as the kernel (never a guest) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestCaller {
+    /// `tenant` (a client with the tenant's certificate), `admin`, `token` (a bearer
+    /// token's holder) or `service` (a service: of this tenant, or of `tenant` with the
+    /// capability `token_hash`).
+    pub kind: &'static str,
+    pub tenant: String,
+    pub service_id: Option<String>,
+    /// The hash of the capability token the caller presented (never the token).
+    pub token_hash: Option<String>,
+}
+
 /// The host API of one service instance. Functions that wait return `'static` futures;
 /// the sandbox does not count the time they wait against the message's CPU deadline.
 pub trait HostApi: Send + Sync + 'static {
@@ -99,4 +120,24 @@ pub trait HostApi: Send + Sync + 'static {
         token: Option<String>,
     ) -> BoxFuture<'static, Result<String, HostError>>;
     fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError>;
+    /// Who the service is.
+    fn whoami(&self) -> GuestIdentity {
+        GuestIdentity::default()
+    }
+    /// Who sent the message being handled (`None` outside one: init, restore).
+    fn caller(&self) -> Option<GuestCaller> {
+        None
+    }
+    /// Checks a capability `token` for `permission` on `resource` of the service's
+    /// tenant: `Ok`, or the denial reason (`not_found`, `expired`, `revoked`,
+    /// `resource_mismatch`, `permission_denied`, `invalid_argument`).
+    fn verify(
+        &self,
+        token: &str,
+        resource: &str,
+        permission: &str,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let _ = (token, resource, permission);
+        Box::pin(async { Err("unavailable".to_string()) })
+    }
 }

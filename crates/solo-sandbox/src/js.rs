@@ -326,6 +326,7 @@ fn hide_exports<'js>(ctx: &Ctx<'js>, ns: Object<'js>) -> rquickjs::Result<()> {
 
 const HOST_FUNCTIONS: &[&str] = &[
     "log", "emit", "now", "kvGet", "kvPut", "kvDelete", "kvList", "secret", "call", "cast",
+    "whoami", "caller", "verify",
 ];
 
 /// An exception for a failed host call, with the machine-readable `code` attached.
@@ -484,6 +485,52 @@ fn install_host<'js>(ctx: &Ctx<'js>, host: Arc<dyn HostApi>) -> rquickjs::Result
                     async move {
                         let reply = prepared?.await.map_err(|e| host_exception(&ctx, &e))?;
                         ctx.json_parse(reply)
+                    }
+                },
+            ),
+        )?,
+    )?;
+
+    let h = Arc::clone(&host);
+    solo.set(
+        "whoami",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>| {
+            let i = h.whoami();
+            let v = serde_json::json!({
+                "tenant": i.tenant, "serviceId": i.service_id, "version": i.version,
+            });
+            ctx.json_parse(v.to_string())
+        })?,
+    )?;
+
+    let h = Arc::clone(&host);
+    solo.set(
+        "caller",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>| {
+            let v = h.caller().map_or(serde_json::Value::Null, |c| {
+                serde_json::json!({
+                    "kind": c.kind, "tenant": c.tenant,
+                    "serviceId": c.service_id, "tokenHash": c.token_hash,
+                })
+            });
+            ctx.json_parse(v.to_string())
+        })?,
+    )?;
+
+    let h = Arc::clone(&host);
+    solo.set(
+        "verify",
+        Function::new(
+            ctx.clone(),
+            Async(
+                move |ctx: Ctx<'js>, token: String, resource: String, permission: String| {
+                    let pending = h.verify(&token, &resource, &permission);
+                    async move {
+                        let v = match pending.await {
+                            Ok(()) => serde_json::json!({ "valid": true }),
+                            Err(reason) => serde_json::json!({ "valid": false, "reason": reason }),
+                        };
+                        ctx.json_parse(v.to_string())
                     }
                 },
             ),

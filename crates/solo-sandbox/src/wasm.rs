@@ -516,6 +516,33 @@ impl wit_host::Host for State {
     ) -> Result<(), wit_host::Error> {
         self.host.cast(&target, message, token).map_err(to_wit)
     }
+
+    async fn whoami(&mut self) -> wit_host::Identity {
+        let i = self.host.whoami();
+        wit_host::Identity {
+            tenant: i.tenant,
+            service_id: i.service_id,
+            version: i.version,
+        }
+    }
+
+    async fn caller(&mut self) -> Option<wit_host::CallerInfo> {
+        self.host.caller().map(|c| wit_host::CallerInfo {
+            kind: c.kind.to_string(),
+            tenant: c.tenant,
+            service_id: c.service_id,
+            token_hash: c.token_hash,
+        })
+    }
+
+    async fn verify(
+        &mut self,
+        token: String,
+        resource: String,
+        permission: String,
+    ) -> Result<(), String> {
+        self.host.verify(&token, &resource, &permission).await
+    }
 }
 
 /// A guest's stdout or stderr, written line by line into the service log.

@@ -37,7 +37,7 @@ pub mod bindings {
 }
 
 use bindings::solo::service::host;
-pub use host::{Error as HostError, Level};
+pub use host::{CallerInfo, Error as HostError, Identity, Level};
 
 /// A Solo service. Only `handle_call` is required.
 pub trait Service {
@@ -112,6 +112,23 @@ pub fn emit(kind: &str, payload: &str) -> Result<(), HostError> {
 /// The UTC wall clock in nanoseconds since the Unix epoch.
 pub fn now() -> u64 {
     host::now()
+}
+
+/// Who this service is: its tenant, id and version.
+pub fn whoami() -> Identity {
+    host::whoami()
+}
+
+/// Who sent the message being handled (set by the kernel; `None` inside `init`).
+pub fn caller() -> Option<CallerInfo> {
+    host::caller()
+}
+
+/// Checks a capability `token` for `permission` on `resource` of this service's tenant:
+/// `Ok(())`, or the denial reason (`not_found`, `expired`, `revoked`,
+/// `resource_mismatch`, `permission_denied`). Recorded like any verify.
+pub fn verify(token: &str, resource: &str, permission: &str) -> Result<(), String> {
+    host::verify(token, resource, permission)
 }
 
 /// The service's durable key-value store.

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod delegation;
+mod guests;
 
 use std::sync::Arc;
 use std::time::Duration;
