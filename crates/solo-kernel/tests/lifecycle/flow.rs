@@ -319,3 +319,33 @@ async fn a_token_deployed_service_keeps_its_limited_authority_across_a_restart()
         .unwrap_err();
     assert!(e.to_string().contains("authority of the token"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deploy_is_forgotten_after_ten_minutes() {
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        KernelConfig::default(),
+        Some(Arc::clone(&clock)),
+    )
+    .await;
+    let k = &s.kernel;
+    let broken = b"export function init(c) { throw new Error('not yet'); }\n\
+                   export function handleCall(r) { return r; }";
+    k.deploy(
+        &alice(),
+        DeployRequest::new(sid("b"), Format::Js, broken.to_vec()),
+    )
+    .await
+    .unwrap_err();
+    clock.advance(solo_kernel::FAILED_DEPLOY_TTL - Duration::from_secs(1));
+    assert_eq!(
+        k.status(&alice(), &sid("b")).unwrap_err().reason(),
+        "deployment_failed"
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        k.status(&alice(), &sid("b")).unwrap_err().reason(),
+        "not_found"
+    );
+}
