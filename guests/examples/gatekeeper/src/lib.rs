@@ -42,9 +42,8 @@ impl solo_sdk::Service for Gatekeeper {
             solo_sdk::verify(token, &resource, "call")
                 .map_err(|reason| format!("refused: the token was refused ({reason})"))?;
         }
-        let caller = solo_sdk::caller().map(|c| {
-            json!({"kind": c.kind, "tenant": c.tenant, "service_id": c.service_id})
-        });
+        let caller = solo_sdk::caller()
+            .map(|c| json!({"kind": c.kind, "tenant": c.tenant, "service_id": c.service_id}));
         let name = request.get("name").and_then(Value::as_str).unwrap_or("you");
         Ok(json!({"hello": name, "guarded": resource, "caller": caller}).to_string())
     }
