@@ -14,6 +14,7 @@ pub const EXAMPLES: &[&str] = &[
     "spinner",
     "hog",
     "gatekeeper",
+    "intruder",
 ];
 
 /// Where the component of example `name` was built.
