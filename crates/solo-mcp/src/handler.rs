@@ -359,18 +359,41 @@ async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
         }
     };
     while let Some(item) = feed.next().await {
-        if item.is_err() {
-            break;
+        let Ok(first) = item else { break };
+        let mut relevant = changes_tools(&first.kind);
+        while let Some(Some(next)) = futures::FutureExt::now_or_never(feed.next()) {
+            relevant |= next.is_ok_and(|e| changes_tools(&e.kind));
         }
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(feed.next()) {}
-        let Ok(now) = b.service_tools().await.map(|t| names(&t)) else {
+        if !relevant {
             continue;
-        };
-        if now != seen {
-            seen = now;
-            if peer.notify_tool_list_changed().await.is_err() {
+        }
+        // A deploy's events are durable a moment before its service is routable (and a
+        // kill's a moment before it is gone), so look again for a short while.
+        for wait_ms in [0, 10, 50, 200, 1000] {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            let Ok(now) = b.service_tools().await.map(|t| names(&t)) else {
+                continue;
+            };
+            if now != seen {
+                seen = now;
+                if peer.notify_tool_list_changed().await.is_err() {
+                    return;
+                }
                 break;
             }
         }
     }
+}
+
+/// Whether an event may change the set of services offered as tools.
+fn changes_tools(kind: &str) -> bool {
+    use solo_types::kinds;
+    [
+        kinds::SERVICE_DEPLOYED,
+        kinds::SERVICE_STARTED,
+        kinds::SERVICE_KILLED,
+        kinds::SERVICE_FAILED,
+        kinds::SERVICE_RECOVERED,
+    ]
+    .contains(&kind)
 }
