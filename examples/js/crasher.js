@@ -2,7 +2,8 @@
 //
 // Calls {"mode": M}: "ok" replies "ok"; "error" throws (a service error, the instance
 // lives on); "crash" overflows the stack (the instance crashes); "big" replies with
-// `size` characters (default 2 MiB). A cast {"mode":"crash"} crashes the instance: an
+// `size` characters (default 2 MiB); "hang" returns a promise that never settles (no
+// CPU used: only the message's wall-clock deadline ends it). A cast {"mode":"crash"} crashes the instance: an
 // exception in a cast has nobody to go back to. Config {"fail_init": true} makes init
 // throw.
 export function init(config) {
@@ -23,6 +24,8 @@ export function handleCall(request) {
       return recurse(0);
     case "big":
       return "x".repeat(request.size || 2 * 1024 * 1024);
+    case "hang":
+      return new Promise(() => {});
     default:
       throw new Error(`unknown mode ${request.mode}`);
   }

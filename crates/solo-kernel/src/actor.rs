@@ -93,7 +93,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                     continue; // nobody waits for this answer any more
                 }
                 *entry.current_caller.lock() = Some(from);
-                let r = instance.call(&request).await;
+                let r = within_deadline(&entry, instance.call(&request)).await;
                 *entry.current_caller.lock() = None;
                 let crash = match &r {
                     Err(CallError::Crash(c)) => Some(c.clone()),
@@ -104,7 +104,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
             Envelope::Cast { message, from } => {
                 *entry.current_caller.lock() = Some(from);
-                let r = instance.cast(&message).await;
+                let r = within_deadline(&entry, instance.cast(&message)).await;
                 *entry.current_caller.lock() = None;
                 match r {
                     Err(CallError::Crash(c)) => Some(c),
@@ -434,6 +434,28 @@ pub(crate) fn child_spec(k: &Core, entry: &Arc<ServiceEntry>) -> ChildSpec {
             }),
         },
         start: Arc::new(move |ctx| Box::pin(run(me.clone(), Arc::clone(&e), ctx))),
+    }
+}
+
+/// Runs one message under the service's wall-clock deadline: a message not answered by
+/// then (a reply that never settles, a guest blocked in a host call) is a crash of kind
+/// `timeout`; the caller's actor then drops the instance and its supervisor decides.
+async fn within_deadline<T>(
+    entry: &ServiceEntry,
+    message: impl std::future::Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let limit = entry.message_timeout();
+    match tokio::time::timeout(limit, message).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::Crash(Crash {
+            kind: solo_sandbox::CrashKind::Timeout,
+            message: format!(
+                "the message was not answered within {} ms of wall-clock time",
+                limit.as_millis()
+            ),
+            backtrace: None,
+            observed: None,
+        })),
     }
 }
 

@@ -12,6 +12,9 @@ pub struct ServiceDefaults {
     pub cpu_ms_per_message: u32,
     pub mailbox: u32,
     pub startup_timeout_ms: u32,
+    /// How long one message may take in wall-clock time before it is a crash of kind
+    /// `timeout` (a reply that never settles, a guest blocked forever).
+    pub message_timeout_ms: u32,
     pub restart: RestartPolicy,
     pub max_restarts: u32,
     pub max_seconds: u32,
@@ -29,6 +32,7 @@ impl Default for ServiceDefaults {
             cpu_ms_per_message: 1000,
             mailbox: 10_000,
             startup_timeout_ms: 5000,
+            message_timeout_ms: solo_types::spec::default_message_timeout_ms(),
             restart: RestartPolicy::Permanent,
             max_restarts: 5,
             max_seconds: 60,
@@ -44,6 +48,7 @@ impl ServiceDefaults {
             cpu_ms_per_message: self.cpu_ms_per_message,
             mailbox: self.mailbox,
             startup_timeout_ms: self.startup_timeout_ms,
+            message_timeout_ms: self.message_timeout_ms,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct TenantLimits {
     pub max_memory_mb_per_tenant: u64,
     /// The most memory one service may ask for.
     pub max_memory_mb_per_service: u32,
+    /// The longest wall-clock time a service may ask for one message to take.
+    pub max_message_timeout_ms: u32,
     /// The largest request, reply, cast or config, in bytes.
     pub max_message_bytes: usize,
     /// The largest key-value key and value a service may store.
@@ -81,6 +88,7 @@ impl Default for TenantLimits {
             max_services_per_tenant: 100,
             max_memory_mb_per_tenant: 8192,
             max_memory_mb_per_service: 256,
+            max_message_timeout_ms: 600_000,
             max_message_bytes: 1 << 20,
             max_kv_key_bytes: 1024,
             max_kv_value_bytes: 1 << 20,

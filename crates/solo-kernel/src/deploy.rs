@@ -147,6 +147,7 @@ fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError
             cpu_ms_per_message: req.cpu_ms_per_message.unwrap_or(d.cpu_ms_per_message),
             mailbox: req.mailbox.unwrap_or(d.mailbox),
             startup_timeout_ms: req.startup_timeout_ms.unwrap_or(d.startup_timeout_ms),
+            message_timeout_ms: req.message_timeout_ms.unwrap_or(d.message_timeout_ms),
         },
         secrets: req.secrets.clone(),
         tool: req.tool.clone(),
@@ -182,6 +183,12 @@ fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError
         lim.startup_timeout_ms.into(),
         1,
         600_000,
+    )?;
+    within(
+        "message_timeout_ms",
+        lim.message_timeout_ms.into(),
+        100,
+        l.max_message_timeout_ms.into(),
     )?;
     within("max_restarts", spec.max_restarts.into(), 0, 10_000)?;
     within("max_seconds", spec.max_seconds.into(), 1, 86_400)?;

@@ -277,6 +277,11 @@ impl ServiceEntry {
         Duration::from_millis(u64::from(self.spec.limits.startup_timeout_ms))
     }
 
+    /// How long one message may take before it is a crash of kind `timeout`.
+    pub(crate) fn message_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.spec.limits.message_timeout_ms))
+    }
+
     /// Stops the running guest at once (a forced kill).
     pub(crate) fn interrupt(&self) {
         if let Some(i) = self.interrupt.lock().as_ref() {

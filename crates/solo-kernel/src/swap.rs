@@ -157,6 +157,7 @@ async fn replace(
     d.cpu_ms_per_message = Some(spec.limits.cpu_ms_per_message);
     d.mailbox = Some(spec.limits.mailbox);
     d.startup_timeout_ms = Some(spec.limits.startup_timeout_ms);
+    d.message_timeout_ms = Some(spec.limits.message_timeout_ms);
     d.secrets = spec.secrets.clone();
     d.tool = spec.tool.clone();
     let history = History {

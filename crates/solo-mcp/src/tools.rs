@@ -461,6 +461,7 @@ fn deploy_request(d: DeployArgs) -> Result<DeployRequest, Failure> {
         cpu_ms_per_message: d.cpu_ms_per_message,
         mailbox: d.mailbox,
         startup_timeout_ms: None,
+        message_timeout_ms: None,
         secrets: d.secrets.unwrap_or_default(),
         tool: d.tool.map(|t| ToolSpec {
             name: t.name,

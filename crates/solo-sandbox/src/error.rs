@@ -108,6 +108,9 @@ pub enum CrashKind {
     Poisoned,
     /// Its owner interrupted it (a forced kill).
     Interrupted,
+    /// The message was not answered within its wall-clock deadline (a reply that never
+    /// settles, a guest blocked forever); its owner drops the instance.
+    Timeout,
     /// The host failed while running the guest.
     Internal,
 }
@@ -122,6 +125,7 @@ impl CrashKind {
             CrashKind::InvalidReply => "invalid_reply",
             CrashKind::Poisoned => "poisoned",
             CrashKind::Interrupted => "interrupted",
+            CrashKind::Timeout => "timeout",
             CrashKind::Internal => "internal",
         }
     }

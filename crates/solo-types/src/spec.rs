@@ -88,6 +88,15 @@ pub struct ServiceLimits {
     pub cpu_ms_per_message: u32,
     pub mailbox: u32,
     pub startup_timeout_ms: u32,
+    /// How long one message may take in wall-clock time before it is a crash of kind
+    /// `timeout` (records written before it existed take the default).
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u32,
+}
+
+/// The wall-clock limit of one message when a deployment record predates it.
+pub const fn default_message_timeout_ms() -> u32 {
+    60_000
 }
 
 /// A resolved deploy spec: every field set (defaults applied), validated.

@@ -75,6 +75,7 @@ impl TryFrom<pb::DeployRequest> for DeployRequest {
             cpu_ms_per_message: nonzero(r.cpu_ms_per_message),
             mailbox: nonzero(r.mailbox),
             startup_timeout_ms: nonzero(r.startup_timeout_ms),
+            message_timeout_ms: nonzero(r.message_timeout_ms),
             secrets: r.secrets,
             tool: r.tool.map(tool_from).transpose()?,
             dry_run: r.dry_run,
@@ -105,6 +106,7 @@ impl From<&DeployRequest> for pb::DeployRequest {
             cpu_ms_per_message: r.cpu_ms_per_message.unwrap_or(0),
             mailbox: r.mailbox.unwrap_or(0),
             startup_timeout_ms: r.startup_timeout_ms.unwrap_or(0),
+            message_timeout_ms: r.message_timeout_ms.unwrap_or(0),
             secrets: r.secrets.clone(),
             dry_run: r.dry_run,
             tool: r.tool.as_ref().map(tool_to),
@@ -180,6 +182,7 @@ impl From<&ServiceStatus> for pb::StatusResponse {
             mailbox_limit: s.limits.mailbox,
             deployed_at: s.deployed_at,
             startup_timeout_ms: s.limits.startup_timeout_ms,
+            message_timeout_ms: s.limits.message_timeout_ms,
             tool: s.tool.as_ref().map(tool_to),
         }
     }
@@ -212,6 +215,7 @@ impl TryFrom<pb::StatusResponse> for ServiceStatus {
                 cpu_ms_per_message: s.cpu_ms_per_message,
                 mailbox: s.mailbox_limit,
                 startup_timeout_ms: s.startup_timeout_ms,
+                message_timeout_ms: s.message_timeout_ms,
             },
             deployed_at: s.deployed_at,
             tool: s

@@ -104,6 +104,7 @@ pub struct DeployRequest {
     pub cpu_ms_per_message: Option<u32>,
     pub mailbox: Option<u32>,
     pub startup_timeout_ms: Option<u32>,
+    pub message_timeout_ms: Option<u32>,
     pub secrets: Vec<String>,
     /// Offer the service to agents as this tool.
     pub tool: Option<ToolSpec>,
@@ -126,6 +127,7 @@ impl DeployRequest {
             cpu_ms_per_message: None,
             mailbox: None,
             startup_timeout_ms: None,
+            message_timeout_ms: None,
             secrets: Vec::new(),
             tool: None,
             dry_run: false,
@@ -163,6 +165,8 @@ pub struct DeployBody {
     pub mailbox: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_timeout_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
     /// Offer the service to agents as this tool.
@@ -193,6 +197,7 @@ impl TryFrom<DeployBody> for DeployRequest {
             cpu_ms_per_message: b.cpu_ms_per_message,
             mailbox: b.mailbox,
             startup_timeout_ms: b.startup_timeout_ms,
+            message_timeout_ms: b.message_timeout_ms,
             secrets: b.secrets,
             tool: b.tool,
             dry_run: b.dry_run,
@@ -217,6 +222,7 @@ impl From<&DeployRequest> for DeployBody {
             cpu_ms_per_message: r.cpu_ms_per_message,
             mailbox: r.mailbox,
             startup_timeout_ms: r.startup_timeout_ms,
+            message_timeout_ms: r.message_timeout_ms,
             secrets: r.secrets.clone(),
             tool: r.tool.clone(),
             dry_run: r.dry_run,

@@ -40,6 +40,10 @@ pub struct DeployArgs {
     /// How long the service's init may take, in milliseconds.
     #[arg(long, value_name = "MS")]
     startup_timeout_ms: Option<u32>,
+    /// How long one message may take, in wall-clock milliseconds, before it counts as a
+    /// crash (kind timeout) and the service is restarted.
+    #[arg(long, value_name = "MS")]
+    message_timeout_ms: Option<u32>,
     /// The most memory the service may use, in MiB.
     #[arg(long)]
     memory_mb: Option<u32>,
@@ -216,6 +220,7 @@ pub(super) async fn deploy(c: &Cmd, a: DeployArgs) -> anyhow::Result<()> {
     req.max_restarts = a.max_restarts;
     req.max_seconds = a.max_seconds;
     req.startup_timeout_ms = a.startup_timeout_ms;
+    req.message_timeout_ms = a.message_timeout_ms;
     req.memory_mb = a.memory_mb;
     req.cpu_ms_per_message = a.cpu_ms;
     req.mailbox = a.mailbox;

@@ -4,7 +4,8 @@
 //! `panic` (a Rust panic: the instance traps), `trap` (`unreachable`), `recurse`
 //! (unbounded recursion: stack overflow), `bad-utf8` (a reply that is not UTF-8),
 //! `big` (a reply of `size` bytes, default 2 MiB), `not-json` (a reply that is text but
-//! not JSON), `log` (logs `lines` lines, then panics). A cast `{"mode":"panic"}` panics too. Config `{"fail_init": true}` makes
+//! not JSON), `log` (logs `lines` lines, then panics), `sleep` (blocks an hour in a WASI
+//! sleep, using no CPU). A cast `{"mode":"panic"}` panics too. Config `{"fail_init": true}` makes
 //! `init` fail; `{"panic_init": true}` makes it panic.
 
 use serde_json::Value;
@@ -46,6 +47,12 @@ impl solo_sdk::Service for Crasher {
             "ok" => Ok("\"ok\"".into()),
             "error" => Err("asked to fail".into()),
             "panic" => panic!("asked to panic"),
+            // Blocks in the host (a WASI sleep): no CPU used, so only the message's
+            // wall-clock deadline ends it.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok("\"woke\"".into())
+            }
             "trap" => {
                 #[cfg(target_family = "wasm")]
                 core::arch::wasm32::unreachable();
