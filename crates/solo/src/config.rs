@@ -60,6 +60,23 @@ pub struct Config {
     pub breaker: BreakerConfig,
     pub tls: TlsSection,
     pub mcp: McpSection,
+    pub store: StoreSection,
+}
+
+/// `[store]`: the embedded store's footprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// The write-ahead log's preallocated size, in MiB (1 to 4096). A full log only means
+    /// a checkpoint (a group that does not fit is committed to the database directly),
+    /// so a small disk can take a small log.
+    pub wal_mb: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { wal_mb: 32 }
+    }
 }
 
 /// `[tls]`: names the server certificate is issued for, besides localhost, 127.0.0.1
@@ -119,6 +136,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             tls: TlsSection::default(),
             mcp: McpSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -244,6 +262,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid(format!(
             "max_request_bytes {} is too small; at least 1024",
             c.max_request_bytes
+        )));
+    }
+    if !(1..=4096).contains(&c.store.wal_mb) {
+        return Err(ConfigError::Invalid(format!(
+            "store.wal_mb {} must be between 1 and 4096",
+            c.store.wal_mb
         )));
     }
     tracing_subscriber::EnvFilter::try_new(&c.log_level)
@@ -384,6 +408,28 @@ mod tests {
             described.contains("grpc_addr = \"127.0.0.1:3\"  # `SOLO_` environment"),
             "{described}"
         );
+    }
+
+    #[test]
+    fn the_wal_size_is_configurable_within_bounds() {
+        let c = load(
+            None,
+            env(&[("SOLO_STORE__WAL_MB", "2")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.store.wal_mb, 2);
+        for bad in ["0", "5000"] {
+            let Err(e) = load(
+                None,
+                env(&[("SOLO_STORE__WAL_MB", bad)]),
+                &FlagOverrides::default(),
+            ) else {
+                panic!("wal_mb {bad} was taken");
+            };
+            assert!(e.to_string().contains("store.wal_mb"), "{e}");
+        }
     }
 
     #[test]

@@ -81,8 +81,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(dir = %CertPaths::new(data_dir).dir.display(), "created the CA, the server and the admin certificates");
     }
     let store = Arc::new(
-        RedbStore::open(data_dir.join("solo.redb"))
-            .with_context(|| format!("open the store in {}", data_dir.display()))?,
+        RedbStore::open_with(
+            data_dir.join("solo.redb"),
+            solo_store::StoreOptions {
+                wal_bytes: cfg.store.wal_mb << 20,
+                ..solo_store::StoreOptions::default()
+            },
+        )
+        .with_context(|| format!("open the store in {}", data_dir.display()))?,
     );
     let dyn_store: Arc<dyn Store> = store.clone();
     let env_key = std::env::var("SOLO_MASTER_KEY").ok();

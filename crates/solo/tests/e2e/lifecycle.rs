@@ -380,3 +380,29 @@ fn the_cli_sets_restart_intensity_startup_timeout_rollback_window_and_registers(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not registered as counting"));
 }
+
+/// A small disk takes a small write-ahead log (`[store] wal_mb`); a deploy bigger than the
+/// log still lands (it is committed to the database directly), and survives a restart.
+#[test]
+fn a_small_write_ahead_log_is_enough() {
+    let s = Server::start_in(tempfile::tempdir().unwrap(), &[("SOLO_STORE__WAL_MB", "1")]);
+    let wal = std::fs::metadata(s.data_dir().join("solo.wal"))
+        .unwrap()
+        .len();
+    assert!(wal <= (1 << 20) + 4096, "the log is {wal} bytes");
+    // A component of about 1.5 MiB: more than the whole log.
+    let big = s.data_dir().join("big.js");
+    let filler = "x".repeat(1_500_000);
+    std::fs::write(
+        &big,
+        format!(
+            "const pad = \"{filler}\";\nexport function handleCall(r) {{ return pad.length; }}\n"
+        ),
+    )
+    .unwrap();
+    s.cli_json(&["deploy", big.to_str().unwrap(), "--id", "big"]);
+    assert_eq!(s.cli_json(&["call", "big", "{}"]), json!(1_500_000));
+    // kill -9 and start again: acknowledged means durable, whichever way it was written.
+    let s = s.restart();
+    assert_eq!(s.cli_json(&["call", "big", "{}"]), json!(1_500_000));
+}
