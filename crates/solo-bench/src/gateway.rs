@@ -200,11 +200,22 @@ fn call_request() -> pb::CallRequest {
     }
 }
 
-async fn rest(profile: &Profile, base: &str, n: usize, secs: Duration) -> anyhow::Result<Figures> {
-    let client = reqwest::Client::builder()
+/// An HTTP/2 client with the profile's client certificate.
+pub(crate) fn https_client(profile: &Profile) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls(profile.rustls_config()?)
         .http2_prior_knowledge()
-        .build()?;
+        .build()?)
+}
+
+/// `n` streams calling the echo service over REST (HTTP/2, JSON) on one connection.
+pub(crate) async fn rest(
+    profile: &Profile,
+    base: &str,
+    n: usize,
+    secs: Duration,
+) -> anyhow::Result<Figures> {
+    let client = https_client(profile)?;
     let url = format!("{base}/v1/services/echo/call");
     let body: serde_json::Value = serde_json::from_str(REQUEST)?;
     for _ in 0..100 {

@@ -16,7 +16,7 @@ use solo_proto::v1 as pb;
 use solo_types::{Format, ServiceId, TenantId, ToolSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::gateway::{Setup, serve};
+use crate::gateway::{Setup, https_client, serve};
 use crate::report;
 use crate::stats::{Figures, Samples, r2};
 
@@ -78,7 +78,8 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let rest = rest(&profile, &s, n, secs).await?;
+            let base = format!("https://{}", s.gateway.http_addr());
+            let rest = crate::gateway::rest(&profile, &base, n, secs).await?;
             let stdio = if n == 1 {
                 Some(stdio(&s, secs).await?)
             } else {
@@ -151,34 +152,6 @@ async fn grpc(profile: &Profile, n: usize, secs: Duration) -> anyhow::Result<Fig
         })
         .await?;
         Ok(())
-    })
-    .await
-}
-
-fn https_client(profile: &Profile) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(profile.rustls_config()?)
-        .http2_prior_knowledge()
-        .build()?)
-}
-
-/// The same call over REST, with the same HTTP client as the MCP figure.
-async fn rest(profile: &Profile, s: &Setup, n: usize, secs: Duration) -> anyhow::Result<Figures> {
-    let client = https_client(profile)?;
-    let url = format!("https://{}/v1/services/echo/call", s.gateway.http_addr());
-    let body: Value = serde_json::from_str(REQUEST)?;
-    timed(n, secs, client, move |c| {
-        let (url, body) = (url.clone(), body.clone());
-        async move {
-            c.post(&url)
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            Ok(())
-        }
     })
     .await
 }

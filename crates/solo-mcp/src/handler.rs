@@ -20,7 +20,7 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::Value;
 use solo_types::api::{Failure, ServiceTools, WatchRequest};
-use solo_types::{Code, EventQuery, Order, ServiceId};
+use solo_types::{Code, ServiceId};
 use tokio::task::AbortHandle;
 
 use crate::results::{answer, refusal};
@@ -337,18 +337,8 @@ async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
     let Ok(mut seen) = b.service_tools().await.map(|t| names(&t)) else {
         return;
     };
-    let head = b
-        .events(EventQuery {
-            order: Order::Descending,
-            limit: 1,
-            ..EventQuery::default()
-        })
-        .await
-        .ok()
-        .and_then(|p| p.events.first().map(|e| e.id))
-        .unwrap_or(0);
     let req = WatchRequest {
-        after_id: head,
+        after_id: resources::head(&b).await.unwrap_or(0),
         ..WatchRequest::default()
     };
     let mut feed = match b.watch(req).await {

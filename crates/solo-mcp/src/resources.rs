@@ -141,7 +141,7 @@ pub(crate) async fn follow<B: Backend>(b: &B, uri: &str) -> Result<Feed<u64>, Fa
 }
 
 /// The id of the newest event the caller may read (0: none).
-async fn head<B: Backend>(b: &B) -> Result<u64, Failure> {
+pub(crate) async fn head<B: Backend>(b: &B) -> Result<u64, Failure> {
     let page = b
         .events(EventQuery {
             order: Order::Descending,
