@@ -7,9 +7,11 @@
 //! stable address the server can print. Accepting runs as the `gateway` system
 //! component: if the supervisor restarts it, it accepts again on the same sockets and
 //! the connections already open carry on. Connections are drained only when the whole
-//! server stops ([`Gateway::drain`]).
+//! server stops ([`Gateway::drain`]). How many may be open, and how long one may stay
+//! silent, is `conns.rs`.
 
 pub mod auth;
+mod conns;
 pub mod error;
 pub mod grpc;
 mod mcp;
@@ -37,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub use auth::{Asker, ConnInfo, Who};
+pub use conns::ConnLimits;
 pub use error::ApiError;
 pub use ops::Ops;
 pub use tls::TlsFiles;
@@ -52,6 +55,8 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// A connection that has not finished its TLS handshake by then is closed.
     pub handshake_timeout: Duration,
+    /// How many connections may be open, and how long one may stay silent.
+    pub connections: ConnLimits,
     /// `Host` values `/mcp` accepts (DNS-rebinding protection).
     pub mcp_allowed_hosts: Vec<String>,
     /// `Origin` values `/mcp` accepts; a request with any other `Origin` is refused.
@@ -66,6 +71,7 @@ impl Default for GatewayConfig {
             metrics_addr: None,
             max_request_bytes: 8 << 20,
             handshake_timeout: Duration::from_secs(10),
+            connections: ConnLimits::default(),
             mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
             mcp_allowed_origins: Vec::new(),
         }
@@ -100,6 +106,7 @@ pub struct Gateway {
     /// and closes.
     drain: CancellationToken,
     connections: TaskTracker,
+    table: Arc<conns::Table>,
 }
 
 impl Gateway {
@@ -127,10 +134,11 @@ impl Gateway {
             http,
             metrics,
             acceptor: TlsAcceptor::from(server_config),
-            config,
             ops: watch::channel(None).0,
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
+            table: conns::Table::new(config.connections),
+            config,
         }))
     }
 
@@ -246,6 +254,7 @@ impl Gateway {
         stop: CancellationToken,
         tls: bool,
     ) -> Result<(), String> {
+        let mut failures = conns::AcceptFailures::new(Duration::from_secs(10));
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -254,30 +263,45 @@ impl Gateway {
             };
             match accepted {
                 Ok((stream, remote)) => {
+                    // At the cap with nothing that can give way: the newcomer is closed.
+                    let Some(slot) = self.table.admit() else {
+                        drop(stream);
+                        continue;
+                    };
                     let me = Arc::clone(&self);
                     let router = router.clone();
                     self.connections.spawn(async move {
                         if tls {
-                            me.serve_tls(stream, remote, router).await;
+                            me.serve_tls(stream, remote, router, slot).await;
                         } else {
                             let info = ConnInfo { peer: None, remote };
-                            me.serve_http(TokioIo::new(stream), info, router).await;
+                            slot.handshaken(false);
+                            me.serve_http(TokioIo::new(stream), info, router, slot)
+                                .await;
                         }
                     });
                 }
-                // Out of file descriptors and the like: back off instead of spinning.
+                // Out of file descriptors and the like: back off instead of spinning, and
+                // say so once per interval rather than once per failure.
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    failures.record(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
     }
 
-    async fn serve_tls(&self, stream: TcpStream, remote: SocketAddr, router: Router) {
+    async fn serve_tls(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        router: Router,
+        slot: conns::Slot,
+    ) {
         let _ = stream.set_nodelay(true);
         let handshake = tokio::select! {
             _ = self.drain.cancelled() => return,
+            _ = slot.evicted().cancelled() => return,
             r = tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(stream)) => r,
         };
         let tls = match handshake {
@@ -294,22 +318,36 @@ impl Gateway {
             }
         };
         let peer = tls::peer_identity(tls.get_ref().1.peer_certificates());
+        slot.handshaken(peer.is_some());
         let info = ConnInfo { peer, remote };
         let open = ::metrics::gauge!(m::GATEWAY_CONNECTIONS);
         open.increment(1.0);
-        self.serve_http(TokioIo::new(tls), info, router).await;
+        self.serve_http(TokioIo::new(tls), info, router, slot).await;
         open.decrement(1.0);
     }
 
-    async fn serve_http<I>(&self, io: TokioIo<I>, info: ConnInfo, router: Router)
+    async fn serve_http<I>(&self, io: TokioIo<I>, info: ConnInfo, router: Router, slot: conns::Slot)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let info = Arc::new(info);
+        let slot = Arc::new(slot);
+        let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(Arc::clone(&info));
             let router = router.clone();
-            async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+            // The request is in flight until its response body is dropped, so a stream
+            // (a watch, a log tail) keeps its connection open however quiet it is.
+            let in_flight = tracked.begin();
+            async move {
+                let resp = router.oneshot(req).await.unwrap_or_else(|e| match e {});
+                Ok::<_, Infallible>(resp.map(|body| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                        let _held = &in_flight;
+                        f
+                    }))
+                }))
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -328,6 +366,15 @@ impl Gateway {
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            why = slot.watch() => {
+                why.count();
+                // A silent or evicted connection is cut; an idle one is told to go
+                // (HTTP/2 GOAWAY, no more HTTP/1 keep-alive) and given a moment.
+                if why == conns::Closing::Idle {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
                 }
             }
             _ = self.drain.cancelled() => {

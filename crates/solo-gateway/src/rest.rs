@@ -224,8 +224,16 @@ fn with_status<T: Serialize>(status: StatusCode, v: T) -> ApiResult {
 
 // ----- handlers -------------------------------------------------------------------------
 
+/// 200 while the server is `ok`, 503 while it is `degraded` (the store takes no
+/// writes) or `stopping`, with the same body.
 async fn health(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.health(a.who()))
+    let h = st.ops.health(a.who());
+    let status = if h.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    with_status(status, h)
 }
 
 async fn metrics(State(st): State<RestState>, a: Ask) -> ApiResult {

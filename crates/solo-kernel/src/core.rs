@@ -200,6 +200,16 @@ impl Core {
         caller.require_audited(self.store.as_ref(), self.caps.caps(), resource, permission)
     }
 
+    /// Refuses an operation that must write while the store takes none, before the
+    /// operation changes anything (a kill that could not be recorded would otherwise stop
+    /// a service that comes back at the next start).
+    pub(crate) fn writable(&self) -> Result<(), KernelError> {
+        match self.store.fault() {
+            None => Ok(()),
+            Some(cause) => Err(KernelError::store_unavailable(&cause)),
+        }
+    }
+
     /// Appends `events` in the background (queued in order now; nobody waits for the
     /// disk), logging a failure as `what`.
     pub(crate) fn record_later(&self, events: Vec<NewEvent>, what: &'static str) {

@@ -42,6 +42,7 @@ pub(crate) async fn deploy(
         ));
     }
     k.require(caller, &Resource::Kernel, Permission::Deploy)?;
+    k.writable()?;
     if !req.dry_run {
         k.monitor.check_pressure()?;
     }

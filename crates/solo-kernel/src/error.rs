@@ -109,7 +109,28 @@ impl KernelError {
             KernelError::ResourceExhausted { reason, .. } | KernelError::Refused { reason, .. } => {
                 reason
             }
+            KernelError::Store { source, .. }
+            | KernelError::Vault {
+                source: VaultError::Store(source),
+                ..
+            }
+            | KernelError::Caps {
+                source: CapsError::Store(source),
+                ..
+            } if source.is_unavailable() => "store_unavailable",
             other => other.code().as_str(),
+        }
+    }
+
+    /// The store takes no writes (a failed write it has not yet recovered from).
+    pub(crate) fn store_unavailable(cause: &str) -> Self {
+        KernelError::Refused {
+            code: Code::Unavailable,
+            reason: "store_unavailable",
+            message: format!(
+                "the store takes no writes until it recovers from a failed write ({cause}); \
+                 reads and calls go on"
+            ),
         }
     }
 
@@ -247,6 +268,8 @@ mod tests {
         let e = e.unwrap_err();
         assert!(e.to_string().starts_with("commit the deployment: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.reason(), "store_unavailable");
+        assert_eq!(e.code(), Code::Unavailable);
         let f = Failure::from(&KernelError::ResourceExhausted {
             reason: "mailbox_full",
             message: "full".into(),

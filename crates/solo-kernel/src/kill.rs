@@ -32,6 +32,7 @@ pub(crate) async fn kill(
         &Resource::Service(service.clone()),
         Permission::Kill,
     )?;
+    k.writable()?;
     let timeout = if opts.force {
         Duration::ZERO
     } else {

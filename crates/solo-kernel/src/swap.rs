@@ -47,6 +47,7 @@ pub(crate) async fn hot_swap(
     }
     let id = req.service_id.clone();
     k.require(caller, &Resource::Service(id.clone()), Permission::Swap)?;
+    k.writable()?;
     k.check_accepting()?;
     let entry = k.live_entry(caller, &id)?;
     // The new code runs with the swapper's authority: a token must be able to read

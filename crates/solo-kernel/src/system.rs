@@ -221,16 +221,71 @@ fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody
             Box::pin(async move { report_gauges(&k) })
         })
     });
-    // After a start (not a restart of this component), check the whole log in the
-    // background and record the result.
-    bodies.entry("event_store").or_insert_with(|| {
-        at_start(me, true, |k| {
-            Box::pin(async move {
+    bodies
+        .entry("event_store")
+        .or_insert_with(|| event_store(me));
+}
+
+/// How often the `event_store` component looks at the store while it is healthy.
+const STORE_WATCH_EVERY: Duration = Duration::from_millis(250);
+/// The longest wait between two recovery attempts.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The `event_store` component: after the server's start (not after a restart of this
+/// component) it checks the whole log in the background and records the result; then it
+/// watches the store, and while a failed write keeps the store from writing it asks the
+/// store to recover, backing off from 250 ms to 5 s, and records the outage once over.
+fn event_store(me: &Weak<Core>) -> ComponentBody {
+    let me = me.clone();
+    Arc::new(move |ctx| {
+        let me = me.clone();
+        Box::pin(async move {
+            if ctx.incarnation == 0
+                && let Some(k) = me.upgrade()
+            {
                 verify_log(&k).await;
-                Ok(())
-            })
+            }
+            let mut outage: Option<(Instant, String, u32)> = None;
+            let mut wait = STORE_WATCH_EVERY;
+            loop {
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let Some(k) = me.upgrade() else { return Ok(()) };
+                let Some(cause) = k.store.fault() else {
+                    wait = STORE_WATCH_EVERY;
+                    continue;
+                };
+                let (since, _, attempts) = outage.get_or_insert_with(|| (Instant::now(), cause, 0));
+                *attempts += 1;
+                match k.store.recover().await {
+                    Ok(()) => {
+                        if let Some((since, cause, attempts)) = outage.take() {
+                            store_recovered(&k, since, &cause, attempts).await;
+                        }
+                        wait = STORE_WATCH_EVERY;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, attempts = *attempts, since_ms = since.elapsed().as_millis() as u64, "the store has not recovered yet");
+                        wait = (wait * 2).min(STORE_RETRY_MAX);
+                    }
+                }
+            }
         })
-    });
+    })
+}
+
+/// Records the end of a store outage.
+async fn store_recovered(k: &Core, since: Instant, cause: &str, attempts: u32) {
+    let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(outage_ms = ms, attempts, "the store takes writes again");
+    let e = NewEvent::system(kinds::STORE_RECOVERED, "solo").payload(json!({
+        "cause": cause,
+        "outage_ms": ms,
+        "attempts": attempts,
+    }));
+    k.record(vec![e], "the store's recovery").await;
 }
 
 /// Checks the event log (dense ids, hash chain) and records `event_log_verified`; a

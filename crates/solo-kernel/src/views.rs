@@ -252,7 +252,15 @@ pub(crate) fn health(k: &Core, caller: Option<&Caller>) -> Health {
         timestamp: u64::try_from(k.clock.now_ns() / 1_000_000).unwrap_or(0),
         ..Health::default()
     };
+    let fault = k.store.fault();
+    if accepting && fault.is_some() {
+        h.status = "degraded".into();
+        h.reason = Some("store_unavailable".into());
+    }
     let Some(caller) = caller else { return h };
+    if caller.is_admin() {
+        h.detail = fault;
+    }
     h.version = Some(env!("CARGO_PKG_VERSION").into());
     h.uptime_ms = Some(u64::try_from(k.started.elapsed().as_millis()).unwrap_or(u64::MAX));
     if caller.is_admin() {

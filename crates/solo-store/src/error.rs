@@ -34,8 +34,12 @@ pub enum StoreError {
         op: &'static str,
         detail: String,
     },
-    #[error("an earlier write to {path} failed; restart solo to recover the store")]
+    #[error("an earlier write to {path} failed; the store is being reopened")]
     Poisoned { path: PathBuf },
+    #[error(
+        "the store in {path} takes no writes since a write failed ({cause}); it recovers by itself once the fault clears"
+    )]
+    Unavailable { path: PathBuf, cause: String },
     #[error("event {id} in {path} cannot be decoded: {detail}")]
     Decode {
         path: PathBuf,
@@ -61,15 +65,29 @@ impl StoreError {
             StoreError::Corrupted { .. }
             | StoreError::Decode { .. }
             | StoreError::UnsupportedFormat { .. } => Code::DataLoss,
-            StoreError::NoSpace { .. } => Code::ResourceExhausted,
-            StoreError::Closed | StoreError::Poisoned { .. } | StoreError::AlreadyOpen { .. } => {
-                Code::Unavailable
-            }
+            StoreError::NoSpace { .. }
+            | StoreError::Closed
+            | StoreError::Poisoned { .. }
+            | StoreError::Unavailable { .. }
+            | StoreError::AlreadyOpen { .. } => Code::Unavailable,
             StoreError::InvalidTable(_) | StoreError::TooLarge { .. } => Code::InvalidArgument,
             StoreError::Open { .. }
             | StoreError::PermissionDenied { .. }
             | StoreError::Io { .. } => Code::Internal,
         }
+    }
+
+    /// Whether this is the store being out of service (a failed write, a full disk, a
+    /// reopen in progress) rather than something wrong with the request: the operation
+    /// can be retried once the store has recovered.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoSpace { .. }
+                | StoreError::Poisoned { .. }
+                | StoreError::Unavailable { .. }
+                | StoreError::Closed
+        )
     }
 
     /// Maps any redb error on `path` during `op`.

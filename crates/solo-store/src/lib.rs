@@ -12,6 +12,7 @@ mod chunk;
 pub mod codec;
 mod error;
 mod redb_store;
+mod reserve;
 mod subscribe;
 mod wal;
 
@@ -104,6 +105,18 @@ pub trait Kv: Send + Sync + 'static {
     /// Applies `batch` (its key-value operations and its events) atomically; resolves once
     /// it is durable.
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>>;
+
+    /// Why the store takes no writes, while it does not (a failed write it has not yet
+    /// recovered from); `None` when it is healthy.
+    fn fault(&self) -> Option<String> {
+        None
+    }
+
+    /// Tries once to leave the failed state; `Ok` when the store takes writes again (or
+    /// never stopped). Safe to call at any time.
+    fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Reads one value (a snapshot of its own).
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -12,6 +12,7 @@
 //! binary search rather than a fourth index.
 
 mod reader;
+mod recover;
 mod writer;
 
 use std::collections::HashMap;
@@ -70,6 +71,13 @@ fn kind_name(k: &str) -> String {
     format!("k/{k}")
 }
 
+/// The database readers use: `None` while a recovery reopens it.
+type DbSlot = Arc<parking_lot::RwLock<Option<Arc<Database>>>>;
+/// Why the store takes no writes, while it does not.
+type FaultSlot = Arc<parking_lot::Mutex<Option<String>>>;
+/// Opens the database again (for a recovery).
+type Reopen = Box<dyn FnMut() -> Result<Database, StoreError> + Send>;
+
 /// Tuning for [`RedbStore`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -80,6 +88,10 @@ pub struct StoreOptions {
     pub live_buffer: usize,
     /// The write-ahead log's preallocated size; a full log triggers a checkpoint.
     pub wal_bytes: u64,
+    /// Space held back in a file next to the store and given up when a write fails, so
+    /// the store can reopen (and serve reads) on a full disk (0: none). Replaying the WAL
+    /// may grow redb by about twice the WAL's size.
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +100,7 @@ impl Default for StoreOptions {
             cache_bytes: 256 << 20,
             live_buffer: 1024,
             wal_bytes: 32 << 20,
+            reserve_bytes: 8 << 20,
         }
     }
 }
@@ -101,7 +114,8 @@ pub struct RedbStore {
 
 struct Inner {
     path: PathBuf,
-    db: Arc<Database>,
+    db: DbSlot,
+    fault: FaultSlot,
     tx: mpsc::Sender<Msg>,
     gate: Arc<Gate>,
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
@@ -127,53 +141,71 @@ impl RedbStore {
     /// Opens (or creates) the store file at `path` with `options`.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::io(path.clone(), "open", &e))?;
-        let backend = redb::backends::FileBackend::new(file)
-            .map_err(|e| StoreError::redb(&path, "open", e))?;
-        Self::open_backend(path, backend, options)
+        let file_path = path.clone();
+        Self::open_reopenable(
+            path,
+            move || {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file_path)
+                    .map_err(|e| StoreError::io(file_path.clone(), "open", &e))?;
+                redb::backends::FileBackend::new(file)
+                    .map_err(|e| StoreError::redb(&file_path, "open", e))
+            },
+            options,
+        )
     }
 
-    /// Opens a store over any redb storage backend; `path` names it in errors.
+    /// Opens a store over any redb storage backend; `path` names it in errors. A store
+    /// opened this way cannot recover from a failed write without a restart.
     pub fn open_backend(
         path: PathBuf,
         backend: impl StorageBackend,
         options: StoreOptions,
     ) -> Result<Self, StoreError> {
-        // A plain open may panic on a file altered behind redb's back; checking the
-        // integrity on open turns that into an error, and catch_unwind is the last guard.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut builder = redb::Builder::new();
-            builder
-                .set_cache_size(options.cache_bytes)
-                .set_check_integrity_on_open(true);
-            builder.create_with_backend(backend)
-        }));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(StoreError::redb(&path, "open", e)),
-            Err(panic) => {
-                return Err(StoreError::Corrupted {
-                    path,
-                    detail: format!("redb failed while opening it: {}", panic_text(&panic)),
-                });
-            }
-        };
+        let db = build_db(&path, backend, options.cache_bytes)?;
+        Self::open_db(path, db, None, options)
+    }
+
+    /// Opens a store over the backends `make` returns: one now, and a fresh one each time
+    /// the store reopens itself to recover from a failed write.
+    pub fn open_reopenable<B: StorageBackend>(
+        path: PathBuf,
+        mut make: impl FnMut() -> Result<B, StoreError> + Send + 'static,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let db = build_db(&path, make()?, options.cache_bytes)?;
+        let (again, cache) = (path.clone(), options.cache_bytes);
+        let reopen: Reopen = Box::new(move || build_db(&again, make()?, cache));
+        Self::open_db(path, db, Some(reopen), options)
+    }
+
+    fn open_db(
+        path: PathBuf,
+        db: Database,
+        reopen: Option<Reopen>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         let db = Arc::new(db);
         let mut init = init_file(&path, &db)?;
         let (wal, records) = Wal::open(Wal::path_for(&path), options.wal_bytes)?;
         replay(&db, &path, wal.path(), &mut init, records)?;
+        let reserve = crate::reserve::Reserve::new(&path, options.reserve_bytes);
+        if let Err(e) = reserve.ensure() {
+            tracing::warn!(error = %e, "no space reserve: on a full disk the store will not serve reads until space returns");
+        }
         let last_id = Arc::new(AtomicU64::new(init.chain.next_id - 1));
         let (live, _) = broadcast::channel(options.live_buffer.max(1));
         let (tx, rx) = mpsc::channel();
         let gate = Arc::new(Gate::default());
+        let slot: DbSlot = Arc::new(parking_lot::RwLock::new(Some(Arc::clone(&db))));
+        let fault: FaultSlot = Arc::default();
         let writer = Writer {
-            db: Arc::clone(&db),
+            db: Some(db),
+            slot: Arc::clone(&slot),
             path: path.clone(),
             rx,
             chain: init.chain,
@@ -184,7 +216,11 @@ impl RedbStore {
             wal,
             next_seq: init.applied_seq + 1,
             last_checkpoint: Instant::now(),
-            poisoned: None,
+            failed: None,
+            fault: Arc::clone(&fault),
+            reopen,
+            reserve,
+            wal_bytes: options.wal_bytes,
             gate: Arc::clone(&gate),
         };
         let handle = std::thread::Builder::new()
@@ -195,7 +231,8 @@ impl RedbStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                db,
+                db: slot,
+                fault,
                 tx,
                 gate,
                 writer: parking_lot::Mutex::new(Some(handle)),
@@ -258,6 +295,31 @@ impl RedbStore {
             }
             rx.await.map_err(|_| StoreError::Closed)?
         })
+    }
+}
+
+/// Opens redb over `backend`. A plain open may panic on a file altered behind redb's
+/// back; checking the integrity on open turns that into an error, and catch_unwind is the
+/// last guard.
+fn build_db(
+    path: &Path,
+    backend: impl StorageBackend,
+    cache_bytes: usize,
+) -> Result<Database, StoreError> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut builder = redb::Builder::new();
+        builder
+            .set_cache_size(cache_bytes)
+            .set_check_integrity_on_open(true);
+        builder.create_with_backend(backend)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(StoreError::redb(path, "open", e)),
+        Err(panic) => Err(StoreError::Corrupted {
+            path: path.to_path_buf(),
+            detail: format!("redb failed while opening it: {}", panic_text(&panic)),
+        }),
     }
 }
 
@@ -464,6 +526,13 @@ impl Inner {
     fn read_err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::redb(&self.path, "read", e)
     }
+
+    /// The database to read from, unless a recovery is reopening it.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| StoreError::Poisoned {
+            path: self.path.clone(),
+        })
+    }
 }
 
 impl EventSource for Inner {
@@ -563,7 +632,7 @@ impl Kv for RedbStore {
     fn snapshot(&self) -> Result<Box<dyn KvRead>, StoreError> {
         let txn = self
             .inner
-            .db
+            .db()?
             .begin_read()
             .map_err(|e| self.inner.read_err(e))?;
         Ok(Box::new(Snapshot {
@@ -574,6 +643,24 @@ impl Kv for RedbStore {
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
         self.submit(batch)
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.inner.fault.lock().clone()
+    }
+
+    fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.inner.tx.send(Msg::Recover(reply)).is_ok();
+        if sent {
+            self.inner.gate.arrived();
+        }
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
     }
 }
 

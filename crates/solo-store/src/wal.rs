@@ -120,8 +120,9 @@ impl Wal {
         self.offset + (RECORD_HEADER + len) as u64 <= self.capacity
     }
 
-    /// Writes one record and syncs it. The record is durable when this returns `Ok`.
-    pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) -> Result<(), StoreError> {
+    /// Writes one record and syncs it. The record is durable when this returns `Ok`; the
+    /// answer is where it starts, for [`Wal::invalidate`].
+    pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) -> Result<u64, StoreError> {
         let len = u32::try_from(payload.len()).map_err(|_| StoreError::TooLarge {
             what: "group commit",
             size: payload.len(),
@@ -139,8 +140,28 @@ impl Wal {
             .write_all_at(&buf, self.offset)
             .map_err(|e| io("write", e))?;
         self.file.sync_data().map_err(|e| io("sync", e))?;
+        let at = self.offset;
         self.offset += buf.len() as u64;
+        Ok(at)
+    }
+
+    /// Unwrites the record starting at `at` (its magic is zeroed and synced), so a replay
+    /// stops before it: for a group whose commit failed after its record was written, and
+    /// was answered as failed. Also called when the write or the sync of the record itself
+    /// failed, when whether it reached the disk is unknown.
+    pub(crate) fn invalidate(&mut self, at: u64) -> Result<(), StoreError> {
+        let io = |op: &'static str, e: std::io::Error| StoreError::io(self.path.clone(), op, &e);
+        self.file
+            .write_all_at(&[0u8; 4], at)
+            .map_err(|e| io("invalidate a record", e))?;
+        self.file.sync_data().map_err(|e| io("sync", e))?;
+        self.offset = self.offset.min(at);
         Ok(())
+    }
+
+    /// Where the next record goes.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Starts over at the header: everything written so far is applied durably in redb.

@@ -582,7 +582,9 @@ async fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
         assert!(
             matches!(
                 err,
-                StoreError::NoSpace { .. } | StoreError::Poisoned { .. }
+                StoreError::NoSpace { .. }
+                    | StoreError::Poisoned { .. }
+                    | StoreError::Unavailable { .. }
             ),
             "{err}"
         );

@@ -138,6 +138,9 @@ pub mod kinds {
     pub const CONFIG_CHANGED: &str = "config_changed";
     /// The result of checking the whole log (dense ids, hash chain) after a start.
     pub const EVENT_LOG_VERIFIED: &str = "event_log_verified";
+    /// The store takes writes again after a failed write; the payload says why it
+    /// stopped and for how long (written once it can be).
+    pub const STORE_RECOVERED: &str = "store_recovered";
     /// The prefix of every guest-emitted kind.
     pub const CUSTOM_PREFIX: &str = "custom.";
 }

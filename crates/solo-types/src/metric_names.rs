@@ -3,6 +3,7 @@
 pub const EVENTS_APPENDED: &str = "solo_events_appended_total";
 pub const STORE_COMMITS: &str = "solo_store_commits_total";
 pub const STORE_COMMIT_FAILURES: &str = "solo_store_commit_failures_total";
+pub const STORE_AVAILABLE: &str = "solo_store_available";
 pub const STORE_COMMIT_SECONDS: &str = "solo_store_commit_seconds";
 pub const STORE_BATCH_EVENTS: &str = "solo_store_batch_events";
 pub const SUBSCRIBER_CATCHUPS: &str = "solo_event_subscriber_catchups_total";
@@ -16,6 +17,8 @@ pub const CAPABILITY_DECISIONS: &str = "solo_capability_decisions_total";
 pub const SECRET_ACCESSES: &str = "solo_secret_accesses_total";
 pub const GATEWAY_CONNECTIONS: &str = "solo_gateway_connections_open";
 pub const GATEWAY_HANDSHAKE_FAILURES: &str = "solo_gateway_tls_handshake_failures_total";
+pub const GATEWAY_CONNECTIONS_CLOSED: &str = "solo_gateway_connections_closed_total";
+pub const GATEWAY_ACCEPT_FAILURES: &str = "solo_gateway_accept_failures_total";
 pub const LOAD_SHED: &str = "solo_load_shed_total";
 pub const BREAKER_OPEN: &str = "solo_circuit_breaker_open";
 pub const RESOURCE_PRESSURE: &str = "solo_resource_pressure";

@@ -61,6 +61,37 @@ pub struct Config {
     pub tls: TlsSection,
     pub mcp: McpSection,
     pub store: StoreSection,
+    pub connections: ConnectionsSection,
+}
+
+/// `[connections]`: how many the gateway keeps open and how long one may stay silent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Open connections at most, on all listeners together. Lowered at start to three
+    /// quarters of the process's open-file limit if that is smaller. At the cap, the
+    /// quietest connection without a client certificate and with nothing in flight gives
+    /// way to the newcomer.
+    pub max_open: usize,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub handshake_timeout_ms: u64,
+    /// A connection that has not completed a request this long after its handshake is
+    /// closed.
+    pub first_request_timeout_ms: u64,
+    /// A connection with nothing in flight (no request, no open stream) for this long is
+    /// closed gracefully; clients reconnect.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        Self {
+            max_open: 4096,
+            handshake_timeout_ms: 10_000,
+            first_request_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+        }
+    }
 }
 
 /// `[store]`: the embedded store's footprint.
@@ -71,11 +102,27 @@ pub struct StoreSection {
     /// a checkpoint (a group that does not fit is committed to the database directly),
     /// so a small disk can take a small log.
     pub wal_mb: u64,
+    /// Space held back in `solo.reserve`, in MiB (0 to 8192; 0: none), and given up when
+    /// a write fails, so that on a full disk the store reopens and serves reads while it
+    /// waits for space; writes resume once the reserve can be taken back. Unset: twice
+    /// `wal_mb` plus 4, what redb may grow by while it replays a full log.
+    pub reserve_mb: Option<u64>,
+}
+
+impl StoreSection {
+    /// The reserve's size in MiB.
+    pub fn reserve_mb(&self) -> u64 {
+        self.reserve_mb
+            .unwrap_or_else(|| self.wal_mb.saturating_mul(2).saturating_add(4))
+    }
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { wal_mb: 32 }
+        Self {
+            wal_mb: 32,
+            reserve_mb: None,
+        }
     }
 }
 
@@ -137,6 +184,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             mcp: McpSection::default(),
             store: StoreSection::default(),
+            connections: ConnectionsSection::default(),
         }
     }
 }
@@ -269,6 +317,32 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "store.wal_mb {} must be between 1 and 4096",
             c.store.wal_mb
         )));
+    }
+    if let Some(mb) = c.store.reserve_mb
+        && mb > 8192
+    {
+        return Err(ConfigError::Invalid(format!(
+            "store.reserve_mb {mb} must be between 0 and 8192"
+        )));
+    }
+    if c.connections.max_open == 0 {
+        return Err(ConfigError::Invalid(
+            "connections.max_open must be at least 1".into(),
+        ));
+    }
+    for (key, ms) in [
+        ("handshake_timeout_ms", c.connections.handshake_timeout_ms),
+        (
+            "first_request_timeout_ms",
+            c.connections.first_request_timeout_ms,
+        ),
+        ("idle_timeout_ms", c.connections.idle_timeout_ms),
+    ] {
+        if !(100..=86_400_000).contains(&ms) {
+            return Err(ConfigError::Invalid(format!(
+                "connections.{key} {ms} must be between 100 (0.1 s) and 86400000 (a day)"
+            )));
+        }
     }
     tracing_subscriber::EnvFilter::try_new(&c.log_level)
         .map_err(|e| ConfigError::Invalid(format!("log_level {:?}: {e}", c.log_level)))?;
@@ -429,6 +503,28 @@ mod tests {
                 panic!("wal_mb {bad} was taken");
             };
             assert!(e.to_string().contains("store.wal_mb"), "{e}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_are_configurable_within_bounds() {
+        let e = env(&[
+            ("SOLO_CONNECTIONS__MAX_OPEN", "300"),
+            ("SOLO_CONNECTIONS__IDLE_TIMEOUT_MS", "60000"),
+        ]);
+        let c = load(None, e, &FlagOverrides::default()).unwrap().config;
+        assert_eq!(c.connections.max_open, 300);
+        assert_eq!(c.connections.idle_timeout_ms, 60_000);
+        assert_eq!(c.connections.first_request_timeout_ms, 10_000);
+        for (key, bad) in [
+            ("SOLO_CONNECTIONS__MAX_OPEN", "0"),
+            ("SOLO_CONNECTIONS__FIRST_REQUEST_TIMEOUT_MS", "5"),
+            ("SOLO_CONNECTIONS__HANDSHAKE_TIMEOUT_MS", "100000000"),
+        ] {
+            let Err(e) = load(None, env(&[(key, bad)]), &FlagOverrides::default()) else {
+                panic!("{key}={bad} was taken");
+            };
+            assert!(e.to_string().contains("connections."), "{e}");
         }
     }
 

@@ -43,6 +43,37 @@ pub struct ServerArgs {
     print_config: bool,
 }
 
+/// The configured connection cap, lowered to three quarters of the open-file limit when
+/// that is smaller: the rest is for the store, the artifact cache and the listeners.
+fn connection_cap(configured: usize) -> usize {
+    let Some(limit) = open_file_limit() else {
+        return configured;
+    };
+    let budget = usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX).max(1);
+    if budget < configured {
+        tracing::info!(
+            configured,
+            open_file_limit = limit,
+            cap = budget,
+            "connections.max_open lowered to fit the open-file limit"
+        );
+        return budget;
+    }
+    configured
+}
+
+/// The process's soft open-file limit (`RLIMIT_NOFILE`), if it is finite.
+#[allow(unsafe_code)]
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` through a valid pointer to a local.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     match s {
         "text" => Ok(LogFormat::Text),
@@ -85,6 +116,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             data_dir.join("solo.redb"),
             solo_store::StoreOptions {
                 wal_bytes: cfg.store.wal_mb << 20,
+                reserve_bytes: cfg.store.reserve_mb() << 20,
                 ..solo_store::StoreOptions::default()
             },
         )
@@ -111,7 +143,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             max_request_bytes: cfg.max_request_bytes,
             mcp_allowed_hosts: cfg.mcp_hosts(),
             mcp_allowed_origins: cfg.mcp.allowed_origins.clone(),
-            ..GatewayConfig::default()
+            handshake_timeout: Duration::from_millis(cfg.connections.handshake_timeout_ms),
+            connections: solo_gateway::ConnLimits {
+                max_open: connection_cap(cfg.connections.max_open),
+                first_request: Duration::from_millis(cfg.connections.first_request_timeout_ms),
+                idle: Duration::from_millis(cfg.connections.idle_timeout_ms),
+            },
         },
         &tls,
     )

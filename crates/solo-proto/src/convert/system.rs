@@ -320,6 +320,8 @@ impl From<&Health> for pb::HealthResponse {
             services: h.services,
             last_event_id: h.last_event_id,
             timestamp: h.timestamp,
+            reason: h.reason.clone(),
+            detail: h.detail.clone(),
         }
     }
 }
@@ -334,6 +336,8 @@ impl From<pb::HealthResponse> for Health {
             services: h.services,
             memory_mb: h.memory_mb,
             last_event_id: h.last_event_id,
+            reason: h.reason,
+            detail: h.detail,
         }
     }
 }

@@ -115,7 +115,7 @@ impl Page<'_> {
 
 impl Inner {
     pub(super) fn read_page(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.read_err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.read_err(e))?;
         let chunks = txn.open_table(CHUNKS).map_err(|e| self.read_err(e))?;
         let snapshot_last_id = match chunks.last().map_err(|e| self.read_err(e))? {
             None => 0,
@@ -248,7 +248,7 @@ impl Inner {
     }
 
     pub(super) fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.read_err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.read_err(e))?;
         let chunks = txn.open_table(CHUNKS).map_err(|e| self.read_err(e))?;
         let mut report = VerifyReport {
             checked: 0,

@@ -101,6 +101,8 @@ pub(super) enum Msg {
         events: Vec<Prepared>,
         reply: Reply,
     },
+    /// Try to leave the failed state (see `recover.rs`).
+    Recover(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -185,7 +187,10 @@ impl Clock {
 }
 
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    /// `None` only while a recovery is reopening the file.
+    pub(super) db: Option<Arc<Database>>,
+    /// The database readers use; emptied while a recovery reopens it.
+    pub(super) slot: super::DbSlot,
     pub(super) path: PathBuf,
     pub(super) rx: mpsc::Receiver<Msg>,
     pub(super) chain: ChainState,
@@ -197,8 +202,15 @@ pub(super) struct Writer {
     /// The sequence number the next group gets (redb's `applied_seq` + 1 when idle).
     pub(super) next_seq: u64,
     pub(super) last_checkpoint: Instant,
-    /// Set after a failed write: the on-disk state is no longer known to match memory.
-    pub(super) poisoned: Option<StoreError>,
+    /// Set after a failed write, until a recovery succeeds.
+    pub(super) failed: Option<super::recover::Failed>,
+    /// The failure's cause, for [`crate::Kv::fault`].
+    pub(super) fault: super::FaultSlot,
+    /// Opens the file again, for a recovery; `None` for a store over a backend it cannot
+    /// reopen.
+    pub(super) reopen: Option<super::Reopen>,
+    pub(super) reserve: crate::reserve::Reserve,
+    pub(super) wal_bytes: u64,
     pub(super) gate: Arc<Gate>,
 }
 
@@ -215,6 +227,7 @@ impl Writer {
         // briefly for about as many requests as the previous one carried.
         let mut last_requests = 1usize;
         let mut last_commit = Duration::ZERO;
+        let mut recoveries = Vec::new();
         while closing.is_none() {
             let Ok(first) = self.rx.recv() else { break };
             self.gate.taken();
@@ -237,6 +250,7 @@ impl Writer {
                                 reply,
                             });
                         }
+                        Msg::Recover(reply) => recoveries.push(reply),
                         Msg::Close(done) => {
                             closing = Some(done);
                             break;
@@ -272,8 +286,11 @@ impl Writer {
                 self.commit_group(group);
                 last_commit = started.elapsed();
             }
+            for reply in recoveries.drain(..) {
+                let _ = reply.send(self.recover());
+            }
         }
-        if self.poisoned.is_none()
+        if self.failed.is_none()
             && let Err(e) = self.checkpoint()
         {
             tracing::error!(error = %e, "final store checkpoint failed");
@@ -289,19 +306,18 @@ impl Writer {
         }
     }
 
-    fn poison(&mut self, e: &StoreError) {
-        metrics::counter!(m::STORE_COMMIT_FAILURES).increment(1);
-        tracing::error!(error = %e, "store write failed; refusing further writes");
-        self.poisoned = Some(StoreError::Poisoned {
+    /// The database, or why there is none (a recovery is under way).
+    fn db(&self) -> Result<&Arc<Database>, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Poisoned {
             path: self.path.clone(),
-        });
+        })
     }
 
     /// Makes redb durable up to the last applied group and starts the WAL over.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |e: redb::Error| StoreError::redb(&path, "checkpoint", e);
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.db()?.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             let applied = self.next_seq - 1;
@@ -315,8 +331,8 @@ impl Writer {
     }
 
     fn commit_group(&mut self, mut group: Vec<Request>) {
-        if let Some(e) = &self.poisoned {
-            Self::fail(group, e);
+        if let Some(f) = &self.failed {
+            Self::fail(group, &f.refusal(&self.path));
             return;
         }
         let started = Instant::now();
@@ -363,14 +379,25 @@ impl Writer {
         );
         let checkpoint =
             !self.wal.has_room(payload.len()) || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        // Where this group's record starts: if anything below fails, the record is
+        // unwritten before writes resume, since the callers are told the group failed.
+        let record_at = (!checkpoint).then(|| self.wal.offset());
         if !checkpoint && let Err(e) = self.wal.append(seq, &payload) {
-            self.poison(&e);
-            Self::fail(group, &e);
+            self.fail_store(&e, record_at, false);
+            Self::fail(group, &self.refusal(&e));
             return;
         }
+        let db = match self.db() {
+            Ok(db) => Arc::clone(db),
+            Err(e) => {
+                self.fail_store(&e, record_at, true);
+                Self::fail(group, &self.refusal(&e));
+                return;
+            }
+        };
         let ops: Vec<&Op> = group.iter().flat_map(|r| r.ops.iter()).collect();
         let applied = apply_group(
-            &self.db,
+            &db,
             &self.path,
             &self.names,
             ops.into_iter(),
@@ -382,8 +409,8 @@ impl Writer {
         let new_names = match applied {
             Ok(n) => n,
             Err(e) => {
-                self.poison(&e);
-                Self::fail(group, &e);
+                self.fail_store(&e, record_at, true);
+                Self::fail(group, &self.refusal(&e));
                 return;
             }
         };

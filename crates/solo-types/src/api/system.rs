@@ -168,10 +168,17 @@ impl From<Vec<Discovered>> for Registrations {
 /// Whether the server is up; the rest only for an authenticated caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `stopping` once a shutdown began.
+    /// `ok`; `degraded` while the store takes no writes (reads and calls go on);
+    /// `stopping` once a shutdown began.
     pub status: String,
     /// UTC ms.
     pub timestamp: u64,
+    /// Why the status is not `ok` (`store_unavailable`), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Admins only: the failure behind `reason`, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

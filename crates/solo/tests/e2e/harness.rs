@@ -36,6 +36,16 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> (Self, Vec<String>) {
+        Self::start_limited(dir, env, args, None)
+    }
+
+    /// Starts with the open-file limit (soft and hard) lowered to `nofile`, if given.
+    pub fn start_limited(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> (Self, Vec<String>) {
         let stderr_log = dir.path().join("server.stderr");
         let mut cmd = Command::new(SOLO);
         cmd.args([
@@ -55,6 +65,9 @@ impl Server {
             cmd.env(k, v);
         }
         cmd.args(args);
+        if let Some(n) = nofile {
+            limit_open_files(&mut cmd, n);
+        }
         let mut child = cmd.spawn().expect("start solo server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -274,6 +287,26 @@ pub fn wait_child(
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[allow(unsafe_code)]
+fn limit_open_files(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // setrlimit(2), which is async-signal-safe, on a value it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

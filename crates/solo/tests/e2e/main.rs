@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod faults;
 mod harness;
 mod lifecycle;
 mod mcp;

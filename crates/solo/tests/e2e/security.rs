@@ -531,3 +531,107 @@ async fn a_thousand_idle_connections_do_not_block_service() {
     drop(idle);
     c.health(pb::HealthRequest {}).await.unwrap();
 }
+
+/// Finishes a TLS handshake without a client certificate and returns the socket, which
+/// then says nothing.
+fn silent_tls(addr: &str, config: &std::sync::Arc<rustls::ClientConfig>) -> std::net::TcpStream {
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::clone(config), name).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).unwrap();
+    }
+    sock
+}
+
+/// Whether the server has closed `sock` (a read ends or fails rather than timing out).
+fn closed_by_server(sock: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Four hundred clients finish the TLS handshake without a certificate and say nothing,
+/// on a server whose open-file limit is 256: the silent ones give way to clients that
+/// work, the server closes them once their first-request deadline passes, and the accept
+/// loop never runs out of descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_starve_the_server() {
+    let (s, _) = Server::start_limited(
+        tempfile::tempdir().unwrap(),
+        &[("SOLO_CONNECTIONS__FIRST_REQUEST_TIMEOUT_MS", "3000")],
+        &[],
+        Some(256),
+    );
+    let mut c = s.admin().await;
+    c.deploy(deploy_js("echo", echo_js())).await.unwrap();
+
+    let ca = std::fs::read(s.ca()).unwrap();
+    let config = std::sync::Arc::new(solo_client::rustls_config(&ca, None).unwrap());
+    let grpc = s.grpc.clone();
+    let http = s.http.clone();
+    let mut silent = tokio::task::spawn_blocking(move || {
+        (0..400)
+            .map(|i| silent_tls(if i % 2 == 0 { &grpc } else { &http }, &config))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+
+    // The connection opened before the flood still works, and so does a new one.
+    c.call(call("echo", json!("old"))).await.unwrap();
+    let mut fresh = s.admin().await;
+    for i in 0..5 {
+        fresh.call(call("echo", json!(i))).await.unwrap();
+    }
+    let rest = s.rest(&s.admin_profile());
+    let (status, _) = rest.get("/v1/services").await;
+    assert_eq!(status, 200);
+
+    // Past the first-request deadline every silent connection has been closed.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let open = tokio::task::spawn_blocking(move || {
+        silent
+            .iter_mut()
+            .map(closed_by_server)
+            .filter(|closed| !closed)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "silent connections still open");
+    c.call(call("echo", json!("after"))).await.unwrap();
+
+    let text = c
+        .metrics(pb::MetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    let counted = |reason: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("solo_gateway_connections_closed_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(counted("evicted") >= 1.0, "{text}");
+    assert!(counted("silent") >= 1.0, "{text}");
+    let stderr = s.stderr();
+    assert!(
+        !stderr.contains("cannot accept connections"),
+        "the server ran out of descriptors: {stderr}"
+    );
+}
