@@ -1,4 +1,5 @@
-//! Faults a long-running server meets, from outside: a full disk under a running server.
+//! Faults a long-running server meets, from outside: a full disk under a running
+//! server, and bytes that are not what they claim to be.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -176,4 +177,31 @@ async fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
         .unwrap()
         .into_inner();
     assert_eq!(events.events.len(), 1, "{events:?}");
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_refused_and_the_server_carries_on() {
+    let s = Server::start();
+    let rest = s.rest(&s.admin_profile());
+    // A gRPC frame (uncompressed, 5 bytes long) that is not a DeployRequest.
+    let mut body = vec![0u8, 0, 0, 0, 5];
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
+    let resp = rest
+        .http
+        .post(format!("https://{}/solo.v1.SoloKernel/Deploy", s.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    // tonic answers a message it cannot decode with a trailers-only response.
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .expect("a grpc-status header");
+    assert_ne!(status, "0", "a garbage message must not succeed");
+    let mut c = s.admin().await;
+    c.health(pb::HealthRequest {}).await.unwrap();
 }
