@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! solo (root, one_for_one)
-//! ├── system (rest_for_one): event_store monitor registry deployer capabilities
-//! │                          load_shedder vault discovery telemetry gateway
+//! ├── system (rest_for_one): event_store monitor capabilities vault discovery
+//! │                          telemetry gateway
 //! └── tenants (dynamic, one_for_one)
 //!     └── one supervisor per tenant (one_for_one, created on first deploy)
 //!         └── its services
@@ -14,6 +14,12 @@
 //! it do not (3 restarts in 5 s at most, then the system supervisor escalates to the
 //! root, which restarts it whole). Services live in the tenants' subtree and are never
 //! touched by a component's restart.
+//!
+//! Each component is a loop that owns a piece of work and rebuilds what it needs when it
+//! restarts. Work with no loop of its own (deploying, admission and load shedding, the
+//! discovery registry's bookkeeping) runs inside the operation that needs it, with its
+//! state loaded from the store at start, so it is no component: a placeholder the tree
+//! restarts while restoring nothing would only mislead an operator reading the tree.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,13 +36,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The system components, in start order.
-pub const SYSTEM_COMPONENTS: [&str; 10] = [
+pub const SYSTEM_COMPONENTS: [&str; 7] = [
     "event_store",
     "monitor",
-    "registry",
-    "deployer",
     "capabilities",
-    "load_shedder",
     "vault",
     "discovery",
     "telemetry",

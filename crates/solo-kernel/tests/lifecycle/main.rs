@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod components;
 mod flow;
 
 use std::sync::Arc;
