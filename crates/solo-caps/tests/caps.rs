@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use solo_caps::{Caps, DenyReason, Narrowing};
-use solo_store::{EventFilter, EventLog, EventQuery, RedbStore};
+use solo_store::{EventFilter, EventLog, EventQuery, Kv, RedbStore};
 use solo_types::{Permission, Permissions, Resource, TenantId, kinds};
 
 const SEC: i64 = 1_000_000_000;
@@ -409,4 +409,78 @@ async fn denials_are_events_sampled_under_a_flood() {
         denied.len()
     );
     assert_eq!(denied[0].payload["reason"], "not_found");
+}
+
+/// Fuzzing token parsing and the stored records: any string, or one shaped like a token,
+/// authenticates as "not found" (never as a capability); and a store holding a real
+/// record damaged anywhere, or arbitrary bytes, loads or is refused as corrupt, never a
+/// panic.
+#[test]
+fn arbitrary_tokens_and_stored_records_never_panic() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(T0));
+    let f = open(&dir.path().join("solo.redb"), &now);
+    let a = t("alice");
+    let g = rt
+        .block_on(f.caps.grant(&a, r("service:api"), perms(&["call"]), 60))
+        .unwrap();
+    let cases = solo_types::fuzz::cases();
+
+    let token = prop_oneof![
+        any::<String>(),
+        "solo_[A-Za-z0-9_-]{43}",
+        "solo_[A-Za-z0-9_-]{0,60}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&token, |tok| {
+            prop_assert!(f.caps.authenticate(&tok).is_err());
+            let v = f
+                .caps
+                .verify(&tok, Some(&a), &r("service:api"), Permission::Call);
+            prop_assert!(v.is_err());
+            Ok(())
+        })
+        .unwrap();
+
+    let stored = rt.block_on(async {
+        let page = f
+            .store
+            .snapshot()
+            .unwrap()
+            .scan_prefix(solo_caps::TABLE, b"", 10)
+            .unwrap();
+        page[0].clone()
+    });
+    let record = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (0..stored.1.len(), any::<u8>(), 0..stored.1.len() + 4).prop_map({
+            let real = stored.1.clone();
+            move |(at, x, cut)| {
+                let mut b = real.clone();
+                b[at] ^= x.max(1);
+                b.resize(cut, b' ');
+                b
+            }
+        }),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases / 8));
+    runner
+        .run(&record, |bytes| {
+            let mut batch = solo_store::WriteBatch::new();
+            batch
+                .put(solo_caps::TABLE, stored.0.clone(), bytes)
+                .unwrap();
+            rt.block_on(f.store.commit(batch)).unwrap();
+            let clock_now = Arc::clone(&now);
+            let _ = Caps::load_with_clock(
+                Arc::clone(&f.store) as Arc<dyn solo_store::Store>,
+                Arc::new(move || clock_now.load(Ordering::SeqCst)),
+            );
+            Ok(())
+        })
+        .unwrap();
+    drop(g);
 }

@@ -195,6 +195,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(solo_types::fuzz::cases()))]
+
         #[test]
         fn arbitrary_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(v) = ChunkView::parse(&bytes) {

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod clock;
 pub mod code;
 pub mod event;
+pub mod fuzz;
 pub mod ids;
 pub mod metric_names;
 pub mod query;

@@ -228,3 +228,49 @@ async fn rotation_reencrypts_everything_under_a_new_key_id() {
     assert_eq!(v.key_id(), 2);
     assert_eq!(v.rotation_pending().unwrap(), None);
 }
+
+/// Fuzzing the blob parser: a stored blob replaced by arbitrary bytes, or by a real blob
+/// cut short, grown or with bytes changed, reads as an integrity error, never a panic
+/// and never a value.
+#[test]
+fn any_stored_blob_is_a_value_or_an_integrity_error() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (v, store) = rt.block_on(vault(&dir.path().join("solo.redb"), KEY_A));
+    rt.block_on(v.put(&t("alice"), "real", b"the real value", vec![]))
+        .unwrap();
+    let real = store
+        .get(solo_vault::TABLE, b"alice\0real")
+        .unwrap()
+        .unwrap();
+    let strategy = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (0..real.len(), any::<u8>(), 0..real.len() + 8).prop_map({
+            let real = real.clone();
+            move |(at, x, cut)| {
+                let mut b = real.clone();
+                b[at] ^= x.max(1);
+                b.resize(cut, 0);
+                b
+            }
+        }),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(
+        solo_types::fuzz::cases() / 4,
+    ));
+    runner
+        .run(&strategy, |blob| {
+            let mut batch = WriteBatch::new();
+            batch
+                .put(solo_vault::TABLE, b"alice\0fuzz".to_vec(), blob.clone())
+                .unwrap();
+            rt.block_on(store.commit(batch)).unwrap();
+            match v.get(&t("alice"), "fuzz") {
+                Err(VaultError::Integrity { .. }) => Ok(()),
+                Err(e) => Err(TestCaseError::fail(format!("not an integrity error: {e}"))),
+                Ok(_) => Err(TestCaseError::fail("arbitrary bytes decrypted")),
+            }
+        })
+        .unwrap();
+}
