@@ -14,6 +14,7 @@ mod error;
 mod redb_store;
 mod reserve;
 mod subscribe;
+pub mod testing;
 mod wal;
 
 use std::ops::Bound;

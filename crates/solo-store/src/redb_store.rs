@@ -276,16 +276,21 @@ impl RedbStore {
             .zip(causes)
             .map(|(e, cause)| Prepared::new(e, cause))
             .collect();
+        self.ask(|reply| Msg::Commit {
+            ops: batch.ops,
+            events,
+            reply,
+        })
+    }
+
+    /// Sends the writer the message `msg` builds around a reply channel, and resolves
+    /// with the writer's answer (`Closed` once the writer is gone).
+    fn ask<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Msg,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self
-            .inner
-            .tx
-            .send(Msg::Commit {
-                ops: batch.ops,
-                events,
-                reply,
-            })
-            .is_ok();
+        let sent = self.inner.tx.send(msg(reply)).is_ok();
         if sent {
             self.inner.gate.arrived();
         }
@@ -650,17 +655,7 @@ impl Kv for RedbStore {
     }
 
     fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.inner.tx.send(Msg::Recover(reply)).is_ok();
-        if sent {
-            self.inner.gate.arrived();
-        }
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::Closed);
-            }
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        self.ask(Msg::Recover)
     }
 }
 

@@ -2,10 +2,11 @@
 //! and a real full disk (a small tmpfs, where the test may mount one).
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use solo_store::testing::{Tmpfs, fill};
 use solo_store::{EventLog, EventQuery, Kv, RedbStore, StoreError, StoreOptions, WriteBatch};
 use solo_types::{NewEvent, TenantId};
 
@@ -165,50 +166,10 @@ async fn an_injected_io_error_is_recovered_from_without_a_restart() {
     assert_eq!(store.verify().unwrap().first_broken, None);
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the file system is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = vec![7u8; 64 << 10];
-    while f.write_all(&block).is_ok() {}
-    let small = [7u8; 512];
-    while f.write_all(&small).is_ok() {}
-    let _ = f.sync_all();
-}
-
 #[tokio::test]
 async fn a_full_disk_keeps_reads_and_recovers_once_space_returns() {
-    let Some(fs) = Tmpfs::mount("24m") else {
+    let mount = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(mount.path(), "24m") else {
         // Mounting needs root (CI runs as root); the injected-error test above still runs.
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
@@ -227,7 +188,7 @@ async fn a_full_disk_keeps_reads_and_recovers_once_space_returns() {
         acked.extend(store.append(vec![ev(n, 64)]).await.unwrap());
     }
     let filler = fs.path().join("filler");
-    fill(&filler);
+    fill(&filler).unwrap();
 
     let (more, err) = append_until_failure(&store, 100).await;
     acked.extend(more);

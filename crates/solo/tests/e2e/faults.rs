@@ -1,55 +1,14 @@
 //! Faults a long-running server meets, from outside: a full disk under a running
 //! server, and bytes that are not what they claim to be.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_proto::v1 as pb;
+use solo_store::testing::{Tmpfs, fill};
 
 use crate::harness::{Server, echo_js, reason};
 use crate::{call, deploy_js};
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the file system is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = vec![7u8; 64 << 10];
-    while f.write_all(&block).is_ok() {}
-    let small = [7u8; 512];
-    while f.write_all(&small).is_ok() {}
-    let _ = f.sync_all();
-}
 
 fn put(name: &str, value: Vec<u8>) -> pb::PutSecretRequest {
     pb::PutSecretRequest {
@@ -64,7 +23,8 @@ fn put(name: &str, value: Vec<u8>) -> pb::PutSecretRequest {
 /// itself, without a restart, with every acknowledged secret intact and the chain whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
-    let Some(fs) = Tmpfs::mount("128m") else {
+    let mount = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(mount.path(), "128m") else {
         // Mounting needs root (CI runs as root); the store's own tests inject the fault.
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
@@ -86,7 +46,7 @@ async fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
         acked.push((name, value));
     }
     let filler = fs.path().join("filler");
-    fill(&filler);
+    fill(&filler).unwrap();
     let mut refusal = None;
     for i in 0..2000 {
         let value = vec![u8::try_from(i % 251).unwrap(); 32 << 10];
