@@ -70,7 +70,7 @@ async fn echo(sandbox: &Arc<Sandbox>, format: Format) -> Box<dyn Instance> {
 #[test]
 fn json_crosses_into_guests_and_back_unchanged() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let js = RefCell::new(rt.block_on(echo(&sandbox, Format::Js)));
     let wasm = RefCell::new(rt.block_on(echo(&sandbox, Format::Wasm)));
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(

@@ -1,0 +1,97 @@
+//! The JavaScript runner: QuickJS compiled to a component (`guests/js-runner`), running
+//! the JS contract inside wasmtime, where the memory limit and the CPU budget are
+//! wasmtime's, as for any component. (The JavaScript format still runs on the in-process
+//! engine; moving it onto this runner is the rest of the work.)
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use solo_sandbox::testing::MemoryHost;
+use solo_sandbox::{
+    Artifact, CallError, CrashKind, Format, Instance, Limits, Sandbox, SandboxConfig,
+};
+
+/// The runner, compiled once per test process.
+async fn compiled() -> &'static (Arc<Sandbox>, Artifact) {
+    static RUNNER: tokio::sync::OnceCell<(Arc<Sandbox>, Artifact)> =
+        tokio::sync::OnceCell::const_new();
+    RUNNER
+        .get_or_init(|| async {
+            let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+            let code: Arc<[u8]> = solo_guests::wasm("js-runner").into();
+            let artifact = sandbox.compile(Format::Wasm, code).await.unwrap();
+            (sandbox, artifact)
+        })
+        .await
+}
+
+async fn runner(source: &str) -> Result<Box<dyn Instance>, String> {
+    let (sandbox, artifact) = compiled().await;
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        cpu_per_message: Duration::from_millis(300),
+        max_reply_bytes: 1 << 20,
+    };
+    let mut inst = sandbox
+        .instantiate(artifact, limits, Arc::new(MemoryHost::new()))
+        .await
+        .unwrap();
+    let config = serde_json::json!({ "source": source, "config": { "start": 7 } });
+    inst.init(&config.to_string())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(inst)
+}
+
+#[tokio::test]
+async fn the_js_contract_runs_inside_wasmtime() {
+    // The counter example, unchanged: module exports, state, init with its config
+    // (`start`).
+    let mut c = runner(&solo_guests::js("counter")).await.unwrap();
+    c.call(r#"{"op":"inc","by":5}"#).await.unwrap();
+    assert_eq!(c.call(r#"{"op":"get"}"#).await.unwrap(), r#"{"value":12}"#);
+
+    let source = r#"
+        let start = 0;
+        export function init(config) { start = config.start; }
+        export async function handleCall(r) {
+            await null;
+            if (r.throw) throw new TypeError("bad " + r.throw);
+            if (r.spin) for (;;) {}
+            if (r.bomb) { const a = []; for (;;) a.push(new Array(100000).fill(1)); }
+            return { x: r.x * 2 + start };
+        }
+    "#;
+    let mut s = runner(source).await.unwrap();
+    // Async functions settle; init got its config.
+    assert_eq!(s.call(r#"{"x":21}"#).await.unwrap(), r#"{"x":49}"#);
+    // An exception is a guest error with its message and JS stack.
+    match s.call(r#"{"throw":"input"}"#).await {
+        Err(CallError::Guest(e)) => {
+            assert!(e.message.contains("bad input"), "{e:?}");
+            assert!(e.message.contains("handleCall"), "{e:?}");
+        }
+        other => panic!("expected a guest error, got {other:?}"),
+    }
+    assert_eq!(s.call(r#"{"x":1}"#).await.unwrap(), r#"{"x":9}"#);
+    // A spinning guest is stopped by wasmtime's epochs, a memory bomb by its memory limit.
+    match s.call(r#"{"spin":true}"#).await {
+        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::CpuLimit),
+        other => panic!("expected a cpu_limit crash, got {other:?}"),
+    }
+    let mut s = runner(source).await.unwrap();
+    match s.call(r#"{"bomb":true}"#).await {
+        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::MemoryLimit),
+        other => panic!("expected a memory_limit crash, got {other:?}"),
+    }
+
+    // A syntax error is refused at init, naming line and column.
+    let Err(e) = runner("export function handleCall(r) { return r; ").await else {
+        panic!("a syntax error was taken");
+    };
+    assert!(
+        e.contains("unexpected token") && e.contains("service:1:43"),
+        "{e}"
+    );
+}
