@@ -23,6 +23,7 @@ fn main() {
         guests.join("Cargo.toml"),
         guests.join("Cargo.lock"),
         guests.join("solo-sdk"),
+        guests.join("js-runner"),
         guests.join("examples"),
         root.join("wit"),
     ] {

@@ -27,6 +27,10 @@ async fn compiled() -> &'static (Arc<Sandbox>, Artifact) {
 }
 
 async fn runner(source: &str) -> Result<Box<dyn Instance>, String> {
+    runner_on(source, &MemoryHost::new()).await
+}
+
+async fn runner_on(source: &str, host: &MemoryHost) -> Result<Box<dyn Instance>, String> {
     let (sandbox, artifact) = compiled().await;
     let limits = Limits {
         memory_bytes: 32 << 20,
@@ -34,7 +38,7 @@ async fn runner(source: &str) -> Result<Box<dyn Instance>, String> {
         max_reply_bytes: 1 << 20,
     };
     let mut inst = sandbox
-        .instantiate(artifact, limits, Arc::new(MemoryHost::new()))
+        .instantiate(artifact, limits, Arc::new(host.clone()))
         .await
         .unwrap();
     let config = serde_json::json!({ "source": source, "config": { "start": 7 } });
@@ -94,4 +98,83 @@ async fn the_js_contract_runs_inside_wasmtime() {
         e.contains("unexpected token") && e.contains("service:1:43"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn the_solo_host_api_and_state_work_on_the_runner() {
+    // The kv-notes example, unchanged.
+    let host = MemoryHost::new();
+    let mut kv = runner_on(&solo_guests::js("kv-notes"), &host)
+        .await
+        .unwrap();
+    kv.call(r#"{"op":"put","key":"a","value":"1"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        kv.call(r#"{"op":"get","key":"a"}"#).await.unwrap(),
+        r#"{"value":"1"}"#
+    );
+    assert_eq!(
+        kv.call(r#"{"op":"get","key":"b"}"#).await.unwrap(),
+        r#"{"value":null}"#
+    );
+    assert_eq!(
+        kv.call(r#"{"op":"list","prefix":""}"#).await.unwrap(),
+        r#"{"keys":["a"]}"#
+    );
+
+    // The rest of the API, with the same names and shapes as the in-process engine.
+    host.set_secret("api", b"s3cret");
+    host.on_call(|target, request| Ok(format!(r#"{{"to":"{target}","got":{request}}}"#)));
+    let source = r#"
+        export async function handleCall(r) {
+            solo.log("warn", "careful");
+            solo.log("plain");
+            solo.emit("seen", { n: 1 });
+            const reply = await solo.call("other", { q: 1 });
+            let missing;
+            try { await solo.secret("nope"); } catch (e) { missing = e.code; }
+            let frozen = false;
+            try { solo.secret = () => "stolen"; } catch (e) { frozen = true; }
+            return {
+                secret: await solo.secret("api"),
+                reply,
+                missing,
+                frozen: frozen || Object.isFrozen(solo),
+                me: typeof solo.whoami().tenant,
+                now: solo.now() > 0,
+            };
+        }
+    "#;
+    let mut s = runner_on(source, &host).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&s.call("{}").await.unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({
+            "secret": "s3cret",
+            "reply": { "to": "other", "got": { "q": 1 } },
+            "missing": "not_found",
+            "frozen": true,
+            "me": "string",
+            "now": true,
+        })
+    );
+    let logs = host.logs();
+    assert!(logs.iter().any(|(_, m)| m == "careful"), "{logs:?}");
+    assert!(logs.iter().any(|(_, m)| m == "plain"), "{logs:?}");
+    let events = host.events();
+    assert!(
+        events
+            .iter()
+            .any(|(k, p)| k.ends_with("seen") && p == r#"{"n":1}"#),
+        "{events:?}"
+    );
+
+    // State: the counter's snapshot restores into a new instance.
+    let mut a = runner(&solo_guests::js("counter")).await.unwrap();
+    a.call(r#"{"op":"inc","by":5}"#).await.unwrap();
+    let snap = a.snapshot().await.unwrap().expect("a snapshot");
+    let mut b = runner(&solo_guests::js("counter")).await.unwrap();
+    b.restore(&snap).await.unwrap();
+    assert_eq!(b.call(r#"{"op":"get"}"#).await.unwrap(), r#"{"value":12}"#);
 }

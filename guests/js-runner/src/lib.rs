@@ -1,11 +1,13 @@
 //! js-runner: QuickJS compiled to a Solo component, so JavaScript runs inside wasmtime
 //! (memory limited by wasmtime, CPU by epochs) instead of in the server process.
 //!
-//! This first step takes the service's source in its init config, as
-//! `{"source": "...", "config": ...}`, and runs the JS contract's entry points
-//! (`init`, `handleCall`, `handleCast`; promises are settled by running QuickJS's job
-//! queue). The JS host API (`solo.*`), loading the source through a host function, and
-//! moving the JavaScript format onto this runner are the next steps.
+//! It takes the service's source in its init config, as `{"source": "...", "config":
+//! ...}`, and runs the JS contract's entry points (`init`, `handleCall`, `handleCast`,
+//! `snapshot`, `restore`; promises are settled by running QuickJS's job queue) with the
+//! `solo` host API of `host.rs`. Loading the source through a host function, and moving
+//! the JavaScript format onto this runner, are the next steps.
+
+mod host;
 
 use std::cell::RefCell;
 
@@ -101,6 +103,7 @@ impl solo_sdk::Service for Runner {
         let rt = Runtime::new().map_err(|e| e.to_string())?;
         let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
         let exports = ctx.with(|ctx| {
+            host::install(&ctx).catch(&ctx).map_err(|e| e.to_string())?;
             let declared = Module::declare(ctx.clone(), "service", source)
                 .catch(&ctx)
                 .map_err(|e| e.to_string())?;
@@ -119,6 +122,26 @@ impl solo_sdk::Service for Runner {
 
     fn handle_cast(message: String) {
         let _ = run("handleCast", Some(&message));
+    }
+
+    /// The JS `snapshot` export's result as JSON text; none without the export, or when
+    /// it answers `null` or `undefined`.
+    fn snapshot() -> Option<Vec<u8>> {
+        match run("snapshot", None) {
+            Ok(Some(json)) if json != "null" => Some(json.into_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Gives the JS `restore` export the snapshot, parsed when it is JSON (a snapshot of
+    /// another format's service is passed as a string).
+    fn restore(state: Vec<u8>) -> Result<(), String> {
+        let text = String::from_utf8_lossy(&state);
+        let json = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(_) => text.into_owned(),
+            Err(_) => serde_json::Value::String(text.into_owned()).to_string(),
+        };
+        run("restore", Some(&json)).map(|_| ())
     }
 }
 

@@ -1,0 +1,232 @@
+//! The `solo` object a JavaScript service sees, over the component's host imports: the
+//! same names and shapes as the in-process engine (`log`, `emit`, `now`, `kvGet`,
+//! `kvPut`, `kvDelete`, `kvList`, `secret`, `call`, `cast`, `whoami`, `caller`,
+//! `verify`). Host calls are synchronous imports here, so the functions the contract
+//! makes asynchronous are wrapped in `async` functions by a small prelude, and answer
+//! settled promises. A failed host call throws an `Error` with the host's `code`.
+
+use rquickjs::prelude::Opt;
+use rquickjs::{Coerced, Ctx, Exception, Function, IntoJs, Object, Value};
+use solo_sdk::bindings::solo::service::host;
+
+/// Where the natives wait for the prelude, which removes the global.
+const NATIVES: &str = "__soloHost";
+
+const PRELUDE: &str = r#"(() => {
+  const h = globalThis.__soloHost;
+  delete globalThis.__soloHost;
+  const later = (f) => async (...args) => f(...args);
+  const solo = {
+    log: h.log, emit: h.emit, now: h.now, cast: h.cast,
+    whoami: h.whoami, caller: h.caller,
+    kvGet: later(h.kvGet), kvPut: later(h.kvPut), kvDelete: later(h.kvDelete),
+    kvList: later(h.kvList), secret: later(h.secret), call: later(h.call),
+    verify: later(h.verify),
+  };
+  Object.defineProperty(globalThis, "solo", {
+    value: Object.freeze(solo), writable: false, configurable: false, enumerable: false,
+  });
+})();"#;
+
+/// An exception for a failed host call, with the machine-readable `code` attached.
+fn thrown(ctx: &Ctx<'_>, e: &solo_sdk::HostError) -> rquickjs::Error {
+    match Exception::from_message(ctx.clone(), &e.message) {
+        Ok(ex) => {
+            let _ = ex.set("code", e.code.as_str());
+            ctx.throw(ex.into_value())
+        }
+        Err(err) => err,
+    }
+}
+
+fn to_json<'js>(ctx: &Ctx<'js>, v: Value<'js>) -> rquickjs::Result<String> {
+    Ok(match ctx.json_stringify(v)? {
+        Some(s) => s.to_string()?,
+        None => "null".to_string(),
+    })
+}
+
+fn level(name: &str) -> host::Level {
+    match name.to_ascii_lowercase().as_str() {
+        "trace" => host::Level::Trace,
+        "debug" => host::Level::Debug,
+        "warn" | "warning" => host::Level::Warn,
+        "error" => host::Level::Error,
+        _ => host::Level::Info,
+    }
+}
+
+/// The token in a call's or cast's options, if any.
+fn token(options: &Opt<Object<'_>>) -> Option<String> {
+    options
+        .0
+        .as_ref()
+        .and_then(|o| o.get::<_, Option<String>>("token").ok().flatten())
+}
+
+/// Installs `solo` in `ctx`'s globals.
+pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    let h = Object::new(ctx.clone())?;
+    h.set(
+        "log",
+        Function::new(
+            ctx.clone(),
+            |first: Coerced<String>, second: Opt<Coerced<String>>| match second.0 {
+                Some(msg) => host::log(level(&first.0), &msg.0),
+                None => host::log(host::Level::Info, &first.0),
+            },
+        )?,
+    )?;
+    h.set(
+        "emit",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, kind: String, payload: Opt<Value<'js>>| -> rquickjs::Result<()> {
+                let payload = match payload.0 {
+                    Some(v) => to_json(&ctx, v)?,
+                    None => "null".into(),
+                };
+                host::emit(&kind, &payload).map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    #[allow(clippy::cast_precision_loss)]
+    h.set(
+        "now",
+        Function::new(ctx.clone(), || host::now() as f64 / 1e6)?,
+    )?;
+    h.set(
+        "kvGet",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, key: String| -> rquickjs::Result<Value<'js>> {
+                // A missing key is `null`, not `undefined`, so it survives JSON.
+                match host::kv_get(&key).map_err(|e| thrown(&ctx, &e))? {
+                    Some(b) => String::from_utf8_lossy(&b).into_owned().into_js(&ctx),
+                    None => Ok(Value::new_null(ctx.clone())),
+                }
+            },
+        )?,
+    )?;
+    h.set(
+        "kvPut",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, key: String, value: Coerced<String>| -> rquickjs::Result<()> {
+                host::kv_put(&key, value.0.as_bytes()).map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "kvDelete",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, key: String| -> rquickjs::Result<()> {
+                host::kv_delete(&key).map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "kvList",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, prefix: Opt<String>| -> rquickjs::Result<Vec<String>> {
+                host::kv_list(prefix.0.as_deref().unwrap_or("")).map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "secret",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, name: String| -> rquickjs::Result<String> {
+                host::secret(&name)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "call",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>,
+             target: String,
+             request: Value<'js>,
+             options: Opt<Object<'js>>|
+             -> rquickjs::Result<Value<'js>> {
+                let request = to_json(&ctx, request)?;
+                let timeout = options
+                    .0
+                    .as_ref()
+                    .and_then(|o| o.get::<_, Option<f64>>("timeoutMs").ok().flatten())
+                    .unwrap_or(5000.0);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let timeout = timeout.clamp(0.0, 3.6e6) as u32;
+                let reply = host::call(&target, &request, timeout, token(&options).as_deref())
+                    .map_err(|e| thrown(&ctx, &e))?;
+                ctx.json_parse(reply)
+            },
+        )?,
+    )?;
+    h.set(
+        "cast",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>,
+             target: String,
+             message: Value<'js>,
+             options: Opt<Object<'js>>|
+             -> rquickjs::Result<()> {
+                let message = to_json(&ctx, message)?;
+                host::cast(&target, &message, token(&options).as_deref())
+                    .map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "whoami",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            let i = host::whoami();
+            let o = Object::new(ctx.clone())?;
+            o.set("tenant", i.tenant)?;
+            o.set("serviceId", i.service_id)?;
+            #[allow(clippy::cast_precision_loss)]
+            o.set("version", i.version as f64)?;
+            Ok::<_, rquickjs::Error>(o)
+        })?,
+    )?;
+    h.set(
+        "caller",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            let Some(c) = host::caller() else {
+                return Ok(Value::new_null(ctx.clone()));
+            };
+            let o = Object::new(ctx.clone())?;
+            o.set("kind", c.kind)?;
+            o.set("tenant", c.tenant)?;
+            o.set("serviceId", c.service_id)?;
+            o.set("tokenHash", c.token_hash)?;
+            Ok::<_, rquickjs::Error>(o.into_value())
+        })?,
+    )?;
+    h.set(
+        "verify",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, token: String, resource: String, permission: String| {
+                let o = Object::new(ctx.clone())?;
+                match host::verify(&token, &resource, &permission) {
+                    Ok(()) => o.set("valid", true)?,
+                    Err(reason) => {
+                        o.set("valid", false)?;
+                        o.set("reason", reason)?;
+                    }
+                }
+                Ok::<_, rquickjs::Error>(o)
+            },
+        )?,
+    )?;
+    ctx.globals().set(NATIVES, h)?;
+    ctx.eval::<(), _>(PRELUDE)
+}
