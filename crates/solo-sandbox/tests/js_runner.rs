@@ -64,6 +64,7 @@ async fn the_js_contract_runs_inside_wasmtime() {
             if (r.throw) throw new TypeError("bad " + r.throw);
             if (r.spin) for (;;) {}
             if (r.bomb) { const a = []; for (;;) a.push(new Array(100000).fill(1)); }
+            if (r.deep) { const f = (n) => f(n + 1) + 1; return f(0); }
             return { x: r.x * 2 + start };
         }
     "#;
@@ -79,7 +80,8 @@ async fn the_js_contract_runs_inside_wasmtime() {
         other => panic!("expected a guest error, got {other:?}"),
     }
     assert_eq!(s.call(r#"{"x":1}"#).await.unwrap(), r#"{"x":9}"#);
-    // A spinning guest is stopped by wasmtime's epochs, a memory bomb by its memory limit.
+    // A spinning guest is stopped by wasmtime's epochs, a memory bomb by its memory
+    // limit.
     match s.call(r#"{"spin":true}"#).await {
         Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::CpuLimit),
         other => panic!("expected a cpu_limit crash, got {other:?}"),
@@ -88,6 +90,14 @@ async fn the_js_contract_runs_inside_wasmtime() {
     match s.call(r#"{"bomb":true}"#).await {
         Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::MemoryLimit),
         other => panic!("expected a memory_limit crash, got {other:?}"),
+    }
+
+    // Unbounded recursion overflows the component's stack: a crash of kind
+    // stack_overflow (its backtrace is QuickJS's wasm frames, not yet the JS stack).
+    let mut s = runner(source).await.unwrap();
+    match s.call(r#"{"deep":true}"#).await {
+        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::StackOverflow),
+        other => panic!("expected a stack_overflow crash, got {other:?}"),
     }
 
     // A syntax error is refused at init, naming line and column.
