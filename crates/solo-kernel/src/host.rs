@@ -270,18 +270,7 @@ impl HostApi for KernelHost {
             // A cast does not wait, so its denial is recorded just after the refusal.
             Err(Refused::Denied(d)) => {
                 let error = d.error.clone();
-                tokio::spawn(async move {
-                    k.caps
-                        .caps()
-                        .record_denial(
-                            d.log.as_ref(),
-                            &d.token,
-                            &d.resource,
-                            Permission::Call,
-                            d.reason,
-                        )
-                        .await;
-                });
+                tokio::spawn(async move { d.record(&k).await });
                 return Err(error);
             }
             Err(e) => return Err(e.into()),
@@ -364,19 +353,7 @@ async fn resolve_target(
     token: Option<&str>,
 ) -> Result<(Caller, ServiceId), HostError> {
     match resolve_target_now(k, entry, own, target, token) {
-        Err(Refused::Denied(d)) => {
-            k.caps
-                .caps()
-                .record_denial(
-                    d.log.as_ref(),
-                    &d.token,
-                    &d.resource,
-                    Permission::Call,
-                    d.reason,
-                )
-                .await;
-            Err(d.error)
-        }
+        Err(Refused::Denied(d)) => Err(d.record(k).await),
         other => other.map_err(HostError::from),
     }
 }
@@ -395,6 +372,23 @@ struct Denial {
     resource: Resource,
     reason: solo_caps::DenyReason,
     error: HostError,
+}
+
+impl Denial {
+    /// Records the denial in its log; answers the error the guest gets.
+    async fn record(self, k: &Core) -> HostError {
+        k.caps
+            .caps()
+            .record_denial(
+                self.log.as_ref(),
+                &self.token,
+                &self.resource,
+                Permission::Call,
+                self.reason,
+            )
+            .await;
+        self.error
+    }
 }
 
 impl From<Refused> for HostError {

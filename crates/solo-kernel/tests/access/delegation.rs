@@ -9,17 +9,7 @@ async fn a_refused_bearer_token_is_recorded_where_its_owner_sees_it() {
     let s = solo().await;
     let k = &s.kernel;
     let a = tenant("alice");
-    let g = k
-        .grant_capability(
-            &a,
-            GrantRequest {
-                resource: Resource::Events,
-                permissions: perms(&["read"]),
-                ttl_seconds: Some(60),
-            },
-        )
-        .await
-        .unwrap();
+    let g = grant(k, &a, Resource::Events, &["read"], 60).await;
     let tok = g.token.expose().to_string();
     k.authenticate_token(&tok, Some("127.0.0.1:4000")).unwrap();
     k.revoke_capability(&a, &tok).await.unwrap();

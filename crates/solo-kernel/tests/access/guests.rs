@@ -5,19 +5,11 @@
 use super::*;
 
 async fn grant_call(k: &Kernel, owner: &Caller, on: &str) -> String {
-    k.grant_capability(
-        owner,
-        GrantRequest {
-            resource: Resource::Service(sid(on)),
-            permissions: perms(&["call"]),
-            ttl_seconds: Some(600),
-        },
-    )
-    .await
-    .unwrap()
-    .token
-    .expose()
-    .to_string()
+    grant(k, owner, Resource::Service(sid(on)), &["call"], 600)
+        .await
+        .token
+        .expose()
+        .to_string()
 }
 
 #[tokio::test]

@@ -52,6 +52,26 @@ fn perms(p: &[&str]) -> Permissions {
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// Grants `p` on `resource` of `owner`'s tenant for `ttl` seconds.
+async fn grant(
+    k: &Kernel,
+    owner: &Caller,
+    resource: Resource,
+    p: &[&str],
+    ttl: i64,
+) -> solo_kernel::Granted {
+    k.grant_capability(
+        owner,
+        GrantRequest {
+            resource,
+            permissions: perms(p),
+            ttl_seconds: Some(ttl),
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn all_events_text(k: &Kernel) -> String {
     let admin = Caller::admin(TenantId::new("ops").unwrap());
     let page = k
@@ -207,17 +227,7 @@ async fn cross_tenant_calls_need_a_capability_for_exactly_that_service() {
     };
     // Without a token: refused, whatever exists there.
     assert!(via("bob/echo", None).await.contains("permission_denied"));
-    let g = k
-        .grant_capability(
-            &b,
-            GrantRequest {
-                resource: Resource::Service(sid("echo")),
-                permissions: perms(&["call"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let g = grant(k, &b, Resource::Service(sid("echo")), &["call"], 600).await;
     let tok = g.token.expose().to_string();
     assert_eq!(via("bob/echo", Some(&tok)).await, "42");
     // The same token for another service of bob's, or for someone else's tenant: refused.
@@ -268,17 +278,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     .await
     .unwrap();
     k.put_secret(&owner, "s", b"v").await.unwrap();
-    let g = k
-        .grant_capability(
-            &owner,
-            GrantRequest {
-                resource: Resource::Service(sid("api")),
-                permissions: perms(&["call"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let g = grant(k, &owner, Resource::Service(sid("api")), &["call"], 600).await;
     let bearer = k.authenticate_token(g.token.expose(), None).unwrap();
     assert_eq!(bearer.tenant_id().as_str(), "alice");
     assert_eq!(
@@ -363,17 +363,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     assert!(k.authenticate_token(narrower.token.expose(), None).is_err());
 
     // Deploy on kernel lets a sub-agent deploy; read on events lets it watch.
-    let d = k
-        .grant_capability(
-            &owner,
-            GrantRequest {
-                resource: Resource::Kernel,
-                permissions: perms(&["deploy"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let d = grant(k, &owner, Resource::Kernel, &["deploy"], 600).await;
     let deployer = k.authenticate_token(d.token.expose(), None).unwrap();
     k.deploy(
         &deployer,
@@ -385,17 +375,7 @@ async fn a_bearer_token_authorizes_exactly_what_it_names() {
     )
     .await
     .unwrap();
-    let e = k
-        .grant_capability(
-            &owner,
-            GrantRequest {
-                resource: Resource::Events,
-                permissions: perms(&["read"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let e = grant(k, &owner, Resource::Events, &["read"], 600).await;
     let watcher = k.authenticate_token(e.token.expose(), None).unwrap();
     let page = k
         .events(
@@ -423,17 +403,7 @@ async fn verify_and_list_capabilities() {
     let s = solo().await;
     let k = &s.kernel;
     let (a, b) = (tenant("alice"), tenant("bob"));
-    let g = k
-        .grant_capability(
-            &a,
-            GrantRequest {
-                resource: Resource::Events,
-                permissions: perms(&["read"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let g = grant(k, &a, Resource::Events, &["read"], 600).await;
     assert!(
         k.verify_capability(&a, g.token.expose(), &Resource::Events, Permission::Read)
             .await
@@ -549,17 +519,7 @@ async fn services_offered_as_tools_are_listed_to_whoever_may_call_them() {
         ));
     }
     // A token that may call one service sees only that service's tool.
-    let g = k
-        .grant_capability(
-            &a,
-            GrantRequest {
-                resource: Resource::Service(sid("e2")),
-                permissions: perms(&["call"]),
-                ttl_seconds: Some(600),
-            },
-        )
-        .await
-        .unwrap();
+    let g = grant(k, &a, Resource::Service(sid("e2")), &["call"], 600).await;
     let bearer = k.authenticate_token(g.token.expose(), None).unwrap();
     assert_eq!(names(&bearer), ["echo_two"]);
     let me = k.whoami(&bearer);

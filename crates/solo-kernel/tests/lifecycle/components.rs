@@ -3,25 +3,17 @@
 //! restart, and no service notices. (The store's recovery, which `event_store` drives,
 //! is tested from outside with a real full disk: `crates/solo/tests/e2e/faults.rs`.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use solo_kernel::{Caller, DeployRequest, KernelConfig, SYSTEM_COMPONENTS};
-use solo_types::clock::FakeClock;
 use solo_types::{Format, TenantId, kinds};
 
 use crate::common::sid;
-use crate::{alice, call, events, open_on, register, wait_for, wasm};
+use crate::{alice, call, clocked, events, register, wait_for, wasm};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_component_resumes_its_work_after_a_restart() {
-    let clock = FakeClock::new();
-    let s = open_on(
-        tempfile::tempdir().unwrap(),
-        KernelConfig::default(),
-        Some(Arc::clone(&clock)),
-    )
-    .await;
+    let (s, clock) = clocked(KernelConfig::default()).await;
     let k = &s.kernel;
     k.deploy(
         &alice(),

@@ -13,13 +13,7 @@ async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
     let mut config = KernelConfig::default();
     config.limits.max_per_tenant = 3;
     config.limits.max_total = 5;
-    let clock = FakeClock::new();
-    let s = open_on(
-        tempfile::tempdir().unwrap(),
-        config,
-        Some(Arc::clone(&clock)),
-    )
-    .await;
+    let (s, clock) = clocked(config).await;
     let k = &s.kernel;
     let bob = Caller::tenant(TenantId::new("bob").unwrap());
     let held: Vec<_> = (0..3).map(|_| k.admit(&alice()).unwrap()).collect();
@@ -62,13 +56,7 @@ async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
     let mut config = KernelConfig::default();
     config.breaker.failures = 2;
     config.breaker.open_seconds = 1;
-    let clock = FakeClock::new();
-    let s = open_on(
-        tempfile::tempdir().unwrap(),
-        config,
-        Some(Arc::clone(&clock)),
-    )
-    .await;
+    let (s, clock) = clocked(config).await;
     let k = &s.kernel;
     k.deploy(
         &alice(),
@@ -322,13 +310,7 @@ async fn a_token_deployed_service_keeps_its_limited_authority_across_a_restart()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_deploy_is_forgotten_after_ten_minutes() {
-    let clock = FakeClock::new();
-    let s = open_on(
-        tempfile::tempdir().unwrap(),
-        KernelConfig::default(),
-        Some(Arc::clone(&clock)),
-    )
-    .await;
+    let (s, clock) = clocked(KernelConfig::default()).await;
     let k = &s.kernel;
     let broken = b"export function init(c) { throw new Error('not yet'); }\n\
                    export function handleCall(r) { return r; }";

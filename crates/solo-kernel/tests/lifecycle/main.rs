@@ -56,6 +56,18 @@ async fn open_on(
     Solo { kernel, store, dir }
 }
 
+/// A kernel on a new directory telling time by a fake clock, and the clock.
+async fn clocked(config: KernelConfig) -> (Solo, Arc<FakeClock>) {
+    let clock = FakeClock::new();
+    let s = open_on(
+        tempfile::tempdir().unwrap(),
+        config,
+        Some(Arc::clone(&clock)),
+    )
+    .await;
+    (s, clock)
+}
+
 async fn solo() -> Solo {
     open(tempfile::tempdir().unwrap()).await
 }
@@ -554,13 +566,7 @@ fn register(id: &str, name: &str, meta: &[(&str, &str)], ttl: i64) -> solo_kerne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_registers_filters_expires_and_survives_a_restart() {
-    let clock = FakeClock::new();
-    let s = open_on(
-        tempfile::tempdir().unwrap(),
-        KernelConfig::default(),
-        Some(Arc::clone(&clock)),
-    )
-    .await;
+    let (s, clock) = clocked(KernelConfig::default()).await;
     let k = &s.kernel;
     for id in ["eu", "us", "short"] {
         k.deploy(

@@ -27,24 +27,13 @@ use super::writer::Writer;
 use crate::StoreError;
 use crate::wal::Wal;
 
-/// What a failed write left to repair.
+/// What a failed write left to repair (the failure itself, in words, is in the fault
+/// slot readers see).
 pub(crate) struct Failed {
-    /// The first failure, in words.
-    cause: String,
     /// The failed group's WAL record, still to be unwritten.
     wal_record: Option<u64>,
     /// redb saw the failure and must be reopened.
     db_broken: bool,
-}
-
-impl Failed {
-    /// The refusal a write meets meanwhile.
-    pub(super) fn refusal(&self, path: &std::path::Path) -> StoreError {
-        StoreError::Unavailable {
-            path: path.to_path_buf(),
-            cause: self.cause.clone(),
-        }
-    }
 }
 
 impl Writer {
@@ -61,7 +50,6 @@ impl Writer {
                 metrics::gauge!(m::STORE_AVAILABLE).set(0.0);
                 *self.fault.lock() = Some(e.to_string());
                 self.failed = Some(Failed {
-                    cause: e.to_string(),
                     wal_record,
                     db_broken,
                 });
@@ -78,6 +66,14 @@ impl Writer {
                 path: self.path.clone(),
                 cause: e.to_string(),
             },
+        }
+    }
+
+    /// The refusal a write meets while the store is failed.
+    pub(super) fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            path: self.path.clone(),
+            cause: self.fault.lock().clone().unwrap_or_default(),
         }
     }
 

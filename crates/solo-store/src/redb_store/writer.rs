@@ -331,8 +331,8 @@ impl Writer {
     }
 
     fn commit_group(&mut self, mut group: Vec<Request>) {
-        if let Some(f) = &self.failed {
-            Self::fail(group, &f.refusal(&self.path));
+        if self.failed.is_some() {
+            Self::fail(group, &self.unavailable());
             return;
         }
         let started = Instant::now();

@@ -1,0 +1,311 @@
+//! The host side of one component instance: the data of its [`Store`] (the WASI
+//! context with no ambient authority, the memory limiter, the host API) and the
+//! implementation of `solo:service/host` over [`HostApi`]; a guest's stdout and stderr
+//! become lines of its log.
+//!
+//! [`Store`]: wasmtime::Store
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::solo::service::host as wit_host;
+use crate::{HostApi, HostError, Level};
+
+/// The longest log line kept from a guest's stdout or stderr; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// The data of one instance's [`Store`].
+pub(crate) struct State {
+    host: Arc<dyn HostApi>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: MemoryLimiter,
+}
+
+impl State {
+    /// A store's data for an instance of `host`'s service with `memory_bytes` of linear
+    /// memory at most: WASI with stdout and stderr into the log and no network.
+    pub(super) fn new(host: Arc<dyn HostApi>, memory_bytes: u64) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream {
+            host: Arc::clone(&host),
+            level: Level::Info,
+        })
+        .stderr(LogStream {
+            host: Arc::clone(&host),
+            level: Level::Warn,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        Self {
+            host,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: memory_bytes,
+                current: 0,
+                exceeded: false,
+            },
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The error a memory grow past the limit traps with.
+#[derive(Debug)]
+pub(super) struct MemoryLimitExceeded {
+    limit: u64,
+    pub(super) desired: usize,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest asked for {} bytes of linear memory, over its limit of {}",
+            self.desired, self.limit
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+pub(super) struct MemoryLimiter {
+    limit: u64,
+    /// Linear memory in use (the size of the latest memory grown).
+    pub(super) current: u64,
+    pub(super) exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        self.current = self.current - (current as u64).min(self.current) + desired as u64;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+fn to_wit(e: HostError) -> wit_host::Error {
+    wit_host::Error {
+        code: e.code,
+        message: e.message,
+    }
+}
+
+impl wit_host::Host for State {
+    async fn log(&mut self, level: wit_host::Level, message: String) {
+        let level = match level {
+            wit_host::Level::Trace => Level::Trace,
+            wit_host::Level::Debug => Level::Debug,
+            wit_host::Level::Info => Level::Info,
+            wit_host::Level::Warn => Level::Warn,
+            wit_host::Level::Error => Level::Error,
+        };
+        self.host.log(level, &message);
+    }
+
+    async fn emit(&mut self, kind: String, payload: String) -> Result<(), wit_host::Error> {
+        self.host.emit(&kind, &payload).map_err(to_wit)
+    }
+
+    async fn now(&mut self) -> u64 {
+        self.host.now_ns()
+    }
+
+    async fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit_host::Error> {
+        self.host.kv_get(&key).await.map_err(to_wit)
+    }
+
+    async fn kv_put(&mut self, key: String, value: Vec<u8>) -> Result<(), wit_host::Error> {
+        self.host.kv_put(&key, value).await.map_err(to_wit)
+    }
+
+    async fn kv_delete(&mut self, key: String) -> Result<(), wit_host::Error> {
+        self.host.kv_delete(&key).await.map_err(to_wit)
+    }
+
+    async fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, wit_host::Error> {
+        self.host.kv_list(&prefix).await.map_err(to_wit)
+    }
+
+    async fn secret(&mut self, name: String) -> Result<Vec<u8>, wit_host::Error> {
+        self.host.secret(&name).await.map_err(to_wit)
+    }
+
+    async fn call(
+        &mut self,
+        target: String,
+        request: String,
+        timeout_ms: u32,
+        token: Option<String>,
+    ) -> Result<String, wit_host::Error> {
+        self.host
+            .call(
+                &target,
+                request,
+                Duration::from_millis(u64::from(timeout_ms)),
+                token,
+            )
+            .await
+            .map_err(to_wit)
+    }
+
+    async fn cast(
+        &mut self,
+        target: String,
+        message: String,
+        token: Option<String>,
+    ) -> Result<(), wit_host::Error> {
+        self.host.cast(&target, message, token).map_err(to_wit)
+    }
+
+    async fn whoami(&mut self) -> wit_host::Identity {
+        let i = self.host.whoami();
+        wit_host::Identity {
+            tenant: i.tenant,
+            service_id: i.service_id,
+            version: i.version,
+        }
+    }
+
+    async fn caller(&mut self) -> Option<wit_host::CallerInfo> {
+        self.host.caller().map(|c| wit_host::CallerInfo {
+            kind: c.kind.to_string(),
+            tenant: c.tenant,
+            service_id: c.service_id,
+            token_hash: c.token_hash,
+        })
+    }
+
+    async fn verify(
+        &mut self,
+        token: String,
+        resource: String,
+        permission: String,
+    ) -> Result<(), String> {
+        self.host.verify(&token, &resource, &permission).await
+    }
+}
+
+/// A guest's stdout or stderr, written line by line into the service log.
+struct LogStream {
+    host: Arc<dyn HostApi>,
+    level: Level,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            host: Arc::clone(&self.host),
+            level: self.level,
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    host: Arc<dyn HostApi>,
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self, upto: usize) {
+        let line: Vec<u8> = self.buf.drain(..upto).collect();
+        let mut text = String::from_utf8_lossy(&line).into_owned();
+        while text.ends_with('\n') || text.ends_with('\r') {
+            text.pop();
+        }
+        if text.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        self.host.log(self.level, &text);
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            self.emit(pos + 1);
+        }
+        if self.buf.len() > MAX_LOG_LINE * 4 {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+    }
+}
