@@ -2,8 +2,8 @@
 //
 // Calls {"mode": M}: "ok" replies "ok"; "error" throws (a service error, the instance
 // lives on); "crash" overflows the stack (the instance crashes); "big" replies with
-// `size` characters (default 2 MiB); "hang" returns a promise that never settles (no
-// CPU used: only the message's wall-clock deadline ends it). A cast {"mode":"crash"} crashes the instance: an
+// `size` characters (default 2 MiB); "hang" returns a promise that never settles (the
+// runner sees that nothing is left to settle it and answers a service error at once). A cast {"mode":"crash"} crashes the instance: an
 // exception in a cast has nobody to go back to. Config {"fail_init": true} makes init
 // throw.
 export function init(config) {

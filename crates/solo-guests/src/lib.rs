@@ -1,9 +1,15 @@
-//! The example guest services, built for tests and benchmarks.
+//! The guest components: the JavaScript runner every JS service runs in, and the
+//! example services used by tests and benchmarks.
 //!
-//! The build script compiles `guests/` for `wasm32-wasip2` (installing the target when
-//! missing); this crate only tells where the results are.
+//! The build script compiles `guests/` for `wasm32-wasip2` (installing the target and
+//! the C toolchain for wasm32 when missing); this crate embeds the runner and tells
+//! where the examples are.
 
 use std::path::PathBuf;
+
+/// The JavaScript runner (`guests/js-runner`): QuickJS as a Solo component.
+pub const JS_RUNNER: &[u8] =
+    include_bytes!(concat!(env!("SOLO_GUESTS_WASM_DIR"), "/js_runner.wasm"));
 
 /// The example services, each available as a Rust component and as JavaScript.
 pub const EXAMPLES: &[&str] = &[

@@ -1,5 +1,6 @@
-//! Solo's sandboxes: WebAssembly components (wasmtime) and JavaScript (QuickJS) behind
-//! one [`Instance`] trait, so the kernel never cares which one it runs.
+//! Solo's sandbox: WebAssembly components under wasmtime, and JavaScript in the JS runner
+//! (QuickJS compiled to a component, run by the same wasmtime), behind one [`Instance`]
+//! trait, so the kernel never cares which one it runs.
 //!
 //! [`Sandbox::compile`] validates code and turns it into a reusable [`Artifact`] (cached
 //! by the SHA-256 of the code); [`Sandbox::instantiate`] makes an isolated instance with
@@ -52,11 +53,10 @@ pub struct SandboxConfig {
     /// The largest code accepted, per format.
     pub max_wasm_bytes: usize,
     pub max_js_bytes: usize,
-    /// Where compiled components are kept across restarts; `None` keeps them in memory
-    /// only. The directory must be trusted: its files are loaded as machine code.
+    /// Where compiled components (the JS runner among them) are kept across restarts;
+    /// `None` keeps them in memory only. The directory must be trusted: its files are
+    /// loaded as machine code.
     pub cache_dir: Option<PathBuf>,
-    /// Threads that run JavaScript, apart from the caller's runtime.
-    pub js_threads: usize,
 }
 
 impl Default for SandboxConfig {
@@ -68,10 +68,6 @@ impl Default for SandboxConfig {
             max_wasm_bytes: 32 << 20,
             max_js_bytes: 4 << 20,
             cache_dir: None,
-            js_threads: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2)
-                * 2,
         }
     }
 }
@@ -79,7 +75,7 @@ impl Default for SandboxConfig {
 /// Per-instance limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Linear memory (wasm) or heap (JS) cap.
+    /// Linear memory cap (for JavaScript, the runner's memory: QuickJS's heap and more).
     pub memory_bytes: u64,
     /// CPU time one message (or init, snapshot, restore) may use.
     pub cpu_per_message: Duration,
@@ -100,7 +96,7 @@ impl Default for Limits {
 /// Resource readings of one instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstanceStats {
-    /// Linear memory (wasm) or JS heap in use, in bytes.
+    /// Linear memory in use, in bytes.
     pub memory_bytes: u64,
     /// CPU time consumed by all messages so far.
     pub cpu_time: Duration,
@@ -131,10 +127,10 @@ pub trait Instance: Send {
     fn interrupt_handle(&self) -> Interrupt;
 }
 
-/// Both engines and the artifact cache.
+/// The engine, the JS runner and the artifact cache.
 pub struct Sandbox {
     config: SandboxConfig,
-    wasm: wasm::WasmEngine,
+    wasm: Arc<wasm::WasmEngine>,
     js: js::JsEngine,
     cache: artifact::Cache,
 }
@@ -148,7 +144,7 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Creates both engines.
+    /// Creates the engine (the JS runner is compiled on first use).
     pub fn new(config: SandboxConfig) -> Result<Arc<Self>, SandboxError> {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| SandboxError::CacheDir {
@@ -157,8 +153,8 @@ impl Sandbox {
             })?;
         }
         Ok(Arc::new(Self {
-            wasm: wasm::WasmEngine::new(&config)?,
-            js: js::JsEngine::new(&config)?,
+            wasm: Arc::new(wasm::WasmEngine::new(&config)?),
+            js: js::JsEngine::default(),
             cache: artifact::Cache::default(),
             config,
         }))
@@ -170,7 +166,8 @@ impl Sandbox {
     }
 
     /// Validates and compiles `code`, or returns the cached artifact of the same code.
-    /// Compilation runs on a blocking thread.
+    /// Compiling a component runs on a blocking thread; JavaScript is loaded once in an
+    /// instance of the runner.
     pub async fn compile(
         self: &Arc<Self>,
         format: Format,
@@ -183,9 +180,22 @@ impl Sandbox {
         let cell = self.cache.cell(hash);
         let this = Arc::clone(self);
         cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || this.compile_now(format, hash, &code))
-                .await
-                .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
+            this.check_size(format, &code)?;
+            match format {
+                Format::Wasm => {
+                    let wasm = Arc::clone(&this.wasm);
+                    let cache_dir = this.config.cache_dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        wasm.compile(hash, &code, cache_dir.as_deref())
+                    })
+                    .await
+                    .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
+                }
+                Format::Js => {
+                    let cache_dir = this.config.cache_dir.as_deref();
+                    this.js.compile(&this.wasm, cache_dir, hash, &code).await
+                }
+            }
         })
         .await
         .cloned()
@@ -197,12 +207,7 @@ impl Sandbox {
         self.cache.get(hash)
     }
 
-    fn compile_now(
-        &self,
-        format: Format,
-        hash: CodeHash,
-        code: &[u8],
-    ) -> Result<Artifact, CompileError> {
+    fn check_size(&self, format: Format, code: &[u8]) -> Result<(), CompileError> {
         if code.is_empty() {
             return Err(CompileError::Empty);
         }
@@ -216,12 +221,7 @@ impl Sandbox {
                 limit,
             });
         }
-        match format {
-            Format::Wasm => self
-                .wasm
-                .compile(hash, code, self.config.cache_dir.as_deref()),
-            Format::Js => self.js.compile(hash, code),
-        }
+        Ok(())
     }
 
     /// Starts an instance of `artifact` with `limits`; guest code reaches the outside
@@ -241,7 +241,9 @@ impl Sandbox {
         }
         match artifact.backend() {
             artifact::Backend::Wasm(w) => self.wasm.instantiate(w, limits, host).await,
-            artifact::Backend::Js(j) => self.js.instantiate(j, limits, host).await,
+            artifact::Backend::Js(j) => {
+                js::JsEngine::instantiate(&self.wasm, j, limits, host).await
+            }
         }
     }
 }

@@ -40,8 +40,21 @@ mod bindings {
     });
 }
 
+/// The JS runner's world: its own imports and exports over the service's host API.
+pub(crate) mod runner_bindings {
+    wasmtime::component::bindgen!({
+        world: "js-runner",
+        path: "../../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: { "solo:service/host": super::bindings::solo::service::host },
+    });
+}
+
 mod state;
 
+pub(crate) use runner_bindings::exports::solo::service::js_module::LoadError;
+pub(crate) use state::JsCrash;
 use state::{MemoryLimitExceeded, State};
 
 /// The export every service must have, and its functions.
@@ -49,6 +62,8 @@ const HANDLER: &str = "solo:service/handler@0.1.0";
 const HANDLER_FUNCS: [&str; 3] = ["init", "handle-call", "handle-cast"];
 /// The optional state export.
 const STATE: &str = "solo:service/state@0.1.0";
+/// The JS runner's module loader.
+const JS_MODULE: &str = "solo:service/js-module@0.1.0";
 /// How often the epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Fuel granted per millisecond of CPU budget (about one wasm instruction per
@@ -77,6 +92,13 @@ struct Ticker {
 pub(crate) struct WasmArtifact {
     pre: bindings::ServicePre<State>,
     state: Option<StateExports>,
+}
+
+/// The JS runner, compiled and linked: every JavaScript service is an instance of it.
+pub(crate) struct Runner {
+    pre: bindings::ServicePre<State>,
+    state: StateExports,
+    load: ComponentExportIndex,
 }
 
 #[derive(Clone, Copy)]
@@ -116,6 +138,9 @@ impl WasmEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         bindings::Service::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
+        // Only the runner may import this: `compile` refuses any other component that does.
+        runner_bindings::solo::service::js_host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(err)?;
         let ticker = match config.cpu {
             CpuLimiter::Epoch => {
                 let stop = Arc::new(AtomicBool::new(false));
@@ -181,9 +206,24 @@ impl WasmEngine {
                 });
             }
         }
+        let (pre, state) = self.link(&component)?;
+        Ok(Artifact::new(
+            hash,
+            Format::Wasm,
+            code.len(),
+            state.is_some(),
+            Backend::Wasm(WasmArtifact { pre, state }),
+        ))
+    }
+
+    /// Links a compiled component: its instance template and its state exports.
+    fn link(
+        &self,
+        component: &Component,
+    ) -> Result<(bindings::ServicePre<State>, Option<StateExports>), CompileError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(bindings::ServicePre::new)
             .map_err(|e| CompileError::Link(format!("{e:#}")))?;
         let state = component.get_export_index(None, STATE).and_then(|iface| {
@@ -192,13 +232,55 @@ impl WasmEngine {
                 restore: component.get_export_index(Some(&iface), "restore")?,
             })
         });
-        Ok(Artifact::new(
-            hash,
-            Format::Wasm,
-            code.len(),
-            state.is_some(),
-            Backend::Wasm(WasmArtifact { pre, state }),
-        ))
+        Ok((pre, state))
+    }
+
+    /// Compiles the JS runner: from this process's earlier compile for a compatible
+    /// engine (tests and benchmarks make many sandboxes), from the disk cache, or now.
+    pub(crate) fn compile_runner(&self, cache_dir: Option<&Path>) -> Result<Runner, CompileError> {
+        static COMPILED: parking_lot::Mutex<Vec<(u64, Arc<[u8]>)>> =
+            parking_lot::Mutex::new(Vec::new());
+        let tag = self.compat_tag();
+        let earlier = COMPILED
+            .lock()
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, b)| Arc::clone(b));
+        // SAFETY: the bytes were serialized in this process by `Component::serialize`
+        // for an engine with the same compatibility hash, and wasmtime checks the header.
+        let component = match earlier
+            .and_then(|b| unsafe { Component::deserialize(&self.engine, &b) }.ok())
+        {
+            Some(c) => c,
+            None => {
+                let code = solo_guests::JS_RUNNER;
+                let c = self.load_or_compile(CodeHash::of(Format::Wasm, code), code, cache_dir)?;
+                if let Ok(bytes) = c.serialize() {
+                    COMPILED.lock().push((tag, bytes.into()));
+                }
+                c
+            }
+        };
+        let missing = |what: &str| {
+            CompileError::Internal(format!("the JavaScript runner has no {what} export"))
+        };
+        let (pre, state) = self.link(&component)?;
+        let load = component
+            .get_export_index(None, JS_MODULE)
+            .and_then(|i| component.get_export_index(Some(&i), "load"))
+            .ok_or_else(|| missing(JS_MODULE))?;
+        Ok(Runner {
+            pre,
+            state: state.ok_or_else(|| missing(STATE))?,
+            load,
+        })
+    }
+
+    /// Names the engine settings compiled code depends on.
+    fn compat_tag(&self) -> u64 {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+        std::hash::Hasher::finish(&compat)
     }
 
     /// A compiled component from the disk cache, or compiled now (and stored there).
@@ -209,9 +291,7 @@ impl WasmEngine {
         cache_dir: Option<&Path>,
     ) -> Result<Component, CompileError> {
         let cached = cache_dir.map(|dir| {
-            let mut compat = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
-            let tag = std::hash::Hasher::finish(&compat);
+            let tag = self.compat_tag();
             dir.join(format!("{}-{tag:016x}.cwasm", hash.to_hex()))
         });
         // Read the file rather than map it: a mapped file changed underneath would fault.
@@ -247,8 +327,42 @@ impl WasmEngine {
         limits: Limits,
         host: Arc<dyn HostApi>,
     ) -> Result<Box<dyn Instance>, InstantiateError> {
+        let instance = self
+            .start(&artifact.pre, artifact.state, None, limits, host)
+            .await?;
+        Ok(Box::new(instance))
+    }
+
+    /// An instance of the JS runner for a service with `source`; its state exports are
+    /// offered when the module has `snapshot` and `restore`.
+    pub(crate) async fn instantiate_js(
+        &self,
+        runner: &Runner,
+        source: Arc<str>,
+        has_state: bool,
+        limits: Limits,
+        host: Arc<dyn HostApi>,
+    ) -> Result<WasmInstance, InstantiateError> {
+        let js = JsParts {
+            source,
+            load: runner.load,
+        };
+        let state = has_state.then_some(runner.state);
+        self.start(&runner.pre, state, Some(js), limits, host).await
+    }
+
+    async fn start(
+        &self,
+        pre: &bindings::ServicePre<State>,
+        state: Option<StateExports>,
+        js: Option<JsParts>,
+        limits: Limits,
+        host: Arc<dyn HostApi>,
+    ) -> Result<WasmInstance, InstantiateError> {
         let meter = Meter::new();
-        let mut store = Store::new(&self.engine, State::new(host, limits.memory_bytes));
+        let mut data = State::new(host, limits.memory_bytes);
+        data.js_source = js.as_ref().map(|j| Arc::clone(&j.source));
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
         match self.cpu {
             CpuLimiter::Epoch => {
@@ -271,7 +385,8 @@ impl WasmEngine {
             store,
             instance: None,
             service: None,
-            state: artifact.state,
+            state,
+            js_load: js.map(|j| j.load),
             limits,
             meter,
             cpu: self.cpu,
@@ -281,10 +396,7 @@ impl WasmEngine {
         instance
             .prepare()
             .map_err(|e| InstantiateError::Internal(e.to_string()))?;
-        let fut = artifact
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut instance.store);
+        let fut = pre.instance_pre().instantiate_async(&mut instance.store);
         let result = Metered::new(Arc::clone(&instance.meter), fut)
             .await
             .and_then(|inst| {
@@ -294,7 +406,7 @@ impl WasmEngine {
             Ok((inst, service)) => {
                 instance.instance = Some(inst);
                 instance.service = Some(service);
-                Ok(Box::new(instance))
+                Ok(instance)
             }
             Err(e) => {
                 let text = format!("{e:#}");
@@ -344,11 +456,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-struct WasmInstance {
+/// What makes an instance of the runner a JavaScript service.
+struct JsParts {
+    source: Arc<str>,
+    load: ComponentExportIndex,
+}
+
+pub(crate) struct WasmInstance {
     store: Store<State>,
     instance: Option<wasmtime::component::Instance>,
     service: Option<bindings::Service>,
     state: Option<StateExports>,
+    /// The runner's `load`, for a JavaScript service.
+    js_load: Option<ComponentExportIndex>,
     limits: Limits,
     meter: Arc<Meter>,
     cpu: CpuLimiter,
@@ -389,6 +509,11 @@ impl WasmInstance {
         let trap = e.downcast_ref::<Trap>().copied();
         let limit_ms = self.limits.cpu_per_message.as_millis();
         let mut observed = None;
+        let js_crash = e.downcast_ref::<JsCrash>();
+        let backtrace = match js_crash {
+            Some(c) if !c.stack.is_empty() => Some(c.stack.clone()),
+            _ => backtrace,
+        };
         let (kind, message) = if self.meter.interrupted() {
             (
                 CrashKind::Interrupted,
@@ -400,6 +525,8 @@ impl WasmInstance {
                 CrashKind::CpuLimit,
                 format!("the message used more than its CPU budget of {limit_ms} ms"),
             )
+        } else if let Some(c) = js_crash {
+            crate::js::crash_kind(c, &self.limits)
         } else if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
             observed = u64::try_from(m.desired).ok();
             (CrashKind::MemoryLimit, m.to_string())
@@ -455,6 +582,34 @@ impl WasmInstance {
         r.map_err(|e| CallError::Crash(self.classify(e)))
     }
 
+    /// An error the guest returned: for a JavaScript service, the exception's message
+    /// and stack (or a request that is not JSON).
+    fn guest_error(&self, message: String) -> CallError {
+        if self.js_load.is_some() {
+            crate::js::guest_error(message)
+        } else {
+            CallError::Guest(GuestError::new(message))
+        }
+    }
+
+    /// Loads a JavaScript service's module: the names of its exported functions, or why
+    /// it did not load.
+    pub(crate) async fn load(&mut self) -> Result<Result<Vec<String>, LoadError>, CallError> {
+        let index = self
+            .js_load
+            .ok_or_else(|| CallError::crash(CrashKind::Internal, "not a JavaScript instance"))?;
+        self.prepare()?;
+        let instance = self
+            .instance
+            .ok_or_else(|| CallError::crash(CrashKind::Internal, "the instance never started"))?;
+        let func = instance
+            .get_typed_func::<(), (Result<Vec<String>, LoadError>,)>(&mut self.store, &index)
+            .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
+        let fut = func.call_async(&mut self.store, ());
+        let r = Metered::new(Arc::clone(&self.meter), fut).await;
+        Ok(self.finish(r)?.0)
+    }
+
     fn service(&self) -> Result<&bindings::Service, CallError> {
         self.service
             .as_ref()
@@ -469,8 +624,8 @@ impl Instance for WasmInstance {
             let handler = self.service()?.solo_service_handler().clone();
             let fut = handler.call_init(&mut self.store, config);
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
-            self.finish(r)?
-                .map_err(|m| CallError::Guest(GuestError::new(m)))
+            let r = self.finish(r)?;
+            r.map_err(|m| self.guest_error(m))
         })
     }
 
@@ -481,9 +636,8 @@ impl Instance for WasmInstance {
             let fut = handler.call_handle_call(&mut self.store, request);
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
             self.messages += 1;
-            let reply = self
-                .finish(r)?
-                .map_err(|m| CallError::Guest(GuestError::new(m)))?;
+            let reply = self.finish(r)?;
+            let reply = reply.map_err(|m| self.guest_error(m))?;
             if reply.len() > self.limits.max_reply_bytes {
                 return Err(CallError::ReplyTooLarge {
                     size: reply.len(),
@@ -546,9 +700,8 @@ impl Instance for WasmInstance {
                 .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
             let fut = func.call_async(&mut self.store, (state,));
             let r = Metered::new(Arc::clone(&self.meter), fut).await;
-            self.finish(r)?
-                .0
-                .map_err(|m| CallError::Guest(GuestError::new(m)))
+            let r = self.finish(r)?.0;
+            r.map_err(|m| self.guest_error(m))
         })
     }
 

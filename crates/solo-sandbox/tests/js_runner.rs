@@ -1,7 +1,7 @@
 //! The JavaScript runner: QuickJS compiled to a component (`guests/js-runner`), running
-//! the JS contract inside wasmtime, where the memory limit and the CPU budget are
-//! wasmtime's, as for any component. (The JavaScript format still runs on the in-process
-//! engine; moving it onto this runner is the rest of the work.)
+//! every JavaScript service inside wasmtime, where the memory limit and the CPU budget
+//! are wasmtime's, as for any component. (`sandbox.rs` runs the JS contract in both
+//! formats; this file covers what is the runner's own.)
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use solo_sandbox::testing::MemoryHost;
 use solo_sandbox::{
-    Artifact, CallError, CrashKind, Format, Instance, Limits, Sandbox, SandboxConfig,
+    CallError, CompileError, CrashKind, Format, Instance, Limits, Sandbox, SandboxConfig,
 };
 
-/// The runner, compiled once per test process.
-async fn compiled() -> &'static (Arc<Sandbox>, Artifact) {
-    static RUNNER: tokio::sync::OnceCell<(Arc<Sandbox>, Artifact)> =
-        tokio::sync::OnceCell::const_new();
-    RUNNER
-        .get_or_init(|| async {
-            let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
-            let code: Arc<[u8]> = solo_guests::wasm("js-runner").into();
-            let artifact = sandbox.compile(Format::Wasm, code).await.unwrap();
-            (sandbox, artifact)
-        })
-        .await
+/// One sandbox per test process.
+fn sandbox() -> &'static Arc<Sandbox> {
+    static SANDBOX: std::sync::OnceLock<Arc<Sandbox>> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).unwrap())
 }
 
 async fn runner(source: &str) -> Result<Box<dyn Instance>, String> {
@@ -31,18 +23,21 @@ async fn runner(source: &str) -> Result<Box<dyn Instance>, String> {
 }
 
 async fn runner_on(source: &str, host: &MemoryHost) -> Result<Box<dyn Instance>, String> {
-    let (sandbox, artifact) = compiled().await;
+    let sandbox = sandbox();
+    let artifact = sandbox
+        .compile(Format::Js, source.as_bytes().into())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let limits = Limits {
         memory_bytes: 32 << 20,
         cpu_per_message: Duration::from_millis(300),
         max_reply_bytes: 1 << 20,
     };
     let mut inst = sandbox
-        .instantiate(artifact, limits, Arc::new(host.clone()))
+        .instantiate(&artifact, limits, Arc::new(host.clone()))
         .await
         .unwrap();
-    let config = serde_json::json!({ "source": source, "config": { "start": 7 } });
-    inst.init(&config.to_string())
+    inst.init(r#"{"start":7}"#)
         .await
         .map_err(|e| format!("{e:?}"))?;
     Ok(inst)
@@ -75,7 +70,7 @@ async fn the_js_contract_runs_inside_wasmtime() {
     match s.call(r#"{"throw":"input"}"#).await {
         Err(CallError::Guest(e)) => {
             assert!(e.message.contains("bad input"), "{e:?}");
-            assert!(e.message.contains("handleCall"), "{e:?}");
+            assert!(e.stack.unwrap_or_default().contains("at handleCall"));
         }
         other => panic!("expected a guest error, got {other:?}"),
     }
@@ -92,22 +87,56 @@ async fn the_js_contract_runs_inside_wasmtime() {
         other => panic!("expected a memory_limit crash, got {other:?}"),
     }
 
-    // Unbounded recursion overflows the component's stack: a crash of kind
-    // stack_overflow (its backtrace is QuickJS's wasm frames, not yet the JS stack).
+    // Unbounded recursion overflows the component's stack (QuickJS keeps no stack limit
+    // of its own on WASI): a crash of kind stack_overflow, with the runner's frames.
     let mut s = runner(source).await.unwrap();
     match s.call(r#"{"deep":true}"#).await {
-        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::StackOverflow),
+        Err(CallError::Crash(c)) => {
+            assert_eq!(c.kind, CrashKind::StackOverflow);
+            let trace = c.backtrace.unwrap_or_default();
+            assert!(trace.contains("JS_CallInternal"), "{trace}");
+        }
         other => panic!("expected a stack_overflow crash, got {other:?}"),
     }
 
-    // A syntax error is refused at init, naming line and column.
+    // An exception in a cast has nobody to go back to: the instance crashes, and the
+    // report carries the JavaScript stack.
+    let mut s = runner(
+        "export function handleCall(r) { return r; }\n\
+         export function handleCast(m) { if (m.bad) throw new RangeError('cast ' + m.bad); }",
+    )
+    .await
+    .unwrap();
+    s.cast(r#"{"ok":1}"#).await.unwrap();
+    match s.cast(r#"{"bad":"input"}"#).await {
+        Err(CallError::Crash(c)) => {
+            assert_eq!(c.kind, CrashKind::Trap);
+            assert!(c.message.contains("cast input"), "{}", c.message);
+            let stack = c.backtrace.unwrap_or_default();
+            assert!(stack.contains("at handleCast (service:2:"), "{stack}");
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+
+    // A syntax error is refused at compile, naming line and column.
     let Err(e) = runner("export function handleCall(r) { return r; ").await else {
         panic!("a syntax error was taken");
     };
     assert!(
-        e.contains("unexpected token") && e.contains("service:1:43"),
+        e.contains("JsSyntax") && e.contains("line: 1") && e.contains("column: 43"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn the_runner_is_not_a_service_and_its_interfaces_are_not_for_services() {
+    // Deployed as a component, the runner is refused: it imports `js-host`, which only
+    // the runner's own instances are given.
+    let code: Arc<[u8]> = solo_guests::JS_RUNNER.into();
+    match sandbox().compile(Format::Wasm, code).await {
+        Err(CompileError::ForbiddenImport { name }) => assert!(name.contains("js-host"), "{name}"),
+        other => panic!("expected a forbidden import, got {other:?}"),
+    }
 }
 
 #[tokio::test]

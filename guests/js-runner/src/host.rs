@@ -5,6 +5,8 @@
 //! makes asynchronous are wrapped in `async` functions by a small prelude, and answer
 //! settled promises. A failed host call throws an `Error` with the host's `code`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rquickjs::prelude::Opt;
 use rquickjs::{Coerced, Ctx, Exception, Function, IntoJs, Object, Value};
 use solo_sdk::bindings::solo::service::host;
@@ -15,10 +17,12 @@ const NATIVES: &str = "__soloHost";
 const PRELUDE: &str = r#"(() => {
   const h = globalThis.__soloHost;
   delete globalThis.__soloHost;
-  const later = (f) => async (...args) => f(...args);
+  const ready = h.ready;
+  const now = (f) => (...args) => { ready(); return f(...args); };
+  const later = (f) => now(async (...args) => f(...args));
   const solo = {
-    log: h.log, emit: h.emit, now: h.now, cast: h.cast,
-    whoami: h.whoami, caller: h.caller,
+    log: now(h.log), emit: now(h.emit), now: now(h.now), cast: now(h.cast),
+    whoami: now(h.whoami), caller: now(h.caller),
     kvGet: later(h.kvGet), kvPut: later(h.kvPut), kvDelete: later(h.kvDelete),
     kvList: later(h.kvList), secret: later(h.secret), call: later(h.call),
     verify: later(h.verify),
@@ -27,6 +31,15 @@ const PRELUDE: &str = r#"(() => {
     value: Object.freeze(solo), writable: false, configurable: false, enumerable: false,
   });
 })();"#;
+
+/// Whether the module is loading: its top-level code may not use the host API (it runs
+/// at compile time too, when the service has no identity yet).
+static LOADING: AtomicBool = AtomicBool::new(false);
+
+/// Marks the module as loading (`true`) or loaded.
+pub fn set_loading(loading: bool) {
+    LOADING.store(loading, Ordering::Relaxed);
+}
 
 /// An exception for a failed host call, with the machine-readable `code` attached.
 fn thrown(ctx: &Ctx<'_>, e: &solo_sdk::HostError) -> rquickjs::Error {
@@ -67,6 +80,18 @@ fn token(options: &Opt<Object<'_>>) -> Option<String> {
 /// Installs `solo` in `ctx`'s globals.
 pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     let h = Object::new(ctx.clone())?;
+    h.set(
+        "ready",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| -> rquickjs::Result<()> {
+            if LOADING.load(Ordering::Relaxed) {
+                return Err(Exception::throw_message(
+                    &ctx,
+                    "the solo host API cannot be used while the module loads; use it in init or a handler",
+                ));
+            }
+            Ok(())
+        })?,
+    )?;
     h.set(
         "log",
         Function::new(

@@ -1,20 +1,41 @@
 //! js-runner: QuickJS compiled to a Solo component, so JavaScript runs inside wasmtime
 //! (memory limited by wasmtime, CPU by epochs) instead of in the server process.
 //!
-//! It takes the service's source in its init config, as `{"source": "...", "config":
-//! ...}`, and runs the JS contract's entry points (`init`, `handleCall`, `handleCast`,
-//! `snapshot`, `restore`; promises are settled by running QuickJS's job queue) with the
-//! `solo` host API of `host.rs`. Loading the source through a host function, and moving
-//! the JavaScript format onto this runner, are the next steps.
+//! It implements the `js-runner` world of `wit/solo.wit`: the host hands it the
+//! service's source through `js-host.source`; `js-module.load` compiles and evaluates
+//! the module and names its exports; the handler and state exports run the JS
+//! contract's entry points (`init`, `handleCall`, `handleCast`, `snapshot`, `restore`;
+//! promises are settled by running QuickJS's job queue) with the `solo` host API of
+//! `host.rs`. When the engine stops a script (stack overflow, out of memory) or a cast
+//! throws, the runner reports it through `js-host.crash`, with the JavaScript stack, and
+//! the host ends the instance.
 
 mod host;
 
 use std::cell::RefCell;
 
-use rquickjs::{CatchResultExt, Context, Ctx, Function, Module, Persistent, Runtime, Value};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Function, Module, Persistent, Runtime, Value,
+};
+
+#[allow(clippy::all, unsafe_code, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "js-runner",
+        path: "../../wit",
+        with: {
+            "solo:service/host@0.1.0": solo_sdk::bindings::solo::service::host,
+        },
+    });
+}
+
+use bindings::exports::solo::service::{handler, js_module, state};
+use bindings::solo::service::js_host;
 
 /// The service's runtime, context and exports, kept between messages.
 struct Js {
+    // Dropped after the context and the exports.
+    _rt: Runtime,
     ctx: Context,
     exports: Persistent<rquickjs::Object<'static>>,
 }
@@ -23,113 +44,264 @@ thread_local! {
     static JS: RefCell<Option<Js>> = const { RefCell::new(None) };
 }
 
-struct Runner;
+/// A JavaScript failure: its message and stack (empty when there is none).
+struct Thrown {
+    message: String,
+    stack: String,
+    /// What the engine stopped, if it was the engine and not the script.
+    engine: Option<&'static str>,
+}
 
-/// An exception or a failed conversion, as text naming what it can (the message, and for
-/// an exception its stack).
-fn describe<'js>(ctx: &Ctx<'js>, e: rquickjs::Error) -> String {
-    match rquickjs::CaughtError::from_error(ctx, e) {
-        rquickjs::CaughtError::Exception(ex) => {
-            let message = ex.message().unwrap_or_default();
-            match ex.stack() {
-                Some(stack) if !stack.is_empty() => format!("{message}\n{stack}"),
-                _ => message,
-            }
+impl Thrown {
+    fn plain(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            stack: String::new(),
+            engine: None,
         }
-        rquickjs::CaughtError::Value(v) => ctx
-            .json_stringify(v)
-            .ok()
-            .flatten()
-            .and_then(|s| s.to_string().ok())
-            .unwrap_or_else(|| "a value was thrown".into()),
-        rquickjs::CaughtError::Error(e) => e.to_string(),
+    }
+
+    /// The message with the stack under it, as a guest error carries it.
+    fn text(&self) -> String {
+        if self.stack.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}\n{}", self.message, self.stack)
+        }
+    }
+
+    /// Ends the instance through the host when the engine stopped the script; otherwise
+    /// gives the error back.
+    fn or_crash(self) -> Self {
+        if let Some(kind) = self.engine {
+            js_host::crash(kind, &self.message, &self.stack);
+        }
+        self
     }
 }
 
-/// Settles `v` if it is a promise (running the job queue), and gives the value.
-fn settle<'js>(v: Value<'js>) -> rquickjs::Result<Value<'js>> {
+fn caught(e: &CaughtError<'_>) -> Thrown {
+    match e {
+        CaughtError::Exception(ex) => {
+            let message = ex.message().unwrap_or_default();
+            let name: Option<String> = ex.get("name").ok();
+            let engine = match (name.as_deref(), message.as_str()) {
+                (Some("InternalError"), "stack overflow") => Some("stack_overflow"),
+                (Some("InternalError"), m) if m.contains("out of memory") => Some("memory_limit"),
+                _ => None,
+            };
+            Thrown {
+                message: if message.is_empty() {
+                    "an exception without a message".into()
+                } else {
+                    message
+                },
+                stack: ex.stack().unwrap_or_default().trim_end().to_string(),
+                engine,
+            }
+        }
+        CaughtError::Value(v) => Thrown::plain(value_text(v)),
+        CaughtError::Error(rquickjs::Error::Allocation) => Thrown {
+            engine: Some("memory_limit"),
+            ..Thrown::plain("out of memory")
+        },
+        CaughtError::Error(e) => Thrown::plain(e.to_string()),
+    }
+}
+
+/// A thrown value that is not an `Error`, as text.
+fn value_text(v: &Value<'_>) -> String {
+    if let Some(s) = v.as_string() {
+        return s.to_string().unwrap_or_default();
+    }
+    v.ctx()
+        .json_stringify(v.clone())
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| format!("a thrown {}", v.type_name()))
+}
+
+/// Finds `service:LINE:COL` in a QuickJS stack.
+fn position(stack: &str) -> (u32, u32) {
+    let Some(at) = stack.find("service:") else {
+        return (0, 0);
+    };
+    let mut parts = stack[at + "service:".len()..].split(|c: char| !c.is_ascii_digit());
+    let line = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let column = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (line, column)
+}
+
+/// Compiles and evaluates the module once; the names of the functions it exports.
+fn load() -> Result<Vec<String>, js_module::LoadError> {
+    let failed = |t: Thrown, syntax: bool| {
+        let (line, column) = if syntax { position(&t.stack) } else { (0, 0) };
+        js_module::LoadError {
+            syntax,
+            message: t.message,
+            stack: t.stack,
+            line,
+            column,
+        }
+    };
+    let internal = |e: rquickjs::Error| failed(Thrown::plain(e.to_string()), false);
+    if let Some(names) = JS.with(|js| js.borrow().as_ref().map(export_names)) {
+        return names.map_err(internal);
+    }
+    let source = js_host::source();
+    let rt = Runtime::new().map_err(internal)?;
+    let ctx = Context::full(&rt).map_err(internal)?;
+    let exports = ctx.with(|ctx| {
+        host::install(&ctx)
+            .catch(&ctx)
+            .map_err(|e| failed(caught(&e), false))?;
+        let declared = Module::declare(ctx.clone(), "service", source)
+            .catch(&ctx)
+            .map_err(|e| failed(caught(&e), true))?;
+        host::set_loading(true);
+        let evaluated = declared
+            .eval()
+            .and_then(|(module, done)| done.finish::<()>().map(|()| module))
+            .catch(&ctx);
+        host::set_loading(false);
+        let module = evaluated.map_err(|e| failed(caught(&e).or_crash(), false))?;
+        let ns = module.namespace().map_err(internal)?;
+        Ok::<_, js_module::LoadError>(Persistent::save(&ctx, ns))
+    })?;
+    let js = Js {
+        _rt: rt,
+        ctx,
+        exports,
+    };
+    let names = export_names(&js).map_err(internal);
+    JS.with(|cell| *cell.borrow_mut() = Some(js));
+    names
+}
+
+/// The exported functions of a loaded module.
+fn export_names(js: &Js) -> rquickjs::Result<Vec<String>> {
+    js.ctx.with(|ctx| {
+        let ns = js.exports.clone().restore(&ctx)?;
+        let mut names = Vec::new();
+        for entry in ns.props::<String, Value>() {
+            let (name, value) = entry?;
+            if value.is_function() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    })
+}
+
+/// Settles `v` if it is a promise (running the job queue), and gives the value. A
+/// promise still pending once the queue is empty can never settle: the host answers
+/// every call before it returns, and there are no timers.
+fn settle(v: Value<'_>) -> rquickjs::Result<Value<'_>> {
     match v.as_promise() {
-        Some(p) => p.finish::<Value>(),
+        Some(p) => p.finish::<Value>().map_err(|e| match e {
+            rquickjs::Error::WouldBlock => rquickjs::Exception::throw_message(
+                v.ctx(),
+                "the promise returned can never settle: nothing is left that could settle it",
+            ),
+            e => e,
+        }),
         None => Ok(v),
     }
 }
 
-/// Calls export `name` with `arg` (JSON text) and answers the result as JSON text
-/// (`None`: no such export).
-fn run(name: &str, arg: Option<&str>) -> Result<Option<String>, String> {
+/// Calls export `name` with `arg` (JSON text) and answers its result as JSON text
+/// (`None`: no such export). A request that is not JSON is refused before the call.
+fn run(name: &str, arg: Option<&str>) -> Result<Option<String>, Thrown> {
     JS.with(|js| {
         let js = js.borrow();
-        let js = js.as_ref().ok_or("the service was not initialized")?;
+        let js = js
+            .as_ref()
+            .ok_or_else(|| Thrown::plain("the service was not initialized"))?;
         js.ctx.with(|ctx| {
             let exports = js
                 .exports
                 .clone()
                 .restore(&ctx)
-                .map_err(|e| e.to_string())?;
-            let f: Option<Function> = exports.get(name).map_err(|e| e.to_string())?;
+                .map_err(|e| Thrown::plain(e.to_string()))?;
+            let f: Option<Function> = exports
+                .get(name)
+                .map_err(|e| Thrown::plain(e.to_string()))?;
             let Some(f) = f else { return Ok(None) };
-            let out = (|| {
-                let out = match arg {
-                    Some(text) => f.call::<_, Value>((ctx.json_parse(text)?,))?,
-                    None => f.call::<_, Value>(())?,
-                };
-                settle(out)
-            })()
-            .map_err(|e| describe(&ctx, e))?;
-            let text = ctx
-                .json_stringify(out)
-                .map_err(|e| describe(&ctx, e))?
-                .map(|s| s.to_string())
-                .transpose()
-                .map_err(|e| e.to_string())?;
-            Ok(Some(text.unwrap_or_else(|| "null".into())))
+            let arg = match arg {
+                Some(text) => Some(ctx.json_parse(text).catch(&ctx).map_err(|e| {
+                    Thrown::plain(format!("the argument is not JSON: {}", caught(&e).message))
+                })?),
+                None => None,
+            };
+            let out = match arg {
+                Some(v) => f.call::<_, Value>((v,)),
+                None => f.call::<_, Value>(()),
+            }
+            .and_then(settle)
+            .and_then(|v| ctx.json_stringify(v))
+            .and_then(|s| s.map(|s| s.to_string()).transpose())
+            .catch(&ctx)
+            .map_err(|e| caught(&e).or_crash())?;
+            Ok(Some(out.unwrap_or_else(|| "null".into())))
         })
     })
 }
 
-impl solo_sdk::Service for Runner {
+struct Runner;
+
+impl js_module::Guest for Runner {
+    fn load() -> Result<Vec<String>, js_module::LoadError> {
+        load()
+    }
+}
+
+impl handler::Guest for Runner {
     fn init(config: String) -> Result<(), String> {
-        let parsed: serde_json::Value =
-            serde_json::from_str(&config).map_err(|e| format!("the config is not JSON: {e}"))?;
-        let source = parsed["source"]
-            .as_str()
-            .ok_or("the config names no `source`")?
-            .to_string();
-        let service_config = parsed
-            .get("config")
-            .cloned()
-            .unwrap_or_default()
-            .to_string();
-        let rt = Runtime::new().map_err(|e| e.to_string())?;
-        let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
-        let exports = ctx.with(|ctx| {
-            host::install(&ctx).catch(&ctx).map_err(|e| e.to_string())?;
-            let declared = Module::declare(ctx.clone(), "service", source)
-                .catch(&ctx)
-                .map_err(|e| e.to_string())?;
-            let (module, done) = declared.eval().catch(&ctx).map_err(|e| e.to_string())?;
-            done.finish::<()>().catch(&ctx).map_err(|e| e.to_string())?;
-            let ns = module.namespace().map_err(|e| e.to_string())?;
-            Ok::<_, String>(Persistent::save(&ctx, ns))
+        load().map_err(|e| {
+            if e.stack.is_empty() {
+                e.message
+            } else {
+                format!("{}\n{}", e.message, e.stack)
+            }
         })?;
-        JS.with(|js| *js.borrow_mut() = Some(Js { ctx, exports }));
-        run("init", Some(&service_config)).map(|_| ())
+        run("init", Some(&config)).map(|_| ()).map_err(|t| t.text())
     }
 
     fn handle_call(request: String) -> Result<String, String> {
-        run("handleCall", Some(&request))?.ok_or_else(|| "the service exports no handleCall".into())
+        run("handleCall", Some(&request))
+            .map_err(|t| t.text())?
+            .ok_or_else(|| "the service exports no handleCall".into())
     }
 
+    /// An exception in a cast has nobody to go back to: it ends the instance.
     fn handle_cast(message: String) {
-        let _ = run("handleCast", Some(&message));
+        if let Err(t) = run("handleCast", Some(&message)) {
+            js_host::crash(
+                "exception",
+                &format!("uncaught exception: {}", t.message),
+                &t.stack,
+            );
+        }
     }
+}
 
+impl state::Guest for Runner {
     /// The JS `snapshot` export's result as JSON text; none without the export, or when
-    /// it answers `null` or `undefined`.
+    /// it answers `null` or `undefined`. An exception ends the instance (nobody can take
+    /// a failed snapshot).
     fn snapshot() -> Option<Vec<u8>> {
         match run("snapshot", None) {
             Ok(Some(json)) if json != "null" => Some(json.into_bytes()),
-            _ => None,
+            Ok(_) => None,
+            Err(t) => {
+                js_host::crash(
+                    "exception",
+                    &format!("uncaught exception in snapshot: {}", t.message),
+                    &t.stack,
+                );
+                None
+            }
         }
     }
 
@@ -141,8 +313,10 @@ impl solo_sdk::Service for Runner {
             Ok(_) => text.into_owned(),
             Err(_) => serde_json::Value::String(text.into_owned()).to_string(),
         };
-        run("restore", Some(&json)).map(|_| ())
+        run("restore", Some(&json))
+            .map(|_| ())
+            .map_err(|t| t.text())
     }
 }
 
-solo_sdk::service!(Runner);
+bindings::export!(Runner with_types_in bindings);

@@ -16,6 +16,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::solo::service::host as wit_host;
+use super::runner_bindings::solo::service::js_host;
 use crate::{HostApi, HostError, Level};
 
 /// The longest log line kept from a guest's stdout or stderr; longer ones are cut.
@@ -27,6 +28,8 @@ pub(crate) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
+    /// The JavaScript source, when this is an instance of the JS runner.
+    pub(super) js_source: Option<Arc<str>>,
 }
 
 impl State {
@@ -54,6 +57,7 @@ impl State {
                 current: 0,
                 exceeded: false,
             },
+            js_source: None,
         }
     }
 }
@@ -221,6 +225,48 @@ impl wit_host::Host for State {
         permission: String,
     ) -> Result<(), String> {
         self.host.verify(&token, &resource, &permission).await
+    }
+}
+
+/// The JS runner's report that the engine stopped a script, or that an exception had
+/// nobody to go back to: the trap that ends the instance.
+#[derive(Debug)]
+pub(crate) struct JsCrash {
+    pub(crate) kind: String,
+    pub(crate) message: String,
+    pub(crate) stack: String,
+}
+
+impl std::fmt::Display for JsCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for JsCrash {}
+
+impl js_host::Host for State {
+    async fn source(&mut self) -> wasmtime::Result<String> {
+        match &self.js_source {
+            Some(s) => Ok(s.to_string()),
+            None => Err(wasmtime::Error::msg(
+                "js-host is only for the JavaScript runner",
+            )),
+        }
+    }
+
+    async fn crash(
+        &mut self,
+        kind: String,
+        message: String,
+        stack: String,
+    ) -> wasmtime::Result<()> {
+        Err(JsCrash {
+            kind,
+            message,
+            stack,
+        }
+        .into())
     }
 }
 
