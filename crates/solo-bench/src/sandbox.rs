@@ -1,6 +1,8 @@
 //! Sandbox scenario: compile, instantiate, call and idle memory for wasm and JS, each
-//! beside raw wasmtime / raw rquickjs doing the same work without Solo's layer; and the
-//! cost of epoch interruption versus fuel on a compute-bound guest.
+//! beside raw wasmtime / native rquickjs doing the same work without Solo's layer (for
+//! JS, without the wasm sandbox: native QuickJS is kept here only, as the baseline); a
+//! JS deploy and a compute-bound JS call against native; and the cost of epoch
+//! interruption versus fuel on a compute-bound guest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +65,7 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
     rt.block_on(async move {
         wasm(secs).await?;
         js(secs).await?;
+        js_compute().await?;
         cpu_limiters().await?;
         idle_memory().await
     })
@@ -210,6 +213,52 @@ async fn js(secs: Duration) -> anyhow::Result<()> {
     })?;
     let echo = solo_guests::js("echo");
 
+    // The runner: its size, and its first compile (with the first module's check).
+    let t = Instant::now();
+    sandbox
+        .compile(
+            Format::Js,
+            format!("{echo}\n// first\n").into_bytes().into(),
+        )
+        .await?;
+    report(&json!({
+        "scenario": "sandbox.js_runner",
+        "component_bytes": solo_guests::JS_RUNNER.len(),
+        "first_compile_ms": r2(t.elapsed().as_secs_f64() * 1000.0),
+    }));
+
+    // Deploy with the runner compiled: check the module, instantiate, load, init.
+    let (mut solo_d, mut raw_d) = (Samples::default(), Samples::default());
+    for n in 0..200u64 {
+        let code = format!("{echo}\n// deploy {n}\n");
+        let t = Instant::now();
+        let artifact = sandbox
+            .compile(Format::Js, code.clone().into_bytes().into())
+            .await?;
+        let mut inst = sandbox
+            .instantiate(&artifact, limits(), Arc::new(MemoryHost::new()))
+            .await?;
+        inst.init("{}").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        solo_d.push(t.elapsed());
+        drop(inst);
+        let t = Instant::now();
+        let rt = rquickjs::Runtime::new()?;
+        let ctx = rquickjs::Context::full(&rt)?;
+        ctx.with(|ctx| -> rquickjs::Result<()> {
+            let (_m, p) = rquickjs::Module::declare(ctx, "m", code)?.eval()?;
+            p.finish::<()>()
+        })?;
+        raw_d.push(t.elapsed());
+    }
+    let (s, b) = (solo_d.quantile_us(0.5), raw_d.quantile_us(0.5));
+    report(&json!({
+        "scenario": "sandbox.deploy", "format": "js",
+        "p50_us": r2(s), "p99_us": r2(solo_d.quantile_us(0.99)),
+        "baseline": { "name": "native rquickjs: runtime, context, module declared and evaluated", "p50_us": r2(b) },
+        "ratio": ratio(s, b),
+        "target_p50_us": 2000,
+    }));
+
     let (mut solo_c, mut raw_c) = (Samples::default(), Samples::default());
     for n in 0..50u64 {
         let code = format!("{echo}\n// {n}\n");
@@ -291,6 +340,72 @@ async fn js(secs: Duration) -> anyhow::Result<()> {
         "p50_us": r2(s), "p99_us": r2(solo_lat.quantile_us(0.99)), "calls_per_sec": solo_rate.round(),
         "baseline": { "name": "raw rquickjs: JSON.parse, call, JSON.stringify", "p50_us": r2(b), "calls_per_sec": raw_rate.round() },
         "ratio": ratio(s, b),
+    }));
+    Ok(())
+}
+
+/// A compute-bound JavaScript call: integer arithmetic, small objects, strings.
+const JS_WORK: &str = r#"
+export function handleCall(r) {
+  let h = 0;
+  const kept = [];
+  for (let i = 0; i < r.n; i++) {
+    h = (h * 31 + i) | 0;
+    if (i % 64 === 0) kept.push({ i, s: "k" + i });
+  }
+  return { h, kept: kept.length };
+}
+"#;
+
+/// A compute-bound JavaScript call in the runner, beside native QuickJS.
+async fn js_compute() -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 10,
+        ..SandboxConfig::default()
+    })?;
+    let request = r#"{"n":2000000}"#;
+    let artifact = sandbox
+        .compile(Format::Js, JS_WORK.as_bytes().into())
+        .await?;
+    let mut inst = sandbox
+        .instantiate(&artifact, limits(), Arc::new(MemoryHost::new()))
+        .await?;
+    inst.init("{}").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut solo, mut raw) = (Samples::default(), Samples::default());
+    let rt = rquickjs::Runtime::new()?;
+    let ctx = rquickjs::Context::full(&rt)?;
+    for _ in 0..15 {
+        let t = Instant::now();
+        let reply = inst
+            .call(request)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        solo.push(t.elapsed());
+        let t = Instant::now();
+        let native = ctx.with(|ctx| -> rquickjs::Result<String> {
+            let (m, p) = rquickjs::Module::declare(ctx.clone(), "w", JS_WORK)?.eval()?;
+            p.finish::<()>()?;
+            let f: rquickjs::Function<'_> = m.get("handleCall")?;
+            let out: rquickjs::Value<'_> = f.call((ctx.json_parse(request)?,))?;
+            Ok(ctx
+                .json_stringify(out)?
+                .map(|s| s.to_string())
+                .transpose()?
+                .unwrap_or_default())
+        })?;
+        raw.push(t.elapsed());
+        anyhow::ensure!(reply == native, "runner {reply} != native {native}");
+    }
+    let (s, b) = (
+        solo.quantile_us(0.5) / 1000.0,
+        raw.quantile_us(0.5) / 1000.0,
+    );
+    report(&json!({
+        "scenario": "sandbox.js_compute", "work": "2M iterations: integer arithmetic, 31k small objects and strings",
+        "p50_ms": r2(s),
+        "baseline": { "name": "native rquickjs, same module and call", "p50_ms": r2(b) },
+        "ratio": ratio(s, b),
+        "target_ratio": 3,
     }));
     Ok(())
 }

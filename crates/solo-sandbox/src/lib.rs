@@ -14,6 +14,7 @@ mod artifact;
 mod error;
 mod host;
 mod js;
+mod lane;
 mod meter;
 pub mod testing;
 mod wasm;
@@ -57,6 +58,10 @@ pub struct SandboxConfig {
     /// `None` keeps them in memory only. The directory must be trusted: its files are
     /// loaded as machine code.
     pub cache_dir: Option<PathBuf>,
+    /// How many guests that compute for long (past 2 ms of CPU in one message) run at
+    /// once; keep it below the executor's threads so that one stays free for the rest.
+    /// Default: one fewer than the machine's cores, at least one.
+    pub busy_lanes: usize,
 }
 
 impl Default for SandboxConfig {
@@ -68,6 +73,7 @@ impl Default for SandboxConfig {
             max_wasm_bytes: 32 << 20,
             max_js_bytes: 4 << 20,
             cache_dir: None,
+            busy_lanes: lane::default_permits(),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! [`Metered`] wraps the future that runs a guest entry point and adds up the time spent
 //! in its `poll` calls: guest code runs only while it is polled, so time spent waiting
 //! on host calls, or yielded to other tasks, is never counted. The CPU check (the epoch
-//! callback for wasm, the interrupt handler for QuickJS) reads the meter while the guest
-//! runs and stops it once the message's budget is spent.
+//! callback) reads the meter while the guest runs and stops it once the message's budget
+//! is spent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +31,8 @@ pub(crate) struct Meter {
     interrupted: AtomicBool,
     /// A wall-clock deadline (ns since `base`; 0 = none) set by [`Interrupt::deadline`].
     deadline: AtomicU64,
+    /// The busy lane's permit, while a busy message runs (see [`crate::lane`]).
+    lane: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Meter {
@@ -44,7 +46,18 @@ impl Meter {
             tripped: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             deadline: AtomicU64::new(0),
+            lane: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Keeps the busy lane's permit while the guest runs.
+    pub(crate) fn hold_lane(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        *self.lane.lock() = Some(permit);
+    }
+
+    /// Gives the busy lane's permit back, if held.
+    pub(crate) fn release_lane(&self) {
+        self.lane.lock().take();
     }
 
     fn now(&self) -> u64 {
@@ -167,6 +180,9 @@ impl<F: Future> Future for Metered<F> {
         self.meter.enter();
         let out = self.inner.as_mut().poll(cx);
         self.meter.leave();
+        // The guest stopped running (it waits, has yielded, or is done): it holds no
+        // slice of the busy lane while it does not run.
+        self.meter.release_lane();
         out
     }
 }

@@ -8,7 +8,8 @@
 //! * Per artifact, a `ServicePre` (an `InstancePre`), so instantiation does no linking.
 //! * Per instance, one [`Store`] with a [`ResourceLimiter`] for memory and, for CPU,
 //!   either an epoch deadline checked against the instance's [`Meter`] every tick
-//!   (yielding to the executor each time) or fuel.
+//!   (yielding to the executor each time, and past 2 ms of CPU queueing for the busy
+//!   lane of [`crate::lane`]) or fuel.
 //! * Compiled components are cached in memory (by [`crate::artifact::Cache`]) and,
 //!   when a cache directory is configured, on disk.
 
@@ -25,6 +26,7 @@ use wasmtime::{
 };
 
 use crate::artifact::{Artifact, Backend, CodeHash, Format};
+use crate::lane::BusyLane;
 use crate::meter::{Meter, Metered};
 use crate::{
     CallError, CompileError, CpuLimiter, Crash, CrashKind, GuestError, HostApi, Instance,
@@ -75,6 +77,7 @@ pub(crate) struct WasmEngine {
     linker: Linker<State>,
     cpu: CpuLimiter,
     ticker: Option<Ticker>,
+    lane: Arc<BusyLane>,
 }
 
 impl Drop for WasmEngine {
@@ -163,6 +166,7 @@ impl WasmEngine {
             linker,
             cpu: config.cpu,
             ticker,
+            lane: Arc::new(BusyLane::new(config.busy_lanes)),
         })
     }
 
@@ -366,12 +370,12 @@ impl WasmEngine {
         store.limiter(|s| &mut s.limiter);
         match self.cpu {
             CpuLimiter::Epoch => {
-                let m = Arc::clone(&meter);
+                let (m, lane) = (Arc::clone(&meter), Arc::clone(&self.lane));
                 store.epoch_deadline_callback(move |_| {
                     if m.over_budget() {
                         Ok(UpdateDeadline::Interrupt)
                     } else {
-                        Ok(UpdateDeadline::Yield(1))
+                        Ok(lane.next_slice(&m))
                     }
                 });
             }

@@ -527,7 +527,7 @@ async fn a_service_that_never_answers_times_out_and_can_still_be_killed() {
 #[tokio::test]
 async fn a_forced_kill_interrupts_a_busy_js_service_at_once() {
     // Also shows that a spinning JS guest never holds the caller's (here: the test's
-    // single) thread: QuickJS runs on threads of its own.
+    // single) thread: it yields at every epoch tick, as any component does.
     let s = solo().await;
     let k = &s.kernel;
     let a = tenant("a");
