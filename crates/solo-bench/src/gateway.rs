@@ -34,16 +34,25 @@ pub(crate) struct Setup {
 }
 
 pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {
+    let sandbox = SandboxConfig {
+        max_instances: 100,
+        ..SandboxConfig::default()
+    };
+    serve_with(config, sandbox).await
+}
+
+/// [`serve`] with a sandbox of `sandbox`'s settings.
+pub(crate) async fn serve_with(
+    config: KernelConfig,
+    sandbox: SandboxConfig,
+) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     pki::init(dir.path(), &[])?;
     let store = Arc::new(RedbStore::open_with(
         dir.path().join("solo.redb"),
         StoreOptions::default(),
     )?);
-    let sandbox = Sandbox::new(SandboxConfig {
-        max_instances: 100,
-        ..SandboxConfig::default()
-    })?;
+    let sandbox = Sandbox::new(sandbox)?;
     let tls = TlsFiles::load(&CertPaths::new(dir.path()))?;
     let gateway = Gateway::bind(
         GatewayConfig {

@@ -6,6 +6,7 @@
 // The harness reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod fairness;
 mod gateway;
 mod kernel;
 mod lifecycle;
@@ -46,6 +47,9 @@ enum Scenario {
     Lifecycle,
     /// A tool call over MCP (Streamable HTTP, and stdio through `solo mcp`) vs gRPC.
     Mcp,
+    /// Another tenant's call beside 8 spinning JS and 8 spinning wasm services, with and
+    /// without the busy lane.
+    Fairness,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Gateway => gateway::run(secs)?,
         Scenario::Lifecycle => lifecycle::run(secs)?,
         Scenario::Mcp => mcp::run(secs)?,
+        Scenario::Fairness => fairness::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
@@ -73,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             gateway::run(secs)?;
             lifecycle::run(secs)?;
             mcp::run(secs)?;
+            fairness::run(secs)?;
         }
     }
     Ok(())

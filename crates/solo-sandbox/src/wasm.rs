@@ -66,6 +66,8 @@ const HANDLER_FUNCS: [&str; 3] = ["init", "handle-call", "handle-cast"];
 const STATE: &str = "solo:service/state@0.1.0";
 /// The JS runner's module loader.
 const JS_MODULE: &str = "solo:service/js-module@0.1.0";
+/// Ticks a JavaScript script past its budget has to stop at its own interrupt check.
+const JS_STOP_GRACE_TICKS: u32 = 20;
 /// How often the epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Fuel granted per millisecond of CPU budget (about one wasm instruction per
@@ -365,17 +367,30 @@ impl WasmEngine {
     ) -> Result<WasmInstance, InstantiateError> {
         let meter = Meter::new();
         let mut data = State::new(host, limits.memory_bytes);
-        data.js_source = js.as_ref().map(|j| Arc::clone(&j.source));
+        data.js = js.as_ref().map(|j| state::JsHost {
+            source: Arc::clone(&j.source),
+            meter: Arc::clone(&meter),
+        });
+        // A script past its budget is given a few ticks to stop by itself (QuickJS asks
+        // the host at its interrupt checks, and the runner reports the JS stack) before
+        // the epoch stops it.
+        let grace = if js.is_some() { JS_STOP_GRACE_TICKS } else { 0 };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
         match self.cpu {
             CpuLimiter::Epoch => {
                 let (m, lane) = (Arc::clone(&meter), Arc::clone(&self.lane));
+                let mut over = 0;
                 store.epoch_deadline_callback(move |_| {
-                    if m.over_budget() {
-                        Ok(UpdateDeadline::Interrupt)
+                    if !m.over_budget() {
+                        over = 0;
+                        return Ok(lane.next_slice(&m));
+                    }
+                    over += 1;
+                    if over <= grace {
+                        Ok(UpdateDeadline::Continue(1))
                     } else {
-                        Ok(lane.next_slice(&m))
+                        Ok(UpdateDeadline::Interrupt)
                     }
                 });
             }

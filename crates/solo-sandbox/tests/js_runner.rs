@@ -55,9 +55,10 @@ async fn the_js_contract_runs_inside_wasmtime() {
         let start = 0;
         export function init(config) { start = config.start; }
         export async function handleCall(r) {
+            if (r.spin) for (;;) {}
             await null;
             if (r.throw) throw new TypeError("bad " + r.throw);
-            if (r.spin) for (;;) {}
+            if (r.later) for (;;) {}
             if (r.bomb) { const a = []; for (;;) a.push(new Array(100000).fill(1)); }
             if (r.deep) { const f = (n) => f(n + 1) + 1; return f(0); }
             return { x: r.x * 2 + start };
@@ -75,16 +76,43 @@ async fn the_js_contract_runs_inside_wasmtime() {
         other => panic!("expected a guest error, got {other:?}"),
     }
     assert_eq!(s.call(r#"{"x":1}"#).await.unwrap(), r#"{"x":9}"#);
-    // A spinning guest is stopped by wasmtime's epochs, a memory bomb by its memory
-    // limit.
+    // A spinning script is stopped once its CPU budget is spent, a memory bomb at its
+    // heap limit (below the instance's memory limit): both crash reports carry the JS
+    // stack, because QuickJS stops the script (asking the host at its interrupt checks)
+    // before wasmtime has to.
     match s.call(r#"{"spin":true}"#).await {
+        Err(CallError::Crash(c)) => {
+            assert_eq!(c.kind, CrashKind::CpuLimit);
+            let stack = c.backtrace.unwrap_or_default();
+            assert!(stack.contains("at handleCall (service:"), "{stack}");
+        }
+        other => panic!("expected a cpu_limit crash, got {other:?}"),
+    }
+    // After an `await` the spin runs in a job of QuickJS's queue, whose stopped
+    // exception QuickJS drops: the same crash, without the JS stack.
+    let mut s = runner(source).await.unwrap();
+    match s.call(r#"{"later":true}"#).await {
         Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::CpuLimit),
         other => panic!("expected a cpu_limit crash, got {other:?}"),
     }
     let mut s = runner(source).await.unwrap();
     match s.call(r#"{"bomb":true}"#).await {
-        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::MemoryLimit),
+        Err(CallError::Crash(c)) => {
+            assert_eq!(c.kind, CrashKind::MemoryLimit);
+            let stack = c.backtrace.unwrap_or_default();
+            assert!(stack.contains("at handleCall (service:"), "{stack}");
+        }
         other => panic!("expected a memory_limit crash, got {other:?}"),
+    }
+    // A script that keeps its CPU budget's end from QuickJS (a catch-all around a
+    // spin cannot catch the interrupt) is stopped all the same.
+    let mut s =
+        runner("export function handleCall(r) { for (;;) { try { for (;;) {} } catch (e) {} } }")
+            .await
+            .unwrap();
+    match s.call("{}").await {
+        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::CpuLimit),
+        other => panic!("expected a cpu_limit crash, got {other:?}"),
     }
 
     // Unbounded recursion overflows the component's stack (QuickJS keeps no stack limit

@@ -6,9 +6,10 @@
 //! the module and names its exports; the handler and state exports run the JS
 //! contract's entry points (`init`, `handleCall`, `handleCast`, `snapshot`, `restore`;
 //! promises are settled by running QuickJS's job queue) with the `solo` host API of
-//! `host.rs`. When the engine stops a script (stack overflow, out of memory) or a cast
-//! throws, the runner reports it through `js-host.crash`, with the JavaScript stack, and
-//! the host ends the instance.
+//! `host.rs`. QuickJS's heap limit sits below the instance's memory limit, and its
+//! interrupt handler asks the host whether to stop, so that when the engine stops a
+//! script (out of memory, CPU budget spent) or a cast throws, the runner can report it
+//! through `js-host.crash` with the JavaScript stack before the host ends the instance.
 
 mod host;
 
@@ -86,6 +87,7 @@ fn caught(e: &CaughtError<'_>) -> Thrown {
             let message = ex.message().unwrap_or_default();
             let name: Option<String> = ex.get("name").ok();
             let engine = match (name.as_deref(), message.as_str()) {
+                (Some("InternalError"), "interrupted") => Some("cpu_limit"),
                 (Some("InternalError"), "stack overflow") => Some("stack_overflow"),
                 (Some("InternalError"), m) if m.contains("out of memory") => Some("memory_limit"),
                 _ => None,
@@ -151,6 +153,8 @@ fn load() -> Result<Vec<String>, js_module::LoadError> {
     }
     let source = js_host::source();
     let rt = Runtime::new().map_err(internal)?;
+    rt.set_memory_limit(usize::try_from(js_host::heap_limit()).unwrap_or(usize::MAX));
+    rt.set_interrupt_handler(Some(Box::new(js_host::interrupted)));
     let ctx = Context::full(&rt).map_err(internal)?;
     let exports = ctx.with(|ctx| {
         host::install(&ctx)
@@ -197,16 +201,22 @@ fn export_names(js: &Js) -> rquickjs::Result<Vec<String>> {
 /// Settles `v` if it is a promise (running the job queue), and gives the value. A
 /// promise still pending once the queue is empty can never settle: the host answers
 /// every call before it returns, and there are no timers.
-fn settle(v: Value<'_>) -> rquickjs::Result<Value<'_>> {
-    match v.as_promise() {
-        Some(p) => p.finish::<Value>().map_err(|e| match e {
-            rquickjs::Error::WouldBlock => rquickjs::Exception::throw_message(
-                v.ctx(),
-                "the promise returned can never settle: nothing is left that could settle it",
-            ),
-            e => e,
+///
+/// A job that QuickJS stopped (the CPU budget spent) leaves its promise pending too; the
+/// job's exception is gone by then, so that report carries no JS stack.
+fn settle(v: Value<'_>) -> Result<Value<'_>, Thrown> {
+    let Some(p) = v.as_promise() else {
+        return Ok(v);
+    };
+    match p.finish::<Value>() {
+        Err(rquickjs::Error::WouldBlock) if js_host::interrupted() => Err(Thrown {
+            engine: Some("cpu_limit"),
+            ..Thrown::plain("interrupted")
         }),
-        None => Ok(v),
+        Err(rquickjs::Error::WouldBlock) => Err(Thrown::plain(
+            "the promise returned can never settle: nothing is left that could settle it",
+        )),
+        other => other.catch(v.ctx()).map_err(|e| caught(&e)),
     }
 }
 
@@ -238,11 +248,16 @@ fn run(name: &str, arg: Option<&str>) -> Result<Option<String>, Thrown> {
                 Some(v) => f.call::<_, Value>((v,)),
                 None => f.call::<_, Value>(()),
             }
-            .and_then(settle)
-            .and_then(|v| ctx.json_stringify(v))
-            .and_then(|s| s.map(|s| s.to_string()).transpose())
             .catch(&ctx)
-            .map_err(|e| caught(&e).or_crash())?;
+            .map_err(|e| caught(&e))
+            .and_then(settle)
+            .and_then(|v| {
+                ctx.json_stringify(v)
+                    .and_then(|s| s.map(|s| s.to_string()).transpose())
+                    .catch(&ctx)
+                    .map_err(|e| caught(&e))
+            })
+            .map_err(Thrown::or_crash)?;
             Ok(Some(out.unwrap_or_else(|| "null".into())))
         })
     })

@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::solo::service::host as wit_host;
 use super::runner_bindings::solo::service::js_host;
+use crate::meter::Meter;
 use crate::{HostApi, HostError, Level};
 
 /// The longest log line kept from a guest's stdout or stderr; longer ones are cut.
@@ -28,9 +29,18 @@ pub(crate) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
-    /// The JavaScript source, when this is an instance of the JS runner.
-    pub(super) js_source: Option<Arc<str>>,
+    /// What the JS runner asks of its host, when this is an instance of it.
+    pub(super) js: Option<JsHost>,
 }
+
+/// The host side of a JS runner instance.
+pub(super) struct JsHost {
+    pub(super) source: Arc<str>,
+    pub(super) meter: Arc<Meter>,
+}
+
+/// Room left outside QuickJS's heap for the runner's stack, statics and allocator.
+const JS_HEAP_HEADROOM: u64 = 4 << 20;
 
 impl State {
     /// A store's data for an instance of `host`'s service with `memory_bytes` of linear
@@ -57,7 +67,7 @@ impl State {
                 current: 0,
                 exceeded: false,
             },
-            js_source: None,
+            js: None,
         }
     }
 }
@@ -245,14 +255,28 @@ impl std::fmt::Display for JsCrash {
 
 impl std::error::Error for JsCrash {}
 
+impl State {
+    fn js_host(&self) -> wasmtime::Result<&JsHost> {
+        self.js
+            .as_ref()
+            .ok_or_else(|| wasmtime::Error::msg("js-host is only for the JavaScript runner"))
+    }
+}
+
 impl js_host::Host for State {
     async fn source(&mut self) -> wasmtime::Result<String> {
-        match &self.js_source {
-            Some(s) => Ok(s.to_string()),
-            None => Err(wasmtime::Error::msg(
-                "js-host is only for the JavaScript runner",
-            )),
-        }
+        Ok(self.js_host()?.source.to_string())
+    }
+
+    async fn heap_limit(&mut self) -> wasmtime::Result<u64> {
+        let limit = self.limiter.limit;
+        Ok(limit
+            .saturating_sub(JS_HEAP_HEADROOM.max(limit / 8))
+            .max(limit / 2))
+    }
+
+    async fn interrupted(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.js_host()?.meter.over_budget())
     }
 
     async fn crash(
