@@ -126,6 +126,7 @@ async fn hostile_scripts_stop_inside_their_own_instance() {
     let refused = evil
         .deploy(pb::DeployRequest {
             config_json: r#"{"spin":true}"#.into(),
+            cpu_ms_per_message: 300,
             ..deploy_js("spin-init", HOSTILE.into())
         })
         .await
@@ -141,8 +142,13 @@ async fn hostile_scripts_stop_inside_their_own_instance() {
         ("regex", "cpu_limit"),
         ("huge", "reply"),
     ] {
+        // Callers that wait long: on a loaded machine the CPU budget's worth of work
+        // (1 s) can take many times as long in wall time.
         let e = evil
-            .call(call("hostile", json!({ "mode": mode })))
+            .call(pb::CallRequest {
+                timeout_ms: 30_000,
+                ..call("hostile", json!({ "mode": mode }))
+            })
             .await
             .unwrap_err();
         assert!(e.message().contains(expected), "{mode}: {e:?}");
