@@ -6,6 +6,7 @@
 // The harness reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod breakdown;
 mod fairness;
 mod gateway;
 mod kernel;

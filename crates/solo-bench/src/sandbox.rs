@@ -15,7 +15,7 @@ use wasmtime::component::{Component, Linker};
 use crate::report;
 use crate::stats::{Samples, r2};
 
-fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     Limits {
         memory_bytes: 64 << 20,
         cpu_per_message: Duration::from_secs(10),
@@ -510,6 +510,7 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "kernel-wasm" => crate::kernel::idle_probe().await,
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),
+            "js-breakdown" => crate::breakdown::js().await,
             other => Err(anyhow::anyhow!("unknown idle probe {other}")),
         }
     })?;

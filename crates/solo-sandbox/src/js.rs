@@ -155,14 +155,15 @@ impl JsEngine {
     }
 }
 
-/// The crash kind and message for the runner's report of a stopped script.
-pub(crate) fn crash_kind(c: &crate::wasm::JsCrash, limits: &Limits) -> (CrashKind, String) {
+/// The crash kind and message for the runner's report of a stopped script (`cpu_limit`
+/// is the meter's to say: a report of it with the budget not spent is a trap).
+pub(crate) fn crash_kind(
+    c: &crate::wasm::JsCrash,
+    limits: &Limits,
+    memory_near_limit: bool,
+) -> (CrashKind, String) {
     match c.kind.as_str() {
-        "stack_overflow" => (
-            CrashKind::StackOverflow,
-            "the guest's stack overflowed (unbounded recursion?)".into(),
-        ),
-        "memory_limit" => (
+        "memory_limit" if memory_near_limit => (
             CrashKind::MemoryLimit,
             format!(
                 "the guest ran out of memory at its limit of {} bytes",

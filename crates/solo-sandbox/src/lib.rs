@@ -59,8 +59,8 @@ pub struct SandboxConfig {
     /// loaded as machine code.
     pub cache_dir: Option<PathBuf>,
     /// How many guests that compute for long (past 2 ms of CPU in one message) run at
-    /// once; keep it below the executor's threads so that one stays free for the rest.
-    /// Default: one fewer than the machine's cores, at least one.
+    /// once, under either CPU limiter; keep it below the executor's threads so that one
+    /// stays free for the rest. Default: one fewer than the machine's cores, at least one.
     pub busy_lanes: usize,
 }
 

@@ -9,9 +9,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::lane::{BUSY_AFTER, BusyLane};
 
 /// The CPU meter of one instance.
 #[derive(Debug)]
@@ -31,12 +35,15 @@ pub(crate) struct Meter {
     interrupted: AtomicBool,
     /// A wall-clock deadline (ns since `base`; 0 = none) set by [`Interrupt::deadline`].
     deadline: AtomicU64,
-    /// The busy lane's permit, while a busy message runs (see [`crate::lane`]).
-    lane: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// The busy lane a busy message runs in, if any (see [`crate::lane`]).
+    lane: Option<BusyLane>,
+    /// Epoch ticks the current message has seen past its budget.
+    over_ticks: AtomicU32,
 }
 
 impl Meter {
-    pub(crate) fn new() -> Arc<Self> {
+    /// A meter whose busy messages run in `lane`.
+    pub(crate) fn in_lane(lane: Option<BusyLane>) -> Arc<Self> {
         Arc::new(Self {
             base: Instant::now(),
             used: AtomicU64::new(0),
@@ -46,18 +53,14 @@ impl Meter {
             tripped: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             deadline: AtomicU64::new(0),
-            lane: parking_lot::Mutex::new(None),
+            lane,
+            over_ticks: AtomicU32::new(0),
         })
     }
 
-    /// Keeps the busy lane's permit while the guest runs.
-    pub(crate) fn hold_lane(&self, permit: tokio::sync::OwnedSemaphorePermit) {
-        *self.lane.lock() = Some(permit);
-    }
-
-    /// Gives the busy lane's permit back, if held.
-    pub(crate) fn release_lane(&self) {
-        self.lane.lock().take();
+    /// Counts an epoch tick past the budget; how many the current message has seen.
+    pub(crate) fn tick_over(&self) -> u32 {
+        self.over_ticks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn now(&self) -> u64 {
@@ -71,6 +74,7 @@ impl Meter {
     pub(crate) fn begin(&self, limit: Duration) {
         self.used.store(0, Ordering::Relaxed);
         self.tripped.store(false, Ordering::Relaxed);
+        self.over_ticks.store(0, Ordering::Relaxed);
         self.limit.store(
             u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -135,8 +139,10 @@ impl Meter {
     }
 }
 
-/// Stops an instance's running guest code at its next check (within an epoch tick for
-/// wasm, at QuickJS's next interrupt poll), for a forced kill.
+/// Stops an instance's running guest code at its next check, for a forced kill: within
+/// an epoch tick for a component; a JavaScript script stops at QuickJS's next interrupt
+/// check, or at the latest 20 ticks later. A guest waiting for the busy lane stops once
+/// it runs again.
 #[derive(Debug, Clone)]
 pub struct Interrupt(pub(crate) Arc<Meter>);
 
@@ -158,10 +164,14 @@ impl Interrupt {
     }
 }
 
-/// A future whose time in `poll` is charged to a [`Meter`].
+type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+
+/// A future whose time in `poll` is charged to a [`Meter`], and which, once its message
+/// is busy, runs only while it holds a permit of the meter's busy lane.
 pub(crate) struct Metered<F> {
     inner: Pin<Box<F>>,
     meter: Arc<Meter>,
+    acquiring: Option<Acquire>,
 }
 
 impl<F> Metered<F> {
@@ -169,6 +179,7 @@ impl<F> Metered<F> {
         Self {
             inner: Box::pin(inner),
             meter,
+            acquiring: None,
         }
     }
 }
@@ -177,12 +188,29 @@ impl<F: Future> Future for Metered<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.meter.enter();
-        let out = self.inner.as_mut().poll(cx);
-        self.meter.leave();
-        // The guest stopped running (it waits, has yielded, or is done): it holds no
-        // slice of the busy lane while it does not run.
-        self.meter.release_lane();
+        let this = &mut *self;
+        if this.acquiring.is_none()
+            && let Some(lane) = &this.meter.lane
+            && this.meter.used() >= BUSY_AFTER
+        {
+            let lane = Arc::clone(lane);
+            this.acquiring = Some(Box::pin(async move { lane.acquire_owned().await.ok() }));
+        }
+        // Held for this poll only: the guest gives its slice back whenever it stops
+        // running (it yields at a tick, waits on the host, or is done).
+        let _permit = match this.acquiring.as_mut() {
+            Some(acquire) => match acquire.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(permit) => {
+                    this.acquiring = None;
+                    permit
+                }
+            },
+            None => None,
+        };
+        this.meter.enter();
+        let out = this.inner.as_mut().poll(cx);
+        this.meter.leave();
         out
     }
 }
@@ -193,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_is_not_counted() {
-        let meter = Meter::new();
+        let meter = Meter::in_lane(None);
         meter.begin(Duration::from_millis(50));
         Metered::new(Arc::clone(&meter), async {
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -209,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn busy_time_is_counted_and_trips_the_budget() {
-        let meter = Meter::new();
+        let meter = Meter::in_lane(None);
         meter.begin(Duration::from_millis(5));
         Metered::new(Arc::clone(&meter), async {
             let t = Instant::now();
@@ -222,5 +250,37 @@ mod tests {
         assert!(meter.over_budget());
         assert!(meter.tripped());
         assert!(meter.total() >= Duration::from_millis(10));
+    }
+
+    #[tokio::test]
+    async fn a_busy_message_runs_only_with_a_permit_of_the_lane() {
+        let lane = crate::lane::new(1);
+        let meter = Meter::in_lane(Some(Arc::clone(&lane)));
+        meter.begin(Duration::from_secs(10));
+        // A short message does not touch the lane, even when it is full.
+        let held = Arc::clone(&lane)
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        Metered::new(Arc::clone(&meter), async {
+            let t = Instant::now();
+            while t.elapsed() < BUSY_AFTER + Duration::from_millis(1) {
+                std::hint::spin_loop();
+            }
+        })
+        .await;
+        // Now busy: the next poll waits for the lane without running the guest.
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&ran);
+        let mut busy = Box::pin(Metered::new(Arc::clone(&meter), async move {
+            r.store(true, Ordering::Relaxed);
+        }));
+        assert!(futures::poll!(busy.as_mut()).is_pending());
+        assert!(!ran.load(Ordering::Relaxed));
+        drop(held);
+        busy.await;
+        assert!(ran.load(Ordering::Relaxed));
+        // The permit went back when the poll returned.
+        assert_eq!(lane.available_permits(), 1);
     }
 }

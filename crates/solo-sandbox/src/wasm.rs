@@ -8,8 +8,8 @@
 //! * Per artifact, a `ServicePre` (an `InstancePre`), so instantiation does no linking.
 //! * Per instance, one [`Store`] with a [`ResourceLimiter`] for memory and, for CPU,
 //!   either an epoch deadline checked against the instance's [`Meter`] every tick
-//!   (yielding to the executor each time, and past 2 ms of CPU queueing for the busy
-//!   lane of [`crate::lane`]) or fuel.
+//!   (yielding to the executor each time; past 2 ms of CPU a message resumes only in
+//!   the busy lane of [`crate::lane`]) or fuel.
 //! * Compiled components are cached in memory (by [`crate::artifact::Cache`]) and,
 //!   when a cache directory is configured, on disk.
 
@@ -79,7 +79,7 @@ pub(crate) struct WasmEngine {
     linker: Linker<State>,
     cpu: CpuLimiter,
     ticker: Option<Ticker>,
-    lane: Arc<BusyLane>,
+    lane: BusyLane,
 }
 
 impl Drop for WasmEngine {
@@ -168,7 +168,7 @@ impl WasmEngine {
             linker,
             cpu: config.cpu,
             ticker,
-            lane: Arc::new(BusyLane::new(config.busy_lanes)),
+            lane: crate::lane::new(config.busy_lanes),
         })
     }
 
@@ -365,7 +365,7 @@ impl WasmEngine {
         limits: Limits,
         host: Arc<dyn HostApi>,
     ) -> Result<WasmInstance, InstantiateError> {
-        let meter = Meter::new();
+        let meter = Meter::in_lane(Some(Arc::clone(&self.lane)));
         let mut data = State::new(host, limits.memory_bytes);
         data.js = js.as_ref().map(|j| state::JsHost {
             source: Arc::clone(&j.source),
@@ -379,16 +379,10 @@ impl WasmEngine {
         store.limiter(|s| &mut s.limiter);
         match self.cpu {
             CpuLimiter::Epoch => {
-                let (m, lane) = (Arc::clone(&meter), Arc::clone(&self.lane));
-                let mut over = 0;
+                let m = Arc::clone(&meter);
                 store.epoch_deadline_callback(move |_| {
-                    if !m.over_budget() {
-                        over = 0;
-                        return Ok(lane.next_slice(&m));
-                    }
-                    over += 1;
-                    if over <= grace {
-                        Ok(UpdateDeadline::Continue(1))
+                    if !m.over_budget() || m.tick_over() <= grace {
+                        Ok(UpdateDeadline::Yield(1))
                     } else {
                         Ok(UpdateDeadline::Interrupt)
                     }
@@ -545,7 +539,10 @@ impl WasmInstance {
                 format!("the message used more than its CPU budget of {limit_ms} ms"),
             )
         } else if let Some(c) = js_crash {
-            crate::js::crash_kind(c, &self.limits)
+            // A script can throw what looks like QuickJS's out-of-memory error; only a
+            // memory near its limit (QuickJS's heap limit is at least half of it) is one.
+            let near_limit = self.store.data().limiter.current * 2 >= self.limits.memory_bytes;
+            crate::js::crash_kind(c, &self.limits, near_limit)
         } else if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
             observed = u64::try_from(m.desired).ok();
             (CrashKind::MemoryLimit, m.to_string())

@@ -190,7 +190,7 @@ async fn the_solo_host_api_and_state_work_on_the_runner() {
         r#"{"keys":["a"]}"#
     );
 
-    // The rest of the API, with the same names and shapes as the in-process engine.
+    // The rest of the API, with the contract's names and shapes.
     host.set_secret("api", b"s3cret");
     host.on_call(|target, request| Ok(format!(r#"{{"to":"{target}","got":{request}}}"#)));
     let source = r#"
@@ -244,4 +244,50 @@ async fn the_solo_host_api_and_state_work_on_the_runner() {
     let mut b = runner(&solo_guests::js("counter")).await.unwrap();
     b.restore(&snap).await.unwrap();
     assert_eq!(b.call(r#"{"op":"get"}"#).await.unwrap(), r#"{"value":12}"#);
+}
+
+#[tokio::test]
+async fn json_nested_too_deep_is_refused_without_harm() {
+    // QuickJS has no stack limit on WASI: nesting this deep would overflow the
+    // component's stack inside JSON.parse. The runner refuses it as not JSON.
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let host = MemoryHost::new();
+    let mut echo = runner_on(
+        "export function handleCall(r) { return r; }\n\
+         export function handleCast(m) { solo.log('cast taken'); }",
+        &host,
+    )
+    .await
+    .unwrap();
+    assert_eq!(echo.call(&deep(1000)).await.unwrap(), deep(1000));
+    match echo.call(&deep(100_000)).await {
+        Err(CallError::BadRequest(m)) => assert!(m.contains("deeper than 1000"), "{m}"),
+        other => panic!("expected a bad request, got {other:?}"),
+    }
+    // Brackets inside strings do not count.
+    let quoted = serde_json::Value::String("[".repeat(5000)).to_string();
+    assert_eq!(echo.call(&quoted).await.unwrap(), quoted);
+    // A cast that deep is dropped (and logged), and the instance lives on.
+    echo.cast(&deep(100_000)).await.unwrap();
+    assert_eq!(echo.call("[1]").await.unwrap(), "[1]");
+    assert!(
+        host.logs()
+            .iter()
+            .any(|(_, m)| m.contains("a cast was dropped")),
+        "{:?}",
+        host.logs()
+    );
+
+    // A reply that deep, from a service this one calls, is an error the script sees.
+    host.on_call(move |_, _| Ok(deep(100_000)));
+    let mut caller = runner_on(
+        "export async function handleCall(r) {\n\
+           try { await solo.call('other', {}); return 'taken'; } catch (e) { return e.message; }\n\
+         }",
+        &host,
+    )
+    .await
+    .unwrap();
+    let said = caller.call("{}").await.unwrap();
+    assert!(said.contains("nested deeper than 1000"), "{said}");
 }

@@ -1,9 +1,10 @@
-//! The `solo` object a JavaScript service sees, over the component's host imports: the
-//! same names and shapes as the in-process engine (`log`, `emit`, `now`, `kvGet`,
-//! `kvPut`, `kvDelete`, `kvList`, `secret`, `call`, `cast`, `whoami`, `caller`,
-//! `verify`). Host calls are synchronous imports here, so the functions the contract
-//! makes asynchronous are wrapped in `async` functions by a small prelude, and answer
-//! settled promises. A failed host call throws an `Error` with the host's `code`.
+//! The `solo` object a JavaScript service sees, over the component's host imports, with
+//! the JS contract's names and shapes (`log`, `emit`, `now`, `kvGet`, `kvPut`,
+//! `kvDelete`, `kvList`, `secret`, `call`, `cast`, `whoami`, `caller`, `verify`). Host
+//! calls are synchronous imports here, so the functions the contract makes asynchronous
+//! are wrapped in `async` functions by a small prelude, and answer settled promises. A
+//! failed host call throws an `Error` with the host's `code`; every function throws
+//! while the module's top-level code runs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -190,6 +191,15 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                 let timeout = timeout.clamp(0.0, 3.6e6) as u32;
                 let reply = host::call(&target, &request, timeout, token(&options).as_deref())
                     .map_err(|e| thrown(&ctx, &e))?;
+                if crate::too_deep(&reply) {
+                    return Err(Exception::throw_message(
+                        &ctx,
+                        &format!(
+                            "the reply of {target} is nested deeper than {} levels",
+                            crate::MAX_JSON_DEPTH
+                        ),
+                    ));
+                }
                 ctx.json_parse(reply)
             },
         )?,

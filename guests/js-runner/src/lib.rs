@@ -45,13 +45,53 @@ thread_local! {
     static JS: RefCell<Option<Js>> = const { RefCell::new(None) };
 }
 
+/// The deepest JSON the runner parses: QuickJS has no stack limit on WASI, so deeper
+/// nesting from a caller would overflow the component's stack inside `JSON.parse` and
+/// end the instance. Deeper JSON is refused as not JSON.
+pub(crate) const MAX_JSON_DEPTH: usize = 1000;
+
+/// Whether `text` nests arrays and objects deeper than [`MAX_JSON_DEPTH`] (brackets in
+/// strings do not count).
+pub(crate) fn too_deep(text: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A JavaScript failure: its message and stack (empty when there is none).
 struct Thrown {
     message: String,
     stack: String,
     /// What the engine stopped, if it was the engine and not the script.
     engine: Option<&'static str>,
+    /// The argument was refused before the call (not JSON, or nested too deep).
+    argument: bool,
 }
+
+/// The prefix of the error for an argument that is not JSON (the host answers it as a
+/// bad request).
+const NOT_JSON: &str = "the argument is not JSON: ";
 
 impl Thrown {
     fn plain(message: impl Into<String>) -> Self {
@@ -59,6 +99,14 @@ impl Thrown {
             message: message.into(),
             stack: String::new(),
             engine: None,
+            argument: false,
+        }
+    }
+
+    fn bad_argument(detail: &str) -> Self {
+        Self {
+            argument: true,
+            ..Self::plain(format!("{NOT_JSON}{detail}"))
         }
     }
 
@@ -88,7 +136,6 @@ fn caught(e: &CaughtError<'_>) -> Thrown {
             let name: Option<String> = ex.get("name").ok();
             let engine = match (name.as_deref(), message.as_str()) {
                 (Some("InternalError"), "interrupted") => Some("cpu_limit"),
-                (Some("InternalError"), "stack overflow") => Some("stack_overflow"),
                 (Some("InternalError"), m) if m.contains("out of memory") => Some("memory_limit"),
                 _ => None,
             };
@@ -100,6 +147,7 @@ fn caught(e: &CaughtError<'_>) -> Thrown {
                 },
                 stack: ex.stack().unwrap_or_default().trim_end().to_string(),
                 engine,
+                argument: false,
             }
         }
         CaughtError::Value(v) => Thrown::plain(value_text(v)),
@@ -162,14 +210,19 @@ fn load() -> Result<Vec<String>, js_module::LoadError> {
             .map_err(|e| failed(caught(&e), false))?;
         let declared = Module::declare(ctx.clone(), "service", source)
             .catch(&ctx)
-            .map_err(|e| failed(caught(&e), true))?;
+            .map_err(|e| {
+                let syntax = matches!(&e, CaughtError::Exception(ex)
+                    if ex.get::<_, String>("name").is_ok_and(|n| n == "SyntaxError"));
+                failed(caught(&e).or_crash(), syntax)
+            })?;
         host::set_loading(true);
         let evaluated = declared
             .eval()
-            .and_then(|(module, done)| done.finish::<()>().map(|()| module))
-            .catch(&ctx);
+            .catch(&ctx)
+            .map_err(|e| caught(&e))
+            .and_then(|(module, done)| settle(done.into_value()).map(|_| module));
         host::set_loading(false);
-        let module = evaluated.map_err(|e| failed(caught(&e).or_crash(), false))?;
+        let module = evaluated.map_err(|t| failed(t.or_crash(), false))?;
         let ns = module.namespace().map_err(internal)?;
         Ok::<_, js_module::LoadError>(Persistent::save(&ctx, ns))
     })?;
@@ -214,7 +267,7 @@ fn settle(v: Value<'_>) -> Result<Value<'_>, Thrown> {
             ..Thrown::plain("interrupted")
         }),
         Err(rquickjs::Error::WouldBlock) => Err(Thrown::plain(
-            "the promise returned can never settle: nothing is left that could settle it",
+            "the promise can never settle: nothing is left that could settle it",
         )),
         other => other.catch(v.ctx()).map_err(|e| caught(&e)),
     }
@@ -239,8 +292,18 @@ fn run(name: &str, arg: Option<&str>) -> Result<Option<String>, Thrown> {
                 .map_err(|e| Thrown::plain(e.to_string()))?;
             let Some(f) = f else { return Ok(None) };
             let arg = match arg {
+                Some(text) if too_deep(text) => {
+                    return Err(Thrown::bad_argument(&format!(
+                        "nested deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
                 Some(text) => Some(ctx.json_parse(text).catch(&ctx).map_err(|e| {
-                    Thrown::plain(format!("the argument is not JSON: {}", caught(&e).message))
+                    let t = caught(&e);
+                    if t.engine.is_some() {
+                        t.or_crash()
+                    } else {
+                        Thrown::bad_argument(&t.message)
+                    }
                 })?),
                 None => None,
             };
@@ -289,14 +352,20 @@ impl handler::Guest for Runner {
             .ok_or_else(|| "the service exports no handleCall".into())
     }
 
-    /// An exception in a cast has nobody to go back to: it ends the instance.
+    /// An exception in a cast has nobody to go back to: it ends the instance. A message
+    /// refused before the call (nested too deep) is logged and dropped.
     fn handle_cast(message: String) {
-        if let Err(t) = run("handleCast", Some(&message)) {
-            js_host::crash(
+        match run("handleCast", Some(&message)) {
+            Ok(_) => {}
+            Err(t) if t.argument => solo_sdk::log(
+                solo_sdk::Level::Warn,
+                &format!("a cast was dropped: {}", t.message),
+            ),
+            Err(t) => js_host::crash(
                 "exception",
                 &format!("uncaught exception: {}", t.message),
                 &t.stack,
-            );
+            ),
         }
     }
 }

@@ -238,6 +238,23 @@ impl wit_host::Host for State {
     }
 }
 
+/// The most of a crash report's message or stack kept from the runner (a script sets
+/// its own exception's text).
+const MAX_CRASH_TEXT: usize = 16 << 10;
+
+/// `text` cut to at most `max` bytes, on a character boundary, marked when cut.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 /// The JS runner's report that the engine stopped a script, or that an exception had
 /// nobody to go back to: the trap that ends the instance.
 #[derive(Debug)]
@@ -287,8 +304,8 @@ impl js_host::Host for State {
     ) -> wasmtime::Result<()> {
         Err(JsCrash {
             kind,
-            message,
-            stack,
+            message: cut(message, MAX_CRASH_TEXT),
+            stack: cut(stack, MAX_CRASH_TEXT),
         }
         .into())
     }
