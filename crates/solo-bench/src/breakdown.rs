@@ -15,8 +15,10 @@ use solo_sandbox::{Format, Instance, Sandbox, SandboxConfig};
 const N: usize = 1000;
 const PAGE: u64 = 4096;
 
-/// `(start, end, rss_bytes)` of each mapping.
-fn mappings() -> anyhow::Result<Vec<(u64, u64, u64)>> {
+/// `(start, end, rss_bytes, private_bytes)` of each mapping (private: pages only this
+/// mapping has, clean or dirty; the rest of its RSS is shared, for instance with the
+/// copy-on-write memory image every instance of a component maps).
+fn mappings() -> anyhow::Result<Vec<(u64, u64, u64, u64)>> {
     let text = std::fs::read_to_string("/proc/self/smaps")?;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -24,11 +26,16 @@ fn mappings() -> anyhow::Result<Vec<(u64, u64, u64)>> {
         if let Some((a, b)) = first.split_once('-')
             && let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
         {
-            out.push((a, b, 0));
-        } else if let Some(kb) = line.strip_prefix("Rss:")
+            out.push((a, b, 0, 0));
+        } else if let Some((key, value)) = line.split_once(':')
             && let Some(last) = out.last_mut()
         {
-            last.2 = kb.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024;
+            let kb = || value.trim().trim_end_matches("kB").trim().parse::<u64>();
+            match key {
+                "Rss" => last.2 = kb()? * 1024,
+                "Private_Clean" | "Private_Dirty" => last.3 += kb()? * 1024,
+                _ => {}
+            }
         }
     }
     Ok(out)
@@ -68,64 +75,59 @@ pub async fn js() -> anyhow::Result<serde_json::Value> {
     }
     let total = crate::sandbox::rss().saturating_sub(total_before);
     let after = mappings()?;
-    // The pool's linear memories: the largest mapping.
-    let pool = *after
-        .iter()
-        .max_by_key(|(a, b, _)| b - a)
-        .ok_or_else(|| anyhow::anyhow!("no mappings"))?;
-    let pool_before = before
-        .iter()
-        .find(|(a, b, _)| *a == pool.0 && *b == pool.1)
-        .map_or(0, |m| m.2);
-    let linear = pool.2.saturating_sub(pool_before);
-    // Resident pages of the first slots, by region: a slot begins where a run of
-    // resident pages begins after an empty stretch (every instance has written its
-    // stack's top), and the stride is the distance between two such starts.
-    let scan = (64u64 << 30).min(pool.1 - pool.0);
-    let pages = resident(pool.0, scan)?;
-    let mut starts = Vec::new();
-    let mut gap = u64::MAX;
-    for (i, &r) in pages.iter().enumerate() {
-        if r {
-            if gap > 4096 {
-                starts.push(i as u64);
-            }
-            gap = 0;
-        } else {
-            gap = gap.saturating_add(1);
+    // Linear memories are the pool's read-write windows, one per instance, all of the
+    // same size: group the mappings that grew by size, and take the group of about N.
+    // (count, rss grown, private grown, one start) by mapping size.
+    let mut groups: std::collections::BTreeMap<u64, (usize, u64, u64, u64)> = Default::default();
+    for &(a, b, rss, private) in &after {
+        let was = before.iter().find(|m| m.0 == a && m.1 == b);
+        let (rss_was, private_was) = was.map_or((0, 0), |m| (m.2, m.3));
+        if rss > rss_was {
+            let g = groups.entry(b - a).or_default();
+            g.0 += 1;
+            g.1 += rss - rss_was;
+            g.2 += private.saturating_sub(private_was);
+            g.3 = a;
         }
     }
-    let stride = match starts.as_slice() {
-        [a, b, ..] => b - a,
-        _ => 0,
-    };
-    // The resident runs of one slot, from its first written page: the stack's written
-    // top, then the static data at 1 MiB, then the heap.
+    let (size, (count, linear, _, one)) = groups
+        .iter()
+        .max_by_key(|(_, g)| g.0)
+        .map(|(s, g)| (*s, *g))
+        .ok_or_else(|| anyhow::anyhow!("no mapping grew"))?;
+    let private_total: u64 = groups.values().map(|g| g.2).sum();
+    // The resident runs of one of them, from its start: the runner's stack (up to
+    // 1 MiB), its static data, its heap.
+    let pages = resident(one, size)?;
     let mut runs = Vec::new();
-    if let [first, ..] = starts.as_slice() {
-        let end = first + if stride > 0 { stride } else { 1 << 16 };
-        let mut run: Option<(u64, u64)> = None;
-        for p in *first..end.min(pages.len() as u64) {
-            let r = pages[usize::try_from(p)?];
-            match (&mut run, r) {
-                (Some((_, len)), true) => *len += 1,
-                (None, true) => run = Some((p - first, 1)),
-                (Some(_), false) => runs.extend(run.take()),
-                (None, false) => {}
-            }
+    let mut run: Option<(u64, u64)> = None;
+    for (i, r) in pages.iter().enumerate() {
+        let i = i as u64;
+        match (&mut run, *r) {
+            (Some((_, len)), true) => *len += 1,
+            (None, true) => run = Some((i, 1)),
+            (Some(_), false) => runs.extend(run.take()),
+            (None, false) => {}
         }
-        runs.extend(run);
     }
+    runs.extend(run);
     let runs: Vec<_> = runs
         .iter()
         .map(|(off, len)| json!({ "offset_kib": off * PAGE / 1024, "kib": len * PAGE / 1024 }))
         .collect();
+    let biggest_others: Vec<_> = groups
+        .iter()
+        .filter(|(s, _)| **s != size)
+        .map(|(s, g)| json!({ "mapping_kib": s / 1024, "count": g.0, "rss_grew_kib": g.1 / 1024, "private_grew_kib": g.2 / 1024 }))
+        .collect();
     Ok(json!({
         "instances": N,
         "total_kib_per_instance": total as f64 / N as f64 / 1024.0,
+        "private_kib_per_instance": private_total as f64 / N as f64 / 1024.0,
         "linear_memory_kib_per_instance": linear as f64 / N as f64 / 1024.0,
         "outside_linear_memory_kib_per_instance": total.saturating_sub(linear) as f64 / N as f64 / 1024.0,
-        "slot_stride_mib": (stride * PAGE) >> 20,
-        "first_slot_resident_runs": runs,
+        "linear_memory_mappings": count, "linear_memory_kib": size / 1024,
+        "one_linear_memory_resident_runs": runs,
+        "other_mappings_that_grew": biggest_others,
     }))
 }

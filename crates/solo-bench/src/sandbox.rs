@@ -39,6 +39,19 @@ pub fn rss() -> u64 {
     pages * 4096
 }
 
+/// Memory only this process holds (`Private_Clean` + `Private_Dirty` of
+/// `/proc/self/smaps_rollup`), in bytes: unlike the RSS, it does not count a shared
+/// page once per mapping (every instance of a component maps its copy-on-write memory
+/// image, whose unwritten pages all instances share).
+pub fn private() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>()
+        * 1024
+}
+
 /// The echo component with a custom section appended, so its hash is new.
 fn unique_component(base: &[u8], n: u64) -> Vec<u8> {
     let name = b"solo-bench";
@@ -457,6 +470,7 @@ async fn idle_memory() -> anyhow::Result<()> {
     report(&json!({
         "scenario": "sandbox.idle_memory", "format": "wasm", "instances": IDLE_N,
         "bytes_per_instance": solo["bytes_per_instance"],
+        "private_bytes_per_instance": solo["private_bytes_per_instance"],
         "state": "instantiated and init'd",
         "bytes_per_instance_instantiated_only": solo_bare["bytes_per_instance"],
         "memory_mappings_per_instance": solo["maps"],
@@ -473,9 +487,11 @@ async fn idle_memory() -> anyhow::Result<()> {
     report(&json!({
         "scenario": "sandbox.idle_memory", "format": "js", "instances": IDLE_N,
         "bytes_per_instance": solo["bytes_per_instance"],
+        "private_bytes_per_instance": solo["private_bytes_per_instance"],
         "state": "instantiated and init'd",
         "baseline": { "name": "raw rquickjs Runtime + Context::full", "bytes_per_instance": raw["bytes_per_instance"] },
         "ratio": ratio(per(&solo), per(&raw)),
+        "ratio_private": ratio(solo["private_bytes_per_instance"].as_f64().unwrap_or(f64::NAN), per(&raw)),
         "target_bytes": 256 * 1024,
     }));
     Ok(())
@@ -535,7 +551,7 @@ async fn solo_idle(format: Format) -> anyhow::Result<serde_json::Value> {
             .instantiate(&artifact, limits(), host.clone())
             .await?,
     );
-    let (before, maps_before) = (rss(), maps());
+    let (before, maps_before, private_before) = (rss(), maps(), private());
     let mut all: Vec<Box<dyn Instance>> = Vec::with_capacity(IDLE_N);
     for _ in 0..IDLE_N {
         let mut inst = sandbox
@@ -545,12 +561,16 @@ async fn solo_idle(format: Format) -> anyhow::Result<serde_json::Value> {
         all.push(inst);
     }
     let idle = rss().saturating_sub(before) / IDLE_N as u64;
+    let idle_private = private().saturating_sub(private_before) / IDLE_N as u64;
     let maps_per = maps().saturating_sub(maps_before) as f64 / IDLE_N as f64;
     for inst in &mut all {
         inst.call("1").await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let after_call = rss().saturating_sub(before) / IDLE_N as u64;
-    Ok(json!({ "bytes_per_instance": idle, "after_call": after_call, "maps": r2(maps_per) }))
+    Ok(json!({
+        "bytes_per_instance": idle, "private_bytes_per_instance": idle_private,
+        "after_call": after_call, "maps": r2(maps_per),
+    }))
 }
 
 async fn solo_idle_noinit() -> anyhow::Result<serde_json::Value> {

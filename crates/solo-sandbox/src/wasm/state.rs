@@ -346,15 +346,7 @@ impl LineWriter {
         while text.ends_with('\n') || text.ends_with('\r') {
             text.pop();
         }
-        if text.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
-        self.host.log(self.level, &text);
+        self.host.log(self.level, &cut(text, MAX_LOG_LINE));
     }
 }
 
