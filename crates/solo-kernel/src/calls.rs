@@ -178,11 +178,16 @@ async fn deliver(
         Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(
             solo_sandbox::GuestError::new(e.to_string()),
         )),
-        Err(CallError::Crash(c)) => Err(KernelError::ServiceCrashed(Box::new(
-            entry
-                .last_error()
-                .unwrap_or_else(|| entry.report(c.kind.as_str(), &c.message, c.backtrace)),
-        ))),
+        // The actor's report of this crash (with the log tail it saw), once it has noted
+        // it; the reply may arrive first, and the report noted then is an earlier crash's.
+        Err(CallError::Crash(c)) => {
+            let noted = entry.last_error().filter(|r| {
+                r.kind == c.kind.as_str() && r.message == c.message && r.backtrace == c.backtrace
+            });
+            Err(KernelError::ServiceCrashed(Box::new(noted.unwrap_or_else(
+                || entry.report(c.kind.as_str(), &c.message, c.backtrace),
+            ))))
+        }
     }
 }
 
