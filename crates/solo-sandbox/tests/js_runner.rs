@@ -291,3 +291,46 @@ async fn json_nested_too_deep_is_refused_without_harm() {
     let said = caller.call("{}").await.unwrap();
     assert!(said.contains("nested deeper than 1000"), "{said}");
 }
+
+#[tokio::test]
+async fn the_runners_reports_are_checked_and_bounded() {
+    // A spin inside a top-level `await` is stopped like any other: the module does not
+    // load, for its CPU budget.
+    let e = runner(
+        "await (async () => { await null; for (;;) {} })();\n\
+         export function handleCall(r) { return r; }",
+    )
+    .await
+    .err()
+    .expect("the module loaded");
+    assert!(e.contains("JsLoad") && e.contains("cpu_limit"), "{e}");
+
+    // A script that throws what looks like QuickJS's out-of-memory error, far from its
+    // memory limit, has crashed, but not at its memory limit.
+    let mut s = runner(
+        "export function handleCall(r) {\n\
+           throw Object.assign(new Error('out of memory'), { name: 'InternalError' });\n\
+         }",
+    )
+    .await
+    .unwrap();
+    match s.call("{}").await {
+        Err(CallError::Crash(c)) => assert_eq!(c.kind, CrashKind::Trap, "{c:?}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+
+    // A crash report is cut to a bounded size, whatever the script wrote into it.
+    let mut s = runner(
+        "export function handleCall(r) { return r; }\n\
+         export function handleCast(m) { throw new Error('x'.repeat(1 << 20)); }",
+    )
+    .await
+    .unwrap();
+    match s.cast("{}").await {
+        Err(CallError::Crash(c)) => {
+            assert!(c.message.len() <= (16 << 10) + 8, "{}", c.message.len());
+            assert!(c.message.ends_with('…'));
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
