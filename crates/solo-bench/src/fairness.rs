@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solo_client::{Flags, Profile};
 use solo_kernel::{Caller, DeployRequest, KernelConfig};
 use solo_proto::v1 as pb;
 use solo_sandbox::SandboxConfig;
@@ -87,14 +86,7 @@ fn measure(secs: Duration, lanes: usize) -> anyhow::Result<(Phase, Phase)> {
             .await
             .map_err(kerr)
     })?;
-    let profile = Profile::resolve(
-        &Flags {
-            data_dir: Some(s.dir.path().to_path_buf()),
-            endpoint: Some(s.gateway.grpc_addr().to_string()),
-            ..Flags::default()
-        },
-        &[],
-    )?;
+    let profile = s.admin_profile()?;
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -33,6 +33,21 @@ pub(crate) struct Setup {
     pub(crate) dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// The admin's client profile: the certificates in the data directory, the gRPC
+    /// address.
+    pub(crate) fn admin_profile(&self) -> anyhow::Result<Profile> {
+        Ok(Profile::resolve(
+            &Flags {
+                data_dir: Some(self.dir.path().to_path_buf()),
+                endpoint: Some(self.gateway.grpc_addr().to_string()),
+                ..Flags::default()
+            },
+            &[],
+        )?)
+    }
+}
+
 pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {
     let sandbox = SandboxConfig {
         max_instances: 100,
@@ -104,14 +119,7 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let s = setup().await?;
-        let profile = Profile::resolve(
-            &Flags {
-                data_dir: Some(s.dir.path().to_path_buf()),
-                endpoint: Some(s.gateway.grpc_addr().to_string()),
-                ..Flags::default()
-            },
-            &[],
-        )?;
+        let profile = s.admin_profile()?;
         let bare_addr = bare_server(s.dir.path()).await?;
         let bare_profile = Profile {
             endpoint: bare_addr.to_string(),

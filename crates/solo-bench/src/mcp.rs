@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use solo_client::{Flags, Profile};
+use solo_client::Profile;
 use solo_kernel::{Caller, DeployRequest};
 use solo_proto::v1 as pb;
 use solo_types::{Format, ServiceId, TenantId, ToolSpec};
@@ -62,14 +62,7 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let s = setup().await?;
-        let profile = Profile::resolve(
-            &Flags {
-                data_dir: Some(s.dir.path().to_path_buf()),
-                endpoint: Some(s.gateway.grpc_addr().to_string()),
-                ..Flags::default()
-            },
-            &[],
-        )?;
+        let profile = s.admin_profile()?;
         let url = format!("https://{}/mcp", s.gateway.http_addr());
         for n in CONCURRENCY {
             let grpc = grpc(&profile, n, secs).await?;

@@ -42,20 +42,11 @@ mod bindings {
     });
 }
 
-/// The JS runner's world: its own imports and exports over the service's host API.
-pub(crate) mod runner_bindings {
-    wasmtime::component::bindgen!({
-        world: "js-runner",
-        path: "../../wit",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: { "solo:service/host": super::bindings::solo::service::host },
-    });
-}
-
+mod runner;
 mod state;
 
-pub(crate) use runner_bindings::exports::solo::service::js_module::LoadError;
+pub(crate) use runner::Runner;
+use runner::{JsParts, runner_bindings};
 pub(crate) use state::JsCrash;
 use state::{MemoryLimitExceeded, State};
 
@@ -64,8 +55,6 @@ const HANDLER: &str = "solo:service/handler@0.1.0";
 const HANDLER_FUNCS: [&str; 3] = ["init", "handle-call", "handle-cast"];
 /// The optional state export.
 const STATE: &str = "solo:service/state@0.1.0";
-/// The JS runner's module loader.
-const JS_MODULE: &str = "solo:service/js-module@0.1.0";
 /// Ticks a JavaScript script past its budget has to stop at its own interrupt check.
 const JS_STOP_GRACE_TICKS: u32 = 20;
 /// How often the epoch advances.
@@ -97,13 +86,6 @@ struct Ticker {
 pub(crate) struct WasmArtifact {
     pre: bindings::ServicePre<State>,
     state: Option<StateExports>,
-}
-
-/// The JS runner, compiled and linked: every JavaScript service is an instance of it.
-pub(crate) struct Runner {
-    pre: bindings::ServicePre<State>,
-    state: StateExports,
-    load: ComponentExportIndex,
 }
 
 #[derive(Clone, Copy)]
@@ -241,47 +223,6 @@ impl WasmEngine {
         Ok((pre, state))
     }
 
-    /// Compiles the JS runner: from this process's earlier compile for a compatible
-    /// engine (tests and benchmarks make many sandboxes), from the disk cache, or now.
-    pub(crate) fn compile_runner(&self, cache_dir: Option<&Path>) -> Result<Runner, CompileError> {
-        static COMPILED: parking_lot::Mutex<Vec<(u64, Arc<[u8]>)>> =
-            parking_lot::Mutex::new(Vec::new());
-        let tag = self.compat_tag();
-        let earlier = COMPILED
-            .lock()
-            .iter()
-            .find(|(t, _)| *t == tag)
-            .map(|(_, b)| Arc::clone(b));
-        // SAFETY: the bytes were serialized in this process by `Component::serialize`
-        // for an engine with the same compatibility hash, and wasmtime checks the header.
-        let component = match earlier
-            .and_then(|b| unsafe { Component::deserialize(&self.engine, &b) }.ok())
-        {
-            Some(c) => c,
-            None => {
-                let code = solo_guests::JS_RUNNER;
-                let c = self.load_or_compile(CodeHash::of(Format::Wasm, code), code, cache_dir)?;
-                if let Ok(bytes) = c.serialize() {
-                    COMPILED.lock().push((tag, bytes.into()));
-                }
-                c
-            }
-        };
-        let missing = |what: &str| {
-            CompileError::Internal(format!("the JavaScript runner has no {what} export"))
-        };
-        let (pre, state) = self.link(&component)?;
-        let load = component
-            .get_export_index(None, JS_MODULE)
-            .and_then(|i| component.get_export_index(Some(&i), "load"))
-            .ok_or_else(|| missing(JS_MODULE))?;
-        Ok(Runner {
-            pre,
-            state: state.ok_or_else(|| missing(STATE))?,
-            load,
-        })
-    }
-
     /// Names the engine settings compiled code depends on.
     fn compat_tag(&self) -> u64 {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
@@ -337,24 +278,6 @@ impl WasmEngine {
             .start(&artifact.pre, artifact.state, None, limits, host)
             .await?;
         Ok(Box::new(instance))
-    }
-
-    /// An instance of the JS runner for a service with `source`; its state exports are
-    /// offered when the module has `snapshot` and `restore`.
-    pub(crate) async fn instantiate_js(
-        &self,
-        runner: &Runner,
-        source: Arc<str>,
-        has_state: bool,
-        limits: Limits,
-        host: Arc<dyn HostApi>,
-    ) -> Result<WasmInstance, InstantiateError> {
-        let js = JsParts {
-            source,
-            load: runner.load,
-        };
-        let state = has_state.then_some(runner.state);
-        self.start(&runner.pre, state, Some(js), limits, host).await
     }
 
     async fn start(
@@ -467,12 +390,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-/// What makes an instance of the runner a JavaScript service.
-struct JsParts {
-    source: Arc<str>,
-    load: ComponentExportIndex,
 }
 
 pub(crate) struct WasmInstance {
@@ -606,24 +523,6 @@ impl WasmInstance {
         } else {
             CallError::Guest(GuestError::new(message))
         }
-    }
-
-    /// Loads a JavaScript service's module: the names of its exported functions, or why
-    /// it did not load.
-    pub(crate) async fn load(&mut self) -> Result<Result<Vec<String>, LoadError>, CallError> {
-        let index = self
-            .js_load
-            .ok_or_else(|| CallError::crash(CrashKind::Internal, "not a JavaScript instance"))?;
-        self.prepare()?;
-        let instance = self
-            .instance
-            .ok_or_else(|| CallError::crash(CrashKind::Internal, "the instance never started"))?;
-        let func = instance
-            .get_typed_func::<(), (Result<Vec<String>, LoadError>,)>(&mut self.store, &index)
-            .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
-        let fut = func.call_async(&mut self.store, ());
-        let r = Metered::new(Arc::clone(&self.meter), fut).await;
-        Ok(self.finish(r)?.0)
     }
 
     fn service(&self) -> Result<&bindings::Service, CallError> {
