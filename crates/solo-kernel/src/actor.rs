@@ -14,6 +14,7 @@ use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, Supervi
 use solo_types::{
     CrashReport, NewEvent, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
 };
+use tokio::sync::oneshot;
 
 use crate::core::Core;
 use crate::entry::{Code, Envelope, ServiceEntry, SwapApplied, SwapPlan, SwapRefused};
@@ -82,6 +83,9 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             return Exit::Shutdown;
         };
         let before = instance.stats();
+        // A call that crashed the instance is answered once the crash is noted, so a
+        // caller that sees `service_crashed` then finds it in `status` too.
+        let mut crashed_call = None;
         let outcome = match envelope {
             Envelope::Call {
                 request,
@@ -95,12 +99,16 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 *entry.current_caller.lock() = Some(from);
                 let r = within_deadline(&entry, instance.call(&request)).await;
                 *entry.current_caller.lock() = None;
-                let crash = match &r {
-                    Err(CallError::Crash(c)) => Some(c.clone()),
-                    _ => None,
-                };
-                let _ = reply.send(r);
-                crash
+                match r {
+                    Err(CallError::Crash(c)) => {
+                        crashed_call = Some((reply, c.clone()));
+                        Some(c)
+                    }
+                    r => {
+                        let _ = reply.send(r);
+                        None
+                    }
+                }
             }
             Envelope::Cast { message, from } => {
                 *entry.current_caller.lock() = Some(from);
@@ -142,12 +150,21 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             // is the snapshot the swap carried over.
             if let Some(rb) = pending.take() {
                 instance = roll_back(&kernel, &entry, rb, &report).await;
+                answer_crashed(crashed_call);
                 continue;
             }
             let why = format!("{}: {}", report.kind, report.message);
             entry.note_crash(report);
+            answer_crashed(crashed_call);
             return Exit::Crashed(why);
         }
+    }
+}
+
+/// Answers a call whose message crashed the instance.
+fn answer_crashed(call: Option<(oneshot::Sender<Result<String, CallError>>, Crash)>) {
+    if let Some((reply, crash)) = call {
+        let _ = reply.send(Err(CallError::Crash(crash)));
     }
 }
 

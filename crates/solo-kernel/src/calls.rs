@@ -178,8 +178,8 @@ async fn deliver(
         Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(
             solo_sandbox::GuestError::new(e.to_string()),
         )),
-        // The actor's report of this crash (with the log tail it saw), once it has noted
-        // it; the reply may arrive first, and the report noted then is an earlier crash's.
+        // The actor's report of this crash (with the log tail it saw): it notes the crash
+        // before it answers; the check keeps an earlier crash's report from standing in.
         Err(CallError::Crash(c)) => {
             let noted = entry.last_error().filter(|r| {
                 r.kind == c.kind.as_str() && r.message == c.message && r.backtrace == c.backtrace

@@ -319,7 +319,7 @@ async fn start_service(
     entry
         .deployed_event
         .store(event_id.unwrap_or(0), Ordering::Relaxed);
-    *entry.ready.lock() = Some(instance);
+    entry.hand_over(instance);
 
     ctx.supervisor
         .add_child(actor::child_spec(k, &entry))

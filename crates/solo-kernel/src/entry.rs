@@ -244,6 +244,13 @@ impl ServiceEntry {
         self.state.store(state_to(s), Ordering::Release);
     }
 
+    /// Hands a started instance (init done) to the actor: the service is running from
+    /// now on, and messages sent before the actor picks it up wait in the mailbox.
+    pub(crate) fn hand_over(&self, instance: Box<dyn Instance>) {
+        *self.ready.lock() = Some(instance);
+        self.set_state(ServiceState::Running);
+    }
+
     pub(crate) fn artifact(&self) -> Artifact {
         self.code.lock().artifact.clone()
     }

@@ -173,7 +173,7 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
             return Err(e);
         }
     };
-    *entry.ready.lock() = Some(instance);
+    entry.hand_over(instance);
     if let Err(e) = ctx.supervisor.add_child(actor::child_spec(k, &entry)).await {
         k.release(tenant, &sid, spec.limits.memory_mb);
         return Err(format!("supervise: {e}"));
