@@ -2,7 +2,10 @@
 //! from a client on a thread of its own, as another process would be) while one tenant
 //! runs 8 spinning JavaScript and 8 spinning wasm services; idle, then beside the
 //! spinners, with the sandbox's busy lane and, as the baseline in the same run, without
-//! it (every guest in the executor's shared run queue, as before the lane).
+//! it (every guest in the executor's shared run queue, as before the lane). Then the
+//! share: a CPU-bound job of a third tenant (about 70 ms here), alone and beside the spinners
+//! (the lane takes tenants in turn, so the job should take about twice as long, not
+//! seventeen times).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,23 @@ struct Phase {
     max: f64,
 }
 
+/// The job's wall time alone and beside the spinners, in milliseconds.
+struct Job {
+    alone: f64,
+    beside: f64,
+}
+
+impl Job {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "alone_ms": r2(self.alone), "beside_spinners_ms": r2(self.beside),
+            "slowdown": r2(self.beside / self.alone),
+        })
+    }
+}
+
+const JOB: &str = r#"{"mode":"work","n":40000000}"#;
+
 impl Phase {
     fn of(mut s: Samples) -> Self {
         Self {
@@ -39,8 +59,8 @@ impl Phase {
 }
 
 pub fn run(secs: Duration) -> anyhow::Result<()> {
-    let (idle, busy) = measure(secs, SandboxConfig::default().busy_lanes)?;
-    let (base_idle, base_busy) = measure(secs, 1_000_000)?;
+    let (idle, busy, job) = measure(secs, SandboxConfig::default().busy_lanes)?;
+    let (base_idle, base_busy, base_job) = measure(secs, 1_000_000)?;
     report(&json!({
         "scenario": "fairness.other_tenant_call",
         "spinners": { "js": SPINNERS, "wasm": SPINNERS, "cpu_ms_per_message": 30_000 },
@@ -50,7 +70,9 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
             "name": "the same, without the busy lane",
             "idle": base_idle.json(),
             "with_spinners": base_busy.json(),
+            "share_job": base_job.json(),
         },
+        "share_job": job.json(),
         "ratio_p99": r2(busy.p99 / base_busy.p99),
         "target": { "p99_ms": 10, "max_ms": 50 },
     }));
@@ -59,7 +81,7 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
 
 /// Another tenant's calls, idle and beside the spinners, on a server whose busy lane
 /// has `lanes` permits.
-fn measure(secs: Duration, lanes: usize) -> anyhow::Result<(Phase, Phase)> {
+fn measure(secs: Duration, lanes: usize) -> anyhow::Result<(Phase, Phase, Job)> {
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -110,6 +132,20 @@ fn measure(secs: Duration, lanes: usize) -> anyhow::Result<(Phase, Phase)> {
     };
     timed(Duration::from_millis(300))?;
     let idle = Phase::of(timed(secs)?);
+    let quiet = Caller::tenant(TenantId::new("quiet")?);
+    let job_id = ServiceId::new("job")?;
+    let mut req = DeployRequest::new(job_id.clone(), Format::Wasm, solo_guests::wasm("spinner"));
+    req.cpu_ms_per_message = Some(30_000);
+    server.block_on(kernel.deploy(&quiet, req)).map_err(kerr)?;
+    let run_job = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        server
+            .block_on(kernel.call(&quiet, &job_id, JOB, Some(Duration::from_secs(60))))
+            .map_err(kerr)?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    run_job()?;
+    let job_alone = run_job()?;
 
     let a = Caller::tenant(TenantId::new("noisy")?);
     for i in 0..SPINNERS * 2 {
@@ -132,7 +168,11 @@ fn measure(secs: Duration, lanes: usize) -> anyhow::Result<(Phase, Phase)> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let busy = Phase::of(timed(secs)?);
+    let job = Job {
+        alone: job_alone,
+        beside: run_job()?,
+    };
     drop(c);
     server.shutdown_background();
-    Ok((idle, busy))
+    Ok((idle, busy, job))
 }

@@ -1,20 +1,15 @@
 //! Lifecycle scenario: hot swap latency with state carried (beside a `replace`, kill and
 //! deploy, in the same run), recovery of 1,000 services at start (beside a start on an
-//! empty store), shutdown with 1,000 services (beside a shutdown with none), and the
-//! noisy neighbour: one tenant's p99 over mutual TLS while another floods ten times its
-//! in-flight limit (beside the same tenant's p99 unloaded).
+//! empty store) and shutdown with 1,000 services (beside a shutdown with none). The
+//! noisy neighbour has a scenario of its own (`noisy`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solo_client::{Flags, Profile};
-use solo_gateway::pki::{self, CertPaths};
 use solo_kernel::{
     Caller, DeployRequest, Kernel, KernelConfig, KernelOptions, SwapMode, SwapRequest,
 };
-use solo_proto::v1 as pb;
 use solo_sandbox::{Sandbox, SandboxConfig};
 use solo_store::{RedbStore, Store, StoreOptions};
 use solo_types::{Format, ServiceId, TenantId};
@@ -63,8 +58,7 @@ async fn stop(n: Node) {
 pub fn run(secs: Duration) -> anyhow::Result<()> {
     on_worker(async move {
         swaps(secs).await?;
-        recovery_and_shutdown().await?;
-        noisy_neighbour(secs).await
+        recovery_and_shutdown().await
     })
 }
 
@@ -219,104 +213,5 @@ async fn recovery_and_shutdown() -> anyhow::Result<()> {
         "shutdown_ms": ms(stop_1000),
         "baseline": { "name": "shutdown with no services", "shutdown_ms": ms(empty_stop) },
     }));
-    Ok(())
-}
-
-/// One tenant (bob) calls its echo sequentially; another (alice) keeps 100 calls going
-/// against a 10-request in-flight limit, each waiting out the retry hint when shed.
-async fn noisy_neighbour(secs: Duration) -> anyhow::Result<()> {
-    let mut cfg = KernelConfig::default();
-    cfg.limits.max_per_tenant = 10;
-    let setup = crate::gateway::serve(cfg).await?;
-    let (kernel, gateway, dir) = (&setup.kernel, &setup.gateway, setup.dir.path());
-    let clients = dir.join("clients");
-    for t in ["alice", "bob"] {
-        pki::issue(dir, t, false, &clients)?;
-    }
-    let paths = CertPaths::new(dir);
-    let profile = |t: &str| {
-        Profile::resolve(
-            &Flags {
-                endpoint: Some(gateway.grpc_addr().to_string()),
-                cert: Some(clients.join(format!("{t}.pem"))),
-                key: Some(clients.join(format!("{t}-key.pem"))),
-                ca: Some(paths.ca()),
-                data_dir: Some(dir.join("none")),
-                ..Flags::default()
-            },
-            &[],
-        )
-    };
-    let mut alice = profile("alice")?.connect().await?;
-    let mut bob = profile("bob")?.connect().await?;
-    let deploy = |id: &str, code: &[u8]| pb::DeployRequest {
-        service_id: id.into(),
-        code_bytes: code.to_vec(),
-        format: pb::deploy_request::DeployFormat::WasmComponent as i32,
-        ..pb::DeployRequest::default()
-    };
-    alice
-        .deploy(deploy("work", &solo_guests::wasm("spinner")))
-        .await?;
-    bob.deploy(deploy("echo", &solo_guests::wasm("echo")))
-        .await?;
-    let req = |id: &str, body: &str| pb::CallRequest {
-        service_id: id.into(),
-        request: body.into(),
-        timeout_ms: 5000,
-    };
-    let measure = |mut c: solo_client::Client| async move {
-        let mut lat = Samples::default();
-        let t0 = Instant::now();
-        while t0.elapsed() < secs {
-            let t = Instant::now();
-            c.call(req("echo", r#"{"n":1}"#)).await?;
-            lat.push(t.elapsed());
-        }
-        Ok::<_, tonic::Status>(lat)
-    };
-    measure(bob.clone()).await?;
-    let mut unloaded = measure(bob.clone()).await?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let shed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut flood = tokio::task::JoinSet::new();
-    for _ in 0..100 {
-        let (mut c, stop, shed, served) =
-            (alice.clone(), stop.clone(), shed.clone(), served.clone());
-        flood.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                // About a millisecond of work per call.
-                match c.call(req("work", r#"{"mode":"work","n":200000}"#)).await {
-                    Ok(_) => {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
-                        shed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut loaded = measure(bob.clone()).await?;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = flood.join_next().await {
-        r??;
-    }
-    let (u, l) = (unloaded.quantile_us(0.99), loaded.quantile_us(0.99));
-    report(&json!({
-        "scenario": "lifecycle.noisy_neighbour", "limit_per_tenant": 10, "flooders": 100,
-        "bob_p50_us": r2(loaded.quantile_us(0.5)), "bob_p99_us": r2(l),
-        "baseline": { "name": "bob alone", "p50_us": r2(unloaded.quantile_us(0.5)), "p99_us": r2(u) },
-        "p99_ratio": r2(l / u), "target_ratio": 2,
-        "alice_served": served.load(Ordering::Relaxed), "alice_shed": shed.load(Ordering::Relaxed),
-    }));
-    gateway.drain(Duration::from_secs(1)).await;
-    kernel.shutdown().await;
     Ok(())
 }

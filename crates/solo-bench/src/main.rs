@@ -12,6 +12,7 @@ mod gateway;
 mod kernel;
 mod lifecycle;
 mod mcp;
+mod noisy;
 mod sandbox;
 mod security;
 mod stats;
@@ -44,13 +45,16 @@ enum Scenario {
     Security,
     /// Calls over gRPC and REST with mutual TLS at 1/16/64 streams, vs bare tonic.
     Gateway,
-    /// Hot swap, recovery and shutdown with 1,000 services, the noisy neighbour.
+    /// Hot swap, recovery and shutdown with 1,000 services.
     Lifecycle,
     /// A tool call over MCP (Streamable HTTP, and stdio through `solo mcp`) vs gRPC.
     Mcp,
     /// Another tenant's call beside 8 spinning JS and 8 spinning wasm services, with and
     /// without the busy lane.
     Fairness,
+    /// Another tenant's call beside a patient flood, a client hammering without waiting,
+    /// and the hammer beside 16 spinning services, vs the same tenant alone.
+    Noisy,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Lifecycle => lifecycle::run(secs)?,
         Scenario::Mcp => mcp::run(secs)?,
         Scenario::Fairness => fairness::run(secs)?,
+        Scenario::Noisy => noisy::run(secs)?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
@@ -80,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             lifecycle::run(secs)?;
             mcp::run(secs)?;
             fairness::run(secs)?;
+            noisy::run(secs)?;
         }
     }
     Ok(())

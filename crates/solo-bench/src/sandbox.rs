@@ -20,6 +20,7 @@ pub(crate) fn limits() -> Limits {
         memory_bytes: 64 << 20,
         cpu_per_message: Duration::from_secs(10),
         max_reply_bytes: 4 << 20,
+        ..Limits::default()
     }
 }
 

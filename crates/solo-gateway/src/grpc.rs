@@ -69,7 +69,7 @@ impl SoloKernel for Grpc {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Rs<pb::StatusResponse> {
         let (a, r) = split(req);
         let id = service_id(&r.service_id).map_err(st)?;
-        ok((&self.ops().status(a.who(), &id).map_err(st)?).into())
+        ok((&self.ops().status(a.who(), &id).await.map_err(st)?).into())
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Rs<pb::KillResponse> {
@@ -81,7 +81,7 @@ impl SoloKernel for Grpc {
     async fn list(&self, req: Request<pb::ListRequest>) -> Rs<pb::ListResponse> {
         let (a, r) = split(req);
         let filter = r.try_into().map_err(st)?;
-        ok((&self.ops().list(a.who(), &filter).map_err(st)?).into())
+        ok((&self.ops().list(a.who(), &filter).await.map_err(st)?).into())
     }
 
     type WatchStream = GrpcStream<pb::Event>;
@@ -89,7 +89,7 @@ impl SoloKernel for Grpc {
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Rs<Self::WatchStream> {
         let (a, r) = split(req);
         let w = WatchRequest::try_from(r).map_err(st)?;
-        let s = self.ops().watch(a.who(), w).map_err(st)?;
+        let s = self.ops().watch(a.who(), w).await.map_err(st)?;
         ok(Box::pin(s.map(|item| match item {
             Ok(Watched::Event(e)) => Ok(pb::Event::from(&e)),
             Ok(Watched::Log {
@@ -104,7 +104,7 @@ impl SoloKernel for Grpc {
     async fn shutdown(&self, req: Request<pb::ShutdownRequest>) -> Rs<pb::ShutdownResponse> {
         let (a, r) = split(req);
         let grace = millis(i64::from(r.grace_period_ms));
-        ok((&self.ops().shutdown(a.who(), grace).map_err(st)?).into())
+        ok((&self.ops().shutdown(a.who(), grace).await.map_err(st)?).into())
     }
 
     async fn register_service(
@@ -133,6 +133,7 @@ impl SoloKernel for Grpc {
         let found = self
             .ops()
             .discover(a.who(), &r.service_name, &filters)
+            .await
             .map_err(st)?;
         ok(pb::DiscoverServiceResponse {
             services: found.services.iter().map(Into::into).collect(),
@@ -145,7 +146,7 @@ impl SoloKernel for Grpc {
     ) -> Rs<pb::GetServicesResponse> {
         let (a, r) = split(req);
         let name = (!r.service_name.is_empty()).then_some(r.service_name.as_str());
-        let all = self.ops().registrations(a.who(), name).map_err(st)?;
+        let all = self.ops().registrations(a.who(), name).await.map_err(st)?;
         ok(pb::GetServicesResponse {
             services: all.services.iter().map(Into::into).collect(),
             total_count: i64::try_from(all.total_count).unwrap_or(i64::MAX),
@@ -164,7 +165,10 @@ impl SoloKernel for Grpc {
     async fn cast(&self, req: Request<pb::CastRequest>) -> Rs<pb::CastResponse> {
         let (a, r) = split(req);
         let id = service_id(&r.service_id).map_err(st)?;
-        self.ops().cast(a.who(), &id, &r.message).map_err(st)?;
+        self.ops()
+            .cast(a.who(), &id, &r.message)
+            .await
+            .map_err(st)?;
         ok(pb::CastResponse {})
     }
 
@@ -183,12 +187,14 @@ impl SoloKernel for Grpc {
             let s = self
                 .ops()
                 .follow_logs(a.who(), &q.service_id, q.tail, q.after_seq)
+                .await
                 .map_err(st)?;
             Box::pin(s.map(|l| Ok(pb::LogLine::from(&l))))
         } else {
             let past = self
                 .ops()
                 .logs(a.who(), &q.service_id, q.tail)
+                .await
                 .map_err(st)?;
             let items: Vec<_> = past.lines.iter().map(|l| Ok(l.into())).collect();
             Box::pin(futures::stream::iter(items))
@@ -202,7 +208,7 @@ impl SoloKernel for Grpc {
     ) -> Rs<pb::QueryEventsResponse> {
         let (a, r) = split(req);
         let q = r.try_into().map_err(st)?;
-        ok((&self.ops().events(a.who(), q).map_err(st)?).into())
+        ok((&self.ops().events(a.who(), q).await.map_err(st)?).into())
     }
 
     async fn verify_events(
@@ -235,7 +241,7 @@ impl SoloKernel for Grpc {
     ) -> Rs<pb::ListSecretsResponse> {
         let (a, _) = split(req);
         ok(pb::ListSecretsResponse {
-            names: self.ops().list_secrets(a.who()).map_err(st)?.names,
+            names: self.ops().list_secrets(a.who()).await.map_err(st)?.names,
         })
     }
 
@@ -309,7 +315,7 @@ impl SoloKernel for Grpc {
         req: Request<pb::ListCapabilitiesRequest>,
     ) -> Rs<pb::ListCapabilitiesResponse> {
         let (a, _) = split(req);
-        let caps = self.ops().list_capabilities(a.who()).map_err(st)?;
+        let caps = self.ops().list_capabilities(a.who()).await.map_err(st)?;
         ok(pb::ListCapabilitiesResponse {
             capabilities: caps.capabilities.iter().map(Into::into).collect(),
         })
@@ -322,13 +328,13 @@ impl SoloKernel for Grpc {
 
     async fn system_tree(&self, req: Request<pb::SystemTreeRequest>) -> Rs<pb::SystemTreeResponse> {
         let (a, _) = split(req);
-        ok((&self.ops().tree(a.who()).map_err(st)?).into())
+        ok((&self.ops().tree(a.who()).await.map_err(st)?).into())
     }
 
     async fn metrics(&self, req: Request<pb::MetricsRequest>) -> Rs<pb::MetricsResponse> {
         let (a, _) = split(req);
         ok(pb::MetricsResponse {
-            text: self.ops().metrics(a.who()).map_err(st)?.text,
+            text: self.ops().metrics(a.who()).await.map_err(st)?.text,
         })
     }
 
@@ -340,16 +346,16 @@ impl SoloKernel for Grpc {
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Rs<pb::WhoAmIResponse> {
         let (a, _) = split(req);
-        ok((&self.ops().whoami(a.who()).map_err(st)?).into())
+        ok((&self.ops().whoami(a.who()).await.map_err(st)?).into())
     }
 
     async fn list_tools(&self, req: Request<pb::ListToolsRequest>) -> Rs<pb::ListToolsResponse> {
         let (a, _) = split(req);
-        ok((&self.ops().service_tools(a.who()).map_err(st)?).into())
+        ok((&self.ops().service_tools(a.who()).await.map_err(st)?).into())
     }
 
     async fn get_config(&self, req: Request<pb::GetConfigRequest>) -> Rs<pb::GetConfigResponse> {
         let (a, _) = split(req);
-        ok((&self.ops().get_config(a.who()).map_err(st)?).into())
+        ok((&self.ops().get_config(a.who()).await.map_err(st)?).into())
     }
 }

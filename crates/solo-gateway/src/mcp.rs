@@ -144,15 +144,15 @@ struct OpsBackend {
 
 impl Backend for OpsBackend {
     async fn whoami(&self) -> R<Identity> {
-        Ok(self.ops.whoami(self.asker.who())?)
+        Ok(self.ops.whoami(self.asker.who()).await?)
     }
 
     async fn list(&self, filter: ListFilter) -> R<ServiceList> {
-        Ok(self.ops.list(self.asker.who(), &filter)?)
+        Ok(self.ops.list(self.asker.who(), &filter).await?)
     }
 
     async fn status(&self, id: ServiceId) -> R<ServiceStatus> {
-        Ok(self.ops.status(self.asker.who(), &id)?)
+        Ok(self.ops.status(self.asker.who(), &id).await?)
     }
 
     async fn deploy(&self, req: DeployRequest) -> R<Deployed> {
@@ -167,7 +167,7 @@ impl Backend for OpsBackend {
     }
 
     async fn cast(&self, id: ServiceId, message: String) -> R<Accepted> {
-        Ok(self.ops.cast(self.asker.who(), &id, &message)?)
+        Ok(self.ops.cast(self.asker.who(), &id, &message).await?)
     }
 
     async fn swap(&self, req: SwapRequest) -> R<Swapped> {
@@ -179,20 +179,23 @@ impl Backend for OpsBackend {
     }
 
     async fn logs(&self, id: ServiceId, tail: usize) -> R<LogLines> {
-        Ok(self.ops.logs(self.asker.who(), &id, tail)?)
+        Ok(self.ops.logs(self.asker.who(), &id, tail).await?)
     }
 
     async fn follow_logs(&self, id: ServiceId, after_seq: u64) -> R<Feed<LogLine>> {
-        let feed = self.ops.follow_logs(self.asker.who(), &id, 1, after_seq)?;
+        let feed = self
+            .ops
+            .follow_logs(self.asker.who(), &id, 1, after_seq)
+            .await?;
         Ok(Box::pin(feed.map(Ok)))
     }
 
     async fn events(&self, query: EventQuery) -> R<EventPage> {
-        Ok(self.ops.events(self.asker.who(), query)?)
+        Ok(self.ops.events(self.asker.who(), query).await?)
     }
 
     async fn watch(&self, req: WatchRequest) -> R<Feed<Event>> {
-        let feed = self.ops.watch(self.asker.who(), req)?;
+        let feed = self.ops.watch(self.asker.who(), req).await?;
         Ok(Box::pin(feed.filter_map(|w| async move {
             match w {
                 Ok(Watched::Event(e)) => Some(Ok(e)),
@@ -211,7 +214,7 @@ impl Backend for OpsBackend {
     }
 
     async fn list_secrets(&self) -> R<SecretNames> {
-        Ok(self.ops.list_secrets(self.asker.who())?)
+        Ok(self.ops.list_secrets(self.asker.who()).await?)
     }
 
     async fn delete_secret(&self, name: String) -> R<SecretDeleted> {
@@ -244,7 +247,7 @@ impl Backend for OpsBackend {
     }
 
     async fn list_capabilities(&self) -> R<CapList> {
-        Ok(self.ops.list_capabilities(self.asker.who())?)
+        Ok(self.ops.list_capabilities(self.asker.who()).await?)
     }
 
     async fn discover(
@@ -254,16 +257,16 @@ impl Backend for OpsBackend {
     ) -> R<Registrations> {
         let who = self.asker.who();
         Ok(match name {
-            Some(n) => self.ops.discover(who, &n, &filters)?,
-            None => self.ops.registrations(who, None)?,
+            Some(n) => self.ops.discover(who, &n, &filters).await?,
+            None => self.ops.registrations(who, None).await?,
         })
     }
 
     async fn tree(&self) -> R<TreeNode> {
-        Ok(self.ops.tree(self.asker.who())?)
+        Ok(self.ops.tree(self.asker.who()).await?)
     }
 
     async fn service_tools(&self) -> R<ServiceTools> {
-        Ok(self.ops.service_tools(self.asker.who())?)
+        Ok(self.ops.service_tools(self.asker.who()).await?)
     }
 }

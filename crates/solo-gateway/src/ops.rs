@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use solo_kernel::api::*;
-use solo_kernel::{Caller, Kernel, Permit};
+use solo_kernel::{Caller, Kernel, KernelError, Permit};
+use solo_types::metric_names as m;
 use solo_types::{Permission, Resource, ServiceId, ServiceStatus, TenantId};
 use tokio_util::sync::CancellationToken;
 
@@ -33,12 +35,19 @@ pub enum Watched {
     },
 }
 
+/// How long the refusal of a tenant that ignores its retry hints is held.
+const HOLD: Duration = Duration::from_secs(1);
+/// Refusals held at once at most; past it, refusals are answered at once.
+const MAX_HELD: usize = 4096;
+
 /// The operations, over one kernel.
 #[derive(Clone)]
 pub struct Ops {
     kernel: Kernel,
     /// Cancelled when the server drains: long-lived streams end.
     stopping: CancellationToken,
+    /// Refusals being held (see [`Ops::admit`]).
+    held: Arc<AtomicUsize>,
 }
 
 /// An authenticated caller holding its place in the in-flight limits.
@@ -49,17 +58,44 @@ struct Admitted {
 
 impl Ops {
     pub(crate) fn new(kernel: Kernel, stopping: CancellationToken) -> Self {
-        Self { kernel, stopping }
+        Self {
+            kernel,
+            stopping,
+            held: Arc::default(),
+        }
     }
 
-    /// Authenticates the caller and admits it through the load shedder.
-    fn admit(&self, who: Who<'_>) -> R<Admitted> {
+    /// Authenticates the caller and admits it through the load shedder. A tenant that
+    /// is refused for its rate again before its last retry hint ran out (it ignores the
+    /// hints) has the refusal held for [`HOLD`] before it is answered, so hammering
+    /// costs Solo a timer rather than a stream of answers.
+    async fn admit(&self, who: Who<'_>) -> R<Admitted> {
         let caller = authenticate(&self.kernel, who)?;
-        let permit = self.kernel.admit(&caller)?;
-        Ok(Admitted {
-            caller,
-            _permit: permit,
-        })
+        match self.kernel.admit(&caller) {
+            Ok(permit) => Ok(Admitted {
+                caller,
+                _permit: permit,
+            }),
+            Err(e) => {
+                if matches!(e, KernelError::RateLimited { ignoring: true, .. }) {
+                    self.hold().await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Waits [`HOLD`] (cut short when the server drains), unless [`MAX_HELD`] refusals
+    /// are held already.
+    async fn hold(&self) {
+        if self.held.fetch_add(1, Ordering::AcqRel) < MAX_HELD {
+            metrics::counter!(m::REFUSALS_HELD).increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(HOLD) => {}
+                () = self.stopping.cancelled() => {}
+            }
+        }
+        self.held.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Ends `s` when the server drains, so connections can close.
@@ -88,17 +124,17 @@ impl Ops {
     }
 
     pub async fn deploy(&self, who: Who<'_>, req: DeployRequest) -> R<Deployed> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.deploy(&a.caller, req).await?)
     }
 
-    pub fn status(&self, who: Who<'_>, id: &ServiceId) -> R<ServiceStatus> {
-        let a = self.admit(who)?;
+    pub async fn status(&self, who: Who<'_>, id: &ServiceId) -> R<ServiceStatus> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.status(&a.caller, id)?)
     }
 
-    pub fn list(&self, who: Who<'_>, filter: &ListFilter) -> R<ServiceList> {
-        let a = self.admit(who)?;
+    pub async fn list(&self, who: Who<'_>, filter: &ListFilter) -> R<ServiceList> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.list(&a.caller, filter)?)
     }
 
@@ -110,12 +146,12 @@ impl Ops {
         request: &str,
         timeout: Option<Duration>,
     ) -> R<String> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.call(&a.caller, id, request, timeout).await?)
     }
 
-    pub fn cast(&self, who: Who<'_>, id: &ServiceId, message: &str) -> R<Accepted> {
-        let a = self.admit(who)?;
+    pub async fn cast(&self, who: Who<'_>, id: &ServiceId, message: &str) -> R<Accepted> {
+        let a = self.admit(who).await?;
         self.kernel.cast(&a.caller, id, message)?;
         Ok(Accepted {
             service_id: id.clone(),
@@ -124,45 +160,49 @@ impl Ops {
     }
 
     pub async fn swap(&self, who: Who<'_>, req: SwapRequest) -> R<Swapped> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.hot_swap(&a.caller, req).await?)
     }
 
     pub async fn kill(&self, who: Who<'_>, id: &ServiceId, options: KillOptions) -> R<Killed> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.kill(&a.caller, id, options).await?)
     }
 
     /// Past log lines (`tail` 0: the default).
-    pub fn logs(&self, who: Who<'_>, id: &ServiceId, tail: usize) -> R<LogLines> {
-        let a = self.admit(who)?;
+    pub async fn logs(&self, who: Who<'_>, id: &ServiceId, tail: usize) -> R<LogLines> {
+        let a = self.admit(who).await?;
         let lines = self.kernel.logs(&a.caller, id, tail)?;
         Ok(LogLines { lines })
     }
 
     /// Past log lines, then every new one until the service goes away or the server
     /// drains; `after_seq` resumes a feed after the last line seen.
-    pub fn follow_logs(
+    pub async fn follow_logs(
         &self,
         who: Who<'_>,
         id: &ServiceId,
         tail: usize,
         after_seq: u64,
     ) -> R<BoxStream<'static, LogLine>> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let (backlog, live) = self.kernel.follow_logs(&a.caller, id, tail, after_seq)?;
         Ok(self.until_drain(futures::stream::iter(backlog).chain(live)))
     }
 
-    pub fn events(&self, who: Who<'_>, query: EventQuery) -> R<EventPage> {
-        let a = self.admit(who)?;
+    pub async fn events(&self, who: Who<'_>, query: EventQuery) -> R<EventPage> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.events(&a.caller, query)?)
     }
 
     /// Events after `after_id`, then live ones, until the server drains; with
     /// `include_logs` and a service, its log lines too.
-    pub fn watch(&self, who: Who<'_>, req: WatchRequest) -> R<BoxStream<'static, R<Watched>>> {
-        let a = self.admit(who)?;
+    pub async fn watch(
+        &self,
+        who: Who<'_>,
+        req: WatchRequest,
+    ) -> R<BoxStream<'static, R<Watched>>> {
+        let a = self.admit(who).await?;
         let logs_of = req.filter.service.clone().filter(|_| req.include_logs);
         let events = self
             .kernel
@@ -185,12 +225,12 @@ impl Ops {
     }
 
     pub async fn verify_events(&self, who: Who<'_>) -> R<LogVerification> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.verify_events(&a.caller).await?)
     }
 
     pub async fn put_secret(&self, who: Who<'_>, name: &str, value: &[u8]) -> R<SecretStored> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let event_id = self.kernel.put_secret(&a.caller, name, value).await?;
         Ok(SecretStored {
             name: name.to_string(),
@@ -199,7 +239,7 @@ impl Ops {
     }
 
     pub async fn get_secret(&self, who: Who<'_>, name: &str) -> R<Secret> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let v = self.kernel.get_secret(&a.caller, name).await?;
         Ok(Secret {
             name: name.to_string(),
@@ -207,14 +247,14 @@ impl Ops {
         })
     }
 
-    pub fn list_secrets(&self, who: Who<'_>) -> R<SecretNames> {
-        let a = self.admit(who)?;
+    pub async fn list_secrets(&self, who: Who<'_>) -> R<SecretNames> {
+        let a = self.admit(who).await?;
         let names = self.kernel.list_secrets(&a.caller)?;
         Ok(SecretNames { names })
     }
 
     pub async fn delete_secret(&self, who: Who<'_>, name: &str) -> R<SecretDeleted> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let existed = self.kernel.delete_secret(&a.caller, name).await?;
         Ok(SecretDeleted {
             name: name.to_string(),
@@ -223,18 +263,18 @@ impl Ops {
     }
 
     pub async fn rotate_secrets(&self, who: Who<'_>) -> R<Rotated> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let n = self.kernel.rotate_secrets(&a.caller).await?;
         Ok(Rotated { rotated: n as u64 })
     }
 
     pub async fn grant(&self, who: Who<'_>, req: GrantRequest) -> R<Granted> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.grant_capability(&a.caller, req).await?)
     }
 
     pub async fn attenuate(&self, who: Who<'_>, token: &str, n: &Narrowing) -> R<Granted> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self
             .kernel
             .attenuate_capability(&a.caller, token, n)
@@ -248,7 +288,7 @@ impl Ops {
         resource: &Resource,
         permission: Permission,
     ) -> R<Verification> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let r = self
             .kernel
             .verify_capability(&a.caller, token, resource, permission)
@@ -257,7 +297,7 @@ impl Ops {
     }
 
     pub async fn revoke(&self, who: Who<'_>, token_or_hash: &str) -> R<Revoked> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let n = self
             .kernel
             .revoke_capability(&a.caller, token_or_hash)
@@ -265,63 +305,63 @@ impl Ops {
         Ok(Revoked { revoked: n as u64 })
     }
 
-    pub fn list_capabilities(&self, who: Who<'_>) -> R<CapList> {
-        let a = self.admit(who)?;
+    pub async fn list_capabilities(&self, who: Who<'_>) -> R<CapList> {
+        let a = self.admit(who).await?;
         let capabilities = self.kernel.list_capabilities(&a.caller)?;
         Ok(CapList { capabilities })
     }
 
     pub async fn register(&self, who: Who<'_>, req: RegisterRequest) -> R<Registered> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.register_service(&a.caller, req).await?)
     }
 
     /// Removes one of the caller's registrations by handle; idempotent.
     pub async fn deregister(&self, who: Who<'_>, handle: &str) -> R<Deregistered> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         let deregistered = self.kernel.deregister_service(&a.caller, handle).await?;
         Ok(Deregistered { deregistered })
     }
 
     /// The caller's live registrations under `name` whose metadata has every pair of
     /// `filters`.
-    pub fn discover(
+    pub async fn discover(
         &self,
         who: Who<'_>,
         name: &str,
         filters: &BTreeMap<String, String>,
     ) -> R<Registrations> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.discover(&a.caller, name, filters)?.into())
     }
 
     /// The caller's unexpired registrations (under `name` when given).
-    pub fn registrations(&self, who: Who<'_>, name: Option<&str>) -> R<Registrations> {
-        let a = self.admit(who)?;
+    pub async fn registrations(&self, who: Who<'_>, name: Option<&str>) -> R<Registrations> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.registrations(&a.caller, name)?.into())
     }
 
     /// Who the caller is, with its tenant's quotas.
-    pub fn whoami(&self, who: Who<'_>) -> R<Identity> {
-        let a = self.admit(who)?;
+    pub async fn whoami(&self, who: Who<'_>) -> R<Identity> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.whoami(&a.caller))
     }
 
     /// The services offered as tools that the caller may call.
-    pub fn service_tools(&self, who: Who<'_>) -> R<ServiceTools> {
-        let a = self.admit(who)?;
+    pub async fn service_tools(&self, who: Who<'_>) -> R<ServiceTools> {
+        let a = self.admit(who).await?;
         let tools = self.kernel.service_tools(&a.caller);
         Ok(ServiceTools { tools })
     }
 
-    pub fn tree(&self, who: Who<'_>) -> R<TreeNode> {
-        let a = self.admit(who)?;
+    pub async fn tree(&self, who: Who<'_>) -> R<TreeNode> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.tree(&a.caller)?)
     }
 
     /// Prometheus text (admin only).
-    pub fn metrics(&self, who: Who<'_>) -> R<Metrics> {
-        let a = self.admit(who)?;
+    pub async fn metrics(&self, who: Who<'_>) -> R<Metrics> {
+        let a = self.admit(who).await?;
         self.kernel.require_admin(&a.caller, "metrics")?;
         Ok(Metrics {
             text: crate::metrics::render(),
@@ -329,18 +369,18 @@ impl Ops {
     }
 
     pub async fn set_config(&self, who: Who<'_>, key: &str, value: &str) -> R<ConfigChange> {
-        let a = self.admit(who)?;
+        let a = self.admit(who).await?;
         Ok(self.kernel.set_config(&a.caller, key, value).await?)
     }
 
-    pub fn get_config(&self, who: Who<'_>) -> R<RuntimeConfig> {
-        let a = self.admit(who)?;
+    pub async fn get_config(&self, who: Who<'_>) -> R<RuntimeConfig> {
+        let a = self.admit(who).await?;
         Ok(self.kernel.runtime_config(&a.caller)?)
     }
 
     /// Starts a graceful shutdown (admin only; `None`: the default grace period).
-    pub fn shutdown(&self, who: Who<'_>, grace: Option<Duration>) -> R<ShutdownStarted> {
-        let a = self.admit(who)?;
+    pub async fn shutdown(&self, who: Who<'_>, grace: Option<Duration>) -> R<ShutdownStarted> {
+        let a = self.admit(who).await?;
         let grace = self.kernel.request_shutdown(&a.caller, grace)?;
         Ok(ShutdownStarted {
             status: "ok".into(),

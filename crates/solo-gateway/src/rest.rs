@@ -237,7 +237,7 @@ async fn health(State(st): State<RestState>, a: Ask) -> ApiResult {
 }
 
 async fn metrics(State(st): State<RestState>, a: Ask) -> ApiResult {
-    let m = st.ops.metrics(a.who())?;
+    let m = st.ops.metrics(a.who()).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.text,
@@ -270,11 +270,11 @@ async fn deploy(State(st): State<RestState>, a: Ask, Body(b): Body<DeployBody>) 
 }
 
 async fn list(State(st): State<RestState>, a: Ask, Query(p): Query<ListParams>) -> ApiResult {
-    json(st.ops.list(a.who(), &p.try_into()?)?)
+    json(st.ops.list(a.who(), &p.try_into()?).await?)
 }
 
 async fn status(State(st): State<RestState>, a: Ask, Path(id): Path<String>) -> ApiResult {
-    json(st.ops.status(a.who(), &service_id(&id)?)?)
+    json(st.ops.status(a.who(), &service_id(&id)?).await?)
 }
 
 async fn kill(
@@ -311,7 +311,7 @@ async fn cast(
     Path(id): Path<String>,
     Text(message): Text,
 ) -> ApiResult {
-    let accepted = st.ops.cast(a.who(), &service_id(&id)?, &message)?;
+    let accepted = st.ops.cast(a.who(), &service_id(&id)?, &message).await?;
     with_status(StatusCode::ACCEPTED, accepted)
 }
 
@@ -336,10 +336,10 @@ async fn logs(
     let id = service_id(&id)?;
     let tail = p.tail.unwrap_or(0) as usize;
     if !p.follow && !a.sse {
-        return json(st.ops.logs(a.who(), &id, tail)?);
+        return json(st.ops.logs(a.who(), &id, tail).await?);
     }
     let after = last_event_id(a.last_event_id.as_ref())?.unwrap_or(0);
-    let lines = st.ops.follow_logs(a.who(), &id, tail, after)?;
+    let lines = st.ops.follow_logs(a.who(), &id, tail, after).await?;
     Ok(sse(lines.map(|l| {
         SseEvent::default()
             .id(l.seq.to_string())
@@ -354,7 +354,7 @@ async fn events(State(st): State<RestState>, a: Ask, Query(p): Query<EventParams
     let after = p.after_id;
     let query = EventQuery::try_from(p)?;
     if !a.sse {
-        return json(st.ops.events(a.who(), query)?);
+        return json(st.ops.events(a.who(), query).await?);
     }
     let w = WatchRequest {
         after_id: last_event_id(a.last_event_id.as_ref())?
@@ -363,7 +363,7 @@ async fn events(State(st): State<RestState>, a: Ask, Query(p): Query<EventParams
         filter: query.filter,
         include_logs: false,
     };
-    let feed = st.ops.watch(a.who(), w)?;
+    let feed = st.ops.watch(a.who(), w).await?;
     Ok(sse(feed.filter_map(|item| async move {
         match item {
             Ok(Watched::Event(e)) => Some(
@@ -389,7 +389,7 @@ async fn verify_events(State(st): State<RestState>, a: Ask) -> ApiResult {
 }
 
 async fn list_secrets(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.list_secrets(a.who())?)
+    json(st.ops.list_secrets(a.who()).await?)
 }
 
 async fn put_secret(
@@ -421,7 +421,7 @@ async fn rotate_secrets(State(st): State<RestState>, a: Ask) -> ApiResult {
 }
 
 async fn list_caps(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.list_capabilities(a.who())?)
+    json(st.ops.list_capabilities(a.who()).await?)
 }
 
 async fn grant_cap(State(st): State<RestState>, a: Ask, Body(b): Body<GrantBody>) -> ApiResult {
@@ -465,8 +465,8 @@ async fn discover(
     Query(mut q): Query<std::collections::BTreeMap<String, String>>,
 ) -> ApiResult {
     match q.remove("name") {
-        Some(name) => json(st.ops.discover(a.who(), &name, &q)?),
-        None if q.is_empty() => json(st.ops.registrations(a.who(), None)?),
+        Some(name) => json(st.ops.discover(a.who(), &name, &q).await?),
+        None if q.is_empty() => json(st.ops.registrations(a.who(), None).await?),
         None => Err(ApiError::invalid(
             "invalid_query",
             "metadata filters need a name: /v1/discovery?name=N&key=value",
@@ -494,19 +494,19 @@ async fn set_config(State(st): State<RestState>, a: Ask, Body(b): Body<ConfigBod
 }
 
 async fn get_config(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.get_config(a.who())?)
+    json(st.ops.get_config(a.who()).await?)
 }
 
 async fn whoami(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.whoami(a.who())?)
+    json(st.ops.whoami(a.who()).await?)
 }
 
 async fn tools(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.service_tools(a.who())?)
+    json(st.ops.service_tools(a.who()).await?)
 }
 
 async fn tree(State(st): State<RestState>, a: Ask) -> ApiResult {
-    json(st.ops.tree(a.who())?)
+    json(st.ops.tree(a.who()).await?)
 }
 
 /// `POST /v1/system/shutdown`, with an optional `{"grace_period_ms"}` (admin).
@@ -518,7 +518,7 @@ async fn shutdown(State(st): State<RestState>, a: Ask, req: Request) -> ApiResul
         parse_json(&body)?
     };
     let grace = millis(i64::try_from(b.grace_period_ms).unwrap_or(i64::MAX));
-    with_status(StatusCode::ACCEPTED, st.ops.shutdown(a.who(), grace)?)
+    with_status(StatusCode::ACCEPTED, st.ops.shutdown(a.who(), grace).await?)
 }
 
 #[cfg(test)]

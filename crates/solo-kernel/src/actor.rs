@@ -22,6 +22,7 @@ use crate::error::KernelError;
 use crate::error::Stage;
 use crate::host;
 use crate::records::{self, DeploymentRecord};
+use crate::tunables::Key;
 
 /// The old version, kept through the rollback window.
 struct Rollback {
@@ -481,7 +482,11 @@ async fn within_deadline<T>(
 pub(crate) fn note_limit(k: &Core, entry: &ServiceEntry, crash: &Crash) {
     let l = &entry.spec.limits;
     let (kind, limit, unit) = match crash.kind {
-        solo_sandbox::CrashKind::CpuLimit => ("cpu", u64::from(l.cpu_ms_per_message), "ms"),
+        solo_sandbox::CrashKind::CpuLimit => (
+            "cpu",
+            u64::from(l.cpu_ms_per_message).min(k.tunables.get(Key::MaxCpuMs)),
+            "ms",
+        ),
         solo_sandbox::CrashKind::MemoryLimit => ("memory", u64::from(l.memory_mb) << 20, "bytes"),
         _ => return,
     };

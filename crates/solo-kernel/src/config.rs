@@ -76,6 +76,15 @@ pub struct TenantLimits {
     pub max_per_tenant: u32,
     /// Requests in flight at once over all tenants (runtime-tunable).
     pub max_total: u32,
+    /// Requests per second a tenant may make on every face together, refilling a token
+    /// bucket of `burst_per_tenant` (runtime-tunable; 0: no rate limit). An admin's
+    /// requests are not rate-limited.
+    pub rate_per_tenant: u32,
+    pub burst_per_tenant: u32,
+    /// The most CPU time one message may be given, whatever its service asked
+    /// (runtime-tunable: lowering it applies to running services from their next
+    /// message).
+    pub max_cpu_ms_per_message: u32,
     /// The longest timeout a client may ask for: a call's, a graceful kill's, a
     /// shutdown's grace period. Longer is refused, so no request holds its place in the
     /// in-flight limits for longer.
@@ -95,6 +104,9 @@ impl Default for TenantLimits {
             max_emits_per_second: 100,
             max_per_tenant: 100,
             max_total: 1000,
+            rate_per_tenant: 2000,
+            burst_per_tenant: 4000,
+            max_cpu_ms_per_message: 60_000,
             max_timeout_ms: 60_000,
         }
     }

@@ -24,6 +24,7 @@ use crate::error::KernelError;
 use crate::error::Stage;
 use crate::records::{self, DeploymentRecord};
 use crate::tenants::TenantCtx;
+use crate::tunables::Key;
 
 /// Log lines each service keeps.
 pub(crate) const LOG_LINES: usize = 1000;
@@ -172,11 +173,19 @@ fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError
         1,
         l.max_memory_mb_per_service.into(),
     )?;
+    let max_cpu = k.tunables.get(Key::MaxCpuMs);
+    if u64::from(lim.cpu_ms_per_message) > max_cpu {
+        return Err(KernelError::InvalidArgument(format!(
+            "cpu_ms_per_message is {}; this server gives one message at most {max_cpu} ms \
+             (limits.max_cpu_ms_per_message)",
+            lim.cpu_ms_per_message
+        )));
+    }
     within(
         "cpu_ms_per_message",
         lim.cpu_ms_per_message.into(),
         1,
-        600_000,
+        max_cpu,
     )?;
     within("mailbox", lim.mailbox.into(), 1, 1_000_000)?;
     within(

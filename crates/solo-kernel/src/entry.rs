@@ -94,6 +94,15 @@ fn state_to(s: ServiceState) -> u8 {
     }
 }
 
+/// The busy-lane share of a tenant's services: one key per tenant, so a tenant's busy
+/// services take their turns in the lane as one.
+fn share_of(tenant: &TenantId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    tenant.hash(&mut h);
+    h.finish()
+}
+
 /// A token bucket: `rate` per second, `burst` at most.
 pub(crate) struct Bucket {
     rate: f64,
@@ -277,6 +286,7 @@ impl ServiceEntry {
             memory_bytes: u64::from(self.spec.limits.memory_mb) << 20,
             cpu_per_message: Duration::from_millis(u64::from(self.spec.limits.cpu_ms_per_message)),
             max_reply_bytes: 4 << 20,
+            share: share_of(&self.tenant),
         }
     }
 

@@ -29,6 +29,14 @@ pub enum KernelError {
         reason: &'static str,
         message: String,
     },
+    /// Over the tenant's request rate: retry after `retry_after` seconds. `ignoring`:
+    /// the tenant was refused again before its last hint ran out.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: u64,
+        ignoring: bool,
+    },
     #[error("{0}")]
     DeadlineExceeded(String),
     #[error("{0}")]
@@ -89,7 +97,9 @@ impl KernelError {
             KernelError::FailedPrecondition(_) | KernelError::ServiceError(_) => {
                 Code::FailedPrecondition
             }
-            KernelError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            KernelError::ResourceExhausted { .. } | KernelError::RateLimited { .. } => {
+                Code::ResourceExhausted
+            }
             KernelError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             KernelError::Unavailable(_) | KernelError::ServiceCrashed(_) => Code::Unavailable,
             KernelError::Refused { code, .. } => *code,
@@ -106,6 +116,7 @@ impl KernelError {
             KernelError::Compile(_) => "invalid_code",
             KernelError::ServiceError(_) => "service_error",
             KernelError::ServiceCrashed(_) => "service_crashed",
+            KernelError::RateLimited { .. } => "rate_limited",
             KernelError::ResourceExhausted { reason, .. } | KernelError::Refused { reason, .. } => {
                 reason
             }
@@ -245,6 +256,7 @@ impl From<&KernelError> for Failure {
                     .map(|stack| serde_json::json!({ "stack": stack }));
             }
             KernelError::ResourceExhausted { .. } => f.retry_after = Some(1),
+            KernelError::RateLimited { retry_after, .. } => f.retry_after = Some(*retry_after),
             _ => {}
         }
         f

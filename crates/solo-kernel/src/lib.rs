@@ -123,9 +123,12 @@ impl Kernel {
         &self.core.config
     }
 
-    /// Admits one request of `caller` against the in-flight limits (`load_shed`).
+    /// Admits one request of `caller` against its tenant's rate (`rate_limited`; an
+    /// admin is not rate-limited) and the in-flight limits (`load_shed`).
     pub fn admit(&self, caller: &Caller) -> R<Permit> {
-        self.core.shedder.admit(caller.tenant_id())
+        self.core
+            .shedder
+            .admit(caller.tenant_id(), !caller.is_admin())
     }
 
     /// The caller a bearer token stands for: its tenant, limited to its scope. A refusal

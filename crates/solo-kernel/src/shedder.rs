@@ -1,10 +1,15 @@
-//! The load shedder: every request a face serves holds a [`Permit`] while it runs; over
-//! the tenant's in-flight limit or the global one, a request is refused at once with
-//! `RESOURCE_EXHAUSTED` (`load_shed`, retry in 1 s), so one tenant's flood costs the
-//! others nothing but the refusals. `load_shed` events are sampled: at most one per
-//! tenant per second, carrying how many were shed since the last.
+//! The load shedder: every request a face serves first takes a token of its tenant's
+//! bucket (`limits.rate_per_tenant` per second, `limits.burst_per_tenant` at most; an
+//! admin's requests are not rate-limited), then holds a [`Permit`] while it runs. Out of
+//! tokens, a request is refused at once with `RESOURCE_EXHAUSTED` (`rate_limited`, with
+//! the seconds until the next token); over the tenant's in-flight limit or the global
+//! one, with `load_shed` (retry in 1 s). One tenant's flood costs the others nothing but
+//! the refusals. `load_shed` events are sampled: at most one per tenant per second,
+//! carrying the scope (`rate`, `tenant`, `global`) and how many were shed since the last.
 
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,13 +25,67 @@ use crate::tunables::{Key, Tunables};
 /// A request's place in the in-flight counts; released when dropped.
 #[derive(Debug)]
 pub struct Permit {
-    tenant: Arc<AtomicU32>,
+    tenant: Arc<Load>,
     total: Arc<AtomicU32>,
+}
+
+/// One tenant's requests: in flight, and its token bucket.
+#[derive(Debug, Default)]
+struct Load {
+    in_flight: AtomicU32,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    tokens: f64,
+    /// The last refill; `None`: never used (full).
+    last: Option<Instant>,
+    /// Until when the last refusal told the tenant to wait.
+    hinted_until: Option<Instant>,
+}
+
+/// Why a request found no token: how long until the next one, and whether the tenant
+/// was refused again before the wait it was told had passed (it ignores the hints).
+struct Empty {
+    wait: Duration,
+    ignoring: bool,
+}
+
+impl Load {
+    /// Takes a token at `now`, or says how long until there is one.
+    fn take(&self, now: Instant, rate: u64, burst: u64) -> Result<(), Empty> {
+        #[allow(clippy::cast_precision_loss)] // rates and bursts are far below 2^52
+        let (rate, burst) = (rate as f64, burst as f64);
+        let mut b = self.bucket.lock();
+        b.tokens = match b.last {
+            Some(last) => {
+                (b.tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst)
+            }
+            None => burst,
+        };
+        b.last = Some(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = Duration::from_secs_f64((1.0 - b.tokens) / rate);
+        let ignoring = b.hinted_until.is_some_and(|t| now < t);
+        if !ignoring {
+            b.hinted_until = Some(now + whole_seconds(wait));
+        }
+        Err(Empty { wait, ignoring })
+    }
+}
+
+/// `d` rounded up to whole seconds (at least one), as a retry hint says it.
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs((d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.tenant.fetch_sub(1, Ordering::AcqRel);
+        self.tenant.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -37,7 +96,7 @@ pub struct Shedder {
     store: Arc<dyn Store>,
     clock: SharedClock,
     total: Arc<AtomicU32>,
-    tenants: DashMap<TenantId, Arc<AtomicU32>>,
+    tenants: DashMap<TenantId, Arc<Load>>,
     /// Per tenant: when the last `load_shed` event was recorded, and how many requests
     /// were shed since.
     sampled: DashMap<TenantId, (Option<Instant>, u64)>,
@@ -58,15 +117,33 @@ impl Shedder {
         }
     }
 
-    /// Admits one request of `tenant`, or refuses it with `load_shed`.
-    pub fn admit(&self, tenant: &TenantId) -> Result<Permit, KernelError> {
+    /// Admits one request of `tenant` (with a token of its bucket when `rate_limited`),
+    /// or refuses it with `rate_limited` or `load_shed`.
+    pub fn admit(&self, tenant: &TenantId, rate_limited: bool) -> Result<Permit, KernelError> {
         let per_tenant = self.tunables.get(Key::MaxPerTenant);
         let total_limit = self.tunables.get(Key::MaxTotal);
         let counter = match self.tenants.get(tenant) {
             Some(c) => Arc::clone(c.value()),
             None => Arc::clone(self.tenants.entry(tenant.clone()).or_default().value()),
         };
-        let mine = u64::from(counter.fetch_add(1, Ordering::AcqRel)) + 1;
+        let rate = self.tunables.get(Key::RatePerTenant);
+        if rate_limited && rate > 0 {
+            let burst = self.tunables.get(Key::BurstPerTenant);
+            if let Err(empty) = counter.take(self.clock.now(), rate, burst) {
+                metrics::counter!(m::LOAD_SHED, "scope" => "rate").increment(1);
+                self.sample(tenant, "rate", rate);
+                let retry_after = whole_seconds(empty.wait).as_secs();
+                return Err(KernelError::RateLimited {
+                    message: format!(
+                        "tenant {tenant} is over its rate of {rate} requests per second \
+                         (burst {burst}); retry in {retry_after} s"
+                    ),
+                    retry_after,
+                    ignoring: empty.ignoring,
+                });
+            }
+        }
+        let mine = u64::from(counter.in_flight.fetch_add(1, Ordering::AcqRel)) + 1;
         let all = u64::from(self.total.fetch_add(1, Ordering::AcqRel)) + 1;
         let permit = Permit {
             tenant: counter,

@@ -25,7 +25,7 @@ use crate::secrets::Secrets;
 use crate::shedder::Shedder;
 use crate::tenants::Tenants;
 use crate::tree::{ComponentBody, Tree};
-use crate::tunables::Tunables;
+use crate::tunables::{Key, Tunables};
 use solo_types::api::ConfigChange;
 
 use crate::actor;
@@ -91,6 +91,7 @@ pub(crate) async fn boot(
         accepting: AtomicBool::new(true),
         me: me.clone(),
     });
+    apply_to_sandbox(&k);
     let mut bodies = options.components;
     default_components(&k, &mut bodies);
     // `system_started` is the first event of every boot: it is durable before any
@@ -399,12 +400,19 @@ pub(crate) async fn set_config(
         .await
         .stage("record the configuration change")?;
     k.tunables.replace(tunable, value);
+    apply_to_sandbox(k);
     tracing::info!(key, value, previous, "runtime configuration changed");
     Ok(ConfigChange {
         key: key.to_string(),
         value,
         previous,
     })
+}
+
+/// Hands the sandbox the settings it enforces itself.
+pub(crate) fn apply_to_sandbox(k: &Core) {
+    k.sandbox
+        .set_max_cpu_per_message(Duration::from_millis(k.tunables.get(Key::MaxCpuMs)));
 }
 
 /// Applies the runtime configuration changes kept in the store, over the configuration

@@ -10,9 +10,12 @@ use crate::error::KernelError;
 
 /// The runtime-tunable keys, in the order `runtime_config` lists them, each with its
 /// smallest valid value.
-pub const TUNABLE_KEYS: [&str; 9] = [
+pub const TUNABLE_KEYS: [&str; 12] = [
     "limits.max_per_tenant",
     "limits.max_total",
+    "limits.rate_per_tenant",
+    "limits.burst_per_tenant",
+    "limits.max_cpu_ms_per_message",
     "monitor.memory_mb",
     "monitor.open_files",
     "monitor.services",
@@ -27,6 +30,9 @@ pub const TUNABLE_KEYS: [&str; 9] = [
 pub enum Key {
     MaxPerTenant,
     MaxTotal,
+    RatePerTenant,
+    BurstPerTenant,
+    MaxCpuMs,
     MemoryMb,
     OpenFiles,
     Services,
@@ -36,9 +42,12 @@ pub enum Key {
     BreakerCloseAfter,
 }
 
-const KEYS: [Key; 9] = [
+const KEYS: [Key; 12] = [
     Key::MaxPerTenant,
     Key::MaxTotal,
+    Key::RatePerTenant,
+    Key::BurstPerTenant,
+    Key::MaxCpuMs,
     Key::MemoryMb,
     Key::OpenFiles,
     Key::Services,
@@ -59,7 +68,12 @@ impl Key {
 
     fn min(self) -> u64 {
         match self {
-            Key::MaxPerTenant | Key::MaxTotal | Key::BreakerFailures | Key::BreakerCloseAfter => 1,
+            Key::MaxPerTenant
+            | Key::MaxTotal
+            | Key::BurstPerTenant
+            | Key::MaxCpuMs
+            | Key::BreakerFailures
+            | Key::BreakerCloseAfter => 1,
             _ => 0,
         }
     }
@@ -71,7 +85,7 @@ impl Key {
 
 /// The current values.
 pub struct Tunables {
-    values: [AtomicU64; 9],
+    values: [AtomicU64; 12],
     /// Held while a change is recorded, so each change's `previous` is exact.
     pub changing: tokio::sync::Mutex<()>,
 }
@@ -81,6 +95,9 @@ impl Tunables {
         let initial = [
             u64::from(c.limits.max_per_tenant),
             u64::from(c.limits.max_total),
+            u64::from(c.limits.rate_per_tenant),
+            u64::from(c.limits.burst_per_tenant),
+            u64::from(c.limits.max_cpu_ms_per_message),
             c.monitor.memory_mb,
             c.monitor.open_files,
             c.monitor.services,

@@ -87,6 +87,10 @@ pub struct Limits {
     pub cpu_per_message: Duration,
     /// The largest reply a call may return.
     pub max_reply_bytes: usize,
+    /// Instances with the same key take turns in the busy lane as one (the kernel gives
+    /// each tenant its own key), so many busy services of one owner get that owner's
+    /// share of the lane, not all of it.
+    pub share: u64,
 }
 
 impl Default for Limits {
@@ -95,6 +99,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             cpu_per_message: Duration::from_millis(1000),
             max_reply_bytes: 4 << 20,
+            share: 0,
         }
     }
 }
@@ -164,6 +169,12 @@ impl Sandbox {
             cache: artifact::Cache::default(),
             config,
         }))
+    }
+
+    /// Sets the most CPU time one message may use, whatever the instance's
+    /// [`Limits::cpu_per_message`]: running instances apply it from their next message.
+    pub fn set_max_cpu_per_message(&self, max: Duration) {
+        self.wasm.set_max_cpu_per_message(max);
     }
 
     /// The settings this sandbox was created with.

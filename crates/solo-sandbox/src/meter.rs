@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
-use crate::lane::{BUSY_AFTER, BusyLane};
+use crate::lane::{BUSY_AFTER, LaneSeat, Permits};
 
 /// The CPU meter of one instance.
 #[derive(Debug)]
@@ -35,15 +33,15 @@ pub(crate) struct Meter {
     interrupted: AtomicBool,
     /// A wall-clock deadline (ns since `base`; 0 = none) set by [`Interrupt::deadline`].
     deadline: AtomicU64,
-    /// The busy lane a busy message runs in, if any (see [`crate::lane`]).
-    lane: Option<BusyLane>,
+    /// The seat in the busy lane a busy message runs in, if any (see [`crate::lane`]).
+    lane: Option<LaneSeat>,
     /// Epoch ticks the current message has seen past its budget.
     over_ticks: AtomicU32,
 }
 
 impl Meter {
     /// A meter whose busy messages run in `lane`.
-    pub(crate) fn in_lane(lane: Option<BusyLane>) -> Arc<Self> {
+    pub(crate) fn in_lane(lane: Option<LaneSeat>) -> Arc<Self> {
         Arc::new(Self {
             base: Instant::now(),
             used: AtomicU64::new(0),
@@ -164,7 +162,7 @@ impl Interrupt {
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+type Acquire = Pin<Box<dyn Future<Output = Option<Permits>> + Send>>;
 
 /// A future whose time in `poll` is charged to a [`Meter`], and which, once its message
 /// is busy, runs only while it holds a permit of the meter's busy lane.
@@ -193,8 +191,7 @@ impl<F: Future> Future for Metered<F> {
             && let Some(lane) = &this.meter.lane
             && this.meter.used() >= BUSY_AFTER
         {
-            let lane = Arc::clone(lane);
-            this.acquiring = Some(Box::pin(async move { lane.acquire_owned().await.ok() }));
+            this.acquiring = Some(Box::pin(lane.clone().acquire()));
         }
         // Held for this poll only: the guest gives its slice back whenever it stops
         // running (it yields at a tick, waits on the host, or is done).
@@ -254,14 +251,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_message_runs_only_with_a_permit_of_the_lane() {
-        let lane = crate::lane::new(1);
-        let meter = Meter::in_lane(Some(Arc::clone(&lane)));
+        let lane = crate::lane::BusyLane::new(1);
+        let meter = Meter::in_lane(Some(lane.seat(7)));
         meter.begin(Duration::from_secs(10));
         // A short message does not touch the lane, even when it is full.
-        let held = Arc::clone(&lane)
-            .acquire_owned()
+        let held = lane
+            .seat(8)
+            .acquire()
             .await
-            .unwrap_or_else(|_| unreachable!());
+            .unwrap_or_else(|| unreachable!());
         Metered::new(Arc::clone(&meter), async {
             let t = Instant::now();
             while t.elapsed() < BUSY_AFTER + Duration::from_millis(1) {
@@ -281,6 +279,6 @@ mod tests {
         busy.await;
         assert!(ran.load(Ordering::Relaxed));
         // The permit went back when the poll returned.
-        assert_eq!(lane.available_permits(), 1);
+        assert_eq!(lane.available(), 1);
     }
 }

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -68,7 +68,10 @@ pub(crate) struct WasmEngine {
     linker: Linker<State>,
     cpu: CpuLimiter,
     ticker: Option<Ticker>,
-    lane: BusyLane,
+    lane: Arc<BusyLane>,
+    /// The admin's maximum CPU budget of one message, in ms (see
+    /// [`crate::Sandbox::set_max_cpu_per_message`]).
+    max_cpu_ms: Arc<AtomicU64>,
 }
 
 impl Drop for WasmEngine {
@@ -150,8 +153,15 @@ impl WasmEngine {
             linker,
             cpu: config.cpu,
             ticker,
-            lane: crate::lane::new(config.busy_lanes),
+            lane: BusyLane::new(config.busy_lanes),
+            max_cpu_ms: Arc::new(AtomicU64::new(u64::MAX)),
         })
+    }
+
+    /// Sets the most CPU time one message may use, whatever its instance's limits say.
+    pub(crate) fn set_max_cpu_per_message(&self, max: Duration) {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.max_cpu_ms.store(ms, Ordering::Relaxed);
     }
 
     pub(crate) fn compile(
@@ -288,7 +298,7 @@ impl WasmEngine {
         limits: Limits,
         host: Arc<dyn HostApi>,
     ) -> Result<WasmInstance, InstantiateError> {
-        let meter = Meter::in_lane(Some(Arc::clone(&self.lane)));
+        let meter = Meter::in_lane(Some(self.lane.seat(limits.share)));
         let mut data = State::new(host, limits.memory_bytes);
         data.js = js.as_ref().map(|j| state::JsHost {
             source: Arc::clone(&j.source),
@@ -324,6 +334,7 @@ impl WasmEngine {
             state,
             js_load: js.map(|j| j.load),
             limits,
+            max_cpu_ms: Arc::clone(&self.max_cpu_ms),
             meter,
             cpu: self.cpu,
             messages: 0,
@@ -400,6 +411,7 @@ pub(crate) struct WasmInstance {
     /// The runner's `load`, for a JavaScript service.
     js_load: Option<ComponentExportIndex>,
     limits: Limits,
+    max_cpu_ms: Arc<AtomicU64>,
     meter: Arc<Meter>,
     cpu: CpuLimiter,
     messages: u64,
@@ -407,6 +419,12 @@ pub(crate) struct WasmInstance {
 }
 
 impl WasmInstance {
+    /// The CPU budget of one message: the instance's, within the admin's maximum.
+    fn budget(&self) -> Duration {
+        let max = Duration::from_millis(self.max_cpu_ms.load(Ordering::Relaxed));
+        self.limits.cpu_per_message.min(max)
+    }
+
     /// Readies the store for one entry point call.
     fn prepare(&mut self) -> Result<(), CallError> {
         if let Some(c) = &self.poisoned {
@@ -417,11 +435,12 @@ impl WasmInstance {
                 observed: None,
             }));
         }
-        self.meter.begin(self.limits.cpu_per_message);
+        let budget = self.budget();
+        self.meter.begin(budget);
         match self.cpu {
             CpuLimiter::Epoch => self.store.set_epoch_deadline(1),
             CpuLimiter::Fuel => {
-                let ms = u64::try_from(self.limits.cpu_per_message.as_millis()).unwrap_or(u64::MAX);
+                let ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
                 self.store
                     .set_fuel(ms.saturating_mul(FUEL_PER_MS))
                     .map_err(|e| CallError::crash(CrashKind::Internal, format!("{e:#}")))?;
@@ -437,7 +456,7 @@ impl WasmInstance {
             .map(|bt| bt.to_string())
             .filter(|s| !s.trim().is_empty());
         let trap = e.downcast_ref::<Trap>().copied();
-        let limit_ms = self.limits.cpu_per_message.as_millis();
+        let limit_ms = self.budget().as_millis();
         let mut observed = None;
         let js_crash = e.downcast_ref::<JsCrash>();
         let backtrace = match js_crash {

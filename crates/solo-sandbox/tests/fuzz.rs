@@ -58,6 +58,7 @@ async fn echo(sandbox: &Arc<Sandbox>, format: Format) -> Box<dyn Instance> {
         memory_bytes: 32 << 20,
         cpu_per_message: Duration::from_millis(500),
         max_reply_bytes: 1 << 20,
+        ..Limits::default()
     };
     let mut inst = sandbox
         .instantiate(&artifact, limits, Arc::new(MemoryHost::new()))

@@ -32,6 +32,7 @@ async fn runner_on(source: &str, host: &MemoryHost) -> Result<Box<dyn Instance>,
         memory_bytes: 32 << 20,
         cpu_per_message: Duration::from_millis(300),
         max_reply_bytes: 1 << 20,
+        ..Limits::default()
     };
     let mut inst = sandbox
         .instantiate(&artifact, limits, Arc::new(host.clone()))

@@ -40,6 +40,7 @@ fn limits() -> Limits {
         memory_bytes: 32 << 20,
         cpu_per_message: Duration::from_millis(300),
         max_reply_bytes: 1 << 20,
+        ..Limits::default()
     }
 }
 

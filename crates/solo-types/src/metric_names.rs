@@ -20,5 +20,7 @@ pub const GATEWAY_HANDSHAKE_FAILURES: &str = "solo_gateway_tls_handshake_failure
 pub const GATEWAY_CONNECTIONS_CLOSED: &str = "solo_gateway_connections_closed_total";
 pub const GATEWAY_ACCEPT_FAILURES: &str = "solo_gateway_accept_failures_total";
 pub const LOAD_SHED: &str = "solo_load_shed_total";
+/// Rate-limit refusals held before their answer (the tenant ignored its retry hints).
+pub const REFUSALS_HELD: &str = "solo_refusals_held_total";
 pub const BREAKER_OPEN: &str = "solo_circuit_breaker_open";
 pub const RESOURCE_PRESSURE: &str = "solo_resource_pressure";

@@ -52,6 +52,111 @@ async fn the_load_shedder_refuses_a_flood_per_tenant_and_samples_its_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_rate_is_refused_with_the_wait_until_its_next_token() {
+    let mut config = KernelConfig::default();
+    config.limits.rate_per_tenant = 2;
+    config.limits.burst_per_tenant = 4;
+    let (s, clock) = clocked(config).await;
+    let k = &s.kernel;
+    let bob = Caller::tenant(TenantId::new("bob").unwrap());
+    // The burst, then refusals naming the wait; a refusal takes no token.
+    for _ in 0..4 {
+        drop(k.admit(&alice()).unwrap());
+    }
+    // The first refusal of a window is plain; refused again before its hint ran out,
+    // the tenant is ignoring the hints (the gateway holds such refusals).
+    let e = k.admit(&alice()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::RateLimited {
+                ignoring: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    for _ in 0..50 {
+        let e = k.admit(&alice()).unwrap_err();
+        assert!(
+            matches!(e, KernelError::RateLimited { ignoring: true, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            (e.reason(), e.code()),
+            ("rate_limited", solo_types::Code::ResourceExhausted)
+        );
+        assert_eq!(solo_types::api::Failure::from(&e).retry_after, Some(1));
+    }
+    // Other tenants and the admin are not touched by alice's rate.
+    drop(k.admit(&bob).unwrap());
+    for _ in 0..20 {
+        drop(k.admit(&admin()).unwrap());
+    }
+    // Two tokens a second refill.
+    clock.advance(Duration::from_millis(1000));
+    drop(k.admit(&alice()).unwrap());
+    drop(k.admit(&alice()).unwrap());
+    assert_eq!(k.admit(&alice()).unwrap_err().reason(), "rate_limited");
+    wait_for(k, kinds::LOAD_SHED, 2).await;
+    assert_eq!(
+        events_of(k, &alice(), kinds::LOAD_SHED)[0].payload["scope"],
+        "rate"
+    );
+    // Tunable at run time: a slower rate says to wait longer; 0 turns it off.
+    k.set_config(&admin(), "limits.rate_per_tenant", "0")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        drop(k.admit(&alice()).unwrap());
+    }
+    k.set_config(&admin(), "limits.burst_per_tenant", "1")
+        .await
+        .unwrap();
+    k.set_config(&admin(), "limits.rate_per_tenant", "1")
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(1000));
+    drop(k.admit(&bob).unwrap());
+    let e = k.admit(&bob).unwrap_err();
+    assert!(
+        e.to_string().contains("rate of 1 requests per second"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_caps_every_message_cpu_budget_at_once() {
+    let s = solo().await;
+    let k = &s.kernel;
+    let mut d = DeployRequest::new(sid("spin"), Format::Wasm, wasm("spinner"));
+    d.cpu_ms_per_message = Some(5000);
+    k.deploy(&alice(), d.clone()).await.unwrap();
+    k.set_config(&admin(), "limits.max_cpu_ms_per_message", "100")
+        .await
+        .unwrap();
+    // A new deploy asking more is refused, naming the setting.
+    d.service_id = sid("spin2");
+    let e = k.deploy(&alice(), d).await.unwrap_err();
+    assert_eq!(e.reason(), "invalid_argument");
+    assert!(
+        e.to_string().contains("limits.max_cpu_ms_per_message"),
+        "{e}"
+    );
+    // A running service's next message gets the new maximum.
+    let t = std::time::Instant::now();
+    let e = call(k, "spin", r#"{"mode":"spin"}"#).await.unwrap_err();
+    let KernelError::ServiceCrashed(report) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(report.kind, "cpu_limit");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    k.set_config(&admin(), "limits.max_cpu_ms_per_message", "0")
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_breaker_opens_on_crashes_and_closes_after_probes() {
     let mut config = KernelConfig::default();
     config.breaker.failures = 2;
