@@ -61,12 +61,18 @@ pub(crate) async fn serve_with(
     config: KernelConfig,
     sandbox: SandboxConfig,
 ) -> anyhow::Result<Setup> {
+    serve_on(config, sandbox, StoreOptions::default()).await
+}
+
+/// [`serve_with`] on a store with `store`'s settings.
+pub(crate) async fn serve_on(
+    config: KernelConfig,
+    sandbox: SandboxConfig,
+    store: StoreOptions,
+) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     pki::init(dir.path(), &[])?;
-    let store = Arc::new(RedbStore::open_with(
-        dir.path().join("solo.redb"),
-        StoreOptions::default(),
-    )?);
+    let store = Arc::new(RedbStore::open_with(dir.path().join("solo.redb"), store)?);
     let sandbox = Sandbox::new(sandbox)?;
     let tls = TlsFiles::load(&CertPaths::new(dir.path()))?;
     let gateway = Gateway::bind(
@@ -80,12 +86,16 @@ pub(crate) async fn serve_with(
     .await?;
     let mut components = HashMap::new();
     components.insert("gateway", gateway.component());
+    let dyn_store: Arc<dyn solo_store::Store> = store.clone();
+    let vault =
+        solo_vault::Vault::open(dyn_store, solo_vault::MasterKey::generate()?, "bench").await?;
     let kernel = Kernel::start(
         store,
         sandbox,
         config,
         KernelOptions {
             components,
+            vault: Some(Arc::new(vault)),
             ..KernelOptions::default()
         },
     )

@@ -15,6 +15,7 @@ mod mcp;
 mod noisy;
 mod sandbox;
 mod security;
+mod soak;
 mod stats;
 mod store;
 
@@ -55,6 +56,15 @@ enum Scenario {
     /// Another tenant's call beside a patient flood, a client hammering without waiting,
     /// and the hammer beside 16 spinning services, vs the same tenant alone.
     Noisy,
+    /// Mixed load (calls, deploys, swaps, kills, secrets, watches, big logs and replies)
+    /// for N minutes: memory, open files and call p99 per minute. Not part of `all`.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Seconds in a reported "minute" (for a quick look).
+        #[arg(long, default_value_t = 60)]
+        minute_seconds: u64,
+    },
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -75,6 +85,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Mcp => mcp::run(secs)?,
         Scenario::Fairness => fairness::run(secs)?,
         Scenario::Noisy => noisy::run(secs)?,
+        Scenario::Soak {
+            minutes,
+            minute_seconds,
+        } => soak::run(minutes, std::time::Duration::from_secs(minute_seconds))?,
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;

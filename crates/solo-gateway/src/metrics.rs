@@ -2,6 +2,7 @@
 //! `Metrics` RPC and the optional plaintext loopback listener.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::header;
@@ -16,14 +17,33 @@ const SECONDS_BUCKETS: &[f64] = &[
     1.0, 2.5, 10.0,
 ];
 
-/// Installs the recorder if nothing is installed yet. When another recorder got there
-/// first (an embedding program, a test), rendering returns an empty page.
+/// How often recorded histogram samples are folded into their buckets when nobody
+/// scrapes: until then the recorder keeps every sample.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the recorder if nothing is installed yet, with a thread that folds histogram
+/// samples into their buckets every few seconds (without it, a server nobody scrapes
+/// keeps every sample and its memory grows with its traffic). When another recorder got
+/// there first (an embedding program, a test), rendering returns an empty page.
 pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .ok()?;
-        builder.install_recorder().ok()
+        let handle = builder.install_recorder().ok()?;
+        let h = handle.clone();
+        let upkeep = std::thread::Builder::new()
+            .name("solo-metrics".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    h.run_upkeep();
+                }
+            });
+        if let Err(e) = upkeep {
+            tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+        }
+        Some(handle)
     });
 }
 

@@ -107,6 +107,9 @@ pub struct StoreSection {
     /// waits for space; writes resume once the reserve can be taken back. Unset: twice
     /// `wal_mb` plus 4, what redb may grow by while it replays a full log.
     pub reserve_mb: Option<u64>,
+    /// The database's page cache, in MiB (1 to 65536). It fills as the store is read and
+    /// written and then stays at this size: part of the server's resident memory.
+    pub cache_mb: u64,
 }
 
 impl StoreSection {
@@ -122,6 +125,7 @@ impl Default for StoreSection {
         Self {
             wal_mb: 32,
             reserve_mb: None,
+            cache_mb: 64,
         }
     }
 }
@@ -312,6 +316,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             c.max_request_bytes
         )));
     }
+    if !(1..=65536).contains(&c.store.cache_mb) {
+        return Err(ConfigError::Invalid(format!(
+            "store.cache_mb {} must be between 1 and 65536",
+            c.store.cache_mb
+        )));
+    }
     if !(1..=4096).contains(&c.store.wal_mb) {
         return Err(ConfigError::Invalid(format!(
             "store.wal_mb {} must be between 1 and 4096",
@@ -488,12 +498,20 @@ mod tests {
     fn the_wal_size_is_configurable_within_bounds() {
         let c = load(
             None,
-            env(&[("SOLO_STORE__WAL_MB", "2")]),
+            env(&[("SOLO_STORE__WAL_MB", "2"), ("SOLO_STORE__CACHE_MB", "8")]),
             &FlagOverrides::default(),
         )
         .unwrap()
         .config;
-        assert_eq!(c.store.wal_mb, 2);
+        assert_eq!((c.store.wal_mb, c.store.cache_mb), (2, 8));
+        let Err(e) = load(
+            None,
+            env(&[("SOLO_STORE__CACHE_MB", "0")]),
+            &FlagOverrides::default(),
+        ) else {
+            panic!("cache_mb 0 was taken");
+        };
+        assert!(e.to_string().contains("store.cache_mb"), "{e}");
         for bad in ["0", "5000"] {
             let Err(e) = load(
                 None,

@@ -116,6 +116,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             data_dir.join("solo.redb"),
             solo_store::StoreOptions {
                 wal_bytes: cfg.store.wal_mb << 20,
+                cache_bytes: usize::try_from(cfg.store.cache_mb << 20).unwrap_or(usize::MAX),
                 reserve_bytes: cfg.store.reserve_mb() << 20,
                 ..solo_store::StoreOptions::default()
             },
