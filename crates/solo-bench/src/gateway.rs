@@ -46,6 +46,24 @@ impl Setup {
             &[],
         )?)
     }
+
+    /// A client profile of `tenant`, whose certificate is issued now by the setup's CA.
+    pub(crate) fn tenant_profile(&self, tenant: &str) -> anyhow::Result<Profile> {
+        let dir = self.dir.path();
+        let clients = dir.join("clients");
+        pki::issue(dir, tenant, false, &clients)?;
+        Ok(Profile::resolve(
+            &Flags {
+                endpoint: Some(self.gateway.grpc_addr().to_string()),
+                cert: Some(clients.join(format!("{tenant}.pem"))),
+                key: Some(clients.join(format!("{tenant}-key.pem"))),
+                ca: Some(CertPaths::new(dir).ca()),
+                data_dir: Some(dir.join("none")),
+                ..Flags::default()
+            },
+            &[],
+        )?)
+    }
 }
 
 pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {

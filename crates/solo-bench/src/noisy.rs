@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solo_client::{Client, Flags, Profile};
-use solo_gateway::pki::{self, CertPaths};
+use solo_client::{Client, Profile};
 use solo_kernel::{Caller, DeployRequest, KernelConfig};
 use solo_proto::v1 as pb;
 use solo_sandbox::SandboxConfig;
@@ -131,23 +130,7 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
             ..SandboxConfig::default()
         },
     ))?;
-    let dir = s.dir.path();
-    let clients = dir.join("clients");
-    let paths = CertPaths::new(dir);
-    let profile = |t: &str| -> anyhow::Result<Profile> {
-        pki::issue(dir, t, false, &clients)?;
-        Ok(Profile::resolve(
-            &Flags {
-                endpoint: Some(s.gateway.grpc_addr().to_string()),
-                cert: Some(clients.join(format!("{t}.pem"))),
-                key: Some(clients.join(format!("{t}-key.pem"))),
-                ca: Some(paths.ca()),
-                data_dir: Some(dir.join("none")),
-                ..Flags::default()
-            },
-            &[],
-        )?)
-    };
+    let profile = |t: &str| s.tenant_profile(t);
     let (alice, bob, mallory) = (profile("alice")?, profile("bob")?, profile("mallory")?);
     let kernel = s.kernel.clone();
     let deploy = |tenant: &str, id: &str, format: Format, code: Vec<u8>, cpu: Option<u32>| {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::json;
-use solo_client::{Flags, Profile, Solo};
-use solo_gateway::pki::{self, CertPaths};
+use solo_client::Solo;
 use solo_kernel::KernelConfig;
 use solo_sandbox::SandboxConfig;
 use solo_types::api::{DeployRequest, KillOptions, SwapMode, SwapRequest, WatchRequest};
@@ -101,26 +100,13 @@ pub fn run(minutes: u64, minute: Duration) -> anyhow::Result<()> {
         },
     ))?;
     let dir = s.dir.path();
-    let clients = dir.join("clients");
-    let paths = CertPaths::new(dir);
     let load_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let mut solos = Vec::new();
     for t in TENANTS {
-        pki::issue(dir, t, false, &clients)?;
-        let p = Profile::resolve(
-            &Flags {
-                endpoint: Some(s.gateway.grpc_addr().to_string()),
-                cert: Some(clients.join(format!("{t}.pem"))),
-                key: Some(clients.join(format!("{t}-key.pem"))),
-                ca: Some(paths.ca()),
-                data_dir: Some(dir.join("none")),
-                ..Flags::default()
-            },
-            &[],
-        )?;
+        let p = s.tenant_profile(t)?;
         solos.push(load_rt.block_on(p.open())?);
     }
     let load = Arc::new(Load::default());
