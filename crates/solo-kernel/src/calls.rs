@@ -179,15 +179,12 @@ async fn deliver(
             solo_sandbox::GuestError::new(e.to_string()),
         )),
         // The actor's report of this crash (with the log tail it saw): it notes the crash
-        // before it answers; the check keeps an earlier crash's report from standing in.
-        Err(CallError::Crash(c)) => {
-            let noted = entry.last_error().filter(|r| {
-                r.kind == c.kind.as_str() && r.message == c.message && r.backtrace == c.backtrace
-            });
-            Err(KernelError::ServiceCrashed(Box::new(noted.unwrap_or_else(
-                || entry.report(c.kind.as_str(), &c.message, c.backtrace),
-            ))))
-        }
+        // before it answers.
+        Err(CallError::Crash(c)) => Err(KernelError::ServiceCrashed(Box::new(
+            entry
+                .last_error()
+                .unwrap_or_else(|| entry.report(c.kind.as_str(), &c.message, c.backtrace)),
+        ))),
     }
 }
 

@@ -16,6 +16,7 @@ use solo_types::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::breaker::ServiceBreaker;
+use crate::bucket::TokenBucket;
 use crate::caller::TokenScope;
 use crate::logs::LogRing;
 
@@ -103,35 +104,23 @@ fn share_of(tenant: &TenantId) -> u64 {
     h.finish()
 }
 
-/// A token bucket: `rate` per second, `burst` at most.
+/// A token bucket of a fixed rate, with a burst of ten times the rate.
 pub(crate) struct Bucket {
     rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    state: Mutex<TokenBucket>,
 }
 
 impl Bucket {
     pub(crate) fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
         Self {
-            rate,
-            burst: rate * 10.0,
-            state: Mutex::new((rate * 10.0, Instant::now())),
+            rate: f64::from(rate.max(1)),
+            state: Mutex::default(),
         }
     }
 
     pub(crate) fn take(&self) -> bool {
         let mut s = self.state.lock();
-        let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-        s.0 = (s.0 + refill).min(self.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        s.take(Instant::now(), self.rate, self.rate * 10.0).is_ok()
     }
 }
 

@@ -14,6 +14,7 @@
 mod actor;
 pub mod api;
 mod breaker;
+mod bucket;
 mod caller;
 mod calls;
 mod capabilities;

@@ -8,10 +8,10 @@
 //! carrying the scope (`rate`, `tenant`, `global`) and how many were shed since the last.
 
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use dashmap::DashMap;
 use serde_json::json;
@@ -19,6 +19,7 @@ use solo_store::Store;
 use solo_types::clock::SharedClock;
 use solo_types::{NewEvent, TenantId, kinds, metric_names as m};
 
+use crate::bucket::TokenBucket;
 use crate::error::KernelError;
 use crate::tunables::{Key, Tunables};
 
@@ -38,9 +39,7 @@ struct Load {
 
 #[derive(Debug, Default)]
 struct Bucket {
-    tokens: f64,
-    /// The last refill; `None`: never used (full).
-    last: Option<Instant>,
+    tokens: TokenBucket,
     /// Until when the last refusal told the tenant to wait.
     hinted_until: Option<Instant>,
 }
@@ -58,18 +57,9 @@ impl Load {
         #[allow(clippy::cast_precision_loss)] // rates and bursts are far below 2^52
         let (rate, burst) = (rate as f64, burst as f64);
         let mut b = self.bucket.lock();
-        b.tokens = match b.last {
-            Some(last) => {
-                (b.tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst)
-            }
-            None => burst,
-        };
-        b.last = Some(now);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        let Err(wait) = b.tokens.take(now, rate, burst) else {
             return Ok(());
-        }
-        let wait = Duration::from_secs_f64((1.0 - b.tokens) / rate);
+        };
         let ignoring = b.hinted_until.is_some_and(|t| now < t);
         if !ignoring {
             b.hinted_until = Some(now + whole_seconds(wait));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{Server, echo_js, workspace_root};
+use harness::{Server, call, echo_js, workspace_root};
 use serde_json::json;
 use solo_proto::v1 as pb;
 use tonic::Code;
@@ -28,14 +28,6 @@ fn deploy(id: &str, code: Vec<u8>, format: pb::deploy_request::DeployFormat) -> 
         cpu_ms_per_message: 60_000,
         message_timeout_ms: 60_000,
         ..pb::DeployRequest::default()
-    }
-}
-
-fn call(id: &str, request: serde_json::Value) -> pb::CallRequest {
-    pb::CallRequest {
-        service_id: id.into(),
-        request: request.to_string(),
-        timeout_ms: 5000,
     }
 }
 

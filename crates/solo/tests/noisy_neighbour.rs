@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use harness::{Server, echo_js};
+use harness::{Server, call, echo_js};
 use serde_json::json;
 use solo_proto::v1 as pb;
 use tonic::Code;
@@ -26,14 +26,6 @@ fn deploy_js(id: &str, code: String) -> pb::DeployRequest {
         code,
         format: pb::deploy_request::DeployFormat::Javascript as i32,
         ..pb::DeployRequest::default()
-    }
-}
-
-fn call(id: &str, request: serde_json::Value) -> pb::CallRequest {
-    pb::CallRequest {
-        service_id: id.into(),
-        request: request.to_string(),
-        timeout_ms: 5000,
     }
 }
 

@@ -388,3 +388,12 @@ pub fn counter_js() -> String {
 pub fn echo_js() -> String {
     std::fs::read_to_string(workspace_root().join("examples/js/echo.js")).unwrap()
 }
+
+/// A call of `id` with `request`, within the default 5 s.
+pub fn call(id: &str, request: serde_json::Value) -> solo_proto::v1::CallRequest {
+    solo_proto::v1::CallRequest {
+        service_id: id.into(),
+        request: request.to_string(),
+        timeout_ms: 5000,
+    }
+}

@@ -14,7 +14,7 @@ mod security;
 use std::time::Duration;
 
 use futures::StreamExt;
-use harness::{Server, counter_js, echo_js, reason};
+use harness::{Server, call, counter_js, echo_js, reason};
 use serde_json::{Value, json};
 use solo_client::Flags;
 use solo_proto::v1 as pb;
@@ -26,14 +26,6 @@ fn deploy_js(id: &str, code: String) -> pb::DeployRequest {
         code,
         format: pb::deploy_request::DeployFormat::Javascript as i32,
         ..pb::DeployRequest::default()
-    }
-}
-
-fn call(id: &str, request: Value) -> pb::CallRequest {
-    pb::CallRequest {
-        service_id: id.into(),
-        request: request.to_string(),
-        timeout_ms: 5000,
     }
 }
 
