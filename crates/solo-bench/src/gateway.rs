@@ -49,21 +49,34 @@ impl Setup {
 
     /// A client profile of `tenant`, whose certificate is issued now by the setup's CA.
     pub(crate) fn tenant_profile(&self, tenant: &str) -> anyhow::Result<Profile> {
-        let dir = self.dir.path();
-        let clients = dir.join("clients");
-        pki::issue(dir, tenant, false, &clients)?;
-        Ok(Profile::resolve(
-            &Flags {
-                endpoint: Some(self.gateway.grpc_addr().to_string()),
-                cert: Some(clients.join(format!("{tenant}.pem"))),
-                key: Some(clients.join(format!("{tenant}-key.pem"))),
-                ca: Some(CertPaths::new(dir).ca()),
-                data_dir: Some(dir.join("none")),
-                ..Flags::default()
-            },
-            &[],
-        )?)
+        tenant_profile(
+            self.dir.path(),
+            &self.gateway.grpc_addr().to_string(),
+            tenant,
+        )
     }
+}
+
+/// A client profile of `tenant` for the server at `endpoint` whose data directory (and
+/// CA) is `dir`, with a certificate issued now.
+pub(crate) fn tenant_profile(
+    dir: &std::path::Path,
+    endpoint: &str,
+    tenant: &str,
+) -> anyhow::Result<Profile> {
+    let clients = dir.join("clients");
+    pki::issue(dir, tenant, false, &clients)?;
+    Ok(Profile::resolve(
+        &Flags {
+            endpoint: Some(endpoint.to_string()),
+            cert: Some(clients.join(format!("{tenant}.pem"))),
+            key: Some(clients.join(format!("{tenant}-key.pem"))),
+            ca: Some(CertPaths::new(dir).ca()),
+            data_dir: Some(dir.join("none")),
+            ..Flags::default()
+        },
+        &[],
+    )?)
 }
 
 pub(crate) async fn serve(config: KernelConfig) -> anyhow::Result<Setup> {

@@ -178,7 +178,7 @@ async fn http(
 }
 
 /// The `solo` binary beside this one.
-fn solo_bin() -> anyhow::Result<PathBuf> {
+pub(crate) fn solo_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("solo");
     anyhow::ensure!(

@@ -1,12 +1,14 @@
-//! Soak: mixed load for N minutes against a server behind its gateway (gRPC over mutual
-//! TLS, four tenants): steady calls, a churn of deploys, calls, hot swaps and kills,
-//! secret puts, reads and deletes, watches reconnecting where they left off, and every few seconds a
-//! service that logs a megabyte and replies two. Each minute prints the server's
-//! resident memory, its open files and that minute's call p99; the summary compares the
-//! last minute with the first after warm-up (the target: under 5 % growth, no upward
-//! trend of p99). The store's page cache is 16 MiB (`SOAK_CACHE_MB`), so that it is full
-//! after the warm-up minute: the cache fills as the store grows and then stays at its
-//! size (`[store] cache_mb`, 64 MiB by default), which is bounded growth, not a leak.
+//! Soak: mixed load for N minutes against the real `solo server` process (gRPC over
+//! mutual TLS, four tenants): steady calls, a churn of deploys, calls, hot swaps and
+//! kills, secret puts, reads and deletes, watches reconnecting where they left off, and
+//! every few seconds a service that logs a megabyte and replies two. Each minute prints
+//! the server process's resident memory, its open files and that minute's call p99; the
+//! summary compares the last minute with the first after warm-up (the target: under 5 %
+//! growth, no upward trend of p99). The server is the `solo` binary beside this one, on
+//! its defaults but for a 16 MiB store cache (`SOAK_CACHE_MB`), so that the cache is
+//! full after warm-up: it fills as the store grows and then stays at its size (`[store]
+//! cache_mb`, 64 MiB by default), which is bounded growth, not a leak. Extra `SOLO_*` or
+//! allocator variables in the environment reach the server.
 //! `SOAK_SKIP=big,churn,secrets,watch` (any of them) leaves parts of the load out, to
 //! find what a growth comes from.
 
@@ -18,8 +20,6 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::json;
 use solo_client::Solo;
-use solo_kernel::KernelConfig;
-use solo_sandbox::SandboxConfig;
 use solo_types::api::{DeployRequest, KillOptions, SwapMode, SwapRequest, WatchRequest};
 use solo_types::{EventFilter, Format, ServiceId, TenantId};
 
@@ -65,9 +65,9 @@ fn sid(s: &str) -> ServiceId {
     ServiceId::new(s).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
-/// The process's resident memory in KiB and its open files.
-fn rss_and_fds() -> (u64, usize) {
-    let rss = std::fs::read_to_string("/proc/self/status")
+/// Process `pid`'s resident memory in KiB and its open files.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -75,30 +75,75 @@ fn rss_and_fds() -> (u64, usize) {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0);
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     (rss, fds)
 }
 
+/// A `solo server` child process on 127.0.0.1 port 0, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    grpc: String,
+}
+
+impl Server {
+    fn start(cache_mb: usize) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(crate::mcp::solo_bin()?)
+            .args([
+                "server",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("SOLO_STORE__CACHE_MB", cache_mb.to_string())
+            .env("SOLO_LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = std::io::BufReader::new(out).lines();
+        let grpc = loop {
+            match lines.next() {
+                Some(line) => {
+                    if let Some(a) = line?.strip_prefix("grpc listening on ") {
+                        break a.to_string();
+                    }
+                }
+                None => anyhow::bail!("the server ended before it listened"),
+            }
+        };
+        // Keep reading, so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Self { child, dir, grpc })
+    }
+
+    fn tenant_profile(&self, tenant: &str) -> anyhow::Result<solo_client::Profile> {
+        crate::gateway::tenant_profile(self.dir.path(), &self.grpc, tenant)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn run(minutes: u64, minute: Duration) -> anyhow::Result<()> {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let cache_mb: usize = std::env::var("SOAK_CACHE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let s = server.block_on(crate::gateway::serve_on(
-        KernelConfig::default(),
-        SandboxConfig {
-            max_instances: 200,
-            ..SandboxConfig::default()
-        },
-        solo_store::StoreOptions {
-            cache_bytes: cache_mb << 20,
-            ..solo_store::StoreOptions::default()
-        },
-    ))?;
+        .unwrap_or(1);
+    let s = Server::start(cache_mb)?;
+    let pid = s.child.id();
     let dir = s.dir.path();
     let load_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -128,17 +173,16 @@ pub fn run(minutes: u64, minute: Duration) -> anyhow::Result<()> {
         spawn_workers(&load_rt, i, TENANTS[i], solo.clone(), &load, &stop);
     }
 
-    let (rss0, fds0) = rss_and_fds();
+    let (rss0, fds0) = rss_and_fds(pid);
     let mut rows = Vec::new();
     for m in 1..=minutes {
         std::thread::sleep(minute);
         let mut calls = std::mem::take(&mut *load.calls.lock());
-        let (rss, fds) = rss_and_fds();
+        let (rss, fds) = rss_and_fds(pid);
         let store = std::fs::metadata(dir.join("solo.redb")).map_or(0, |m| m.len() >> 10);
         let row = json!({
             "scenario": "soak.minute", "minute": m,
             "rss_kib": rss, "open_files": fds, "store_kib": store,
-            "server_tasks": server.metrics().num_alive_tasks(),
             "calls": calls.len(), "call_p50_us": r2(calls.quantile_us(0.5)),
             "call_p99_us": r2(calls.quantile_us(0.99)),
             "ops": load.ops.swap(0, Ordering::Relaxed),
@@ -150,7 +194,7 @@ pub fn run(minutes: u64, minute: Duration) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     load_rt.shutdown_timeout(Duration::from_secs(5));
-    server.shutdown_background();
+    drop(s);
 
     // Warm-up: the first minute (or the only one).
     #[allow(clippy::cast_precision_loss)]
