@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod breakdown;
+mod egress;
 mod fairness;
 mod gateway;
 mod kernel;
@@ -56,6 +57,9 @@ enum Scenario {
     /// Another tenant's call beside a patient flood, a client hammering without waiting,
     /// and the hammer beside 16 spinning services, vs the same tenant alone.
     Noisy,
+    /// An HTTP request from inside a JS and a wasm service to a loopback server, vs bare
+    /// hyper and reqwest clients.
+    Egress,
     /// Mixed load (calls, deploys, swaps, kills, secrets, watches, big logs and replies)
     /// for N minutes: memory, open files and call p99 per minute. Not part of `all`.
     Soak {
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Mcp => mcp::run(secs)?,
         Scenario::Fairness => fairness::run(secs)?,
         Scenario::Noisy => noisy::run(secs)?,
+        Scenario::Egress => egress::run(secs)?,
         Scenario::Soak {
             minutes,
             minute_seconds,
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             mcp::run(secs)?;
             fairness::run(secs)?;
             noisy::run(secs)?;
+            egress::run(secs)?;
         }
     }
     Ok(())

@@ -10,7 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use solo_proto::convert::{self as cv, LogsQuery};
 use solo_proto::v1 as pb;
 use solo_types::api::*;
-use solo_types::{Event, EventPage, EventQuery, Permission, Resource, ServiceId, ServiceStatus};
+use solo_types::{
+    Code, Event, EventPage, EventQuery, Permission, Resource, ServiceId, ServiceStatus, TenantId,
+};
 
 use crate::{Client, describe_status};
 
@@ -209,6 +211,57 @@ impl Solo {
         })
     }
 
+    pub async fn bind_secret(&self, name: &str, hosts: &[String], unbind: bool) -> R<SecretHosts> {
+        let r = self
+            .raw()
+            .bind_secret(pb::BindSecretRequest {
+                name: name.to_string(),
+                hosts: hosts.to_vec(),
+                unbind,
+            })
+            .await
+            .map_err(fail)?
+            .into_inner();
+        Ok(SecretHosts {
+            name: r.name,
+            hosts: r.hosts,
+        })
+    }
+
+    /// Adds (`allow`) or removes a tenant's egress rules (admin).
+    pub async fn change_egress(
+        &self,
+        tenant: &str,
+        rules: &[String],
+        allow: bool,
+    ) -> R<EgressRules> {
+        let r = self
+            .raw()
+            .change_egress(pb::ChangeEgressRequest {
+                tenant: tenant.to_string(),
+                rules: rules.to_vec(),
+                allow,
+            })
+            .await
+            .map_err(fail)?
+            .into_inner();
+        egress_rules(r)
+    }
+
+    pub async fn egress_rules(&self, tenant: Option<&str>) -> R<EgressList> {
+        let r = self
+            .raw()
+            .list_egress(pb::ListEgressRequest {
+                tenant: tenant.unwrap_or_default().to_string(),
+            })
+            .await
+            .map_err(fail)?
+            .into_inner();
+        Ok(EgressList {
+            tenants: r.tenants.into_iter().map(egress_rules).collect::<R<_>>()?,
+        })
+    }
+
     pub async fn grant(&self, req: &GrantRequest) -> R<Granted> {
         let r = self
             .raw()
@@ -357,4 +410,12 @@ impl Solo {
         let r = self.raw().shutdown(req).await;
         Ok(r.map_err(fail)?.into_inner().into())
     }
+}
+
+fn egress_rules(r: pb::EgressRules) -> R<EgressRules> {
+    Ok(EgressRules {
+        tenant: TenantId::new(&r.tenant)
+            .map_err(|e| Failure::new(Code::Internal, "bad_answer", e.to_string()))?,
+        rules: r.rules,
+    })
 }

@@ -267,6 +267,38 @@ impl SoloKernel for Grpc {
         })
     }
 
+    async fn bind_secret(&self, req: Request<pb::BindSecretRequest>) -> Rs<pb::BindSecretResponse> {
+        let (a, r) = split(req);
+        let b = self
+            .ops()
+            .bind_secret(a.who(), &r.name, &r.hosts, r.unbind)
+            .await
+            .map_err(st)?;
+        ok(pb::BindSecretResponse {
+            name: b.name,
+            hosts: b.hosts,
+        })
+    }
+
+    async fn change_egress(&self, req: Request<pb::ChangeEgressRequest>) -> Rs<pb::EgressRules> {
+        let (a, r) = split(req);
+        let e = self
+            .ops()
+            .change_egress(a.who(), &r.tenant, &r.rules, r.allow)
+            .await
+            .map_err(st)?;
+        ok(egress_rules(e))
+    }
+
+    async fn list_egress(&self, req: Request<pb::ListEgressRequest>) -> Rs<pb::ListEgressResponse> {
+        let (a, r) = split(req);
+        let tenant = Some(r.tenant.as_str()).filter(|t| !t.is_empty());
+        let l = self.ops().egress_rules(a.who(), tenant).await.map_err(st)?;
+        ok(pb::ListEgressResponse {
+            tenants: l.tenants.into_iter().map(egress_rules).collect(),
+        })
+    }
+
     async fn grant_capability(
         &self,
         req: Request<pb::GrantCapabilityRequest>,
@@ -357,5 +389,12 @@ impl SoloKernel for Grpc {
     async fn get_config(&self, req: Request<pb::GetConfigRequest>) -> Rs<pb::GetConfigResponse> {
         let (a, _) = split(req);
         ok((&self.ops().get_config(a.who()).await.map_err(st)?).into())
+    }
+}
+
+fn egress_rules(e: solo_types::api::EgressRules) -> pb::EgressRules {
+    pb::EgressRules {
+        tenant: e.tenant.to_string(),
+        rules: e.rules,
     }
 }

@@ -221,6 +221,17 @@ impl Backend for OpsBackend {
         Ok(self.ops.delete_secret(self.asker.who(), &name).await?)
     }
 
+    async fn bind_secret(&self, name: String, hosts: Vec<String>, unbind: bool) -> R<SecretHosts> {
+        Ok(self
+            .ops
+            .bind_secret(self.asker.who(), &name, &hosts, unbind)
+            .await?)
+    }
+
+    async fn egress_rules(&self) -> R<EgressList> {
+        Ok(self.ops.egress_rules(self.asker.who(), None).await?)
+    }
+
     async fn grant(&self, req: GrantRequest) -> R<Granted> {
         Ok(self.ops.grant(self.asker.who(), req).await?)
     }

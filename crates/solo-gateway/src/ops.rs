@@ -268,6 +268,48 @@ impl Ops {
         Ok(Rotated { rotated: n as u64 })
     }
 
+    pub async fn bind_secret(
+        &self,
+        who: Who<'_>,
+        name: &str,
+        hosts: &[String],
+        unbind: bool,
+    ) -> R<SecretHosts> {
+        let a = self.admit(who).await?;
+        Ok(self
+            .kernel
+            .bind_secret(&a.caller, name, hosts, unbind)
+            .await?)
+    }
+
+    /// Adds (`allow`) or removes a tenant's egress rules (admin only).
+    pub async fn change_egress(
+        &self,
+        who: Who<'_>,
+        tenant: &str,
+        rules: &[String],
+        allow: bool,
+    ) -> R<EgressRules> {
+        let a = self.admit(who).await?;
+        let tenant =
+            TenantId::new(tenant).map_err(|e| Failure::invalid("invalid_tenant", e.to_string()))?;
+        Ok(self
+            .kernel
+            .change_egress(&a.caller, &tenant, rules, allow)
+            .await?)
+    }
+
+    pub async fn egress_rules(&self, who: Who<'_>, tenant: Option<&str>) -> R<EgressList> {
+        let a = self.admit(who).await?;
+        let tenant = tenant
+            .map(TenantId::new)
+            .transpose()
+            .map_err(|e| Failure::invalid("invalid_tenant", e.to_string()))?;
+        Ok(EgressList {
+            tenants: self.kernel.egress_rules(&a.caller, tenant.as_ref())?,
+        })
+    }
+
     pub async fn grant(&self, who: Who<'_>, req: GrantRequest) -> R<Granted> {
         let a = self.admit(who).await?;
         Ok(self.kernel.grant_capability(&a.caller, req).await?)

@@ -61,6 +61,9 @@ pub(crate) fn router(ops: SharedOps, max_request_bytes: usize) -> Router {
             "/v1/secrets/{name}",
             put(put_secret).get(get_secret).delete(delete_secret),
         )
+        .route("/v1/secrets/{name}/hosts", post(bind_secret))
+        .route("/v1/egress", get(list_egress))
+        .route("/v1/egress/{tenant}/{change}", post(change_egress))
         .route("/v1/capabilities", get(list_caps).post(grant_cap))
         .route("/v1/capabilities/verify", post(verify_cap))
         .route("/v1/capabilities/revoke", post(revoke_cap))
@@ -414,6 +417,52 @@ async fn get_secret(State(st): State<RestState>, a: Ask, Path(name): Path<String
 
 async fn delete_secret(State(st): State<RestState>, a: Ask, Path(name): Path<String>) -> ApiResult {
     json(st.ops.delete_secret(a.who(), &name).await?)
+}
+
+async fn bind_secret(
+    State(st): State<RestState>,
+    a: Ask,
+    Path(name): Path<String>,
+    Body(b): Body<BindHostsBody>,
+) -> ApiResult {
+    json(
+        st.ops
+            .bind_secret(a.who(), &name, &b.hosts, b.unbind)
+            .await?,
+    )
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressParams {
+    tenant: Option<String>,
+}
+
+async fn list_egress(
+    State(st): State<RestState>,
+    a: Ask,
+    Query(p): Query<EgressParams>,
+) -> ApiResult {
+    json(st.ops.egress_rules(a.who(), p.tenant.as_deref()).await?)
+}
+
+/// `POST /v1/egress/{tenant}/allow` or `/deny`.
+async fn change_egress(
+    State(st): State<RestState>,
+    a: Ask,
+    Path((tenant, change)): Path<(String, String)>,
+    Body(b): Body<EgressRulesBody>,
+) -> ApiResult {
+    let allow = match change.as_str() {
+        "allow" => true,
+        "deny" => false,
+        _ => return Err(not_found().await),
+    };
+    json(
+        st.ops
+            .change_egress(a.who(), &tenant, &b.rules, allow)
+            .await?,
+    )
 }
 
 async fn rotate_secrets(State(st): State<RestState>, a: Ask) -> ApiResult {

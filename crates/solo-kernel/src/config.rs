@@ -167,6 +167,60 @@ pub struct KernelConfig {
     pub limits: TenantLimits,
     pub monitor: MonitorConfig,
     pub breaker: BreakerConfig,
+    pub egress: EgressConfig,
+}
+
+/// `[egress]`: services' HTTP requests out of Solo. The request limits are
+/// runtime-tunable (`egress.*`); the client's timeouts and caps are set at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Requests per second per tenant (a token bucket of `burst_per_tenant`; 0: none).
+    pub rate_per_tenant: u32,
+    pub burst_per_tenant: u32,
+    /// Requests one service may have in flight at once.
+    pub max_in_flight_per_service: u32,
+    /// Connecting (resolving included) may take this long.
+    pub connect_timeout_ms: u64,
+    /// A request may take this long to its response's last byte, redirects included.
+    pub total_timeout_ms: u64,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    /// Redirects followed at most (each checked like the first request).
+    pub max_redirects: u8,
+    /// A PEM file of CA certificates trusted besides the Mozilla root set, for private
+    /// endpoints.
+    pub extra_ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        let l = solo_egress::EgressLimits::default();
+        Self {
+            rate_per_tenant: 20,
+            burst_per_tenant: 40,
+            max_in_flight_per_service: 8,
+            connect_timeout_ms: u64::try_from(l.connect_timeout.as_millis()).unwrap_or(5000),
+            total_timeout_ms: u64::try_from(l.total_timeout.as_millis()).unwrap_or(30_000),
+            max_request_bytes: l.max_request_bytes,
+            max_response_bytes: l.max_response_bytes,
+            max_redirects: l.max_redirects,
+            extra_ca_file: None,
+        }
+    }
+}
+
+impl EgressConfig {
+    /// The client's limits.
+    pub fn limits(&self) -> solo_egress::EgressLimits {
+        solo_egress::EgressLimits {
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+            total_timeout: std::time::Duration::from_millis(self.total_timeout_ms),
+            max_request_bytes: self.max_request_bytes,
+            max_response_bytes: self.max_response_bytes,
+            max_redirects: self.max_redirects,
+        }
+    }
 }
 
 /// A call, a kill or a shutdown's grace period takes this long when the request leaves

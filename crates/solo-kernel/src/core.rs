@@ -59,6 +59,7 @@ pub(crate) struct Core {
     pub(crate) secrets: Secrets,
     pub(crate) caps: Capabilities,
     pub(crate) registry: Registry,
+    pub(crate) egress: crate::egress::Egress,
     /// Deploys that failed lately, for `status`.
     pub(crate) failed: FailedDeploys,
     pub(crate) tree: OnceLock<Tree>,

@@ -48,7 +48,7 @@ pub(crate) async fn deploy(
         k.monitor.check_pressure()?;
     }
     let tenant = caller.tenant_id().clone();
-    let spec = resolve_spec(k, &req)?;
+    let spec = resolve_spec(k, &req, caller.tenant_id())?;
     // The service runs with its deployer's authority: a token must be able to read every
     // secret the service lists.
     crate::swap::require_listed_secrets(k, caller, &spec.secrets)?;
@@ -134,7 +134,11 @@ pub(crate) async fn deploy(
 }
 
 /// The spec of a request: defaults applied, every limit checked.
-fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError> {
+fn resolve_spec(
+    k: &Core,
+    req: &DeployRequest,
+    caller_tenant: &TenantId,
+) -> Result<DeploySpec, KernelError> {
     let d = &k.config.service_defaults;
     let l = &k.config.limits;
     let spec = DeploySpec {
@@ -152,8 +156,26 @@ fn resolve_spec(k: &Core, req: &DeployRequest) -> Result<DeploySpec, KernelError
             message_timeout_ms: req.message_timeout_ms.unwrap_or(d.message_timeout_ms),
         },
         secrets: req.secrets.clone(),
+        egress: solo_egress::parse_rules(&req.egress)
+            .map_err(|e| KernelError::InvalidArgument(e.to_string()))?,
         tool: req.tool.clone(),
     };
+    let tenant_rules = k.egress.tenant_rules(caller_tenant);
+    if let Some(r) = solo_egress::first_outside(&spec.egress, &tenant_rules) {
+        return Err(KernelError::PermissionDenied(format!(
+            "egress rule {r} is outside the tenant's egress rules ({}); an admin adds it with \
+             `solo egress allow {caller_tenant} {r}`",
+            if tenant_rules.is_empty() {
+                "none".to_string()
+            } else {
+                tenant_rules
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    }
     if let Some(t) = &spec.tool {
         t.check().map_err(KernelError::InvalidArgument)?;
     }

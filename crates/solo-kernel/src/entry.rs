@@ -178,6 +178,8 @@ pub(crate) struct ServiceEntry {
     pub(crate) mailbox_full: crate::sampler::Window,
     /// Who sent the message being handled, for the guest's `caller()`.
     pub(crate) current_caller: Mutex<Option<GuestCaller>>,
+    /// The service's HTTP requests out of Solo in flight.
+    pub(crate) egress_in_flight: AtomicU32,
 }
 
 impl ServiceEntry {
@@ -229,6 +231,7 @@ impl ServiceEntry {
             emits: Bucket::new(emits_per_second),
             mailbox_full: crate::sampler::Window::default(),
             current_caller: Mutex::new(None),
+            egress_in_flight: AtomicU32::new(0),
             breaker: ServiceBreaker::default(),
             spec,
         })

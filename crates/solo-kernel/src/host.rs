@@ -5,7 +5,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use solo_sandbox::{GuestCaller, GuestIdentity, HostApi, HostError, Level};
+use solo_sandbox::{
+    GuestCaller, GuestIdentity, HostApi, HostError, HttpRequest, HttpResponse, HttpSlot, Level,
+};
 use solo_store::WriteBatch;
 use solo_types::{NewEvent, Permission, Resource, ServiceId, TenantId, kinds};
 
@@ -235,6 +237,30 @@ impl HostApi for KernelHost {
                 .await
                 .map(|v| v.expose().to_vec())
                 .map_err(|e| to_host(&e))
+        })
+    }
+
+    fn http_begin(&self) -> Result<HttpSlot, HostError> {
+        let k = self.kernel()?;
+        // A service whose deployer's authority lapsed sends nothing more.
+        self.acting(&k)?;
+        crate::egress::begin(&k, &self.entry)
+    }
+
+    fn http(
+        &self,
+        slot: HttpSlot,
+        request: HttpRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, HostError>> {
+        let k = match self.kernel() {
+            Ok(k) => k,
+            Err(e) => return ready(Err(e)),
+        };
+        let entry = Arc::clone(&self.entry);
+        let acting = self.acting(&k);
+        Box::pin(async move {
+            let acting = acting?;
+            crate::egress::send(&k, &entry, &acting, slot, request).await
         })
     }
 

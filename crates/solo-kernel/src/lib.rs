@@ -4,7 +4,7 @@
 //! acts inside the caller's tenant only (another tenant's services are not found), and
 //! runs in a `solo_kernel.<operation>` span with the tenant and service. Behind it,
 //! subsystems own their state (`shedder`, `breaker`, `monitor`, `tunables`, `tenants`,
-//! `secrets`, `capabilities`, `discovery`) and verbs are functions over the shared
+//! `secrets`, `capabilities`, `discovery`, `egress`) and verbs are functions over the shared
 //! `Core` (`deploy`, `calls`, `kill`, `swap`, `recovery`, `views`, `actor`, `system`).
 //!
 //! Architecture invariant: the kernel knows nothing of gRPC, HTTP or JSON bodies; the
@@ -22,6 +22,7 @@ mod config;
 mod core;
 mod deploy;
 mod discovery;
+mod egress;
 mod entry;
 mod error;
 mod failed;
@@ -55,7 +56,8 @@ pub use crate::api::*;
 pub use caller::{Caller, Role, TokenScope};
 pub use capabilities::DEFAULT_TOKEN_TTL_SECONDS;
 pub use config::{
-    BreakerConfig, DEFAULT_TIMEOUT, KernelConfig, MonitorConfig, ServiceDefaults, TenantLimits,
+    BreakerConfig, DEFAULT_TIMEOUT, EgressConfig, KernelConfig, MonitorConfig, ServiceDefaults,
+    TenantLimits,
 };
 pub use error::KernelError;
 pub use failed::FAILED_DEPLOY_TTL;
@@ -383,11 +385,7 @@ impl Kernel {
 
     /// Checks that the caller is an admin (metrics, for one).
     pub fn require_admin(&self, caller: &Caller, what: &str) -> R<()> {
-        if caller.is_admin() {
-            Ok(())
-        } else {
-            Err(KernelError::admin_only(what))
-        }
+        (caller.is_admin().then_some(())).ok_or_else(|| KernelError::admin_only(what))
     }
 }
 

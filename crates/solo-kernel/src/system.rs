@@ -50,6 +50,9 @@ pub struct KernelOptions {
     pub clock: Option<SharedClock>,
     /// What an admin's shutdown request triggers (with the grace period).
     pub on_shutdown: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+    /// The client services' HTTP requests leave through; without one, a client with
+    /// `[egress]`'s limits and the Mozilla roots only.
+    pub egress: Option<Arc<solo_egress::Client>>,
 }
 
 /// Builds the kernel's state, records `system_started`, starts the tree and recovers
@@ -64,6 +67,14 @@ pub(crate) async fn boot(
     let caps = Capabilities::load(Arc::clone(&store), Arc::clone(&clock))?;
     let registry = Registry::load(Arc::clone(&store), Arc::clone(&clock), caps.shared())?;
     let tunables = Arc::new(Tunables::new(&config));
+    let client = match options.egress {
+        Some(c) => c,
+        None => Arc::new(
+            solo_egress::Client::new(config.egress.limits(), &[])
+                .map_err(|e| KernelError::Unavailable(format!("the egress client: {e}")))?,
+        ),
+    };
+    let egress = crate::egress::Egress::load(store.as_ref(), client)?;
     replay_config(store.as_ref(), &tunables)?;
     let on_shutdown: Option<OnShutdown> = options.on_shutdown;
     let k = Arc::new_cyclic(|me| Core {
@@ -76,6 +87,7 @@ pub(crate) async fn boot(
         secrets: Secrets::new(options.vault, Arc::clone(&store), caps.shared()),
         caps,
         registry,
+        egress,
         failed: crate::failed::FailedDeploys::default(),
         tunables,
         store,

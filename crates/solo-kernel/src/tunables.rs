@@ -10,7 +10,7 @@ use crate::error::KernelError;
 
 /// The runtime-tunable keys, in the order `runtime_config` lists them, each with its
 /// smallest valid value.
-pub const TUNABLE_KEYS: [&str; 12] = [
+pub const TUNABLE_KEYS: [&str; 15] = [
     "limits.max_per_tenant",
     "limits.max_total",
     "limits.rate_per_tenant",
@@ -23,6 +23,9 @@ pub const TUNABLE_KEYS: [&str; 12] = [
     "breaker.failures",
     "breaker.open_seconds",
     "breaker.close_after",
+    "egress.rate_per_tenant",
+    "egress.burst_per_tenant",
+    "egress.max_in_flight_per_service",
 ];
 
 /// One tunable setting.
@@ -40,9 +43,12 @@ pub enum Key {
     BreakerFailures,
     BreakerOpenSeconds,
     BreakerCloseAfter,
+    EgressRate,
+    EgressBurst,
+    EgressInFlight,
 }
 
-const KEYS: [Key; 12] = [
+const KEYS: [Key; 15] = [
     Key::MaxPerTenant,
     Key::MaxTotal,
     Key::RatePerTenant,
@@ -55,6 +61,9 @@ const KEYS: [Key; 12] = [
     Key::BreakerFailures,
     Key::BreakerOpenSeconds,
     Key::BreakerCloseAfter,
+    Key::EgressRate,
+    Key::EgressBurst,
+    Key::EgressInFlight,
 ];
 
 impl Key {
@@ -73,7 +82,9 @@ impl Key {
             | Key::BurstPerTenant
             | Key::MaxCpuMs
             | Key::BreakerFailures
-            | Key::BreakerCloseAfter => 1,
+            | Key::BreakerCloseAfter
+            | Key::EgressBurst
+            | Key::EgressInFlight => 1,
             _ => 0,
         }
     }
@@ -85,7 +96,7 @@ impl Key {
 
 /// The current values.
 pub struct Tunables {
-    values: [AtomicU64; 12],
+    values: [AtomicU64; 15],
     /// Held while a change is recorded, so each change's `previous` is exact.
     pub changing: tokio::sync::Mutex<()>,
 }
@@ -105,6 +116,9 @@ impl Tunables {
             u64::from(c.breaker.failures),
             c.breaker.open_seconds,
             u64::from(c.breaker.close_after),
+            u64::from(c.egress.rate_per_tenant),
+            u64::from(c.egress.burst_per_tenant),
+            u64::from(c.egress.max_in_flight_per_service),
         ];
         Self {
             values: initial.map(AtomicU64::new),

@@ -80,6 +80,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         value: Vec<u8>,
     ) -> impl Future<Output = Result<SecretStored, Failure>> + Send;
     fn list_secrets(&self) -> impl Future<Output = Result<SecretNames, Failure>> + Send;
+    fn bind_secret(
+        &self,
+        name: String,
+        hosts: Vec<String>,
+        unbind: bool,
+    ) -> impl Future<Output = Result<SecretHosts, Failure>> + Send;
+    fn egress_rules(&self) -> impl Future<Output = Result<EgressList, Failure>> + Send;
     fn delete_secret(
         &self,
         name: String,

@@ -98,6 +98,10 @@ tools! {
         "List the names of your tenant's secrets (never their values).";
     "solo_delete_secret", NameArgs, Destroy,
         "Delete a secret of your tenant; says whether it existed.";
+    "solo_bind_secret", BindArgs, Idempotent,
+        "Let your services send a secret to these hosts (a name, *.domain, or an IP): a service that lists the secret writes {{secret:NAME}} in a request header and Solo puts the value in on the way out, only to a bound host; the value never enters the service. With unbind, remove the hosts. Answers where the secret may go.";
+    "solo_egress_rules", NoArgs, Read,
+        "Where your services may send HTTP requests: your tenant's egress rules (set by an admin). A deploy lists the ones a service uses under egress (each inside these); everything else is refused.";
     "solo_grant", GrantArgs, Write,
         "Mint a capability token for another agent: it allows exactly the given permissions (call, read, write, deploy, kill, swap, register) on one resource (service:ID, secret:NAME, events, kernel, or * for everything) until it expires (ttl_seconds, default one hour). The token is shown once; pass it as `Authorization: Bearer <token>`.";
     "solo_attenuate", AttenuateArgs, Write,
@@ -122,6 +126,17 @@ pub struct NoArgs {}
 pub struct IdArgs {
     /// The service id.
     service_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindArgs {
+    /// The secret's name.
+    name: String,
+    /// Host names, `*.domain` wildcards or IP addresses.
+    hosts: Vec<String>,
+    /// Remove these hosts instead of adding them.
+    unbind: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -186,6 +201,9 @@ pub struct DeployArgs {
     mailbox: Option<u32>,
     /// Names of secrets the service may read.
     secrets: Option<Vec<String>>,
+    /// Where the service may send HTTP requests (fetch, wasi:http): rules like
+    /// `api.example.com`, `*.example.com`, inside your tenant's egress rules.
+    egress: Option<Vec<String>>,
     /// Offer the service to agents as this tool.
     tool: Option<ToolArgs>,
     /// Check everything, start nothing.
@@ -409,6 +427,14 @@ async fn exec<B: Backend>(b: &B, name: &str, a: JsonObject) -> Result<Value, Fai
         }
         "solo_list_secrets" => json(b.list_secrets().await),
         "solo_delete_secret" => json(b.delete_secret(args::<NameArgs>(a)?.name).await),
+        "solo_bind_secret" => {
+            let x: BindArgs = args(a)?;
+            json(
+                b.bind_secret(x.name, x.hosts, x.unbind.unwrap_or(false))
+                    .await,
+            )
+        }
+        "solo_egress_rules" => json(b.egress_rules().await),
         "solo_grant" => {
             let g: GrantArgs = args(a)?;
             let req = GrantRequest::try_from(GrantBody {
@@ -463,6 +489,7 @@ fn deploy_request(d: DeployArgs) -> Result<DeployRequest, Failure> {
         startup_timeout_ms: None,
         message_timeout_ms: None,
         secrets: d.secrets.unwrap_or_default(),
+        egress: d.egress.unwrap_or_default(),
         tool: d.tool.map(|t| ToolSpec {
             name: t.name,
             description: t.description,

@@ -94,6 +94,57 @@ pub struct GuestCaller {
     pub token_hash: Option<String>,
 }
 
+/// An HTTP request a guest sends out of Solo (through `wasi:http` or `host.http`).
+/// Header values may hold `{{secret:NAME}}` placeholders, which only the host fills.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Absolute: `http(s)://host[:port]/path?query`.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What came back to an [`HttpRequest`], after any redirects the host followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The URL that answered (after redirects).
+    pub url: String,
+}
+
+/// One outgoing request's reservation, taken before the sandbox reads the guest's body
+/// and held until the host has answered: what bounds the memory and the time a guest's
+/// requests can hold in the host.
+pub struct HttpSlot {
+    /// The largest body the host takes.
+    pub max_body: usize,
+    /// How long reading the guest's body may take.
+    pub read_timeout: Duration,
+    _held: Box<dyn Send + Sync>,
+}
+
+impl HttpSlot {
+    /// A slot that holds `held` (a guard of the host's) until the request is done.
+    pub fn new(max_body: usize, read_timeout: Duration, held: impl Send + Sync + 'static) -> Self {
+        Self {
+            max_body,
+            read_timeout,
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl fmt::Debug for HttpSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSlot")
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The host API of one service instance. Functions that wait return `'static` futures;
 /// the sandbox does not count the time they wait against the message's CPU deadline.
 pub trait HostApi: Send + Sync + 'static {
@@ -120,6 +171,31 @@ pub trait HostApi: Send + Sync + 'static {
         token: Option<String>,
     ) -> BoxFuture<'static, Result<String, HostError>>;
     fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError>;
+    /// Reserves one outgoing request (the service's requests in flight are limited), or
+    /// refuses it at once.
+    fn http_begin(&self) -> Result<HttpSlot, HostError> {
+        Err(HostError::new(
+            "host_not_allowed",
+            "this host sends no requests out",
+        ))
+    }
+    /// Sends an HTTP request where the service's egress rules allow it, holding `slot`
+    /// until done. Refusals have the codes `host_not_allowed`, `private_address`,
+    /// `secret_not_bound`, `limit`, `invalid_request`; failures `timeout`, `connect`,
+    /// `tls`.
+    fn http(
+        &self,
+        slot: HttpSlot,
+        request: HttpRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, HostError>> {
+        let _ = (slot, request);
+        Box::pin(async {
+            Err(HostError::new(
+                "host_not_allowed",
+                "this host sends no requests out",
+            ))
+        })
+    }
     /// Who the service is.
     fn whoami(&self) -> GuestIdentity {
         GuestIdentity::default()

@@ -29,7 +29,9 @@ pub use artifact::{Artifact, CodeHash, Format};
 pub use error::{
     CallError, CompileError, Crash, CrashKind, GuestError, InstantiateError, SandboxError,
 };
-pub use host::{GuestCaller, GuestIdentity, HostApi, HostError, Level};
+pub use host::{
+    GuestCaller, GuestIdentity, HostApi, HostError, HttpRequest, HttpResponse, HttpSlot, Level,
+};
 pub use meter::Interrupt;
 
 /// How the per-message CPU deadline is enforced for WebAssembly.

@@ -42,6 +42,7 @@ mod bindings {
     });
 }
 
+mod http;
 mod runner;
 mod state;
 
@@ -127,6 +128,7 @@ impl WasmEngine {
         let engine = Engine::new(&c).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
         bindings::Service::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
         // Only the runner may import this: `compile` refuses any other component that does.
         runner_bindings::solo::service::js_host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)

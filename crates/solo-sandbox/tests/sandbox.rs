@@ -468,10 +468,19 @@ async fn the_host_api_is_unavailable_while_a_module_loads() {
 
 #[tokio::test]
 async fn js_has_no_ambient_authority() {
+    // `fetch` is there, but goes through the host, which refuses what its egress rules
+    // do not allow (this host allows nothing).
     let js = r#"
-        export function handleCall() {
-            return ["require", "fetch", "process", "setTimeout", "std", "os", "Deno", "XMLHttpRequest"]
+        export async function handleCall() {
+            const present = ["require", "process", "setTimeout", "std", "os", "Deno", "XMLHttpRequest"]
                 .filter((n) => typeof globalThis[n] !== "undefined");
+            try {
+                await fetch("http://127.0.0.1:22/");
+                present.push("fetch reached the network");
+            } catch (e) {
+                if (!(e instanceof TypeError) || e.code !== "host_not_allowed") present.push(String(e));
+            }
+            return present;
         }
     "#;
     let artifact = sandbox()

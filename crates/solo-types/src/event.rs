@@ -126,6 +126,14 @@ pub mod kinds {
     pub const SECRET_ACCESS_DENIED: &str = "secret_access_denied";
     pub const SECRET_DELETED: &str = "secret_deleted";
     pub const SECRETS_ROTATED: &str = "secrets_rotated";
+    /// A secret bound to (or unbound from) the hosts a request may carry it to.
+    pub const SECRET_BOUND: &str = "secret_bound";
+    /// An admin changed a tenant's egress rules.
+    pub const EGRESS_RULES_CHANGED: &str = "egress_rules_changed";
+    /// A service's HTTP request out of Solo, answered or failed by the network.
+    pub const EGRESS_REQUEST: &str = "egress_request";
+    /// A service's HTTP request refused by policy or a limit (sampled under a flood).
+    pub const EGRESS_DENIED: &str = "egress_denied";
     pub const SERVICE_REGISTERED: &str = "service_registered";
     pub const SERVICE_DEREGISTERED: &str = "service_deregistered";
     pub const RESOURCE_VIOLATION: &str = "resource_violation";

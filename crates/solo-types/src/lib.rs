@@ -8,6 +8,7 @@ pub mod api;
 pub mod caps;
 pub mod clock;
 pub mod code;
+pub mod egress;
 pub mod event;
 pub mod fuzz;
 pub mod ids;

@@ -15,6 +15,8 @@ pub const SERVICES: &str = "solo_services";
 pub const RESTARTS: &str = "solo_service_restarts_total";
 pub const CAPABILITY_DECISIONS: &str = "solo_capability_decisions_total";
 pub const SECRET_ACCESSES: &str = "solo_secret_accesses_total";
+/// Services' HTTP requests out of Solo, by tenant and outcome (`ok`, `denied`, `failed`).
+pub const EGRESS_REQUESTS: &str = "solo_egress_requests_total";
 pub const GATEWAY_CONNECTIONS: &str = "solo_gateway_connections_open";
 pub const GATEWAY_HANDSHAKE_FAILURES: &str = "solo_gateway_tls_handshake_failures_total";
 pub const GATEWAY_CONNECTIONS_CLOSED: &str = "solo_gateway_connections_closed_total";

@@ -112,6 +112,9 @@ pub struct DeploySpec {
     pub limits: ServiceLimits,
     /// Secret names the service may read.
     pub secrets: Vec<String>,
+    /// Where the service may send HTTP requests; each rule inside its tenant's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<crate::egress::Rule>,
     /// The service offered to agents as a tool (MCP), if its deploy declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolSpec>,

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use solo_kernel::{BreakerConfig, KernelConfig, MonitorConfig, ServiceDefaults, TenantLimits};
+use solo_kernel::{
+    BreakerConfig, EgressConfig, KernelConfig, MonitorConfig, ServiceDefaults, TenantLimits,
+};
 
 /// Environment variables with the `SOLO_` prefix that are not server config keys: the
 /// client's endpoint and credentials, the config path itself and the master key.
@@ -58,6 +60,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// The per-service circuit breaker.
     pub breaker: BreakerConfig,
+    /// Services' HTTP requests out of Solo: limits, timeouts, caps, an extra CA.
+    pub egress: EgressConfig,
     pub tls: TlsSection,
     pub mcp: McpSection,
     pub store: StoreSection,
@@ -167,6 +171,7 @@ impl Config {
             limits: self.limits.clone(),
             monitor: self.monitor.clone(),
             breaker: self.breaker.clone(),
+            egress: self.egress.clone(),
         }
     }
 }
@@ -185,6 +190,7 @@ impl Default for Config {
             service_defaults: ServiceDefaults::default(),
             monitor: MonitorConfig::default(),
             breaker: BreakerConfig::default(),
+            egress: EgressConfig::default(),
             tls: TlsSection::default(),
             mcp: McpSection::default(),
             store: StoreSection::default(),
@@ -333,6 +339,29 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::Invalid(format!(
             "store.reserve_mb {mb} must be between 0 and 8192"
+        )));
+    }
+    let e = &c.egress;
+    if !(1..=600_000).contains(&e.connect_timeout_ms)
+        || !(1..=3_600_000).contains(&e.total_timeout_ms)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "egress.connect_timeout_ms {} must be 1 to 600000 and egress.total_timeout_ms {} 1 to 3600000",
+            e.connect_timeout_ms, e.total_timeout_ms
+        )));
+    }
+    if !(1..=(64 << 20)).contains(&e.max_request_bytes)
+        || !(1..=(1 << 30)).contains(&e.max_response_bytes)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "egress.max_request_bytes {} must be 1 to 64 MiB and egress.max_response_bytes {} 1 to 1 GiB",
+            e.max_request_bytes, e.max_response_bytes
+        )));
+    }
+    if e.max_redirects > 20 {
+        return Err(ConfigError::Invalid(format!(
+            "egress.max_redirects {} must be 0 to 20",
+            e.max_redirects
         )));
     }
     if c.connections.max_open == 0 {

@@ -183,6 +183,14 @@ impl Backend for SoloBackend {
         self.0.delete_secret(&name).await
     }
 
+    async fn bind_secret(&self, name: String, hosts: Vec<String>, unbind: bool) -> R<SecretHosts> {
+        self.0.bind_secret(&name, &hosts, unbind).await
+    }
+
+    async fn egress_rules(&self) -> R<EgressList> {
+        self.0.egress_rules(None).await
+    }
+
     async fn grant(&self, req: GrantRequest) -> R<Granted> {
         self.0.grant(&req).await
     }

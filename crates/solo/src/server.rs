@@ -157,6 +157,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut components = HashMap::new();
     components.insert("gateway", gateway.component());
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let egress = egress_client(&cfg.egress)?;
     let kernel = Kernel::start(
         dyn_store,
         sandbox,
@@ -169,6 +170,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             on_shutdown: Some(Arc::new(move |grace| {
                 let _ = stop_tx.send(grace);
             })),
+            egress: Some(Arc::new(egress)),
         },
     )
     .await?;
@@ -250,4 +252,28 @@ fn init_tracing(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// The client services' requests leave through: the Mozilla roots, and the certificates
+/// of `egress.extra_ca_file` if set (a file that cannot be read or holds none is an
+/// error at start, not a surprise at the first request).
+fn egress_client(c: &solo_kernel::EgressConfig) -> anyhow::Result<solo_egress::Client> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = Vec::new();
+    if let Some(path) = &c.extra_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("egress.extra_ca_file {}: {e}", path.display()))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.push(
+                cert.map_err(|e| anyhow::anyhow!("egress.extra_ca_file {}: {e}", path.display()))?,
+            );
+        }
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "egress.extra_ca_file {} holds no certificate",
+            path.display()
+        );
+    }
+    solo_egress::Client::new(c.limits(), &roots).map_err(|e| anyhow::anyhow!("egress: {e}"))
 }

@@ -1,6 +1,7 @@
 //! The `solo` object a JavaScript service sees, over the component's host imports, with
 //! the JS contract's names and shapes (`log`, `emit`, `now`, `kvGet`, `kvPut`,
-//! `kvDelete`, `kvList`, `secret`, `call`, `cast`, `whoami`, `caller`, `verify`). Host
+//! `kvDelete`, `kvList`, `secret`, `call`, `cast`, `whoami`, `caller`, `verify`), and
+//! a global `fetch` with the WHATWG shape (`Headers`, `Response`) over `host.http`. Host
 //! calls are synchronous imports here, so the functions the contract makes asynchronous
 //! are wrapped in `async` functions by a small prelude, and answer settled promises. A
 //! failed host call throws an `Error` with the host's `code`; every function throws
@@ -31,6 +32,95 @@ const PRELUDE: &str = r#"(() => {
   Object.defineProperty(globalThis, "solo", {
     value: Object.freeze(solo), writable: false, configurable: false, enumerable: false,
   });
+
+  class Headers {
+    #m = new Map();
+    constructor(init) {
+      if (init == null) return;
+      const pairs = init instanceof Headers ? [...init]
+        : Array.isArray(init) ? init
+        : typeof init[Symbol.iterator] === "function" ? [...init]
+        : Object.entries(init);
+      for (const [k, v] of pairs) this.append(k, v);
+    }
+    append(k, v) {
+      k = String(k).toLowerCase(); v = String(v);
+      const old = this.#m.get(k);
+      this.#m.set(k, old === undefined ? v : old + ", " + v);
+    }
+    set(k, v) { this.#m.set(String(k).toLowerCase(), String(v)); }
+    get(k) { const v = this.#m.get(String(k).toLowerCase()); return v === undefined ? null : v; }
+    has(k) { return this.#m.has(String(k).toLowerCase()); }
+    delete(k) { this.#m.delete(String(k).toLowerCase()); }
+    forEach(f, self) { for (const [k, v] of this) f.call(self, v, k, this); }
+    *entries() { yield* [...this.#m.entries()].sort((a, b) => a[0] < b[0] ? -1 : 1); }
+    keys() { return [...this.entries()].map((e) => e[0])[Symbol.iterator](); }
+    values() { return [...this.entries()].map((e) => e[1])[Symbol.iterator](); }
+    [Symbol.iterator]() { return this.entries(); }
+  }
+
+  class Response {
+    #raw; #used = false;
+    constructor(raw, requested) {
+      this.#raw = raw;
+      this.status = raw.status;
+      this.statusText = "";
+      this.ok = raw.status >= 200 && raw.status < 300;
+      this.headers = new Headers(raw.headers);
+      this.url = raw.url;
+      this.redirected = raw.url !== requested;
+      this.type = "basic";
+    }
+    get bodyUsed() { return this.#used; }
+    #take() {
+      if (this.#used) throw new TypeError("the body of this response was already read");
+      this.#used = true;
+      return this.#raw;
+    }
+    async text() { return this.#take().text(); }
+    async json() { return JSON.parse(this.#take().text()); }
+    async arrayBuffer() { return this.#take().bytes(); }
+    async bytes() { return new Uint8Array(this.#take().bytes()); }
+  }
+
+  // Bytes cross to the host as a string of char codes 0-255 (QuickJS has no safe way
+  // to lend the host an ArrayBuffer's bytes).
+  const binary = (u8) => {
+    let s = "";
+    for (let i = 0; i < u8.length; i += 8192) s += String.fromCharCode.apply(null, u8.subarray(i, i + 8192));
+    return { bin: s };
+  };
+  const bodyOf = (b) => {
+    if (b == null) return "";
+    if (typeof b === "string") return b;
+    if (b instanceof ArrayBuffer) return binary(new Uint8Array(b));
+    if (ArrayBuffer.isView(b)) return binary(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+    return String(b);
+  };
+
+  async function fetch(input, init) {
+    ready();
+    init = init ?? {};
+    const url = typeof input === "string" ? input
+      : input && typeof input.url === "string" ? input.url
+      : input && typeof input.href === "string" ? input.href : String(input);
+    const method = String(init.method ?? (input && input.method) ?? "GET").toUpperCase();
+    const headers = [...new Headers(init.headers ?? (input && input.headers))];
+    let raw;
+    try {
+      raw = h.http(method, url, headers, bodyOf(init.body));
+    } catch (e) {
+      const t = new TypeError(e.message);
+      t.code = e.code;
+      throw t;
+    }
+    return new Response(raw, url);
+  }
+
+  // `Response` stays private: the runner makes them, not services.
+  for (const [name, value] of Object.entries({ fetch, Headers })) {
+    Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
+  }
 })();"#;
 
 /// Whether the module is loading: its top-level code may not use the host API (it runs
@@ -216,6 +306,64 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                 let message = to_json(&ctx, message)?;
                 host::cast(&target, &message, token(&options).as_deref())
                     .map_err(|e| thrown(&ctx, &e))
+            },
+        )?,
+    )?;
+    h.set(
+        "http",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>,
+             method: String,
+             url: String,
+             headers: Vec<Vec<String>>,
+             body: Value<'js>|
+             -> rquickjs::Result<Object<'js>> {
+                let body = match (body.as_string(), body.as_object()) {
+                    (Some(s), _) => s.to_string()?.into_bytes(),
+                    (None, Some(o)) => {
+                        let bin: String = o.get("bin")?;
+                        bin.chars()
+                            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                            .collect()
+                    }
+                    (None, None) => Vec::new(),
+                };
+                let headers = headers
+                    .into_iter()
+                    .filter_map(|mut kv| {
+                        let v = kv.pop()?;
+                        Some((kv.pop()?, v))
+                    })
+                    .collect();
+                let r = host::http(&host::HttpRequest {
+                    method,
+                    url,
+                    headers,
+                    body,
+                })
+                .map_err(|e| thrown(&ctx, &e))?;
+                let o = Object::new(ctx.clone())?;
+                o.set("status", r.status)?;
+                o.set("url", r.url)?;
+                let pairs: Vec<Vec<String>> =
+                    r.headers.into_iter().map(|(k, v)| vec![k, v]).collect();
+                o.set("headers", pairs)?;
+                let body = std::rc::Rc::new(r.body);
+                let text = std::rc::Rc::clone(&body);
+                o.set(
+                    "text",
+                    Function::new(ctx.clone(), move || {
+                        String::from_utf8_lossy(&text).into_owned()
+                    })?,
+                )?;
+                o.set(
+                    "bytes",
+                    Function::new(ctx.clone(), move |ctx: Ctx<'js>| {
+                        rquickjs::ArrayBuffer::new_copy(ctx, body.as_slice())
+                    })?,
+                )?;
+                Ok(o)
             },
         )?,
     )?;

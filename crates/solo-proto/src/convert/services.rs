@@ -77,6 +77,7 @@ impl TryFrom<pb::DeployRequest> for DeployRequest {
             startup_timeout_ms: nonzero(r.startup_timeout_ms),
             message_timeout_ms: nonzero(r.message_timeout_ms),
             secrets: r.secrets,
+            egress: r.egress,
             tool: r.tool.map(tool_from).transpose()?,
             dry_run: r.dry_run,
             ..Self::new(id, format, Arc::<[u8]>::from(code))
@@ -108,6 +109,7 @@ impl From<&DeployRequest> for pb::DeployRequest {
             startup_timeout_ms: r.startup_timeout_ms.unwrap_or(0),
             message_timeout_ms: r.message_timeout_ms.unwrap_or(0),
             secrets: r.secrets.clone(),
+            egress: r.egress.clone(),
             dry_run: r.dry_run,
             tool: r.tool.as_ref().map(tool_to),
         }

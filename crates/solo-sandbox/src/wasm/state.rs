@@ -14,11 +14,12 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::solo::service::host as wit_host;
 use super::runner_bindings::solo::service::js_host;
 use crate::meter::Meter;
-use crate::{HostApi, HostError, Level};
+use crate::{HostApi, HostError, HttpRequest, Level};
 
 /// The longest log line kept from a guest's stdout or stderr; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -28,6 +29,9 @@ pub(crate) struct State {
     host: Arc<dyn HostApi>,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// `wasi:http`'s context and the hook its requests leave through.
+    http: WasiHttpCtx,
+    egress: super::http::Egress,
     pub(super) limiter: MemoryLimiter,
     /// What the JS runner asks of its host, when this is an instance of it.
     pub(super) js: Option<JsHost>,
@@ -59,9 +63,11 @@ impl State {
         .allow_udp(false)
         .allow_ip_name_lookup(false);
         Self {
+            egress: super::http::Egress::new(Arc::clone(&host)),
             host,
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
             limiter: MemoryLimiter {
                 limit: memory_bytes,
                 current: 0,
@@ -77,6 +83,17 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:http` shares the WASI table (its bodies are `wasi:io` streams).
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
         }
     }
 }
@@ -181,6 +198,42 @@ impl wit_host::Host for State {
 
     async fn secret(&mut self, name: String) -> Result<Vec<u8>, wit_host::Error> {
         self.host.secret(&name).await.map_err(to_wit)
+    }
+
+    async fn http(
+        &mut self,
+        request: wit_host::HttpRequest,
+    ) -> Result<wit_host::HttpResponse, wit_host::Error> {
+        let slot = self.host.http_begin().map_err(to_wit)?;
+        if request.body.len() > slot.max_body {
+            return Err(wit_host::Error {
+                code: "limit".into(),
+                message: format!(
+                    "the request body is {} bytes, over the {}-byte cap",
+                    request.body.len(),
+                    slot.max_body
+                ),
+            });
+        }
+        let r = self
+            .host
+            .http(
+                slot,
+                HttpRequest {
+                    method: request.method,
+                    url: request.url,
+                    headers: request.headers,
+                    body: request.body,
+                },
+            )
+            .await
+            .map_err(to_wit)?;
+        Ok(wit_host::HttpResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+            url: r.url,
+        })
     }
 
     async fn call(

@@ -401,6 +401,42 @@ pub struct SecretNames {
     pub names: Vec<String>,
 }
 
+/// The hosts a secret may be sent to in a service's request header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHosts {
+    pub name: String,
+    pub hosts: Vec<String>,
+}
+
+/// `POST /v1/secrets/{name}/hosts`: bind (or unbind) hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindHostsBody {
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub unbind: bool,
+}
+
+/// A tenant's egress rules, normalized (`scheme://host:port`), sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRules {
+    pub tenant: TenantId,
+    pub rules: Vec<String>,
+}
+
+/// `POST /v1/egress/{tenant}/allow` and `/deny`: the rules to add or remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRulesBody {
+    pub rules: Vec<String>,
+}
+
+/// Every tenant's egress rules an admin asked for (or the caller's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressList {
+    pub tenants: Vec<EgressRules>,
+}
+
 /// How many secrets a key rotation re-encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotated {

@@ -106,6 +106,8 @@ pub struct DeployRequest {
     pub startup_timeout_ms: Option<u32>,
     pub message_timeout_ms: Option<u32>,
     pub secrets: Vec<String>,
+    /// Where the service may send HTTP requests (egress rules, inside its tenant's).
+    pub egress: Vec<String>,
     /// Offer the service to agents as this tool.
     pub tool: Option<ToolSpec>,
     /// Check everything, start nothing.
@@ -129,6 +131,7 @@ impl DeployRequest {
             startup_timeout_ms: None,
             message_timeout_ms: None,
             secrets: Vec::new(),
+            egress: Vec::new(),
             tool: None,
             dry_run: false,
         }
@@ -169,6 +172,9 @@ pub struct DeployBody {
     pub message_timeout_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Egress rules: `[https://]host[:port]`, `*.domain`, an exact `IP:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
     /// Offer the service to agents as this tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolSpec>,
@@ -199,6 +205,7 @@ impl TryFrom<DeployBody> for DeployRequest {
             startup_timeout_ms: b.startup_timeout_ms,
             message_timeout_ms: b.message_timeout_ms,
             secrets: b.secrets,
+            egress: b.egress,
             tool: b.tool,
             dry_run: b.dry_run,
             ..Self::new(id, format, code)
@@ -224,6 +231,7 @@ impl From<&DeployRequest> for DeployBody {
             startup_timeout_ms: r.startup_timeout_ms,
             message_timeout_ms: r.message_timeout_ms,
             secrets: r.secrets.clone(),
+            egress: r.egress.clone(),
             tool: r.tool.clone(),
             dry_run: r.dry_run,
         }

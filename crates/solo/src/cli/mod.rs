@@ -7,6 +7,7 @@
 
 mod caps;
 mod certs;
+mod egress;
 mod events;
 mod secrets;
 mod services;
@@ -55,6 +56,9 @@ pub enum ClientCmd {
     /// Grant, check and revoke capability tokens.
     #[command(subcommand)]
     Caps(caps::CapsCmd),
+    /// Where services may send HTTP requests (admins set each tenant's rules).
+    #[command(subcommand)]
+    Egress(egress::EgressCmd),
     /// Register one of your services under a name, for discovery (again to renew).
     Register(system::RegisterArgs),
     /// Remove a service's registration under a name.
@@ -122,6 +126,7 @@ pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
             ClientCmd::Events(a) => events::events(&c, a).await,
             ClientCmd::Secrets(s) => secrets::run(&c, s).await,
             ClientCmd::Caps(s) => caps::run(&c, s).await,
+            ClientCmd::Egress(s) => egress::run(&c, s).await,
             ClientCmd::Register(a) => system::register(&c, a).await,
             ClientCmd::Deregister(a) => system::deregister(&c, a).await,
             ClientCmd::Discover(a) => system::discover(&c, a).await,

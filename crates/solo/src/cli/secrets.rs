@@ -1,4 +1,4 @@
-//! `solo secrets set | get | list | rm | rotate`.
+//! `solo secrets set | get | list | rm | rotate | bind`.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,18 @@ pub enum SecretsCmd {
     },
     /// Re-encrypt every secret under a new key (admin).
     Rotate,
+    /// Let services send a secret to these hosts, as `{{secret:NAME}}` in a request
+    /// header (or stop, with --unbind); with no --host, show where it may go.
+    Bind {
+        /// The secret's name.
+        name: String,
+        /// A host name, `*.domain` or an IP address (repeat for more).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Remove these hosts instead.
+        #[arg(long)]
+        unbind: bool,
+    },
 }
 
 pub(super) async fn run(c: &Cmd, cmd: SecretsCmd) -> anyhow::Result<()> {
@@ -85,6 +97,17 @@ pub(super) async fn run(c: &Cmd, cmd: SecretsCmd) -> anyhow::Result<()> {
                 } else {
                     println!("{} did not exist", d.name);
                 }
+            });
+        }
+        SecretsCmd::Bind {
+            name,
+            hosts,
+            unbind,
+        } => {
+            let b = c.client.bind_secret(&name, &hosts, unbind).await?;
+            c.out(&b, |b| match b.hosts.as_slice() {
+                [] => println!("{} may be sent nowhere", b.name),
+                hosts => println!("{} may be sent to {}", b.name, hosts.join(", ")),
             });
         }
         SecretsCmd::Rotate => {

@@ -56,6 +56,10 @@ pub struct DeployArgs {
     /// A secret the service may read; repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// A destination the service may send HTTP requests to, inside its tenant's egress
+    /// rules (`api.example.com`, `*.example.com`, `http://10.0.0.5:8080`); repeatable.
+    #[arg(long = "egress", value_name = "RULE")]
+    egress: Vec<String>,
     /// Offer the service to agents as a tool (MCP) with this name.
     #[arg(long, value_name = "NAME", requires = "tool_description")]
     tool: Option<String>,
@@ -225,6 +229,7 @@ pub(super) async fn deploy(c: &Cmd, a: DeployArgs) -> anyhow::Result<()> {
     req.cpu_ms_per_message = a.cpu_ms;
     req.mailbox = a.mailbox;
     req.secrets = a.secrets;
+    req.egress = a.egress;
     req.dry_run = a.dry_run;
     let pb = spinner(format!("deploying {id}"));
     let r = c.client.deploy(&req).await;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod crash;
+mod egress;
 mod fairness;
 mod faults;
 mod harness;

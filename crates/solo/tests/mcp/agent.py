@@ -33,7 +33,7 @@ PLATFORM_TOOLS = {
     "solo_whoami", "solo_list_services", "solo_status", "solo_deploy", "solo_call",
     "solo_cast", "solo_swap", "solo_kill", "solo_logs", "solo_events",
     "solo_verify_events", "solo_put_secret", "solo_list_secrets", "solo_delete_secret",
-    "solo_grant", "solo_attenuate", "solo_revoke", "solo_list_capabilities",
+    "solo_bind_secret", "solo_egress_rules", "solo_grant", "solo_attenuate", "solo_revoke", "solo_list_capabilities",
     "solo_discover", "solo_tree",
 }
 LOGGER_JS = """
