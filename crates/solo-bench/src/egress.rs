@@ -131,7 +131,10 @@ async fn measure(secs: Duration) -> anyhow::Result<()> {
     let wasm_alone = timed(secs, call("echo", "{}".into())).await?;
     let wasm_fetch = timed(secs, call("wasm", fetch)).await?;
     let bare = timed(secs, || bare_get(addr)).await?;
-    let http = reqwest::Client::new();
+    // Plain HTTP; the TLS settings only give reqwest its crypto provider.
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(s.admin_profile()?.rustls_config()?)
+        .build()?;
     let kept = timed(secs, || {
         let (http, url) = (http.clone(), url.clone());
         async move {

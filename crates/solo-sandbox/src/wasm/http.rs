@@ -51,11 +51,18 @@ async fn send(
         .authority()
         .is_some_and(|a| a.as_str().contains('@'))
     {
+        discard(body).await;
         return Err(Error::HttpRequestUriInvalid);
     }
     // The slot first: a guest cannot make the host hold more bodies than it may have
     // requests in flight.
-    let slot = host.http_begin().map_err(|e| to_wasi(&e))?;
+    let slot = match host.http_begin() {
+        Ok(slot) => slot,
+        Err(e) => {
+            discard(body).await;
+            return Err(to_wasi(&e));
+        }
+    };
     let read = Limited::new(body, slot.max_body).collect();
     let body = match tokio::time::timeout(slot.read_timeout, read).await {
         Err(_) => return Err(Error::ConnectionWriteTimeout),
@@ -103,6 +110,22 @@ async fn send(
                 .boxed_unsync(),
         )
         .map_err(|_| Error::HttpProtocolError)
+}
+
+/// Reads a refused request's body without keeping it (at most 16 MiB, for at most 5 s),
+/// so that the guest's writes end normally and it reads the refusal's error code rather
+/// than a closed stream.
+async fn discard(mut body: WasiBody) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > 16 << 20 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 /// The `wasi:http` error code a guest sees for a host refusal or failure. A guest sees

@@ -68,12 +68,13 @@ async fn services_reach_allowed_apis_with_injected_keys_and_nothing_else() {
         "http://169.254.169.254:*",
         "http://[::1]:*",
         "http://0.0.0.0:*",
+        "http://localhost:*",
     ];
     let mut allow = vec!["egress", "allow", "alice", http.as_str(), https.as_str()];
     allow.extend(traps);
     let rules = s.cli_json(&allow);
     assert_eq!(rules["tenant"], "alice");
-    assert!(rules["rules"].as_array().unwrap().len() == 5, "{rules}");
+    assert!(rules["rules"].as_array().unwrap().len() == 6, "{rules}");
 
     let (mut alice, mut bob) = (s.tenant("alice").await, s.tenant("bob").await);
     for (name, value) in [("API_KEY", KEY), ("OTHER", "other-value")] {
@@ -162,6 +163,11 @@ async fn services_reach_allowed_apis_with_injected_keys_and_nothing_else() {
         ),
         (
             json!({ "url": format!("http://0.0.0.0:{}/hello", api.addr.port()) }),
+            "private_address",
+        ),
+        // A name that resolves to a private address no rule names exactly.
+        (
+            json!({ "url": format!("http://localhost:{}/hello", secure.addr.port()) }),
             "private_address",
         ),
         (
@@ -380,6 +386,66 @@ async fn services_reach_allowed_apis_with_injected_keys_and_nothing_else() {
     assert!(
         timeout.is_some(),
         "a request the network failed is an egress_request"
+    );
+
+    // The same over REST.
+    let rest = s.rest(&s.tenant_profile("alice"));
+    let (code, v) = rest.get("/v1/egress").await;
+    assert_eq!(
+        (code, &v["tenants"][0]["tenant"]),
+        (200, &json!("alice")),
+        "{v}"
+    );
+    let (code, v) = rest
+        .post(
+            "/v1/egress/alice/allow",
+            &json!({ "rules": ["example.com"] }),
+        )
+        .await;
+    assert_eq!((code, &v["error"]), (403, &json!("admin_only")), "{v}");
+    let (code, v) = rest
+        .post(
+            "/v1/secrets/API_KEY/hosts",
+            &json!({ "hosts": ["*.example.com"] }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("https://*.example.com:443")),
+        "{v}"
+    );
+    let admin = s.rest(&s.admin_profile());
+    let (code, v) = admin
+        .post(
+            "/v1/egress/alice/allow",
+            &json!({ "rules": ["api.example.com"] }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("https://api.example.com:443")),
+        "{v}"
+    );
+    let (code, _) = admin
+        .post("/v1/egress/alice/maybe", &json!({ "rules": ["x.org"] }))
+        .await;
+    assert_eq!(code, 404);
+    let (code, v) = admin
+        .post(
+            "/v1/egress/alice/allow",
+            &json!({ "rules": ["ftp://x.org"] }),
+        )
+        .await;
+    assert_eq!(
+        (code, &v["error"]),
+        (400, &json!("invalid_argument")),
+        "{v}"
     );
 
     let metrics = String::from_utf8(s.cli(&["metrics"]).stdout).unwrap();
