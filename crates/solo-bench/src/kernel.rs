@@ -393,5 +393,9 @@ pub async fn idle_probe() -> anyhow::Result<serde_json::Value> {
         r?.map_err(kerr)?;
     }
     let per = crate::sandbox::rss().saturating_sub(before) / 10_000;
-    Ok(json!({ "bytes_per_instance": per }))
+    let parts: serde_json::Map<String, serde_json::Value> = solo_kernel::footprint()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Ok(json!({ "bytes_per_instance": per, "footprint": parts }))
 }

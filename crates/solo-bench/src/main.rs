@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod breakdown;
+mod density;
 mod egress;
 mod fairness;
 mod gateway;
@@ -57,6 +58,8 @@ enum Scenario {
     /// Another tenant's call beside a patient flood, a client hammering without waiting,
     /// and the hammer beside 16 spinning services, vs the same tenant alone.
     Noisy,
+    /// Where an idle wasm service's memory goes, part by part, 10,000 services per stage.
+    Density,
     /// An HTTP request from inside a JS and a wasm service to a loopback server, vs bare
     /// hyper and reqwest clients.
     Egress,
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fairness => fairness::run(secs)?,
         Scenario::Noisy => noisy::run(secs)?,
         Scenario::Egress => egress::run(secs)?,
+        Scenario::Density => density::run()?,
         Scenario::Soak {
             minutes,
             minute_seconds,
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             fairness::run(secs)?;
             noisy::run(secs)?;
             egress::run(secs)?;
+            density::run()?;
         }
     }
     Ok(())

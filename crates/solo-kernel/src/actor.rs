@@ -451,7 +451,12 @@ pub(crate) fn child_spec(k: &Core, entry: &Arc<ServiceEntry>) -> ChildSpec {
                 max: Duration::from_secs(5).max(Duration::from_millis(u64::from(ms))),
             }),
         },
-        start: Arc::new(move |ctx| Box::pin(run(me.clone(), Arc::clone(&e), ctx))),
+        start: Arc::new(move |ctx| {
+            let actor = run(me.clone(), Arc::clone(&e), ctx);
+            crate::entry::ACTOR_FUTURE_BYTES
+                .store(std::mem::size_of_val(&actor), Ordering::Relaxed);
+            Box::pin(actor)
+        }),
     }
 }
 

@@ -2,7 +2,7 @@
 //! breaker. The actor that runs its instance is in `actor.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -19,6 +19,25 @@ use crate::breaker::ServiceBreaker;
 use crate::bucket::TokenBucket;
 use crate::caller::TokenScope;
 use crate::logs::LogRing;
+
+/// The size of the latest actor future started (its state machine, boxed in its task).
+pub(crate) static ACTOR_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// What one idle service's kernel state is made of, in bytes, for the density
+/// benchmark: the fixed-size parts each service allocates when it is deployed (the
+/// actor's once one has started). Heap beside them (the spec's strings, the maps'
+/// slots, the supervisor's child) is what a measurement finds on top.
+pub fn footprint() -> Vec<(&'static str, usize)> {
+    vec![
+        ("service entry", std::mem::size_of::<ServiceEntry>()),
+        // tokio's bounded channel allocates its first block of 32 slots at creation.
+        (
+            "mailbox's first block (32 envelopes)",
+            32 * std::mem::size_of::<Envelope>(),
+        ),
+        ("actor future", ACTOR_FUTURE_BYTES.load(Ordering::Relaxed)),
+    ]
+}
 
 /// A message in a service's mailbox.
 pub(crate) enum Envelope {

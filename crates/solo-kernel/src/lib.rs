@@ -59,6 +59,7 @@ pub use config::{
     BreakerConfig, DEFAULT_TIMEOUT, EgressConfig, KernelConfig, MonitorConfig, ServiceDefaults,
     TenantLimits,
 };
+pub use entry::footprint;
 pub use error::KernelError;
 pub use failed::FAILED_DEPLOY_TTL;
 pub use shedder::Permit;
