@@ -97,7 +97,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 if reply.is_closed() || Instant::now() >= deadline {
                     continue; // nobody waits for this answer any more
                 }
-                *entry.current_caller.lock() = Some(from);
+                *entry.current_caller.lock() = Some(*from);
                 let r = within_deadline(&entry, instance.call(&request)).await;
                 *entry.current_caller.lock() = None;
                 match r {
@@ -112,7 +112,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 }
             }
             Envelope::Cast { message, from } => {
-                *entry.current_caller.lock() = Some(from);
+                *entry.current_caller.lock() = Some(*from);
                 let r = within_deadline(&entry, instance.cast(&message)).await;
                 *entry.current_caller.lock() = None;
                 match r {

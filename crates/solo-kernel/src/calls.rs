@@ -143,7 +143,7 @@ async fn deliver(
         request: request.to_string(),
         reply: tx,
         deadline: Instant::now() + timeout,
-        from,
+        from: Box::new(from),
     };
     entry
         .mailbox
@@ -208,7 +208,7 @@ pub(crate) fn cast(
         .mailbox
         .try_send(Envelope::Cast {
             message: message.to_string(),
-            from: from.unwrap_or_else(|| guest_caller(caller)),
+            from: Box::new(from.unwrap_or_else(|| guest_caller(caller))),
         })
         .map_err(|e| refused(k, &entry, &e))
 }

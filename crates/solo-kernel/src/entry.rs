@@ -39,18 +39,19 @@ pub fn footprint() -> Vec<(&'static str, usize)> {
     ]
 }
 
-/// A message in a service's mailbox.
+/// A message in a service's mailbox. Kept small (the caller is boxed): every mailbox
+/// allocates room for 32 of them when it is created.
 pub(crate) enum Envelope {
     Call {
         request: String,
         reply: oneshot::Sender<Result<String, CallError>>,
         /// After this, nobody waits for the answer: the message is skipped.
         deadline: Instant,
-        from: GuestCaller,
+        from: Box<GuestCaller>,
     },
     Cast {
         message: String,
-        from: GuestCaller,
+        from: Box<GuestCaller>,
     },
     /// Replace the code between two messages (a hot swap).
     Swap {
