@@ -9,20 +9,8 @@
 use serde_json::{Value, json};
 
 use crate::report;
+use crate::sandbox::probe_in_child as probe;
 use crate::stats::r2;
-
-/// Runs `solo-bench idle-probe <which>` in a fresh process and returns its JSON.
-fn probe(which: &str) -> anyhow::Result<Value> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["idle-probe", which])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "idle probe {which} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
 
 #[allow(clippy::cast_precision_loss)]
 fn kib(bytes: f64) -> f64 {

@@ -337,19 +337,8 @@ async fn restarts() -> anyhow::Result<()> {
 }
 
 fn idle_memory() -> anyhow::Result<()> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["idle-probe", "kernel-wasm"])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kernel idle probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let solo: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["idle-probe", "solo-wasm"])
-        .output()?;
-    let sandbox: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let solo = crate::sandbox::probe_in_child("kernel-wasm")?;
+    let sandbox = crate::sandbox::probe_in_child("solo-wasm")?;
     let per = |v: &serde_json::Value| v["bytes_per_instance"].as_f64().unwrap_or(f64::NAN);
     report(&json!({
         "scenario": "kernel.idle_memory", "format": "wasm", "services": 10_000,

@@ -500,7 +500,8 @@ async fn idle_memory() -> anyhow::Result<()> {
 
 const IDLE_N: usize = 10_000;
 
-fn probe_in_child(which: &str) -> anyhow::Result<serde_json::Value> {
+/// Runs `solo-bench idle-probe <which>` in a fresh process and returns its JSON.
+pub(crate) fn probe_in_child(which: &str) -> anyhow::Result<serde_json::Value> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["idle-probe", which])
         .output()?;
