@@ -4,13 +4,22 @@
 //! `init`, and after a first call; a service deployed through the kernel) and report
 //! their RSS growth per instance; the differences between stages are the parts. The
 //! kernel's part is split further by the sizes of what it allocates per service
-//! (`solo_kernel::footprint`), the rest being heap beside them.
+//! (`solo_kernel::footprint`), the rest being heap beside them. A sixth process
+//! measures a hibernated service: 10,000 counters deployed, left to hibernate, their
+//! RSS per service, then the latency of the call that wakes one against a call to an
+//! awake one in the same run.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use solo_kernel::{Caller, DeployRequest};
+use solo_types::{Format, ServiceState, TenantId};
 
-use crate::report;
+use crate::kernel::{caller, sid, start_with};
 use crate::sandbox::probe_in_child as probe;
+use crate::stats::Samples;
 use crate::stats::r2;
+use crate::{kerr, report};
 
 #[allow(clippy::cast_precision_loss)]
 fn kib(bytes: f64) -> f64 {
@@ -59,5 +68,108 @@ pub fn run() -> anyhow::Result<()> {
         "total_kib": { "deployed service": kib(service), "baseline: raw wasmtime after init": kib(raw_init) },
         "target_kib": 16,
     }));
+    let asleep = probe("kernel-wasm-hibernated")?;
+    report(&json!({
+        "scenario": "density.hibernated", "format": "wasm", "services": HIBERNATED_N,
+        "per_service_kib": {
+            "a hibernated service": kib(per(&asleep, "bytes_per_service")),
+            "baseline: an awake deployed service (above)": kib(service),
+        },
+        "wake_call_us": asleep["wake_call_us"],
+        "baseline_awake_call_us": asleep["awake_call_us"],
+        "hibernate_all_s": asleep["hibernate_all_s"],
+        "target_wake_p50_us": 200,
+    }));
     Ok(())
+}
+
+const HIBERNATED_N: usize = 10_000;
+/// The services whose wake is timed.
+const WAKES: usize = 1_000;
+
+/// Runs in a child process: deploys `HIBERNATED_N` counters that hibernate after 100 ms
+/// idle, waits until all sleep, and reports the RSS growth per service; then calls
+/// `WAKES` of them (each call wakes one), then the same ones again awake.
+pub async fn hibernated_probe() -> anyhow::Result<Value> {
+    let b = start_with(10_100, |c| c.service_defaults.hibernate_after_ms = 100).await?;
+    let a = caller()?;
+    let code: std::sync::Arc<[u8]> = solo_guests::wasm("counter").into();
+    let deploy = |id: String| {
+        let (k, a, code) = (b.kernel.clone(), a.clone(), std::sync::Arc::clone(&code));
+        async move {
+            k.deploy(&a, DeployRequest::new(sid(&id), Format::Wasm, code))
+                .await
+        }
+    };
+    deploy("warm".into()).await.map_err(kerr)?;
+    let before = crate::sandbox::rss();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..HIBERNATED_N {
+        tasks.spawn(deploy(format!("c-{i}")));
+        if tasks.len() >= 64
+            && let Some(r) = tasks.join_next().await
+        {
+            r?.map_err(kerr)?;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r?.map_err(kerr)?;
+    }
+    let t0 = Instant::now();
+    loop {
+        let awake = (0..HIBERNATED_N)
+            .filter(|i| {
+                b.kernel
+                    .status(&a, &sid(&format!("c-{i}")))
+                    .map_or(true, |s| s.state != ServiceState::Hibernated)
+            })
+            .count();
+        if awake == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{awake} services did not hibernate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_asleep = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per = crate::sandbox::rss().saturating_sub(before) / HIBERNATED_N as u64;
+    // Wake a spread of them, one call each, then call the same ones awake.
+    let picked: Vec<String> = (0..WAKES)
+        .map(|i| format!("c-{}", (i * 7919) % HIBERNATED_N))
+        .collect();
+    let get = r#"{"op":"get"}"#;
+    let timed = |ids: Vec<String>| {
+        let (k, a) = (b.kernel.clone(), a.clone());
+        async move {
+            let mut s = Samples::default();
+            for id in ids {
+                let t = Instant::now();
+                k.call(&a, &sid(&id), get, None).await.map_err(kerr)?;
+                s.push(t.elapsed());
+            }
+            anyhow::Ok(s)
+        }
+    };
+    let mut woke = timed(picked.clone()).await?;
+    // Keep them awake for the baseline.
+    b.kernel
+        .set_config(
+            &Caller::admin(TenantId::new("ops")?),
+            "services.hibernate_after_ms",
+            "0",
+        )
+        .await
+        .map_err(kerr)?;
+    let mut awake = timed(picked).await?;
+    let q =
+        |s: &mut Samples| json!({ "p50": r2(s.quantile_us(0.5)), "p99": r2(s.quantile_us(0.99)) });
+    Ok(json!({
+        "bytes_per_service": per,
+        "hibernate_all_s": r2(all_asleep.as_secs_f64()),
+        "wake_call_us": q(&mut woke),
+        "awake_call_us": q(&mut awake),
+    }))
 }

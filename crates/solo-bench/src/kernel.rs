@@ -16,17 +16,25 @@ use solo_types::{Format, RestartPolicy, ServiceId, TenantId};
 use crate::stats::{Samples, r2};
 use crate::{kerr, on_worker, report};
 
-fn sid(s: &str) -> ServiceId {
+pub(crate) fn sid(s: &str) -> ServiceId {
     ServiceId::new(s).unwrap_or_else(|_| ServiceId::new("x").expect("a valid id"))
 }
 
-struct Bench {
-    kernel: Kernel,
+pub(crate) struct Bench {
+    pub(crate) kernel: Kernel,
     sandbox: Arc<Sandbox>,
     _dir: tempfile::TempDir,
 }
 
 async fn start(max_instances: u32) -> anyhow::Result<Bench> {
+    start_with(max_instances, |_| {}).await
+}
+
+/// A kernel over a new store, its configuration changed by `tune`.
+pub(crate) async fn start_with(
+    max_instances: u32,
+    tune: impl FnOnce(&mut KernelConfig),
+) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
     let store = RedbStore::open_with(dir.path().join("solo.redb"), StoreOptions::default())?;
     let sandbox = Sandbox::new(SandboxConfig {
@@ -36,6 +44,7 @@ async fn start(max_instances: u32) -> anyhow::Result<Bench> {
     let mut config = KernelConfig::default();
     config.limits.max_services_per_tenant = 20_000;
     config.limits.max_memory_mb_per_tenant = 1 << 30;
+    tune(&mut config);
     let kernel = Kernel::start(
         Arc::new(store),
         Arc::clone(&sandbox),
@@ -50,7 +59,7 @@ async fn start(max_instances: u32) -> anyhow::Result<Bench> {
     })
 }
 
-fn caller() -> anyhow::Result<Caller> {
+pub(crate) fn caller() -> anyhow::Result<Caller> {
     Ok(Caller::tenant(TenantId::new("bench")?))
 }
 

@@ -526,6 +526,7 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "solo-wasm-noinit" => solo_idle_noinit().await,
             "raw-wasm-call" => raw_wasm_call_idle().await,
             "kernel-wasm" => crate::kernel::idle_probe().await,
+            "kernel-wasm-hibernated" => crate::density::hibernated_probe().await,
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),
             "js-breakdown" => crate::breakdown::js().await,

@@ -14,12 +14,13 @@ use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, Supervi
 use solo_types::{
     CrashReport, NewEvent, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Core;
 use crate::entry::{Code, Envelope, ServiceEntry, SwapApplied, SwapPlan, SwapRefused};
 use crate::error::KernelError;
 use crate::error::Stage;
+use crate::hibernate;
 use crate::host;
 use crate::records::{self, DeploymentRecord};
 use crate::tunables::Key;
@@ -31,19 +32,23 @@ struct Rollback {
     deadline: Instant,
 }
 
-/// One incarnation of a service's actor: start (or take) an instance, then handle
-/// messages until the supervisor stops it or the instance crashes.
+/// One incarnation of a service's actor: start (or take, or leave asleep) an instance,
+/// then handle messages until the supervisor stops it or the instance crashes; while it
+/// idles past the hibernation limit it sleeps with no instance, and the next message
+/// wakes it.
 pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: ChildCtx) -> Exit {
     let ready = entry.ready.lock().take();
     let mut instance = match ready {
-        Some(i) => i,
+        Some(i) => Some(i),
+        // Hibernated (or recovered asleep): the next message wakes it.
+        None if entry.asleep.load(Ordering::Acquire) => None,
         None => {
             let Some(k) = kernel.upgrade() else {
                 return Exit::Shutdown;
             };
             entry.set_state(ServiceState::Starting);
             match start_instance(&k, &entry).await {
-                Ok(i) => i,
+                Ok(i) => Some(i),
                 Err(report) => {
                     let why = format!("{}: {}", report.kind, report.message);
                     entry.note_crash(report);
@@ -52,6 +57,65 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
         }
     };
+    let mut inbox = entry.inbox.lock().await;
+    let mut first = None;
+    loop {
+        if let Some(awake) = instance.take() {
+            match serve(&kernel, &entry, &ctx, &mut inbox, awake, first.take()).await {
+                Served::Exit(exit) => return exit,
+                Served::Asleep => hibernate::fell_asleep(&entry),
+            }
+        } else {
+            entry.set_state(ServiceState::Hibernated);
+        }
+        let envelope = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => return Exit::Shutdown,
+            env = inbox.recv() => env,
+        };
+        let (Some(envelope), Some(k)) = (envelope, kernel.upgrade()) else {
+            return Exit::Shutdown;
+        };
+        match hibernate::wake(&k, &entry).await {
+            Ok(i) => {
+                instance = Some(i);
+                first = Some(envelope);
+            }
+            Err(report) => {
+                let why = format!("{}: {}", report.kind, report.message);
+                let crash = Crash {
+                    kind: solo_sandbox::CrashKind::Internal,
+                    message: why.clone(),
+                    backtrace: None,
+                    observed: None,
+                };
+                entry.note_crash(report);
+                if let Envelope::Call { reply, .. } = envelope {
+                    answer_crashed(Some((reply, crash)));
+                }
+                return Exit::Crashed(why);
+            }
+        }
+    }
+}
+
+/// How [`serve`] ended.
+enum Served {
+    Exit(Exit),
+    /// Hibernated: the state is saved and the instance gone.
+    Asleep,
+}
+
+/// Handles messages with `instance` (`first` before any in the mailbox) until the
+/// supervisor stops the actor, the instance crashes, or it idles into hibernation.
+async fn serve(
+    kernel: &Weak<Core>,
+    entry: &Arc<ServiceEntry>,
+    ctx: &ChildCtx,
+    inbox: &mut mpsc::Receiver<Envelope>,
+    mut instance: Box<dyn Instance>,
+    mut first: Option<Envelope>,
+) -> Served {
     *entry.interrupt.lock() = Some(instance.interrupt_handle());
     *entry.started.lock() = Some(Instant::now());
     entry
@@ -59,30 +123,70 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
         .store(instance.stats().memory_bytes, Ordering::Relaxed);
     entry.set_state(ServiceState::Running);
 
-    let mut inbox = entry.inbox.lock().await;
     let mut pending: Option<Rollback> = None;
+    // Whether the idle timer runs: not after a failed attempt to hibernate until the
+    // next message, and once only for code that cannot carry its state (to say why it
+    // stays awake).
+    let mut may_sleep = true;
     loop {
         let window = pending.as_ref().map(|r| r.deadline);
-        let envelope = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => {
-                if let Some(rb) = pending.take() {
-                    swap_succeeded(&kernel, &entry, rb).await;
+        let idle = match (may_sleep && pending.is_none(), kernel.upgrade()) {
+            (true, Some(k)) => hibernate::idle_limit(&k),
+            _ => None,
+        };
+        let envelope = match first.take() {
+            Some(e) => Some(e),
+            None => tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => {
+                    if let Some(rb) = pending.take() {
+                        swap_succeeded(kernel, entry, rb).await;
+                    }
+                    stop_gracefully(kernel, entry, instance.as_mut()).await;
+                    return Served::Exit(Exit::Shutdown);
                 }
-                stop_gracefully(&kernel, &entry, instance.as_mut()).await;
-                return Exit::Shutdown;
-            }
-            () = until(window) => {
-                if let Some(rb) = pending.take() {
-                    swap_succeeded(&kernel, &entry, rb).await;
+                () = until(window) => {
+                    if let Some(rb) = pending.take() {
+                        swap_succeeded(kernel, entry, rb).await;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            env = inbox.recv() => env,
+                () = until(idle.map(|d| Instant::now() + d)) => {
+                    let Some(k) = kernel.upgrade() else { continue };
+                    if hibernate::idle_limit(&k).is_none() {
+                        continue; // turned off while it waited
+                    }
+                    may_sleep = false;
+                    if !instance.has_state() {
+                        entry.logs.push(
+                            Level::Info,
+                            "stays awake when idle: its code exports no snapshot/restore, \
+                             so it could not wake with its state",
+                        );
+                        continue;
+                    }
+                    let idle = idle.unwrap_or_default();
+                    match hibernate::hibernate(&k, entry, instance.as_mut(), idle).await {
+                        hibernate::Outcome::Asleep => return Served::Asleep,
+                        hibernate::Outcome::Awake => continue,
+                        hibernate::Outcome::Crashed(crash) => {
+                            note_limit(&k, entry, &crash);
+                            let report = entry.crash_report(&crash);
+                            let why = format!("{}: {}", report.kind, report.message);
+                            entry.note_crash(report);
+                            return Served::Exit(Exit::Crashed(why));
+                        }
+                    }
+                }
+                env = inbox.recv() => env,
+            },
         };
         let Some(envelope) = envelope else {
-            return Exit::Shutdown;
+            return Served::Exit(Exit::Shutdown);
         };
+        if instance.has_state() {
+            may_sleep = true;
+        }
         let before = instance.stats();
         // A call that crashed the instance is answered once the crash is noted, so a
         // caller that sees `service_crashed` then finds it in `status` too.
@@ -98,7 +202,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                     continue; // nobody waits for this answer any more
                 }
                 *entry.current_caller.lock() = Some(*from);
-                let r = within_deadline(&entry, instance.call(&request)).await;
+                let r = within_deadline(entry, instance.call(&request)).await;
                 *entry.current_caller.lock() = None;
                 match r {
                     Err(CallError::Crash(c)) => {
@@ -113,7 +217,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
             Envelope::Cast { message, from } => {
                 *entry.current_caller.lock() = Some(*from);
-                let r = within_deadline(&entry, instance.cast(&message)).await;
+                let r = within_deadline(entry, instance.cast(&message)).await;
                 *entry.current_caller.lock() = None;
                 match r {
                     Err(CallError::Crash(c)) => Some(c),
@@ -126,9 +230,9 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
             Envelope::Swap { plan, reply } => {
                 if let Some(rb) = pending.take() {
-                    swap_succeeded(&kernel, &entry, rb).await;
+                    swap_succeeded(kernel, entry, rb).await;
                 }
-                match apply_swap(&kernel, &entry, &mut instance, *plan).await {
+                match apply_swap(kernel, entry, &mut instance, *plan).await {
                     Ok((rb, applied)) => {
                         pending = Some(rb);
                         let _ = reply.send(Ok(applied));
@@ -144,20 +248,20 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
         entry.record_stats(before, instance.stats());
         if let Some(crash) = outcome {
             if let Some(k) = kernel.upgrade() {
-                note_limit(&k, &entry, &crash);
+                note_limit(&k, entry, &crash);
             }
             let report = entry.crash_report(&crash);
             // A crash inside the rollback window: back to the old version, whose state
             // is the snapshot the swap carried over.
             if let Some(rb) = pending.take() {
-                instance = roll_back(&kernel, &entry, rb, &report).await;
+                instance = roll_back(kernel, entry, rb, &report).await;
                 answer_crashed(crashed_call);
                 continue;
             }
             let why = format!("{}: {}", report.kind, report.message);
             entry.note_crash(report);
             answer_crashed(crashed_call);
-            return Exit::Crashed(why);
+            return Served::Exit(Exit::Crashed(why));
         }
     }
 }
@@ -327,21 +431,22 @@ async fn roll_back(
     instance
 }
 
-/// Takes a snapshot, if the service exports one, before a graceful stop.
+/// Takes a snapshot, if the service exports one, before a graceful stop. A snapshot of
+/// nothing removes an older one, so the next start does not restore state the service
+/// no longer has.
 async fn stop_gracefully(kernel: &Weak<Core>, entry: &ServiceEntry, instance: &mut dyn Instance) {
     if !instance.has_state() {
         return;
     }
     match instance.snapshot().await {
-        Ok(Some(state)) => {
-            *entry.final_snapshot.lock() = Some(state.len());
+        Ok(state) => {
+            *entry.final_snapshot.lock() = state.as_ref().map(Vec::len);
             if let Some(k) = kernel.upgrade()
                 && let Err(e) = save_snapshot(&k, entry, state).await
             {
                 tracing::warn!(tenant = %entry.tenant, service = %entry.id, error = %e, "could not save a snapshot");
             }
         }
-        Ok(None) => {}
         Err(e) => {
             entry.logs.push(
                 Level::Warn,
@@ -463,7 +568,7 @@ pub(crate) fn child_spec(k: &Core, entry: &Arc<ServiceEntry>) -> ChildSpec {
 /// Runs one message under the service's wall-clock deadline: a message not answered by
 /// then (a reply that never settles, a guest blocked in a host call) is a crash of kind
 /// `timeout`; the caller's actor then drops the instance and its supervisor decides.
-async fn within_deadline<T>(
+pub(crate) async fn within_deadline<T>(
     entry: &ServiceEntry,
     message: impl std::future::Future<Output = Result<T, CallError>>,
 ) -> Result<T, CallError> {
@@ -537,16 +642,23 @@ pub(crate) fn on_supervisor_event(k: &Core, tenant: &TenantId, e: SupervisorEven
     });
 }
 
-/// Keeps the snapshot a graceful stop took, for the next start.
-async fn save_snapshot(k: &Core, entry: &ServiceEntry, state: Vec<u8>) -> Result<(), KernelError> {
+/// Keeps the snapshot a graceful stop took, for the next start (which starts the
+/// service awake: it was awake when it stopped).
+async fn save_snapshot(
+    k: &Core,
+    entry: &ServiceEntry,
+    state: Option<Vec<u8>>,
+) -> Result<(), KernelError> {
+    let key = records::deployment_key(&entry.tenant, &entry.id);
     let mut batch = WriteBatch::new();
     batch
-        .put(
-            records::SNAPSHOTS,
-            records::deployment_key(&entry.tenant, &entry.id),
-            state,
-        )
+        .delete(records::HIBERNATED, key.clone())
         .stage("save the snapshot")?;
+    match state {
+        Some(s) => batch.put(records::SNAPSHOTS, key, s),
+        None => batch.delete(records::SNAPSHOTS, key),
+    }
+    .stage("save the snapshot")?;
     k.store.commit(batch).await.stage("save the snapshot")?;
     Ok(())
 }

@@ -23,6 +23,10 @@ pub struct ServiceDefaults {
     /// the intensity window waits twice as long as the one before, at most 5 s. The
     /// service shows `crashed` while it waits.
     pub restart_backoff_ms: u32,
+    /// How long a service whose code exports `snapshot`/`restore` may stay idle before
+    /// it is hibernated: its snapshot saved, its instance given back, until its next
+    /// message wakes it (runtime-tunable as `services.hibernate_after_ms`; 0: never).
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for ServiceDefaults {
@@ -37,6 +41,7 @@ impl Default for ServiceDefaults {
             max_restarts: 5,
             max_seconds: 60,
             restart_backoff_ms: 0,
+            hibernate_after_ms: 300_000,
         }
     }
 }

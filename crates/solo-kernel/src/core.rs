@@ -68,6 +68,8 @@ pub(crate) struct Core {
     pub(crate) started: Instant,
     /// False once shutdown began: new deploys, calls, casts and swaps are refused.
     pub(crate) accepting: AtomicBool,
+    /// `service_hibernated` and `service_woke` events, sampled over all services.
+    pub(crate) sleep_events: crate::sampler::Window,
     /// Itself, for the closures it hands to supervisors and instances.
     pub(crate) me: Weak<Core>,
 }

@@ -341,6 +341,9 @@ async fn start_service(
     }
     // A fresh deployment starts from no state, whatever an earlier one left.
     batch
+        .delete(records::HIBERNATED, key.clone())
+        .stage("record the deployment")?;
+    batch
         .delete(records::SNAPSHOTS, key)
         .stage("record the deployment")?;
     batch.event(records::deployed(&record));

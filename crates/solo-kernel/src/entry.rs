@@ -2,7 +2,7 @@
 //! breaker. The actor that runs its instance is in `actor.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -98,6 +98,7 @@ fn state_from(v: u8) -> ServiceState {
         4 => ServiceState::Failed,
         5 => ServiceState::DeploymentFailed,
         6 => ServiceState::Stopping,
+        8 => ServiceState::Hibernated,
         _ => ServiceState::Undeployed,
     }
 }
@@ -112,6 +113,7 @@ fn state_to(s: ServiceState) -> u8 {
         ServiceState::DeploymentFailed => 5,
         ServiceState::Stopping => 6,
         ServiceState::Undeployed => 7,
+        ServiceState::Hibernated => 8,
     }
 }
 
@@ -200,6 +202,9 @@ pub(crate) struct ServiceEntry {
     pub(crate) current_caller: Mutex<Option<GuestCaller>>,
     /// The service's HTTP requests out of Solo in flight.
     pub(crate) egress_in_flight: AtomicU32,
+    /// Hibernated: its state is in the store and no instance runs; the next message
+    /// (or the next start of its actor) wakes it.
+    pub(crate) asleep: AtomicBool,
 }
 
 impl ServiceEntry {
@@ -252,6 +257,7 @@ impl ServiceEntry {
             mailbox_full: crate::sampler::Window::default(),
             current_caller: Mutex::new(None),
             egress_in_flight: AtomicU32::new(0),
+            asleep: AtomicBool::new(false),
             breaker: ServiceBreaker::default(),
             spec,
         })

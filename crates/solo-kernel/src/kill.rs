@@ -78,6 +78,9 @@ pub(crate) async fn kill(
     batch
         .delete_prefix(records::SERVICE_KV, records::kv_prefix(&tenant, service))
         .stage(stage)?;
+    batch
+        .delete(records::HIBERNATED, record_key.clone())
+        .stage(stage)?;
     batch.delete(records::SNAPSHOTS, record_key).stage(stage)?;
     batch.event(records::killed(&tenant, service, opts.force, snapshot));
     let gone = k

@@ -26,6 +26,7 @@ mod egress;
 mod entry;
 mod error;
 mod failed;
+mod hibernate;
 mod host;
 mod kill;
 mod logs;

@@ -12,6 +12,10 @@ pub const CODE: &str = "code";
 pub const SERVICE_KV: &str = "service_kv";
 /// The last snapshot of each service: `tenant/service` → state bytes.
 pub const SNAPSHOTS: &str = "snapshots";
+/// Services that hibernated (`tenant/service` → nothing): a restart leaves them asleep
+/// until their next message. A graceful stop with the service awake, a fresh deploy and
+/// a kill remove the mark.
+pub const HIBERNATED: &str = "hibernated";
 
 /// Runtime configuration an admin changed: key → the value as decimal text.
 pub const RUNTIME_CONFIG: &str = "runtime_config";
@@ -152,6 +156,39 @@ pub fn recovered(
         "version": version,
         "snapshot_bytes": snapshot_bytes,
         "original_event_id": original_event_id,
+    }))
+}
+
+/// A sampled `service_hibernated`: `suppressed_before` hibernations (of any service)
+/// were not recorded since the last one that was.
+pub fn hibernated(
+    tenant: &TenantId,
+    service: &ServiceId,
+    snapshot_bytes: usize,
+    idle_ms: u64,
+    suppressed_before: u64,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_HIBERNATED, tenant, service).payload(json!({
+        "service_id": service,
+        "snapshot_bytes": snapshot_bytes,
+        "idle_ms": idle_ms,
+        "suppressed_before": suppressed_before,
+    }))
+}
+
+/// A sampled `service_woke`, as [`hibernated`].
+pub fn woke(
+    tenant: &TenantId,
+    service: &ServiceId,
+    wake_us: u64,
+    snapshot_bytes: Option<usize>,
+    suppressed_before: u64,
+) -> NewEvent {
+    NewEvent::service(kinds::SERVICE_WOKE, tenant, service).payload(json!({
+        "service_id": service,
+        "wake_us": wake_us,
+        "snapshot_bytes": snapshot_bytes,
+        "suppressed_before": suppressed_before,
     }))
 }
 

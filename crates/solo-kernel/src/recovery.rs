@@ -2,7 +2,9 @@
 //! state is running (a kill deletes the record, a deploy writes it), so each comes back
 //! with its last code and, when one was taken, its last snapshot. Each is recorded as
 //! `service_recovered` or `service_recovery_failed`; nothing is deployed again, so
-//! restarting any number of times adds no `service_deployed`.
+//! restarting any number of times adds no `service_deployed`. A service that was
+//! hibernated comes back asleep (no instance) and wakes from its snapshot on its next
+//! message, so a restart costs nothing per hibernated service but a record's read.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -126,6 +128,12 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
         .compile(spec.format, Arc::<[u8]>::from(code))
         .await
         .map_err(|e| format!("compile: {e}"))?;
+    // A service that was hibernated stays asleep until its next message.
+    let asleep = artifact.has_state()
+        && k.store
+            .get(records::HIBERNATED, &key)
+            .map_err(|e| format!("read the hibernation mark: {e}"))?
+            .is_some();
 
     let ctx = k.tenants.ctx(tenant);
     let map_key = (tenant.clone(), sid.clone());
@@ -152,28 +160,34 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
         }),
         record.deployer.clone(),
     );
-    let started = async {
-        let mut instance = actor::start_instance(k, &entry)
-            .await
-            .map_err(|r| format!("start: {}: {}", r.kind, r.message))?;
-        if let Some(state) = &snapshot
-            && instance.has_state()
-        {
-            instance
-                .restore(state)
+    if asleep {
+        entry
+            .asleep
+            .store(true, std::sync::atomic::Ordering::Release);
+        entry.set_state(solo_types::ServiceState::Hibernated);
+    } else {
+        let started = async {
+            let mut instance = actor::start_instance(k, &entry)
                 .await
-                .map_err(|e| format!("restore the last snapshot: {e}"))?;
+                .map_err(|r| format!("start: {}: {}", r.kind, r.message))?;
+            if let Some(state) = &snapshot
+                && instance.has_state()
+            {
+                instance
+                    .restore(state)
+                    .await
+                    .map_err(|e| format!("restore the last snapshot: {e}"))?;
+            }
+            Ok::<_, String>(instance)
+        };
+        match started.await {
+            Ok(i) => entry.hand_over(i),
+            Err(e) => {
+                k.release(tenant, &sid, spec.limits.memory_mb);
+                return Err(e);
+            }
         }
-        Ok::<_, String>(instance)
-    };
-    let instance = match started.await {
-        Ok(i) => i,
-        Err(e) => {
-            k.release(tenant, &sid, spec.limits.memory_mb);
-            return Err(e);
-        }
-    };
-    entry.hand_over(instance);
+    }
     if let Err(e) = ctx.supervisor.add_child(actor::child_spec(k, &entry)).await {
         k.release(tenant, &sid, spec.limits.memory_mb);
         return Err(format!("supervise: {e}"));

@@ -101,6 +101,7 @@ pub(crate) async fn boot(
         on_shutdown,
         started: Instant::now(),
         accepting: AtomicBool::new(true),
+        sleep_events: crate::sampler::Window::default(),
         me: me.clone(),
     });
     apply_to_sandbox(&k);

@@ -10,7 +10,7 @@ use crate::error::KernelError;
 
 /// The runtime-tunable keys, in the order `runtime_config` lists them, each with its
 /// smallest valid value.
-pub const TUNABLE_KEYS: [&str; 15] = [
+pub const TUNABLE_KEYS: [&str; 16] = [
     "limits.max_per_tenant",
     "limits.max_total",
     "limits.rate_per_tenant",
@@ -26,6 +26,7 @@ pub const TUNABLE_KEYS: [&str; 15] = [
     "egress.rate_per_tenant",
     "egress.burst_per_tenant",
     "egress.max_in_flight_per_service",
+    "services.hibernate_after_ms",
 ];
 
 /// One tunable setting.
@@ -46,9 +47,10 @@ pub enum Key {
     EgressRate,
     EgressBurst,
     EgressInFlight,
+    HibernateAfterMs,
 }
 
-const KEYS: [Key; 15] = [
+const KEYS: [Key; 16] = [
     Key::MaxPerTenant,
     Key::MaxTotal,
     Key::RatePerTenant,
@@ -64,6 +66,7 @@ const KEYS: [Key; 15] = [
     Key::EgressRate,
     Key::EgressBurst,
     Key::EgressInFlight,
+    Key::HibernateAfterMs,
 ];
 
 impl Key {
@@ -96,7 +99,7 @@ impl Key {
 
 /// The current values.
 pub struct Tunables {
-    values: [AtomicU64; 15],
+    values: [AtomicU64; 16],
     /// Held while a change is recorded, so each change's `previous` is exact.
     pub changing: tokio::sync::Mutex<()>,
 }
@@ -119,6 +122,7 @@ impl Tunables {
             u64::from(c.egress.rate_per_tenant),
             u64::from(c.egress.burst_per_tenant),
             u64::from(c.egress.max_in_flight_per_service),
+            c.service_defaults.hibernate_after_ms,
         ];
         Self {
             values: initial.map(AtomicU64::new),

@@ -113,6 +113,10 @@ pub mod kinds {
     pub const SERVICE_KILLED: &str = "service_killed";
     pub const SERVICE_RECOVERED: &str = "service_recovered";
     pub const SERVICE_RECOVERY_FAILED: &str = "service_recovery_failed";
+    /// An idle service's state was saved and its instance given back (sampled).
+    pub const SERVICE_HIBERNATED: &str = "service_hibernated";
+    /// A hibernated service was woken by a message and restored (sampled).
+    pub const SERVICE_WOKE: &str = "service_woke";
     pub const HOT_SWAP_STARTED: &str = "hot_swap_started";
     pub const HOT_SWAP_SUCCEEDED: &str = "hot_swap_succeeded";
     pub const HOT_SWAP_FAILED: &str = "hot_swap_failed";

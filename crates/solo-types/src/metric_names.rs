@@ -13,6 +13,12 @@ pub const CALLS: &str = "solo_calls_total";
 pub const CALL_SECONDS: &str = "solo_call_seconds";
 pub const SERVICES: &str = "solo_services";
 pub const RESTARTS: &str = "solo_service_restarts_total";
+/// Idle services put to sleep (state saved, instance given back).
+pub const HIBERNATIONS: &str = "solo_service_hibernations_total";
+/// Hibernated services woken by a message, by outcome (`ok`, `failed`).
+pub const WAKES: &str = "solo_service_wakes_total";
+/// How long a wake took (instance, init, restore), in seconds.
+pub const WAKE_SECONDS: &str = "solo_service_wake_seconds";
 pub const CAPABILITY_DECISIONS: &str = "solo_capability_decisions_total";
 pub const SECRET_ACCESSES: &str = "solo_secret_accesses_total";
 /// Services' HTTP requests out of Solo, by tenant and outcome (`ok`, `denied`, `failed`).

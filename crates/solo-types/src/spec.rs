@@ -202,6 +202,8 @@ pub enum ServiceState {
     DeploymentFailed,
     Stopping,
     Undeployed,
+    /// Idle, its state saved and its instance given back: the next message wakes it.
+    Hibernated,
 }
 
 impl ServiceState {
@@ -215,6 +217,7 @@ impl ServiceState {
             ServiceState::DeploymentFailed => "deployment_failed",
             ServiceState::Stopping => "stopping",
             ServiceState::Undeployed => "undeployed",
+            ServiceState::Hibernated => "hibernated",
         }
     }
 
@@ -226,6 +229,7 @@ impl ServiceState {
                 | ServiceState::Starting
                 | ServiceState::Running
                 | ServiceState::Crashed
+                | ServiceState::Hibernated
         )
     }
 }
@@ -248,6 +252,7 @@ impl FromStr for ServiceState {
             ServiceState::DeploymentFailed,
             ServiceState::Stopping,
             ServiceState::Undeployed,
+            ServiceState::Hibernated,
         ];
         let lower = s.to_ascii_lowercase();
         all.into_iter()

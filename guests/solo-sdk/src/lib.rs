@@ -55,7 +55,10 @@ pub trait Service {
         let _ = message;
     }
 
-    /// The state to carry across hot swaps and restarts, if any.
+    /// The state to carry across hot swaps, restarts and hibernation, if any. `None`
+    /// (the default) says there is nothing to carry: an idle service hibernates anyway
+    /// and wakes with only what `init` builds, so a service that keeps state in memory
+    /// must implement this and `restore`.
     fn snapshot() -> Option<Vec<u8>> {
         None
     }

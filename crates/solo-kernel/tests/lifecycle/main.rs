@@ -6,6 +6,7 @@
 mod common;
 mod components;
 mod flow;
+mod hibernation;
 
 use std::sync::Arc;
 use std::time::Duration;
