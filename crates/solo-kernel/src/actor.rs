@@ -47,7 +47,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 return Exit::Shutdown;
             };
             entry.set_state(ServiceState::Starting);
-            match start_instance(&k, &entry).await {
+            match Box::pin(start_instance(&k, &entry)).await {
                 Ok(i) => Some(i),
                 Err(report) => {
                     let why = format!("{}: {}", report.kind, report.message);
@@ -61,7 +61,18 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
     let mut first = None;
     loop {
         if let Some(awake) = instance.take() {
-            match serve(&kernel, &entry, &ctx, &mut inbox, awake, first.take()).await {
+            // Boxed, as is the wake below: a sleeping actor's future holds neither.
+            let served = Box::pin(serve(
+                &kernel,
+                &entry,
+                &ctx,
+                &mut inbox,
+                awake,
+                first.take(),
+            ));
+            crate::entry::SERVE_FUTURE_BYTES
+                .store(std::mem::size_of_val(&*served), Ordering::Relaxed);
+            match served.await {
                 Served::Exit(exit) => return exit,
                 Served::Asleep => hibernate::fell_asleep(&entry),
             }
@@ -76,7 +87,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
         let (Some(envelope), Some(k)) = (envelope, kernel.upgrade()) else {
             return Exit::Shutdown;
         };
-        match hibernate::wake(&k, &entry).await {
+        match Box::pin(hibernate::wake(&k, &entry)).await {
             Ok(i) => {
                 instance = Some(i);
                 first = Some(envelope);
@@ -90,7 +101,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                     observed: None,
                 };
                 entry.note_crash(report);
-                if let Envelope::Call { reply, .. } = envelope {
+                if let Envelope::Call { reply, .. } = *envelope {
                     answer_crashed(Some((reply, crash)));
                 }
                 return Exit::Crashed(why);
@@ -112,9 +123,9 @@ async fn serve(
     kernel: &Weak<Core>,
     entry: &Arc<ServiceEntry>,
     ctx: &ChildCtx,
-    inbox: &mut mpsc::Receiver<Envelope>,
+    inbox: &mut mpsc::Receiver<Box<Envelope>>,
     mut instance: Box<dyn Instance>,
-    mut first: Option<Envelope>,
+    mut first: Option<Box<Envelope>>,
 ) -> Served {
     *entry.interrupt.lock() = Some(instance.interrupt_handle());
     *entry.started.lock() = Some(Instant::now());
@@ -191,7 +202,7 @@ async fn serve(
         // A call that crashed the instance is answered once the crash is noted, so a
         // caller that sees `service_crashed` then finds it in `status` too.
         let mut crashed_call = None;
-        let outcome = match envelope {
+        let outcome = match *envelope {
             Envelope::Call {
                 request,
                 reply,
@@ -201,7 +212,7 @@ async fn serve(
                 if reply.is_closed() || Instant::now() >= deadline {
                     continue; // nobody waits for this answer any more
                 }
-                *entry.current_caller.lock() = Some(*from);
+                *entry.current_caller.lock() = Some(from);
                 let r = within_deadline(entry, instance.call(&request)).await;
                 *entry.current_caller.lock() = None;
                 match r {
@@ -216,7 +227,7 @@ async fn serve(
                 }
             }
             Envelope::Cast { message, from } => {
-                *entry.current_caller.lock() = Some(*from);
+                *entry.current_caller.lock() = Some(from);
                 let r = within_deadline(entry, instance.cast(&message)).await;
                 *entry.current_caller.lock() = None;
                 match r {
@@ -232,7 +243,7 @@ async fn serve(
                 if let Some(rb) = pending.take() {
                     swap_succeeded(kernel, entry, rb).await;
                 }
-                match apply_swap(kernel, entry, &mut instance, *plan).await {
+                match apply_swap(kernel, entry, &mut instance, plan).await {
                     Ok((rb, applied)) => {
                         pending = Some(rb);
                         let _ = reply.send(Ok(applied));

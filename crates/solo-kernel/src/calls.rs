@@ -139,12 +139,12 @@ async fn deliver(
     timeout: Duration,
 ) -> Result<String, KernelError> {
     let (tx, rx) = oneshot::channel();
-    let envelope = Envelope::Call {
+    let envelope = Box::new(Envelope::Call {
         request: request.to_string(),
         reply: tx,
         deadline: Instant::now() + timeout,
-        from: Box::new(from),
-    };
+        from,
+    });
     entry
         .mailbox
         .try_send(envelope)
@@ -206,9 +206,9 @@ pub(crate) fn cast(
     let entry = k.live_entry(caller, service)?;
     entry
         .mailbox
-        .try_send(Envelope::Cast {
+        .try_send(Box::new(Envelope::Cast {
             message: message.to_string(),
-            from: Box::new(from.unwrap_or_else(|| guest_caller(caller))),
-        })
+            from: from.unwrap_or_else(|| guest_caller(caller)),
+        }))
         .map_err(|e| refused(k, &entry, &e))
 }

@@ -22,6 +22,8 @@ use crate::logs::LogRing;
 
 /// The size of the latest actor future started (its state machine, boxed in its task).
 pub(crate) static ACTOR_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The size of the latest awake phase's future (boxed while the service is awake).
+pub(crate) static SERVE_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// What one idle service's kernel state is made of, in bytes, for the density
 /// benchmark: the fixed-size parts each service allocates when it is deployed (the
@@ -32,30 +34,33 @@ pub fn footprint() -> Vec<(&'static str, usize)> {
         ("service entry", std::mem::size_of::<ServiceEntry>()),
         // tokio's bounded channel allocates its first block of 32 slots at creation.
         (
-            "mailbox's first block (32 envelopes)",
-            32 * std::mem::size_of::<Envelope>(),
+            "mailbox's first block (32 boxed envelopes)",
+            32 * std::mem::size_of::<Box<Envelope>>(),
         ),
         ("actor future", ACTOR_FUTURE_BYTES.load(Ordering::Relaxed)),
+        (
+            "awake phase's future (none while hibernated)",
+            SERVE_FUTURE_BYTES.load(Ordering::Relaxed),
+        ),
     ]
 }
 
-/// A message in a service's mailbox. Kept small (the caller is boxed): every mailbox
-/// allocates room for 32 of them when it is created.
+/// A message in a service's mailbox (boxed in the channel).
 pub(crate) enum Envelope {
     Call {
         request: String,
         reply: oneshot::Sender<Result<String, CallError>>,
         /// After this, nobody waits for the answer: the message is skipped.
         deadline: Instant,
-        from: Box<GuestCaller>,
+        from: GuestCaller,
     },
     Cast {
         message: String,
-        from: Box<GuestCaller>,
+        from: GuestCaller,
     },
     /// Replace the code between two messages (a hot swap).
     Swap {
-        plan: Box<SwapPlan>,
+        plan: SwapPlan,
         reply: oneshot::Sender<Result<SwapApplied, SwapRefused>>,
     },
 }
@@ -177,8 +182,10 @@ pub(crate) struct ServiceEntry {
     code: Mutex<Code>,
     pub(crate) deployed_at: i64,
     pub(crate) deployed_event: AtomicU64,
-    pub(crate) mailbox: mpsc::Sender<Envelope>,
-    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Envelope>>,
+    /// Envelopes are boxed: the channel allocates room for 32 at creation, so every
+    /// idle service would hold 32 empty envelopes' worth otherwise.
+    pub(crate) mailbox: mpsc::Sender<Box<Envelope>>,
+    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Box<Envelope>>>,
     state: AtomicU8,
     pub(crate) restarts: AtomicU32,
     messages: AtomicU64,
@@ -407,7 +414,7 @@ impl ServiceEntry {
     pub(crate) fn drain(&self, why: &str) {
         if let Ok(mut inbox) = self.inbox.try_lock() {
             while let Ok(env) = inbox.try_recv() {
-                match env {
+                match *env {
                     Envelope::Call { reply, .. } => {
                         let _ =
                             reply.send(Err(CallError::Guest(solo_sandbox::GuestError::new(why))));

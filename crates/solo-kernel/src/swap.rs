@@ -97,10 +97,7 @@ pub(crate) async fn hot_swap(
         rollback_window: window,
     };
     let (tx, rx) = oneshot::channel();
-    let envelope = Envelope::Swap {
-        plan: Box::new(plan),
-        reply: tx,
-    };
+    let envelope = Box::new(Envelope::Swap { plan, reply: tx });
     // The swap waits its turn behind the queued messages; a full mailbox is waited
     // out rather than refused.
     let budget = entry.startup_timeout() + Duration::from_secs(30);
