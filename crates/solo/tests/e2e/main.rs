@@ -7,6 +7,7 @@ mod egress;
 mod fairness;
 mod faults;
 mod harness;
+mod hibernation;
 mod lifecycle;
 mod mcp;
 mod parity;
