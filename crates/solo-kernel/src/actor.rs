@@ -72,17 +72,30 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             ));
             crate::entry::SERVE_FUTURE_BYTES
                 .store(std::mem::size_of_val(&*served), Ordering::Relaxed);
-            match served.await {
+            if let Some(k) = kernel.upgrade() {
+                hibernate::mark_awake(&k, &entry);
+            }
+            let served = served.await;
+            if let Some(k) = kernel.upgrade() {
+                hibernate::mark_gone(&k, &entry);
+            }
+            match served {
                 Served::Exit(exit) => return exit,
                 Served::Asleep => hibernate::fell_asleep(&entry),
             }
         } else {
             entry.set_state(ServiceState::Hibernated);
         }
-        let envelope = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => return Exit::Shutdown,
-            env = inbox.recv() => env,
+        // Asleep: a request to hibernate is already met.
+        let envelope = loop {
+            let env = tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => return Exit::Shutdown,
+                env = inbox.recv() => env,
+            };
+            if !matches!(env.as_deref(), Some(Envelope::Hibernate)) {
+                break env;
+            }
         };
         let (Some(envelope), Some(k)) = (envelope, kernel.upgrade()) else {
             return Exit::Shutdown;
@@ -91,6 +104,10 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             Ok(i) => {
                 instance = Some(i);
                 first = Some(envelope);
+            }
+            // Every slot busy: this message is refused, and the service sleeps on.
+            Err(report) if report.kind == hibernate::NO_INSTANCE_SLOT => {
+                refuse_for_now(&entry, *envelope, &report.message);
             }
             Err(report) => {
                 let why = format!("{}: {}", report.kind, report.message);
@@ -177,16 +194,9 @@ async fn serve(
                         continue;
                     }
                     let idle = idle.unwrap_or_default();
-                    match hibernate::hibernate(&k, entry, instance.as_mut(), idle).await {
-                        hibernate::Outcome::Asleep => return Served::Asleep,
-                        hibernate::Outcome::Awake => continue,
-                        hibernate::Outcome::Crashed(crash) => {
-                            note_limit(&k, entry, &crash);
-                            let report = entry.crash_report(&crash);
-                            let why = format!("{}: {}", report.kind, report.message);
-                            entry.note_crash(report);
-                            return Served::Exit(Exit::Crashed(why));
-                        }
+                    match try_sleep(&k, entry, instance.as_mut(), idle).await {
+                        Some(served) => return served,
+                        None => continue,
                     }
                 }
                 env = inbox.recv() => env,
@@ -195,6 +205,22 @@ async fn serve(
         let Some(envelope) = envelope else {
             return Served::Exit(Exit::Shutdown);
         };
+        // Asked to make room in the pool: hibernate now if it can.
+        if matches!(*envelope, Envelope::Hibernate) {
+            let Some(k) = kernel.upgrade() else { continue };
+            if pending.is_some() || !instance.has_state() {
+                continue;
+            }
+            let since =
+                hibernate::now_ms().saturating_sub(entry.last_active.load(Ordering::Relaxed));
+            match try_sleep(&k, entry, instance.as_mut(), Duration::from_millis(since)).await {
+                Some(served) => return served,
+                None => continue,
+            }
+        }
+        entry
+            .last_active
+            .store(hibernate::now_ms(), Ordering::Relaxed);
         if instance.has_state() {
             may_sleep = true;
         }
@@ -239,6 +265,7 @@ async fn serve(
                     Ok(()) => None,
                 }
             }
+            Envelope::Hibernate => None, // handled above
             Envelope::Swap { plan, reply } => {
                 if let Some(rb) = pending.take() {
                     swap_succeeded(kernel, entry, rb).await;
@@ -274,6 +301,51 @@ async fn serve(
             answer_crashed(crashed_call);
             return Served::Exit(Exit::Crashed(why));
         }
+    }
+}
+
+/// Hibernates if it can: `None` when it stays awake (its log says why).
+async fn try_sleep(
+    k: &Core,
+    entry: &ServiceEntry,
+    instance: &mut dyn Instance,
+    idle: Duration,
+) -> Option<Served> {
+    match hibernate::hibernate(k, entry, instance, idle).await {
+        hibernate::Outcome::Asleep => Some(Served::Asleep),
+        hibernate::Outcome::Awake => None,
+        hibernate::Outcome::Crashed(crash) => {
+            note_limit(k, entry, &crash);
+            let report = entry.crash_report(&crash);
+            let why = format!("{}: {}", report.kind, report.message);
+            entry.note_crash(report);
+            Some(Served::Exit(Exit::Crashed(why)))
+        }
+    }
+}
+
+/// Refuses a message that could not wake its service (no instance slot): a call and a
+/// swap are answered, a cast is dropped with a log line.
+fn refuse_for_now(entry: &ServiceEntry, envelope: Envelope, why: &str) {
+    let why = format!("service {} could not wake: {why}", entry.id);
+    match envelope {
+        Envelope::Call { reply, .. } => {
+            let _ = reply.send(Err(CallError::Unavailable(why)));
+        }
+        Envelope::Swap { reply, .. } => {
+            let _ = reply.send(Err(SwapRefused {
+                stage: "start",
+                error: KernelError::Refused {
+                    code: solo_types::Code::ResourceExhausted,
+                    reason: hibernate::NO_INSTANCE_SLOT,
+                    message: why,
+                },
+            }));
+        }
+        Envelope::Cast { .. } => entry
+            .logs
+            .push(Level::Warn, &format!("cast dropped: {why}")),
+        Envelope::Hibernate => {}
     }
 }
 
@@ -502,16 +574,32 @@ pub(crate) async fn start_instance_of(
         )
     };
     let start = async {
-        let mut instance = k
-            .sandbox
-            .instantiate(artifact, entry.limits(), host)
-            .await
-            .map_err(|e| match e {
-                solo_sandbox::InstantiateError::Crashed(c) => {
-                    entry.report(c.kind.as_str(), &c.message, c.backtrace)
+        let mut instance = loop {
+            let host: Arc<dyn solo_sandbox::HostApi> = host.clone();
+            match k.sandbox.instantiate(artifact, entry.limits(), host).await {
+                Ok(i) => break i,
+                // Every slot taken: ask the least recently used to hibernate, and try
+                // again until the deadline.
+                Err(solo_sandbox::InstantiateError::Exhausted(why)) => {
+                    let near = Instant::now() + Duration::from_millis(10) >= deadline;
+                    if near || !hibernate::make_room(k).await {
+                        return Err(entry.report(
+                            hibernate::NO_INSTANCE_SLOT,
+                            &format!(
+                                "every instance slot is taken and no idle service could \
+                                 hibernate to make room ({why})"
+                            ),
+                            None,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                other => entry.report("internal", &other.to_string(), None),
-            })?;
+                Err(solo_sandbox::InstantiateError::Crashed(c)) => {
+                    return Err(entry.report(c.kind.as_str(), &c.message, c.backtrace));
+                }
+                Err(other) => return Err(entry.report("internal", &other.to_string(), None)),
+            }
+        };
         // The deadline stops an init that never yields (a JS loop), which a timer
         // alone could not.
         let interrupt = instance.interrupt_handle();

@@ -175,6 +175,11 @@ async fn deliver(
         },
         Err(CallError::Guest(msg)) => Err(KernelError::ServiceError(msg)),
         Err(CallError::BadRequest(msg)) => Err(KernelError::InvalidArgument(msg)),
+        Err(CallError::Unavailable(message)) => Err(KernelError::Refused {
+            code: solo_types::Code::ResourceExhausted,
+            reason: crate::hibernate::NO_INSTANCE_SLOT,
+            message,
+        }),
         Err(e @ CallError::ReplyTooLarge { .. }) => Err(KernelError::ServiceError(
             solo_sandbox::GuestError::new(e.to_string()),
         )),

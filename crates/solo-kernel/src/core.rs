@@ -70,6 +70,12 @@ pub(crate) struct Core {
     pub(crate) accepting: AtomicBool,
     /// `service_hibernated` and `service_woke` events, sampled over all services.
     pub(crate) sleep_events: crate::sampler::Window,
+    /// The awake services (their instance holds a pool slot), by entry address: where
+    /// the least recently used are found when the pool is full.
+    pub(crate) awake: DashMap<usize, std::sync::Weak<ServiceEntry>>,
+    /// Held while one caller makes room in the pool; others wait for its result.
+    /// When room was last made.
+    pub(crate) making_room: tokio::sync::Mutex<Option<Instant>>,
     /// Itself, for the closures it hands to supervisors and instances.
     pub(crate) me: Weak<Core>,
 }

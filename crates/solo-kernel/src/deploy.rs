@@ -102,14 +102,14 @@ pub(crate) async fn deploy(
         }
     }
 
-    let artifact = match k.sandbox.compile(req.format, Arc::clone(&req.code)).await {
+    let artifact = match crate::hibernate::compile(k, req.format, Arc::clone(&req.code)).await {
         Ok(a) => a,
         Err(e) => {
             if !req.dry_run {
                 k.release(&tenant, &sid, memory);
                 record_failure(k, &tenant, &sid, "compile", &e.to_string()).await;
             }
-            return Err(KernelError::Compile(e));
+            return Err(crate::hibernate::compile_refused(e));
         }
     };
     if req.dry_run {
@@ -296,6 +296,13 @@ async fn start_service(
     let version = entry.version();
     let instance = match actor::start_instance(k, &entry).await {
         Ok(i) => i,
+        Err(report) if report.kind == crate::hibernate::NO_INSTANCE_SLOT => {
+            return Err(KernelError::Refused {
+                code: solo_types::Code::ResourceExhausted,
+                reason: crate::hibernate::NO_INSTANCE_SLOT,
+                message: format!("service {sid} cannot start now: {}", report.message),
+            });
+        }
         Err(report) => {
             let reason = format!("{}: {}", report.kind, report.message);
             record_failure(k, tenant, &sid, &report.kind, &reason).await;

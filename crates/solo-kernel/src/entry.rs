@@ -58,6 +58,9 @@ pub(crate) enum Envelope {
         message: String,
         from: GuestCaller,
     },
+    /// Hibernate now if it can (sent to the least recently used to make room in the
+    /// pool); ignored by a sleeping service.
+    Hibernate,
     /// Replace the code between two messages (a hot swap).
     Swap {
         plan: SwapPlan,
@@ -212,6 +215,9 @@ pub(crate) struct ServiceEntry {
     /// Hibernated: its state is in the store and no instance runs; the next message
     /// (or the next start of its actor) wakes it.
     pub(crate) asleep: AtomicBool,
+    /// When it last handled a message, in ms of the process's clock: the least recent
+    /// hibernates first when the pool is full.
+    pub(crate) last_active: AtomicU64,
 }
 
 impl ServiceEntry {
@@ -265,6 +271,7 @@ impl ServiceEntry {
             current_caller: Mutex::new(None),
             egress_in_flight: AtomicU32::new(0),
             asleep: AtomicBool::new(false),
+            last_active: AtomicU64::new(0),
             breaker: ServiceBreaker::default(),
             spec,
         })
@@ -300,6 +307,11 @@ impl ServiceEntry {
 
     pub(crate) fn version(&self) -> u64 {
         self.code.lock().version
+    }
+
+    /// Whether its code can carry its state through a hibernation.
+    pub(crate) fn can_hibernate(&self) -> bool {
+        self.code.lock().artifact.has_state()
     }
 
     pub(crate) fn set_code(&self, code: Code) {
@@ -425,7 +437,7 @@ impl ServiceEntry {
                             error: crate::error::KernelError::Unavailable(why.to_string()),
                         }));
                     }
-                    Envelope::Cast { .. } => {}
+                    Envelope::Cast { .. } | Envelope::Hibernate => {}
                 }
             }
         }

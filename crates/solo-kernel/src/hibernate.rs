@@ -5,9 +5,14 @@
 //! message), and messages that arrive meanwhile wait in the mailbox in order. A wake
 //! that fails is a crash at start: the supervisor's restart policy applies, and the
 //! restarted actor wakes from the same saved state.
+//!
+//! Beyond the pool: only awake services hold an instance slot. A start (deploy, wake,
+//! restart) that finds every slot taken asks the least recently used idle awake
+//! services to hibernate and tries again until its startup timeout; when none can, it
+//! is refused with `no_instance_slot` (`RESOURCE_EXHAUSTED`), which is not a crash.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use solo_sandbox::{CallError, Crash, Instance, Level};
@@ -16,7 +21,7 @@ use solo_types::{CrashReport, ServiceState, metric_names as m};
 
 use crate::actor;
 use crate::core::Core;
-use crate::entry::ServiceEntry;
+use crate::entry::{Envelope, ServiceEntry};
 use crate::records;
 use crate::tunables::Key;
 
@@ -26,6 +31,103 @@ pub(crate) const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
 
 /// `service_hibernated` and `service_woke` events written per second, over all services.
 const EVENTS_PER_SECOND: u32 = 5;
+
+/// The reason (and crash-report kind) of a start refused because every instance slot is
+/// taken by a service that cannot hibernate now.
+pub(crate) const NO_INSTANCE_SLOT: &str = "no_instance_slot";
+
+/// Milliseconds on the process's monotonic clock, for `last_active`.
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn awake_key(entry: &Arc<ServiceEntry>) -> usize {
+    Arc::as_ptr(entry) as usize
+}
+
+/// Counts `entry` among the awake (its instance holds a pool slot).
+pub(crate) fn mark_awake(k: &Core, entry: &Arc<ServiceEntry>) {
+    entry.last_active.store(now_ms(), Ordering::Relaxed);
+    k.awake.insert(awake_key(entry), Arc::downgrade(entry));
+}
+
+/// `entry`'s instance is gone (asleep, crashed or stopped).
+pub(crate) fn mark_gone(k: &Core, entry: &Arc<ServiceEntry>) {
+    k.awake.remove(&awake_key(entry));
+}
+
+/// Compiles `code`, making room in the pool when checking it needs a slot (a JavaScript
+/// module is loaded once to check it), for at most the startup timeout.
+pub(crate) async fn compile(
+    k: &Core,
+    format: solo_types::Format,
+    code: Arc<[u8]>,
+) -> Result<solo_sandbox::Artifact, solo_sandbox::CompileError> {
+    let limit = Duration::from_millis(u64::from(k.config.service_defaults.startup_timeout_ms));
+    let deadline = Instant::now() + limit;
+    loop {
+        match k.sandbox.compile(format, Arc::clone(&code)).await {
+            Err(solo_sandbox::CompileError::Exhausted(why))
+                if Instant::now() < deadline && make_room(k).await =>
+            {
+                tracing::debug!(%why, "made room to check a module");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The refusal for a failed compile: a full pool is `no_instance_slot`, not bad code.
+pub(crate) fn compile_refused(e: solo_sandbox::CompileError) -> crate::error::KernelError {
+    match e {
+        solo_sandbox::CompileError::Exhausted(why) => crate::error::KernelError::Refused {
+            code: solo_types::Code::ResourceExhausted,
+            reason: NO_INSTANCE_SLOT,
+            message: format!(
+                "every instance slot is taken and no idle service could hibernate to make \
+                 room ({why})"
+            ),
+        },
+        other => crate::error::KernelError::Compile(other),
+    }
+}
+
+/// Asks the least recently used idle awake services (an eighth of those that could, at
+/// least one) to hibernate, so a start finds a slot; false when none could. Room made
+/// in the last few milliseconds counts as made: the caller retries.
+pub(crate) async fn make_room(k: &Core) -> bool {
+    let mut last = k.making_room.lock().await;
+    if last.is_some_and(|t| t.elapsed() < Duration::from_millis(5)) {
+        return true;
+    }
+    let mut idle: Vec<(u64, Arc<ServiceEntry>)> = k
+        .awake
+        .iter()
+        .filter_map(|r| {
+            let e = r.value().upgrade()?;
+            let idle = e.state() == ServiceState::Running
+                && e.mailbox.capacity() == e.mailbox.max_capacity()
+                && e.can_hibernate();
+            idle.then(|| (e.last_active.load(Ordering::Relaxed), e))
+        })
+        .collect();
+    if idle.is_empty() {
+        return false;
+    }
+    let n = (idle.len() / 8).max(1);
+    if n < idle.len() {
+        idle.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        idle.truncate(n);
+    }
+    for (_, e) in idle {
+        let _ = e.mailbox.try_send(Box::new(Envelope::Hibernate));
+    }
+    *last = Some(Instant::now());
+    true
+}
 
 /// How long a service may idle before it hibernates, or `None` when none does.
 pub(crate) fn idle_limit(k: &Core) -> Option<Duration> {

@@ -123,9 +123,7 @@ async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<us
         .store
         .get(records::SNAPSHOTS, &key)
         .map_err(|e| format!("read the snapshot: {e}"))?;
-    let artifact = k
-        .sandbox
-        .compile(spec.format, Arc::<[u8]>::from(code))
+    let artifact = crate::hibernate::compile(k, spec.format, Arc::<[u8]>::from(code))
         .await
         .map_err(|e| format!("compile: {e}"))?;
     // A service that was hibernated stays asleep until its next message.

@@ -75,11 +75,11 @@ pub(crate) async fn hot_swap(
             state_carried: false,
         });
     }
-    let artifact = match k.sandbox.compile(req.format, Arc::clone(&req.code)).await {
+    let artifact = match crate::hibernate::compile(k, req.format, Arc::clone(&req.code)).await {
         Ok(a) => a,
         Err(e) => {
             record_swap_failure(k, &entry, "compile", &e.to_string()).await;
-            return Err(KernelError::Compile(e));
+            return Err(crate::hibernate::compile_refused(e));
         }
     };
     if req.mode == SwapMode::Replace {

@@ -102,6 +102,8 @@ pub(crate) async fn boot(
         started: Instant::now(),
         accepting: AtomicBool::new(true),
         sleep_events: crate::sampler::Window::default(),
+        awake: dashmap::DashMap::new(),
+        making_room: tokio::sync::Mutex::new(None),
         me: me.clone(),
     });
     apply_to_sandbox(&k);

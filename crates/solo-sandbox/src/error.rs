@@ -49,6 +49,9 @@ pub enum CompileError {
     JsMissingExport { name: String, needed: String },
     #[error("the JavaScript module failed while loading: {0}")]
     JsLoad(String),
+    /// Checking a JavaScript module takes an instance slot, and none was free.
+    #[error("no instance slot is free to check the module: {0}")]
+    Exhausted(String),
     #[error("internal error while compiling: {0}")]
     Internal(String),
 }
@@ -57,6 +60,7 @@ impl CompileError {
     pub fn code(&self) -> Code {
         match self {
             CompileError::Internal(_) => Code::Internal,
+            CompileError::Exhausted(_) => Code::ResourceExhausted,
             _ => Code::InvalidArgument,
         }
     }
@@ -219,6 +223,10 @@ pub enum CallError {
     /// The reply is over the size limit; the instance is healthy.
     #[error("the reply is {size} bytes, over the limit of {limit}")]
     ReplyTooLarge { size: usize, limit: usize },
+    /// The message could not run now: its owner had no instance to run it in (every
+    /// slot of the pool busy). Nothing ran.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl CallError {

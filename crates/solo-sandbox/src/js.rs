@@ -91,6 +91,7 @@ impl JsEngine {
             .await
             .map_err(|e| match e {
                 InstantiateError::Crashed(c) => CompileError::JsLoad(c.to_string()),
+                InstantiateError::Exhausted(why) => CompileError::Exhausted(why),
                 other => CompileError::Internal(other.to_string()),
             })?;
         let exports = match probe.load().await {

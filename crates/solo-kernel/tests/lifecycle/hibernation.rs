@@ -211,3 +211,67 @@ async fn a_restart_leaves_hibernated_services_asleep() {
     assert_eq!(inc(k, "sleeper", 1).await, 4);
     assert_eq!(status(k, "sleeper").state, ServiceState::Running);
 }
+
+/// A kernel whose sandbox has `slots` instance slots, hibernating only to make room.
+async fn small_pool(slots: u32) -> Solo {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::store(dir.path());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let sandbox = solo_sandbox::Sandbox::new(solo_sandbox::SandboxConfig {
+        max_instances: slots,
+        ..solo_sandbox::SandboxConfig::default()
+    })
+    .unwrap();
+    let mut config = KernelConfig::default();
+    config.service_defaults.hibernate_after_ms = 600_000;
+    config.service_defaults.startup_timeout_ms = 2_000;
+    let kernel = Kernel::start(dyn_store, sandbox, config, KernelOptions::default())
+        .await
+        .unwrap();
+    Solo { kernel, store, dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_beyond_the_pool_take_turns_and_a_full_pool_refuses_clearly() {
+    let s = small_pool(4).await;
+    let k = &s.kernel;
+    // Three times as many counters as slots: the least recently used sleep to make
+    // room, and every one keeps its own count through its turns.
+    for i in 0..12 {
+        deploy(k, &format!("c{i}"), Format::Wasm, wasm("counter")).await;
+        inc(k, &format!("c{i}"), i).await;
+    }
+    for round in 1..=2 {
+        for i in 0..12 {
+            assert_eq!(inc(k, &format!("c{i}"), 100).await, i + 100 * round);
+        }
+    }
+    let asleep = (0..12)
+        .filter(|i| status(k, &format!("c{i}")).state == ServiceState::Hibernated)
+        .count();
+    assert!(asleep >= 8, "only the awake hold slots: {asleep} asleep");
+    assert!(events(k, kinds::SERVICE_CRASHED).is_empty());
+
+    // Four services that cannot sleep take every slot: a deploy is refused clearly,
+    // and a call that would wake a counter too; nothing else changes.
+    for i in 0..4 {
+        deploy(k, &format!("wide{i}"), Format::Js, js("echo")).await;
+    }
+    let e = k
+        .deploy(
+            &alice(),
+            DeployRequest::new(sid("one-more"), Format::Wasm, wasm("counter")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "no_instance_slot", "{e:?}");
+    assert_eq!(e.code(), solo_types::Code::ResourceExhausted);
+    let e = call(k, "c0", r#"{"op":"get"}"#).await.unwrap_err();
+    assert_eq!(e.reason(), "no_instance_slot", "{e:?}");
+    assert_eq!(status(k, "c0").state, ServiceState::Hibernated);
+    // Room again: the counter wakes with its count.
+    k.kill(&alice(), &sid("wide0"), KillOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(value(k, "c0").await, 200);
+}
