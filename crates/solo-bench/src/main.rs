@@ -14,6 +14,7 @@ mod gateway;
 mod kernel;
 mod lifecycle;
 mod mcp;
+mod million;
 mod noisy;
 mod sandbox;
 mod security;
@@ -60,6 +61,15 @@ enum Scenario {
     Noisy,
     /// Where an idle wasm service's memory goes, part by part, 10,000 services per stage.
     Density,
+    /// N wasm counters (a million) over T tenants, hibernated after idling: deploy rate,
+    /// memory per service, wake latency, stop and start with N records. Not part of
+    /// `all`.
+    Million {
+        #[arg(long, default_value_t = 1_000_000)]
+        services: usize,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+    },
     /// An HTTP request from inside a JS and a wasm service to a loopback server, vs bare
     /// hyper and reqwest clients.
     Egress,
@@ -94,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Noisy => noisy::run(secs)?,
         Scenario::Egress => egress::run(secs)?,
         Scenario::Density => density::run()?,
+        Scenario::Million { services, tenants } => million::run(services, tenants.max(1))?,
         Scenario::Soak {
             minutes,
             minute_seconds,

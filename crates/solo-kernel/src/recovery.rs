@@ -21,8 +21,13 @@ use crate::error::KernelError;
 use crate::error::Stage;
 use crate::records::{self, DeploymentRecord};
 
-/// How many services are brought back at once.
-const PARALLEL: usize = 16;
+/// How many services are brought back at once (their `service_recovered` events share
+/// commits).
+const PARALLEL: usize = 64;
+
+/// The code compiled so far in this recovery, by hash: services that share code (a
+/// tenant's many counters) read and compile it once.
+type Compiled = parking_lot::Mutex<std::collections::HashMap<String, solo_sandbox::Artifact>>;
 
 /// Starts every recorded deployment; failures are recorded per service and do not stop
 /// the others.
@@ -37,8 +42,9 @@ pub(crate) async fn recover(k: &Core) -> Result<Recovery, KernelError> {
         )
         .stage("read the deployments")?;
     drop(snap);
+    let compiled = Compiled::default();
     let results: Vec<Result<(), ()>> = futures::stream::iter(rows)
-        .map(|(key, value)| recover_one(k, key, value))
+        .map(|(key, value)| recover_one(k, &compiled, key, value))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -49,7 +55,12 @@ pub(crate) async fn recover(k: &Core) -> Result<Recovery, KernelError> {
     })
 }
 
-async fn recover_one(k: &Core, key: Vec<u8>, value: Vec<u8>) -> Result<(), ()> {
+async fn recover_one(
+    k: &Core,
+    compiled: &Compiled,
+    key: Vec<u8>,
+    value: Vec<u8>,
+) -> Result<(), ()> {
     let record: DeploymentRecord = match serde_json::from_slice(&value) {
         Ok(r) => r,
         Err(e) => {
@@ -74,7 +85,7 @@ async fn recover_one(k: &Core, key: Vec<u8>, value: Vec<u8>) -> Result<(), ()> {
     };
     let (tenant, sid) = (record.tenant.clone(), record.spec.service_id.clone());
     let original = deployed_event_of(k, &tenant, &sid);
-    match start_recorded(k, &record).await {
+    match start_recorded(k, compiled, &record).await {
         Ok(snapshot_bytes) => {
             let e = records::recovered(&tenant, &sid, record.version, snapshot_bytes, original);
             k.record(vec![e], "a recovery").await;
@@ -109,23 +120,37 @@ fn deployed_event_of(k: &Core, tenant: &TenantId, service: &ServiceId) -> u64 {
 }
 
 /// Starts one recorded service; returns the size of the snapshot it was restored from.
-async fn start_recorded(k: &Core, record: &DeploymentRecord) -> Result<Option<usize>, String> {
+async fn start_recorded(
+    k: &Core,
+    compiled: &Compiled,
+    record: &DeploymentRecord,
+) -> Result<Option<usize>, String> {
     let tenant = &record.tenant;
     let spec = &record.spec;
     let sid = spec.service_id.clone();
     let key = records::deployment_key(tenant, &sid);
-    let code = k
-        .store
-        .get(records::CODE, record.code_hash.as_bytes())
-        .map_err(|e| format!("read the code: {e}"))?
-        .ok_or_else(|| format!("the code {} is missing from the store", record.code_hash))?;
     let snapshot = k
         .store
         .get(records::SNAPSHOTS, &key)
         .map_err(|e| format!("read the snapshot: {e}"))?;
-    let artifact = crate::hibernate::compile(k, spec.format, Arc::<[u8]>::from(code))
-        .await
-        .map_err(|e| format!("compile: {e}"))?;
+    let cached = compiled.lock().get(&record.code_hash).cloned();
+    let artifact = match cached {
+        Some(a) => a,
+        None => {
+            let code = k
+                .store
+                .get(records::CODE, record.code_hash.as_bytes())
+                .map_err(|e| format!("read the code: {e}"))?
+                .ok_or_else(|| {
+                    format!("the code {} is missing from the store", record.code_hash)
+                })?;
+            let a = crate::hibernate::compile(k, spec.format, Arc::<[u8]>::from(code))
+                .await
+                .map_err(|e| format!("compile: {e}"))?;
+            compiled.lock().insert(record.code_hash.clone(), a.clone());
+            a
+        }
+    };
     // A service that was hibernated stays asleep until its next message.
     let asleep = artifact.has_state()
         && k.store

@@ -6,7 +6,7 @@
 //! aborting its task. Stopping one child on request never blocks the loop; stopping a
 //! group (for `rest_for_one` and `one_for_all`) stops them in reverse start order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,8 +177,12 @@ enum Cmd {
 pub struct Supervisor {
     name: String,
     cmd: mpsc::UnboundedSender<Cmd>,
-    children: Arc<Mutex<Vec<ChildInfo>>>,
+    children: Arc<Mutex<Infos>>,
 }
+
+/// What readers see of the children, by id (ids grow, so this is start order); updated
+/// child by child where one changes, so adding or removing one of many is cheap.
+type Infos = BTreeMap<u64, ChildInfo>;
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,7 +200,7 @@ impl Supervisor {
     ) -> (Self, JoinHandle<SupervisorExit>) {
         let (cmd, rx) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
-        let infos = Arc::new(Mutex::new(Vec::new()));
+        let infos = Arc::new(Mutex::new(Infos::new()));
         let mut runner = Runner {
             spec: spec.clone(),
             children: Vec::new(),
@@ -263,7 +267,7 @@ impl Supervisor {
 
     /// The children, in start order.
     pub fn children(&self) -> Vec<ChildInfo> {
-        self.children.lock().clone()
+        self.children.lock().values().cloned().collect()
     }
 }
 
@@ -288,7 +292,7 @@ struct Runner {
     next_id: u64,
     exit_tx: mpsc::UnboundedSender<(u64, u32, Exit)>,
     cmd_tx: mpsc::UnboundedSender<Cmd>,
-    infos: Arc<Mutex<Vec<ChildInfo>>>,
+    infos: Arc<Mutex<Infos>>,
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -302,20 +306,53 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Runner {
+    /// Publishes every child (after a change that may touch several).
     fn publish(&self) {
         *self.infos.lock() = self
             .children
             .iter()
-            .map(|c| ChildInfo {
-                name: c.spec.name.clone(),
-                state: c.state,
-                restarts: c.restarts,
+            .map(|c| {
+                let info = ChildInfo {
+                    name: c.spec.name.clone(),
+                    state: c.state,
+                    restarts: c.restarts,
+                };
+                (c.id, info)
             })
             .collect();
     }
 
+    /// Child `id`'s place: children stay in id order (added at the end, removed in
+    /// place), so a binary search finds it.
     fn index(&self, id: u64) -> Option<usize> {
-        self.children.iter().position(|c| c.id == id)
+        self.children.binary_search_by_key(&id, |c| c.id).ok()
+    }
+
+    /// Publishes child `id` alone (added or changed), or its removal.
+    fn publish_one(&self, id: u64) {
+        let mut infos = self.infos.lock();
+        match self.index(id).map(|i| &self.children[i]) {
+            Some(c) => {
+                infos.insert(
+                    id,
+                    ChildInfo {
+                        name: c.spec.name.clone(),
+                        state: c.state,
+                        restarts: c.restarts,
+                    },
+                );
+            }
+            None => {
+                infos.remove(&id);
+            }
+        }
+    }
+
+    /// Whether an exit is one asked for (a stop) or of an earlier incarnation.
+    fn expected(&self, id: u64, incarnation: u32) -> bool {
+        self.index(id)
+            .map(|i| &self.children[i])
+            .is_none_or(|c| c.stopping || c.incarnation != incarnation)
     }
 
     fn add(&mut self, spec: ChildSpec) {
@@ -392,6 +429,7 @@ impl Runner {
                                 let _ = reply.send(Err(SupervisorError::Exists(spec.name)));
                             } else {
                                 self.add(spec);
+                                self.publish_one(self.next_id - 1);
                                 let _ = reply.send(Ok(()));
                             }
                         }
@@ -421,6 +459,7 @@ impl Runner {
                                 let child = self.children.remove(i);
                                 self.by_name.remove(&child.spec.name);
                             }
+                            self.publish_one(id);
                             if let Some(reply) = terminations.remove(&id) {
                                 let _ = reply.send(Ok(()));
                             }
@@ -432,9 +471,11 @@ impl Runner {
                             return SupervisorExit::Shutdown;
                         }
                     }
-                    self.publish();
                 }
                 Some((id, incarnation, exit)) = exits.recv() => {
+                    if self.expected(id, incarnation) {
+                        continue; // a stop we asked for: nothing readers see changes
+                    }
                     if let Some(reason) = self.on_exit(id, incarnation, exit, &mut timers).await {
                         self.publish();
                         return SupervisorExit::Escalated(reason);

@@ -392,3 +392,42 @@ async fn dynamic_children_can_be_added_and_names_are_unique() {
     settle().await;
     assert_eq!(log.take(), ["start a#0"]);
 }
+
+/// Children added and removed one by one (as a tenant's services are) stay listed in
+/// start order, and each is still found by its exits after removals before it.
+#[tokio::test]
+async fn many_children_added_and_removed_stay_in_order_and_are_found() {
+    let log = Log::default();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (sup, _h) = Supervisor::start(
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(5, Duration::from_secs(5)),
+            &events,
+        ),
+        Vec::new(),
+    );
+    let mut senders = Vec::new();
+    for i in 0..60 {
+        let (c, tx) = child(&format!("c{i}"), RestartType::Permanent, &log);
+        sup.add_child(c).await.unwrap();
+        senders.push(tx);
+    }
+    for i in (0..60).step_by(3) {
+        sup.terminate_child(&format!("c{i}"), None).await.unwrap();
+    }
+    let names: Vec<String> = sup.children().into_iter().map(|c| c.name).collect();
+    let want: Vec<String> = (0..60)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("c{i}"))
+        .collect();
+    assert_eq!(names, want);
+    settle().await;
+    log.take();
+    // The last child crashes: found past forty removals, restarted alone.
+    senders[59].send(Action::Crash).unwrap();
+    settle().await;
+    assert_eq!(log.take(), ["start c59#1"]);
+    let last = sup.children().pop().unwrap();
+    assert_eq!((last.name.as_str(), last.restarts), ("c59", 1));
+}
