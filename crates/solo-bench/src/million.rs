@@ -1,6 +1,6 @@
 //! Million scenario: deploys N wasm counters (a million by default) over T tenants on a
-//! kernel whose services hibernate after 1 s idle, with the sandbox's usual pool of
-//! 10,000 instance slots; reports the deploy rate, RSS per deployed service once they
+//! kernel whose services hibernate after 1 s idle, with a pool of 5,000 instance slots;
+//! reports the deploy rate, RSS per deployed service once they
 //! sleep, the latency of calls to a random 1 % (each wakes its service) against the
 //! same calls awake, and the time to stop and to start again with N records.
 
@@ -17,6 +17,11 @@ use crate::kernel::sid;
 use crate::stats::{Samples, r2};
 use crate::{kerr, on_worker, report};
 
+/// Instance slots: half the default pool. A full pool of 10,000 used slots holds about
+/// 46,000 memory mappings, and this machine's `vm.max_map_count` is 65,530; a run with
+/// 10,000 met `ENOMEM` in wakes after a million deploys (see `docs/benchmarks.md`).
+const SLOTS: u32 = 5_000;
+
 fn config() -> KernelConfig {
     let mut c = KernelConfig::default();
     c.limits.max_services_per_tenant = u32::MAX;
@@ -32,9 +37,17 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Kernel, Arc<RedbStore>)
         StoreOptions::default(),
     )?);
     let dyn_store: Arc<dyn Store> = store.clone();
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: SLOTS,
+        ..SandboxConfig::default()
+    })?;
     let kernel = Kernel::start(dyn_store, sandbox, config(), KernelOptions::default()).await?;
     Ok((kernel, store))
+}
+
+/// The process's memory mappings (the kernel caps them at `vm.max_map_count`).
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
 }
 
 fn tenant_of(i: usize, tenants: usize) -> anyhow::Result<Caller> {
@@ -68,6 +81,7 @@ pub fn run(services: usize, tenants: usize) -> anyhow::Result<()> {
             .await
             .map_err(kerr)?;
         let before = crate::sandbox::rss();
+        eprintln!("started: {} memory mappings", mappings());
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..services {
@@ -86,10 +100,11 @@ pub fn run(services: usize, tenants: usize) -> anyhow::Result<()> {
             }
             if (i + 1) % 100_000 == 0 {
                 eprintln!(
-                    "{} deployed in {:.0} s, RSS {} MiB",
+                    "{} deployed in {:.0} s, RSS {} MiB, {} memory mappings",
                     i + 1,
                     t0.elapsed().as_secs_f64(),
-                    crate::sandbox::rss() >> 20
+                    crate::sandbox::rss() >> 20,
+                    mappings()
                 );
             }
         }
@@ -101,34 +116,21 @@ pub fn run(services: usize, tenants: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let per = crate::sandbox::rss().saturating_sub(before) / services as u64;
 
-        let ids = picked(services / 100, services);
+        // Each picked service is called twice in a row: the first call wakes it, the
+        // second finds it awake (the baseline, same service, same moment).
         let get = r#"{"op":"get"}"#;
-        let timed = |ids: Vec<usize>| {
-            let k = kernel.clone();
-            async move {
-                let mut s = Samples::default();
-                for i in ids {
-                    let a = tenant_of(i, tenants)?;
-                    let t = Instant::now();
-                    k.call(&a, &sid(&format!("c-{i}")), get, None)
-                        .await
-                        .map_err(kerr)?;
-                    s.push(t.elapsed());
-                }
-                anyhow::Ok(s)
-            }
-        };
-        let mut woke = timed(ids.clone()).await?;
-        kernel
-            .set_config(
-                &Caller::admin(TenantId::new("ops")?),
-                "services.hibernate_after_ms",
-                "0",
-            )
-            .await
-            .map_err(kerr)?;
-        let mut awake = timed(ids).await?;
-
+        let mut woke = Samples::default();
+        let mut awake = Samples::default();
+        for i in picked(services / 100, services) {
+            let (a, id) = (tenant_of(i, tenants)?, sid(&format!("c-{i}")));
+            let t = Instant::now();
+            kernel.call(&a, &id, get, None).await.map_err(kerr)?;
+            woke.push(t.elapsed());
+            let t = Instant::now();
+            kernel.call(&a, &id, get, None).await.map_err(kerr)?;
+            awake.push(t.elapsed());
+        }
+        let mappings_after_wakes = mappings();
         let t1 = Instant::now();
         kernel.shutdown().await;
         store.close().await;
@@ -155,12 +157,13 @@ pub fn run(services: usize, tenants: usize) -> anyhow::Result<()> {
         let rate = services as f64 / deploy_s;
         report(&json!({
             "scenario": "density.million", "format": "wasm",
-            "services": services, "tenants": tenants, "instance_slots": 10_000,
+            "services": services, "tenants": tenants, "instance_slots": SLOTS,
             "deploy_per_s": r2(rate),
             "rss_per_deployed_service_kib": r2(per as f64 / 1024.0),
             "wake_call_us": q(&mut woke),
             "baseline_awake_call_us": q(&mut awake),
             "stop_s": r2(stop_s),
+            "memory_mappings_after_wakes": mappings_after_wakes,
             "start_with_records_s": r2(start_s),
             "recovered": recovered.recovered, "recovery_failed": recovered.failed,
             "a_call_after_the_restart": answer,
