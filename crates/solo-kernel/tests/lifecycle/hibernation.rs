@@ -140,14 +140,7 @@ export function restore(s) { v = s; }
 async fn a_restore_that_crashes_on_wake_is_a_crash_at_start() {
     let s = open_with(tempfile::tempdir().unwrap(), sleepy()).await;
     let k = &s.kernel;
-    let picky: Arc<[u8]> = br#"let v = 1;
-export function handleCall(r) { return r; }
-export function snapshot() { return v; }
-export function restore(s) { throw new Error("unreadable"); }
-"#
-    .to_vec()
-    .into();
-    deploy(k, "picky", Format::Js, picky).await;
+    deploy(k, "picky", Format::Js, picky()).await;
     until_state(k, "picky", ServiceState::Hibernated).await;
     let e = call(k, "picky", "1").await.unwrap_err();
     assert!(

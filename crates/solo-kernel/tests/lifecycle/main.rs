@@ -133,6 +133,17 @@ async fn wait_for(k: &Kernel, kind: &str, n: usize) -> Vec<Event> {
     panic!("fewer than {n} {kind} events");
 }
 
+/// A JS service with state whose `restore` always throws.
+fn picky() -> Arc<[u8]> {
+    br#"let v = 1;
+export function handleCall(r) { return r; }
+export function snapshot() { return v; }
+export function restore(s) { throw new Error("unreadable"); }
+"#
+    .to_vec()
+    .into()
+}
+
 /// The JS counter with another body (same snapshot format: the bare number).
 fn counter_variant(extra: &str) -> Arc<[u8]> {
     format!(
@@ -499,16 +510,9 @@ async fn a_recovery_failure_is_recorded_and_the_others_come_back() {
     .await
     .unwrap();
     // A service whose state its code can no longer read after a restart.
-    let picky: Arc<[u8]> = br#"let v = 1;
-export function handleCall(r) { return r; }
-export function snapshot() { return v; }
-export function restore(s) { throw new Error("unreadable"); }
-"#
-    .to_vec()
-    .into();
     k.deploy(
         &alice(),
-        DeployRequest::new(sid("picky"), Format::Js, picky),
+        DeployRequest::new(sid("picky"), Format::Js, picky()),
     )
     .await
     .unwrap();
