@@ -1,6 +1,7 @@
 //! A service's actor: a child of its tenant's supervisor that starts (or takes) an
 //! instance and handles one message at a time until it is stopped or the instance
-//! crashes; hot swaps are applied here, between two messages. Also the start of an
+//! crashes; between two messages it applies hot swaps (`swap_apply.rs`) and hibernates
+//! when idle (`hibernate.rs`), sleeping with no instance until a message. Also the start of an
 //! instance (within the startup timeout), the supervisor's child spec for a service, and
 //! the recording of a service's crashes and what its supervisor decided.
 
@@ -12,25 +13,19 @@ use solo_sandbox::{Artifact, CallError, Crash, Instance, Level};
 use solo_store::WriteBatch;
 use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, SupervisorEvent};
 use solo_types::{
-    CrashReport, NewEvent, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
+    CrashReport, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Core;
-use crate::entry::{Code, Envelope, ServiceEntry, SwapApplied, SwapPlan, SwapRefused};
+use crate::entry::{Envelope, ServiceEntry};
 use crate::error::KernelError;
 use crate::error::Stage;
 use crate::hibernate;
 use crate::host;
-use crate::records::{self, DeploymentRecord};
+use crate::records;
+use crate::swap_apply::{Rollback, apply_swap, roll_back, swap_succeeded};
 use crate::tunables::Key;
-
-/// The old version, kept through the rollback window.
-struct Rollback {
-    old: Box<dyn Instance>,
-    old_code: Code,
-    deadline: Instant,
-}
 
 /// One incarnation of a service's actor: start (or take, or leave asleep) an instance,
 /// then handle messages until the supervisor stops it or the instance crashes; while it
@@ -107,7 +102,7 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
             // Every slot busy: this message is refused, and the service sleeps on.
             Err(report) if report.kind == hibernate::NO_INSTANCE_SLOT => {
-                refuse_for_now(&entry, *envelope, &report.message);
+                hibernate::refuse_for_now(&entry, *envelope, &report.message);
             }
             Err(report) => {
                 let why = format!("{}: {}", report.kind, report.message);
@@ -179,6 +174,8 @@ async fn serve(
                     }
                     continue;
                 }
+                // A message that is already there goes before sleeping.
+                env = inbox.recv() => env,
                 () = until(idle.map(|d| Instant::now() + d)) => {
                     let Some(k) = kernel.upgrade() else { continue };
                     if hibernate::idle_limit(&k).is_none() {
@@ -199,7 +196,6 @@ async fn serve(
                         None => continue,
                     }
                 }
-                env = inbox.recv() => env,
             },
         };
         let Some(envelope) = envelope else {
@@ -324,31 +320,6 @@ async fn try_sleep(
     }
 }
 
-/// Refuses a message that could not wake its service (no instance slot): a call and a
-/// swap are answered, a cast is dropped with a log line.
-fn refuse_for_now(entry: &ServiceEntry, envelope: Envelope, why: &str) {
-    let why = format!("service {} could not wake: {why}", entry.id);
-    match envelope {
-        Envelope::Call { reply, .. } => {
-            let _ = reply.send(Err(CallError::Unavailable(why)));
-        }
-        Envelope::Swap { reply, .. } => {
-            let _ = reply.send(Err(SwapRefused {
-                stage: "start",
-                error: KernelError::Refused {
-                    code: solo_types::Code::ResourceExhausted,
-                    reason: hibernate::NO_INSTANCE_SLOT,
-                    message: why,
-                },
-            }));
-        }
-        Envelope::Cast { .. } => entry
-            .logs
-            .push(Level::Warn, &format!("cast dropped: {why}")),
-        Envelope::Hibernate => {}
-    }
-}
-
 /// Answers a call whose message crashed the instance.
 fn answer_crashed(call: Option<(oneshot::Sender<Result<String, CallError>>, Crash)>) {
     if let Some((reply, crash)) = call {
@@ -362,156 +333,6 @@ async fn until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Snapshot the old instance, start the new code and restore the snapshot into it,
-/// record the new version, then switch. On any failure the old instance keeps serving;
-/// a crash of the old instance while taking its snapshot is returned to be handled as
-/// a crash.
-async fn apply_swap(
-    kernel: &Weak<Core>,
-    entry: &Arc<ServiceEntry>,
-    instance: &mut Box<dyn Instance>,
-    plan: SwapPlan,
-) -> Result<(Rollback, SwapApplied), (SwapRefused, Option<Crash>)> {
-    use crate::error::KernelError as E;
-    let refuse = |stage: &'static str, error: E| (SwapRefused { stage, error }, None);
-    let Some(k) = kernel.upgrade() else {
-        return Err(refuse("start", E::shutting_down()));
-    };
-    let carry = instance.has_state() && plan.code.artifact.has_state();
-    let state = if carry {
-        match instance.snapshot().await {
-            Ok(s) => s,
-            Err(CallError::Crash(c)) => {
-                let msg = format!("the old version crashed taking its snapshot: {}", c.message);
-                return Err((
-                    SwapRefused {
-                        stage: "snapshot",
-                        error: E::FailedPrecondition(msg),
-                    },
-                    Some(c),
-                ));
-            }
-            Err(e) => {
-                return Err(refuse(
-                    "snapshot",
-                    E::FailedPrecondition(format!("the old version's snapshot failed: {e}")),
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    let token_swap = plan.code.authority.is_some();
-    let mut new = start_instance_of(&k, entry, &plan.code.artifact, plan.code.authority.clone())
-        .await
-        .map_err(|r| {
-            refuse(
-                "start",
-                E::InvalidArgument(if token_swap {
-                    // What the guest said may carry what the token may not read.
-                    format!(
-                        "the new version failed to start: {} (the details are in the \
-                         service's events)",
-                        r.kind
-                    )
-                } else {
-                    format!("the new version failed to start: {}: {}", r.kind, r.message)
-                }),
-            )
-        })?;
-    if let Some(state) = &state
-        && let Err(e) = new.restore(state).await
-    {
-        let why = if token_swap {
-            "see the service's events".to_string()
-        } else {
-            e.to_string()
-        };
-        return Err(refuse(
-            "restore",
-            E::InvalidArgument(format!(
-                "the new version could not restore the old version's state: {why}"
-            )),
-        ));
-    }
-    let old_code = entry.code();
-    let snapshot_bytes = state.as_ref().map(Vec::len);
-    let event = crate::records::swap_started(
-        &entry.tenant,
-        &entry.id,
-        (old_code.version, &old_code.hash),
-        (plan.code.version, &plan.code.hash),
-        "swap",
-        snapshot_bytes,
-    );
-    let event_id = persist_code(&k, entry, &plan.code, Some(&plan.code_bytes), vec![event])
-        .await
-        .map_err(|e| refuse("record", e))?;
-    let old = std::mem::replace(instance, new);
-    entry.set_code(plan.code.clone());
-    *entry.interrupt.lock() = Some(instance.interrupt_handle());
-    entry
-        .memory_bytes
-        .store(instance.stats().memory_bytes, Ordering::Relaxed);
-    let applied = SwapApplied {
-        version: plan.code.version,
-        code_hash: plan.code.hash.clone(),
-        event_id,
-        snapshot_bytes,
-        state_carried: carry,
-    };
-    let rb = Rollback {
-        old,
-        old_code,
-        deadline: Instant::now() + plan.rollback_window,
-    };
-    Ok((rb, applied))
-}
-
-/// The rollback window passed without a crash: the old version goes.
-async fn swap_succeeded(kernel: &Weak<Core>, entry: &ServiceEntry, rb: Rollback) {
-    drop(rb.old);
-    let Some(k) = kernel.upgrade() else { return };
-    let e = crate::records::swap_succeeded(&entry.tenant, &entry.id, entry.version(), "swap");
-    if let Err(err) = k.store.append(vec![e]).await {
-        tracing::warn!(service = %entry.id, error = %err, "could not record a hot swap's success");
-    }
-}
-
-/// Goes back to the old version and records why.
-async fn roll_back(
-    kernel: &Weak<Core>,
-    entry: &Arc<ServiceEntry>,
-    rb: Rollback,
-    report: &CrashReport,
-) -> Box<dyn Instance> {
-    let from = entry.version();
-    let instance = rb.old;
-    entry.set_code(rb.old_code.clone());
-    *entry.interrupt.lock() = Some(instance.interrupt_handle());
-    *entry.last_error.lock() = Some(report.clone());
-    entry.logs.push(
-        Level::Warn,
-        &format!(
-            "version {from} crashed within its rollback window ({}: {}); rolled back to version {}",
-            report.kind, report.message, rb.old_code.version
-        ),
-    );
-    if let Some(k) = kernel.upgrade() {
-        let e = crate::records::swap_rolled_back(
-            &entry.tenant,
-            &entry.id,
-            from,
-            rb.old_code.version,
-            report,
-        );
-        if let Err(err) = persist_code(&k, entry, &rb.old_code, None, vec![e]).await {
-            tracing::warn!(service = %entry.id, error = %err, "could not record a rollback");
-        }
-    }
-    instance
 }
 
 /// Takes a snapshot, if the service exports one, before a graceful stop. A snapshot of
@@ -760,50 +581,4 @@ async fn save_snapshot(
     .stage("save the snapshot")?;
     k.store.commit(batch).await.stage("save the snapshot")?;
     Ok(())
-}
-
-/// Records `code` as the service's current code (its deployment record, the code blob
-/// when given) with `events`; returns the first event's id.
-async fn persist_code(
-    k: &Core,
-    entry: &ServiceEntry,
-    code: &Code,
-    code_bytes: Option<&[u8]>,
-    events: Vec<NewEvent>,
-) -> Result<u64, KernelError> {
-    let mut spec = entry.spec.clone();
-    spec.format = code.format;
-    let record = DeploymentRecord {
-        v: records::RECORD_VERSION,
-        tenant: entry.tenant.clone(),
-        spec,
-        code_hash: code.hash.clone(),
-        version: code.version,
-        deployed_event: entry.deployed_event.load(Ordering::Relaxed),
-        deployed_at: entry.deployed_at,
-        deployer: code.authority.clone(),
-    };
-    let mut batch = WriteBatch::new();
-    batch
-        .put(
-            records::DEPLOYMENTS,
-            records::deployment_key(&entry.tenant, &entry.id),
-            serde_json::to_vec(&record).stage("encode the deployment record")?,
-        )
-        .stage("record the new code")?;
-    if let Some(bytes) = code_bytes
-        && k.store
-            .get(records::CODE, code.hash.as_bytes())
-            .stage("look up the code")?
-            .is_none()
-    {
-        batch
-            .put(records::CODE, code.hash.as_bytes().to_vec(), bytes.to_vec())
-            .stage("record the new code")?;
-    }
-    for e in events {
-        batch.event(e);
-    }
-    let commit = k.store.commit(batch).await.stage("record the new code")?;
-    Ok(commit.event_ids.first().copied().unwrap_or(0))
 }

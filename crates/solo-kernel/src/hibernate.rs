@@ -285,3 +285,28 @@ pub(crate) async fn wake(
     }
     Ok(instance)
 }
+
+/// Refuses a message that could not wake its service (no instance slot): a call and a
+/// swap are answered, a cast is dropped with a log line.
+pub(crate) fn refuse_for_now(entry: &ServiceEntry, envelope: Envelope, why: &str) {
+    let why = format!("service {} could not wake: {why}", entry.id);
+    match envelope {
+        Envelope::Call { reply, .. } => {
+            let _ = reply.send(Err(CallError::Unavailable(why)));
+        }
+        Envelope::Swap { reply, .. } => {
+            let _ = reply.send(Err(crate::entry::SwapRefused {
+                stage: "start",
+                error: crate::error::KernelError::Refused {
+                    code: solo_types::Code::ResourceExhausted,
+                    reason: NO_INSTANCE_SLOT,
+                    message: why,
+                },
+            }));
+        }
+        Envelope::Cast { .. } => entry
+            .logs
+            .push(Level::Warn, &format!("cast dropped: {why}")),
+        Envelope::Hibernate => {}
+    }
+}

@@ -37,6 +37,7 @@ mod sampler;
 mod secrets;
 mod shedder;
 mod swap;
+mod swap_apply;
 mod system;
 mod tenants;
 mod tree;
@@ -44,8 +45,7 @@ mod tunables;
 mod views;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 use std::time::Duration;
 
 use solo_sandbox::Sandbox;
