@@ -45,6 +45,21 @@ pub enum CpuLimiter {
     Fuel,
 }
 
+/// Memory mappings one instance slot may hold once it has been used: two from the start
+/// (its fiber stack and guard page) and about 4.4 after use (its linear memory split
+/// into accessible and reserved parts, the copy-on-write image, tables), rounded up.
+pub const MAPPINGS_PER_SLOT: u64 = 7;
+/// Memory mappings left to the rest of the process (threads, heap, files).
+pub const MAPPINGS_RESERVED: u64 = 8_192;
+
+/// The most instance slots a process can use under Linux's `vm.max_map_count` of
+/// `limit` (beyond it, the kernel refuses new mappings and a guest meets `ENOMEM`):
+/// `wanted`, or fewer (at least 64).
+pub fn slots_within_map_count(wanted: u32, limit: u64) -> u32 {
+    let fit = limit.saturating_sub(MAPPINGS_RESERVED) / MAPPINGS_PER_SLOT;
+    wanted.min(u32::try_from(fit).unwrap_or(u32::MAX).max(64))
+}
+
 /// Engine-wide settings, fixed when the sandbox is created.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -264,5 +279,20 @@ impl Sandbox {
                 js::JsEngine::instantiate(&self.wasm, j, limits, host).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_fits_the_map_count() {
+        // Linux's default of 65,530 leaves room for 8,191 slots, not 10,000.
+        assert_eq!(slots_within_map_count(10_000, 65_530), 8_191);
+        // A raised limit keeps what was asked; a tiny one still leaves a few.
+        assert_eq!(slots_within_map_count(10_000, 1 << 20), 10_000);
+        assert_eq!(slots_within_map_count(10_000, 100), 64);
+        assert_eq!(slots_within_map_count(10, 100), 10);
     }
 }

@@ -104,6 +104,29 @@ pub fn run(args: ServerArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(serve(cfg))
 }
 
+/// The sandbox's instance slots: its default, lowered to what `vm.max_map_count`
+/// allows, with a warning saying how to get more.
+fn instance_slots() -> u32 {
+    let wanted = SandboxConfig::default().max_instances;
+    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return wanted;
+    };
+    let slots = solo_sandbox::slots_within_map_count(wanted, limit);
+    if slots < wanted {
+        tracing::warn!(
+            slots,
+            wanted,
+            max_map_count = limit,
+            "instance slots lowered to fit vm.max_map_count (each used slot holds about 7 \
+             memory mappings); raise it with sysctl for more awake services"
+        );
+    }
+    slots
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let data_dir = &cfg.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -133,6 +156,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let vault = Vault::open(Arc::clone(&dyn_store), master, &origin).await?;
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: Some(data_dir.join("cache")),
+        max_instances: instance_slots(),
         ..SandboxConfig::default()
     })?;
     let tls = TlsFiles::load(&CertPaths::new(data_dir))?;
