@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use solo_sandbox::{Artifact, CallError, Crash, Instance, Level};
+use solo_sandbox::{Artifact, CallError, Crash, Instance, InstantiateError, Level};
 use solo_store::WriteBatch;
 use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, SupervisorEvent};
 use solo_types::{
@@ -395,32 +395,20 @@ pub(crate) async fn start_instance_of(
         )
     };
     let start = async {
-        let mut instance = loop {
+        // Every slot taken: the least recently used hibernate to make room.
+        let exhausted = |e: &InstantiateError| matches!(e, InstantiateError::Exhausted(_));
+        let mut instance = hibernate::with_room(k, deadline, exhausted, || {
             let host: Arc<dyn solo_sandbox::HostApi> = host.clone();
-            match k.sandbox.instantiate(artifact, entry.limits(), host).await {
-                Ok(i) => break i,
-                // Every slot taken: ask the least recently used to hibernate, and try
-                // again until the deadline.
-                Err(solo_sandbox::InstantiateError::Exhausted(why)) => {
-                    let near = Instant::now() + Duration::from_millis(10) >= deadline;
-                    if near || !hibernate::make_room(k).await {
-                        return Err(entry.report(
-                            hibernate::NO_INSTANCE_SLOT,
-                            &format!(
-                                "every instance slot is taken and no idle service could \
-                                 hibernate to make room ({why})"
-                            ),
-                            None,
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(solo_sandbox::InstantiateError::Crashed(c)) => {
-                    return Err(entry.report(c.kind.as_str(), &c.message, c.backtrace));
-                }
-                Err(other) => return Err(entry.report("internal", &other.to_string(), None)),
+            k.sandbox.instantiate(artifact, entry.limits(), host)
+        })
+        .await
+        .map_err(|e| match e {
+            InstantiateError::Exhausted(why) => {
+                entry.report(hibernate::NO_INSTANCE_SLOT, &hibernate::no_room(&why), None)
             }
-        };
+            InstantiateError::Crashed(c) => entry.report(c.kind.as_str(), &c.message, c.backtrace),
+            other => entry.report("internal", &other.to_string(), None),
+        })?;
         // The deadline stops an init that never yields (a JS loop), which a timer
         // alone could not.
         let interrupt = instance.interrupt_handle();

@@ -58,6 +58,37 @@ pub(crate) fn mark_gone(k: &Core, entry: &Arc<ServiceEntry>) {
     k.awake.remove(&awake_key(entry));
 }
 
+/// Runs `attempt` again while it fails for want of an instance slot (`exhausted`),
+/// asking the least recently used to hibernate between tries, until `deadline` or
+/// until nobody can; returns the last outcome.
+pub(crate) async fn with_room<T, E, F>(
+    k: &Core,
+    deadline: Instant,
+    exhausted: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Err(e)
+                if exhausted(&e)
+                    && Instant::now() + Duration::from_millis(10) < deadline
+                    && make_room(k).await =>
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Why a start found no slot, for its refusal.
+pub(crate) fn no_room(why: &str) -> String {
+    format!("every instance slot is taken and no idle service could hibernate to make room ({why})")
+}
+
 /// Compiles `code`, making room in the pool when checking it needs a slot (a JavaScript
 /// module is loaded once to check it), for at most the startup timeout.
 pub(crate) async fn compile(
@@ -66,18 +97,12 @@ pub(crate) async fn compile(
     code: Arc<[u8]>,
 ) -> Result<solo_sandbox::Artifact, solo_sandbox::CompileError> {
     let limit = Duration::from_millis(u64::from(k.config.service_defaults.startup_timeout_ms));
-    let deadline = Instant::now() + limit;
-    loop {
-        match k.sandbox.compile(format, Arc::clone(&code)).await {
-            Err(solo_sandbox::CompileError::Exhausted(why))
-                if Instant::now() < deadline && make_room(k).await =>
-            {
-                tracing::debug!(%why, "made room to check a module");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            other => return other,
-        }
-    }
+    let exhausted =
+        |e: &solo_sandbox::CompileError| matches!(e, solo_sandbox::CompileError::Exhausted(_));
+    with_room(k, Instant::now() + limit, exhausted, || {
+        k.sandbox.compile(format, Arc::clone(&code))
+    })
+    .await
 }
 
 /// The refusal for a failed compile: a full pool is `no_instance_slot`, not bad code.
@@ -86,10 +111,7 @@ pub(crate) fn compile_refused(e: solo_sandbox::CompileError) -> crate::error::Ke
         solo_sandbox::CompileError::Exhausted(why) => crate::error::KernelError::Refused {
             code: solo_types::Code::ResourceExhausted,
             reason: NO_INSTANCE_SLOT,
-            message: format!(
-                "every instance slot is taken and no idle service could hibernate to make \
-                 room ({why})"
-            ),
+            message: no_room(&why),
         },
         other => crate::error::KernelError::Compile(other),
     }
