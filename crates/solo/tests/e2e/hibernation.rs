@@ -41,7 +41,13 @@ fn an_idle_counter_hibernates_survives_kill_9_asleep_and_wakes_with_its_count() 
     let v = s.cli_json(&["call", "counter", r#"{"op":"get"}"#]);
     assert_eq!(v, json!({"value": 3}));
     assert_eq!(state(&s), "running");
-    let v = s.cli_json(&["events", "--kind", "service_woke"]);
+    // The wake's event is written after the call is answered.
+    let t0 = Instant::now();
+    let mut v = s.cli_json(&["events", "--kind", "service_woke"]);
+    while v["events"][0].is_null() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        v = s.cli_json(&["events", "--kind", "service_woke"]);
+    }
     assert_eq!(v["events"][0]["payload"]["snapshot_bytes"], 1);
 
     // Asleep again, then killed without warning: it comes back asleep, with its count.
