@@ -22,6 +22,7 @@ fn main() {
     for p in [
         guests.join("Cargo.toml"),
         guests.join("Cargo.lock"),
+        guests.join(".cargo").join("config.toml"),
         guests.join("solo-sdk"),
         guests.join("js-runner"),
         guests.join("examples"),

@@ -55,14 +55,22 @@ fn resident(start: u64, len: u64) -> anyhow::Result<Vec<bool>> {
 
 #[allow(clippy::cast_precision_loss)]
 pub async fn js() -> anyhow::Result<serde_json::Value> {
+    linear(Format::Js, solo_guests::js("echo").into_bytes()).await
+}
+
+/// The same for the WebAssembly echo component (built with the SDK).
+pub async fn wasm() -> anyhow::Result<serde_json::Value> {
+    linear(Format::Wasm, solo_guests::wasm("echo")).await
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn linear(format: Format, code: Vec<u8>) -> anyhow::Result<serde_json::Value> {
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances: 1100,
         ..SandboxConfig::default()
     })?;
     let host = Arc::new(MemoryHost::new());
-    let artifact = sandbox
-        .compile(Format::Js, solo_guests::js("echo").into_bytes().into())
-        .await?;
+    let artifact = sandbox.compile(format, code.into()).await?;
     let before = mappings()?;
     let total_before = crate::sandbox::rss();
     let mut all: Vec<Box<dyn Instance>> = Vec::with_capacity(N);
@@ -118,7 +126,23 @@ pub async fn js() -> anyhow::Result<serde_json::Value> {
     let biggest_others: Vec<_> = groups
         .iter()
         .filter(|(s, _)| **s != size)
-        .map(|(s, g)| json!({ "mapping_kib": s / 1024, "count": g.0, "rss_grew_kib": g.1 / 1024, "private_grew_kib": g.2 / 1024 }))
+        .map(|(s, g)| {
+            // For a mapping every instance has, where in one of them its pages are.
+            let pages: Vec<u64> = if g.0 >= N / 2 {
+                resident(g.3, *s)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| **r)
+                    .map(|(i, _)| i as u64 * PAGE / 1024)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            json!({ "mapping_kib": s / 1024, "count": g.0, "rss_grew_kib": g.1 / 1024,
+                    "private_grew_kib": g.2 / 1024, "one_start": format!("{:x}", g.3),
+                    "resident_pages_at_kib": pages })
+        })
         .collect();
     Ok(json!({
         "instances": N,

@@ -530,6 +530,7 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),
             "js-breakdown" => crate::breakdown::js().await,
+            "wasm-breakdown" => crate::breakdown::wasm().await,
             other => Err(anyhow::anyhow!("unknown idle probe {other}")),
         }
     })?;

@@ -163,14 +163,14 @@ async fn serve(
                 biased;
                 () = ctx.shutdown.cancelled() => {
                     if let Some(rb) = pending.take() {
-                        swap_succeeded(kernel, entry, rb).await;
+                        Box::pin(swap_succeeded(kernel, entry, rb)).await;
                     }
-                    stop_gracefully(kernel, entry, instance.as_mut()).await;
+                    Box::pin(stop_gracefully(kernel, entry, instance.as_mut())).await;
                     return Served::Exit(Exit::Shutdown);
                 }
                 () = until(window) => {
                     if let Some(rb) = pending.take() {
-                        swap_succeeded(kernel, entry, rb).await;
+                        Box::pin(swap_succeeded(kernel, entry, rb)).await;
                     }
                     continue;
                 }
@@ -191,7 +191,7 @@ async fn serve(
                         continue;
                     }
                     let idle = idle.unwrap_or_default();
-                    match try_sleep(&k, entry, instance.as_mut(), idle).await {
+                    match Box::pin(try_sleep(&k, entry, instance.as_mut(), idle)).await {
                         Some(served) => return served,
                         None => continue,
                     }
@@ -209,7 +209,14 @@ async fn serve(
             }
             let since =
                 hibernate::now_ms().saturating_sub(entry.last_active.load(Ordering::Relaxed));
-            match try_sleep(&k, entry, instance.as_mut(), Duration::from_millis(since)).await {
+            match Box::pin(try_sleep(
+                &k,
+                entry,
+                instance.as_mut(),
+                Duration::from_millis(since),
+            ))
+            .await
+            {
                 Some(served) => return served,
                 None => continue,
             }
@@ -264,9 +271,9 @@ async fn serve(
             Envelope::Hibernate => None, // handled above
             Envelope::Swap { plan, reply } => {
                 if let Some(rb) = pending.take() {
-                    swap_succeeded(kernel, entry, rb).await;
+                    Box::pin(swap_succeeded(kernel, entry, rb)).await;
                 }
-                match apply_swap(kernel, entry, &mut instance, plan).await {
+                match Box::pin(apply_swap(kernel, entry, &mut instance, plan)).await {
                     Ok((rb, applied)) => {
                         pending = Some(rb);
                         let _ = reply.send(Ok(applied));
@@ -288,7 +295,7 @@ async fn serve(
             // A crash inside the rollback window: back to the old version, whose state
             // is the snapshot the swap carried over.
             if let Some(rb) = pending.take() {
-                instance = roll_back(kernel, entry, rb, &report).await;
+                instance = Box::pin(roll_back(kernel, entry, rb, &report)).await;
                 answer_crashed(crashed_call);
                 continue;
             }
