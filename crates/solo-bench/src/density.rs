@@ -1,10 +1,11 @@
-//! Density scenario: where an idle wasm service's memory goes, each part measured. Five
+//! Density scenario: where an idle wasm service's memory goes, each part measured. Six
 //! fresh child processes each hold 10,000 echo instances at one stage (raw wasmtime
 //! with nothing run; raw wasmtime after `init`; the sandbox's instance before and after
-//! `init`, and after a first call; a service deployed through the kernel) and report
+//! `init`, and after a first call; a service deployed through the kernel, over the
+//! store page cache `solo server` has and over nearly none) and report
 //! their RSS growth per instance; the differences between stages are the parts. The
 //! kernel's part is split further by the sizes of what it allocates per service
-//! (`solo_kernel::footprint`), the rest being heap beside them. A sixth process
+//! (`solo_kernel::footprint`), the rest being heap beside them. A seventh process
 //! measures a hibernated service: 10,000 counters deployed, left to hibernate, their
 //! RSS per service, then the latency of the call that wakes one against a call to an
 //! awake one in the same run.
@@ -33,6 +34,7 @@ pub fn run() -> anyhow::Result<()> {
     let noinit = probe("solo-wasm-noinit")?;
     let sandbox = probe("solo-wasm")?;
     let kernel = probe("kernel-wasm")?;
+    let small_cache = probe("kernel-wasm-small-cache")?;
     let (raw, raw_init, noinit) = (
         per(&raw, "bytes_per_instance"),
         per(&raw_init, "bytes_per_instance"),
@@ -43,6 +45,9 @@ pub fn run() -> anyhow::Result<()> {
         per(&sandbox, "after_call"),
     );
     let service = per(&kernel, "bytes_per_instance");
+    // The store's page cache fills with the records the deploys wrote: bounded by
+    // `store.cache_mb` (64 MiB by default), so not a cost per service beyond it.
+    let cache = service - per(&small_cache, "bytes_per_instance");
     let footprint = kernel["footprint"].as_object().cloned().unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
     let fixed: f64 = footprint.values().filter_map(Value::as_f64).sum();
@@ -51,8 +56,12 @@ pub fn run() -> anyhow::Result<()> {
         .map(|(k, v)| json!({ "part": k, "kib": kib(v.as_f64().unwrap_or(0.0)) }))
         .collect();
     kernel_parts.push(json!({
+        "part": "the store's page cache, filled by the deploys' records (bounded by store.cache_mb)",
+        "kib": kib(cache),
+    }));
+    kernel_parts.push(json!({
         "part": "other heap (spec, strings, map slots, supervisor child, allocator)",
-        "kib": kib(service - inited - fixed),
+        "kib": kib(service - cache - inited - fixed),
     }));
     report(&json!({
         "scenario": "density.breakdown", "format": "wasm", "services": 10_000,
@@ -65,7 +74,11 @@ pub fn run() -> anyhow::Result<()> {
             "the kernel": kib(service - inited),
         },
         "kernel_parts": kernel_parts,
-        "total_kib": { "deployed service": kib(service), "baseline: raw wasmtime after init": kib(raw_init) },
+        "total_kib": {
+            "deployed service": kib(service),
+            "deployed service, the store's page cache aside": kib(service - cache),
+            "baseline: raw wasmtime after init": kib(raw_init),
+        },
         "target_kib": 16,
     }));
     let asleep = probe("kernel-wasm-hibernated")?;

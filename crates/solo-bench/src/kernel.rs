@@ -35,8 +35,17 @@ pub(crate) async fn start_with(
     max_instances: u32,
     tune: impl FnOnce(&mut KernelConfig),
 ) -> anyhow::Result<Bench> {
+    start_over(max_instances, StoreOptions::default(), tune).await
+}
+
+/// The same over a store opened with `options`.
+pub(crate) async fn start_over(
+    max_instances: u32,
+    options: StoreOptions,
+    tune: impl FnOnce(&mut KernelConfig),
+) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
-    let store = RedbStore::open_with(dir.path().join("solo.redb"), StoreOptions::default())?;
+    let store = RedbStore::open_with(dir.path().join("solo.redb"), options)?;
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances,
         ..SandboxConfig::default()
@@ -359,8 +368,12 @@ fn idle_memory() -> anyhow::Result<()> {
 }
 
 /// Runs in a child process: deploys 10,000 echo services and reports RSS growth.
-pub async fn idle_probe() -> anyhow::Result<serde_json::Value> {
-    let b = start(10_100).await?;
+pub async fn idle_probe(cache_bytes: usize) -> anyhow::Result<serde_json::Value> {
+    let options = StoreOptions {
+        cache_bytes,
+        ..StoreOptions::default()
+    };
+    let b = start_over(10_100, options, |_| {}).await?;
     let a = caller()?;
     let echo: Arc<[u8]> = solo_guests::wasm("echo").into();
     b.kernel

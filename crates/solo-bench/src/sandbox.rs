@@ -525,7 +525,9 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "solo-js" => solo_idle(Format::Js).await,
             "solo-wasm-noinit" => solo_idle_noinit().await,
             "raw-wasm-call" => raw_wasm_call_idle().await,
-            "kernel-wasm" => crate::kernel::idle_probe().await,
+            // The store's page cache as `solo server` has it by default, and nearly none.
+            "kernel-wasm" => crate::kernel::idle_probe(64 << 20).await,
+            "kernel-wasm-small-cache" => crate::kernel::idle_probe(1 << 20).await,
             "kernel-wasm-hibernated" => crate::density::hibernated_probe().await,
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),

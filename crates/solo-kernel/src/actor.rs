@@ -152,10 +152,15 @@ async fn serve(
     // stays awake).
     let mut may_sleep = true;
     loop {
-        let window = pending.as_ref().map(|r| r.deadline);
         let idle = match (may_sleep && pending.is_none(), kernel.upgrade()) {
             (true, Some(k)) => hibernate::idle_limit(&k),
             _ => None,
+        };
+        // One timer (an idle service holds one): the end of a swap's rollback window,
+        // or else the idle limit; never both.
+        let timer = match &pending {
+            Some(rb) => Some(rb.deadline),
+            None => idle.map(|d| Instant::now() + d),
         };
         let envelope = match first.take() {
             Some(e) => Some(e),
@@ -168,15 +173,14 @@ async fn serve(
                     Box::pin(stop_gracefully(kernel, entry, instance.as_mut())).await;
                     return Served::Exit(Exit::Shutdown);
                 }
-                () = until(window) => {
+                // A message that is already there goes first: before sleeping, and
+                // inside the rollback window it arrived in.
+                env = inbox.recv() => env,
+                () = until(timer) => {
                     if let Some(rb) = pending.take() {
                         Box::pin(swap_succeeded(kernel, entry, rb)).await;
+                        continue;
                     }
-                    continue;
-                }
-                // A message that is already there goes before sleeping.
-                env = inbox.recv() => env,
-                () = until(idle.map(|d| Instant::now() + d)) => {
                     let Some(k) = kernel.upgrade() else { continue };
                     if hibernate::idle_limit(&k).is_none() {
                         continue; // turned off while it waited

@@ -195,9 +195,11 @@ pub(crate) struct ServiceEntry {
     cpu_ns: AtomicU64,
     pub(crate) memory_bytes: AtomicU64,
     pub(crate) started: Mutex<Option<Instant>>,
-    pub(crate) last_error: Mutex<Option<CrashReport>>,
+    /// Boxed, as is the pending crash: most services never crash, and a report is
+    /// 104 bytes.
+    pub(crate) last_error: Mutex<Option<Box<CrashReport>>>,
     /// A crash the next supervisor event should record.
-    pending_crash: Mutex<Option<CrashReport>>,
+    pending_crash: Mutex<Option<Box<CrashReport>>>,
     pub(crate) logs: LogRing,
     pub(crate) interrupt: Mutex<Option<Interrupt>>,
     /// The first instance, started by `deploy`, for the actor's first incarnation.
@@ -385,16 +387,16 @@ impl ServiceEntry {
     /// Remembers a crash: status shows it, and the supervisor's event records it.
     pub(crate) fn note_crash(&self, report: CrashReport) {
         self.set_state(ServiceState::Crashed);
-        *self.last_error.lock() = Some(report.clone());
-        *self.pending_crash.lock() = Some(report);
+        *self.last_error.lock() = Some(Box::new(report.clone()));
+        *self.pending_crash.lock() = Some(Box::new(report));
     }
 
     pub(crate) fn take_pending_crash(&self) -> Option<CrashReport> {
-        self.pending_crash.lock().take()
+        self.pending_crash.lock().take().map(|r| *r)
     }
 
     pub(crate) fn last_error(&self) -> Option<CrashReport> {
-        self.last_error.lock().clone()
+        self.last_error.lock().as_deref().cloned()
     }
 
     pub(crate) fn status(&self) -> ServiceStatus {

@@ -151,7 +151,7 @@ pub(crate) async fn roll_back(
     let instance = rb.old;
     entry.set_code(rb.old_code.clone());
     *entry.interrupt.lock() = Some(instance.interrupt_handle());
-    *entry.last_error.lock() = Some(report.clone());
+    *entry.last_error.lock() = Some(Box::new(report.clone()));
     entry.logs.push(
         Level::Warn,
         &format!(
