@@ -15,7 +15,7 @@ use solo_supervisor::{ChildCtx, ChildSpec, Exit, Intensity, RestartType, Supervi
 use solo_types::{
     CrashReport, RestartPolicy, ServiceId, ServiceState, TenantId, metric_names as m,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::core::Core;
 use crate::entry::{Envelope, ServiceEntry};
@@ -52,19 +52,11 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             }
         }
     };
-    let mut inbox = entry.inbox.lock().await;
     let mut first = None;
     loop {
         if let Some(awake) = instance.take() {
             // Boxed, as is the wake below: a sleeping actor's future holds neither.
-            let served = Box::pin(serve(
-                &kernel,
-                &entry,
-                &ctx,
-                &mut inbox,
-                awake,
-                first.take(),
-            ));
+            let served = Box::pin(serve(&kernel, &entry, &ctx, awake, first.take()));
             crate::entry::SERVE_FUTURE_BYTES
                 .store(std::mem::size_of_val(&*served), Ordering::Relaxed);
             if let Some(k) = kernel.upgrade() {
@@ -86,13 +78,13 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
             let env = tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => return Exit::Shutdown,
-                env = inbox.recv() => env,
+                env = entry.mailbox.recv() => env,
             };
-            if !matches!(env.as_deref(), Some(Envelope::Hibernate)) {
+            if !matches!(*env, Envelope::Hibernate) {
                 break env;
             }
         };
-        let (Some(envelope), Some(k)) = (envelope, kernel.upgrade()) else {
+        let Some(k) = kernel.upgrade() else {
             return Exit::Shutdown;
         };
         match Box::pin(hibernate::wake(&k, &entry)).await {
@@ -135,7 +127,6 @@ async fn serve(
     kernel: &Weak<Core>,
     entry: &Arc<ServiceEntry>,
     ctx: &ChildCtx,
-    inbox: &mut mpsc::Receiver<Box<Envelope>>,
     mut instance: Box<dyn Instance>,
     mut first: Option<Box<Envelope>>,
 ) -> Served {
@@ -163,7 +154,7 @@ async fn serve(
             None => idle.map(|d| Instant::now() + d),
         };
         let envelope = match first.take() {
-            Some(e) => Some(e),
+            Some(e) => e,
             None => tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => {
@@ -175,7 +166,7 @@ async fn serve(
                 }
                 // A message that is already there goes first: before sleeping, and
                 // inside the rollback window it arrived in.
-                env = inbox.recv() => env,
+                env = entry.mailbox.recv() => env,
                 () = until(timer) => {
                     if let Some(rb) = pending.take() {
                         Box::pin(swap_succeeded(kernel, entry, rb)).await;
@@ -201,9 +192,6 @@ async fn serve(
                     }
                 }
             },
-        };
-        let Some(envelope) = envelope else {
-            return Served::Exit(Exit::Shutdown);
         };
         // Asked to make room in the pool: hibernate now if it can.
         if matches!(*envelope, Envelope::Hibernate) {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use solo_sandbox::{CallError, GuestCaller};
 use solo_types::{Permission, Resource, ServiceId, metric_names as m};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::breaker::{BreakerSettings, Outcome};
@@ -97,36 +96,28 @@ async fn checked_call(
 /// How many `resource_violation` events a full mailbox writes a second, per service.
 const MAILBOX_FULL_EVENTS_PER_SECOND: u32 = 1;
 
-/// A full or closed mailbox, as the caller sees it; a full one is a `resource_violation`
-/// (sampled).
-fn refused<T>(k: &Core, entry: &ServiceEntry, e: &TrySendError<T>) -> KernelError {
+/// A full mailbox, as the caller sees it, and a `resource_violation` (sampled).
+fn refused(k: &Core, entry: &ServiceEntry) -> KernelError {
     let service = &entry.id;
-    match e {
-        TrySendError::Full(_) => {
-            if let Some(dropped) = entry
-                .mailbox_full
-                .admit(k.clock.now(), MAILBOX_FULL_EVENTS_PER_SECOND)
-            {
-                let limit = u64::from(entry.spec.limits.mailbox);
-                let mut e = records::violation(
-                    &entry.tenant,
-                    service,
-                    "mailbox",
-                    limit,
-                    Some(limit),
-                    "messages",
-                );
-                e.payload["suppressed_before"] = dropped.into();
-                k.record_later(vec![e], "a resource violation");
-            }
-            KernelError::ResourceExhausted {
-                reason: "mailbox_full",
-                message: format!("the mailbox of service {service} is full"),
-            }
-        }
-        TrySendError::Closed(_) => {
-            KernelError::Unavailable(format!("service {service} is stopped"))
-        }
+    if let Some(dropped) = entry
+        .mailbox_full
+        .admit(k.clock.now(), MAILBOX_FULL_EVENTS_PER_SECOND)
+    {
+        let limit = u64::from(entry.spec.limits.mailbox);
+        let mut e = records::violation(
+            &entry.tenant,
+            service,
+            "mailbox",
+            limit,
+            Some(limit),
+            "messages",
+        );
+        e.payload["suppressed_before"] = dropped.into();
+        k.record_later(vec![e], "a resource violation");
+    }
+    KernelError::ResourceExhausted {
+        reason: "mailbox_full",
+        message: format!("the mailbox of service {service} is full"),
     }
 }
 
@@ -148,7 +139,7 @@ async fn deliver(
     entry
         .mailbox
         .try_send(envelope)
-        .map_err(|e| refused(k, entry, &e))?;
+        .map_err(|_| refused(k, entry))?;
     let reply = match tokio::time::timeout(timeout, rx).await {
         Err(_) => {
             return Err(KernelError::DeadlineExceeded(format!(
@@ -215,5 +206,5 @@ pub(crate) fn cast(
             message: message.to_string(),
             from: from.unwrap_or_else(|| guest_caller(caller)),
         }))
-        .map_err(|e| refused(k, &entry, &e))
+        .map_err(|_| refused(k, &entry))
 }

@@ -13,12 +13,13 @@ use solo_types::clock::system_now_ns;
 use solo_types::{
     CrashReport, DeploySpec, Format, ServiceId, ServiceState, ServiceStatus, TenantId,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::breaker::ServiceBreaker;
 use crate::bucket::TokenBucket;
 use crate::caller::TokenScope;
 use crate::logs::LogRing;
+use crate::mailbox::Mailbox;
 
 /// The size of the latest actor future started (its state machine, boxed in its task).
 pub(crate) static ACTOR_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -32,11 +33,6 @@ pub(crate) static SERVE_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
 pub fn footprint() -> Vec<(&'static str, usize)> {
     vec![
         ("service entry", std::mem::size_of::<ServiceEntry>()),
-        // tokio's bounded channel allocates its first block of 32 slots at creation.
-        (
-            "mailbox's first block (32 boxed envelopes)",
-            32 * std::mem::size_of::<Box<Envelope>>(),
-        ),
         ("actor future", ACTOR_FUTURE_BYTES.load(Ordering::Relaxed)),
         (
             "awake phase's future (none while hibernated)",
@@ -185,10 +181,8 @@ pub(crate) struct ServiceEntry {
     code: Mutex<Code>,
     pub(crate) deployed_at: i64,
     pub(crate) deployed_event: AtomicU64,
-    /// Envelopes are boxed: the channel allocates room for 32 at creation, so every
-    /// idle service would hold 32 empty envelopes' worth otherwise.
-    pub(crate) mailbox: mpsc::Sender<Box<Envelope>>,
-    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Box<Envelope>>>,
+    /// Boxed envelopes, nothing allocated while it is empty.
+    pub(crate) mailbox: Mailbox,
     state: AtomicU8,
     pub(crate) restarts: AtomicU32,
     messages: AtomicU64,
@@ -234,7 +228,6 @@ impl ServiceEntry {
         history: Option<History>,
         authority: Option<TokenScope>,
     ) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(spec.limits.mailbox.max(1) as usize);
         let config_json = spec.config.to_string();
         let history = history.unwrap_or(History {
             version: 1,
@@ -254,8 +247,7 @@ impl ServiceEntry {
             }),
             deployed_at: history.deployed_at,
             deployed_event: AtomicU64::new(history.deployed_event),
-            mailbox: tx,
-            inbox: tokio::sync::Mutex::new(rx),
+            mailbox: Mailbox::new(spec.limits.mailbox as usize),
             state: AtomicU8::new(state_to(ServiceState::Starting)),
             restarts: AtomicU32::new(0),
             messages: AtomicU64::new(0),
@@ -413,7 +405,7 @@ impl ServiceEntry {
             uptime_ms: uptime,
             restarts: self.restarts.load(Ordering::Relaxed),
             memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
-            mailbox_len: (self.mailbox.max_capacity() - self.mailbox.capacity()) as u64,
+            mailbox_len: self.mailbox.len() as u64,
             messages: self.messages.load(Ordering::Relaxed),
             cpu_time_us: self.cpu_ns.load(Ordering::Relaxed) / 1000,
             last_error: self.last_error(),
@@ -426,21 +418,18 @@ impl ServiceEntry {
 
     /// Answers every queued message with `why`.
     pub(crate) fn drain(&self, why: &str) {
-        if let Ok(mut inbox) = self.inbox.try_lock() {
-            while let Ok(env) = inbox.try_recv() {
-                match *env {
-                    Envelope::Call { reply, .. } => {
-                        let _ =
-                            reply.send(Err(CallError::Guest(solo_sandbox::GuestError::new(why))));
-                    }
-                    Envelope::Swap { reply, .. } => {
-                        let _ = reply.send(Err(SwapRefused {
-                            stage: "start",
-                            error: crate::error::KernelError::Unavailable(why.to_string()),
-                        }));
-                    }
-                    Envelope::Cast { .. } | Envelope::Hibernate => {}
+        while let Some(env) = self.mailbox.try_recv() {
+            match *env {
+                Envelope::Call { reply, .. } => {
+                    let _ = reply.send(Err(CallError::Guest(solo_sandbox::GuestError::new(why))));
                 }
+                Envelope::Swap { reply, .. } => {
+                    let _ = reply.send(Err(SwapRefused {
+                        stage: "start",
+                        error: crate::error::KernelError::Unavailable(why.to_string()),
+                    }));
+                }
+                Envelope::Cast { .. } | Envelope::Hibernate => {}
             }
         }
     }

@@ -130,9 +130,8 @@ pub(crate) async fn make_room(k: &Core) -> bool {
         .iter()
         .filter_map(|r| {
             let e = r.value().upgrade()?;
-            let idle = e.state() == ServiceState::Running
-                && e.mailbox.capacity() == e.mailbox.max_capacity()
-                && e.can_hibernate();
+            let idle =
+                e.state() == ServiceState::Running && e.mailbox.is_empty() && e.can_hibernate();
             idle.then(|| (e.last_active.load(Ordering::Relaxed), e))
         })
         .collect();

@@ -30,6 +30,7 @@ mod hibernate;
 mod host;
 mod kill;
 mod logs;
+mod mailbox;
 mod monitor;
 pub mod records;
 mod recovery;
@@ -44,9 +45,7 @@ mod tree;
 mod tunables;
 mod views;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, atomic::Ordering};
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use solo_sandbox::Sandbox;
 use solo_store::Store;

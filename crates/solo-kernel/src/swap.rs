@@ -102,7 +102,7 @@ pub(crate) async fn hot_swap(
     // out rather than refused.
     let budget = entry.startup_timeout() + Duration::from_secs(30);
     let sent = tokio::time::timeout(budget, entry.mailbox.send(envelope)).await;
-    if !matches!(sent, Ok(Ok(()))) {
+    if sent.is_err() {
         let e = KernelError::Unavailable(format!(
             "service {id} did not take the swap within {} s",
             budget.as_secs()
