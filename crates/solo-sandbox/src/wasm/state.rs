@@ -59,6 +59,8 @@ impl State {
             host: Arc::clone(&host),
             level: Level::Warn,
         })
+        .secure_random(HostRng)
+        .insecure_random(HostRng)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
@@ -439,5 +441,49 @@ impl Drop for LineWriter {
             let n = self.buf.len();
             self.emit(n);
         }
+    }
+}
+
+/// `wasi:random` for every instance: the host thread's generator (a CSPRNG seeded from
+/// the OS, rand's `ThreadRng`), holding no state of its own. wasmtime-wasi's default
+/// boxes a generator per instance (~350 bytes each, with the insecure one), which
+/// every idle service would keep.
+struct HostRng;
+
+impl rand_core::TryRng for HostRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand::RngCore::next_u32(&mut rand::rng()))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand::RngCore::next_u64(&mut rand::rng()))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::RngCore::fill_bytes(&mut rand::rng(), dst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::TryRng;
+
+    use super::HostRng;
+
+    #[test]
+    fn host_rng_is_stateless_and_fills_what_it_is_asked() {
+        assert_eq!(std::mem::size_of::<HostRng>(), 0);
+        let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+        HostRng.try_fill_bytes(&mut a).ok();
+        HostRng.try_fill_bytes(&mut b).ok();
+        assert_ne!(a, [0u8; 64]);
+        assert_ne!(a, b, "two draws of 64 bytes agree");
+        let draws: std::collections::HashSet<u64> = (0..100)
+            .filter_map(|_| HostRng.try_next_u64().ok())
+            .collect();
+        assert_eq!(draws.len(), 100);
     }
 }
