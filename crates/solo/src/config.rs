@@ -66,6 +66,19 @@ pub struct Config {
     pub mcp: McpSection,
     pub store: StoreSection,
     pub connections: ConnectionsSection,
+    pub sandbox: SandboxSection,
+}
+
+/// `[sandbox]`: the instance pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSection {
+    /// Instance slots: how many services are awake at once (16 to 100,000; deployed
+    /// services may be many more, the rest hibernated). Each reserves address space
+    /// (not memory) for the largest instance, and each used slot holds about 7 memory
+    /// mappings. Unset: 10,000, lowered at start to fit `vm.max_map_count` (with a
+    /// warning); set, it is taken as given (with a warning if it does not fit).
+    pub max_instances: Option<u32>,
 }
 
 /// `[connections]`: how many the gateway keeps open and how long one may stay silent.
@@ -194,6 +207,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             mcp: McpSection::default(),
             store: StoreSection::default(),
+            sandbox: SandboxSection::default(),
             connections: ConnectionsSection::default(),
         }
     }
@@ -326,6 +340,13 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid(format!(
             "store.cache_mb {} must be between 1 and 65536",
             c.store.cache_mb
+        )));
+    }
+    if let Some(n) = c.sandbox.max_instances
+        && !(16..=100_000).contains(&n)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "sandbox.max_instances {n} must be between 16 and 100000"
         )));
     }
     if !(1..=4096).contains(&c.store.wal_mb) {
@@ -524,32 +545,30 @@ mod tests {
     }
 
     #[test]
-    fn the_wal_size_is_configurable_within_bounds() {
-        let c = load(
-            None,
-            env(&[("SOLO_STORE__WAL_MB", "2"), ("SOLO_STORE__CACHE_MB", "8")]),
-            &FlagOverrides::default(),
-        )
-        .unwrap()
-        .config;
-        assert_eq!((c.store.wal_mb, c.store.cache_mb), (2, 8));
-        let Err(e) = load(
-            None,
-            env(&[("SOLO_STORE__CACHE_MB", "0")]),
-            &FlagOverrides::default(),
-        ) else {
-            panic!("cache_mb 0 was taken");
-        };
-        assert!(e.to_string().contains("store.cache_mb"), "{e}");
-        for bad in ["0", "5000"] {
-            let Err(e) = load(
-                None,
-                env(&[("SOLO_STORE__WAL_MB", bad)]),
-                &FlagOverrides::default(),
-            ) else {
-                panic!("wal_mb {bad} was taken");
+    fn store_and_pool_sizes_are_configurable_within_bounds() {
+        let e = env(&[
+            ("SOLO_STORE__WAL_MB", "2"),
+            ("SOLO_STORE__CACHE_MB", "8"),
+            ("SOLO_SANDBOX__MAX_INSTANCES", "64"),
+        ]);
+        let c = load(None, e, &FlagOverrides::default()).unwrap().config;
+        let got = (c.store.wal_mb, c.store.cache_mb, c.sandbox.max_instances);
+        assert_eq!(got, (2, 8, Some(64)));
+        for (key, bad, name) in [
+            ("SOLO_STORE__CACHE_MB", "0", "store.cache_mb"),
+            ("SOLO_STORE__WAL_MB", "0", "store.wal_mb"),
+            ("SOLO_STORE__WAL_MB", "5000", "store.wal_mb"),
+            ("SOLO_SANDBOX__MAX_INSTANCES", "15", "sandbox.max_instances"),
+            (
+                "SOLO_SANDBOX__MAX_INSTANCES",
+                "100001",
+                "sandbox.max_instances",
+            ),
+        ] {
+            let Err(e) = load(None, env(&[(key, bad)]), &FlagOverrides::default()) else {
+                panic!("{key}={bad} was taken");
             };
-            assert!(e.to_string().contains("store.wal_mb"), "{e}");
+            assert!(e.to_string().contains(name), "{e}");
         }
     }
 

@@ -104,27 +104,30 @@ pub fn run(args: ServerArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(serve(cfg))
 }
 
-/// The sandbox's instance slots: its default, lowered to what `vm.max_map_count`
-/// allows, with a warning saying how to get more.
-fn instance_slots() -> u32 {
-    let wanted = SandboxConfig::default().max_instances;
+/// The sandbox's instance slots: `configured`, or else the sandbox's default lowered to
+/// what `vm.max_map_count` allows; with a warning saying how to get more when the
+/// number does not fit.
+fn instance_slots(configured: Option<u32>) -> u32 {
+    let wanted = configured.unwrap_or(SandboxConfig::default().max_instances);
     let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
     else {
         return wanted;
     };
-    let slots = solo_sandbox::slots_within_map_count(wanted, limit);
-    if slots < wanted {
+    let fits = solo_sandbox::slots_within_map_count(wanted, limit);
+    if fits < wanted {
+        let slots = if configured.is_some() { wanted } else { fits };
         tracing::warn!(
             slots,
-            wanted,
+            fits,
             max_map_count = limit,
-            "instance slots lowered to fit vm.max_map_count (each used slot holds about 7 \
-             memory mappings); raise it with sysctl for more awake services"
+            "more instance slots than vm.max_map_count fits (each used slot holds about 7 \
+             memory mappings; past it, starting an instance fails); raise it with sysctl"
         );
+        return slots;
     }
-    slots
+    wanted
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -156,7 +159,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let vault = Vault::open(Arc::clone(&dyn_store), master, &origin).await?;
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: Some(data_dir.join("cache")),
-        max_instances: instance_slots(),
+        max_instances: instance_slots(cfg.sandbox.max_instances),
         ..SandboxConfig::default()
     })?;
     let tls = TlsFiles::load(&CertPaths::new(data_dir))?;

@@ -235,3 +235,33 @@ async fn kill_9_while_services_hibernate_keeps_every_saved_count() {
     );
     assert_eq!(s.cli_json(&["events", "verify"])["ok"], true);
 }
+
+/// `[sandbox] max_instances` sizes the pool: with 16 slots, 24 counters deploy and
+/// answer, the least recently used hibernating to make room, each keeping its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_services_than_instance_slots_take_turns() {
+    let (s, _) = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[("SOLO_SANDBOX__MAX_INSTANCES", "16")],
+        &[],
+    );
+    let c = s.admin().await;
+    for i in 0..24 {
+        let id = format!("c{i}");
+        c.clone()
+            .deploy(deploy_js(&id, counter_js()))
+            .await
+            .unwrap();
+        let by = json!({"op": "inc", "by": i});
+        c.clone().call(call(&id, by)).await.unwrap();
+    }
+    assert!(hibernated(&s) > 0, "24 counters awake in 16 slots");
+    for i in 0..24 {
+        let r = c
+            .clone()
+            .call(call(&format!("c{i}"), json!({"op": "get"})))
+            .await
+            .unwrap_or_else(|e| panic!("c{i}: {e}"));
+        assert_eq!(count(&r.into_inner().reply), i);
+    }
+}
