@@ -137,7 +137,8 @@ async fn serve(
         .store(instance.stats().memory_bytes, Ordering::Relaxed);
     entry.set_state(ServiceState::Running);
 
-    let mut pending: Option<Rollback> = None;
+    // Boxed: a service outside a rollback window holds 8 bytes for it, not 150.
+    let mut pending: Option<Box<Rollback>> = None;
     // Whether the idle timer runs: not after a failed attempt to hibernate until the
     // next message, and once only for code that cannot carry its state (to say why it
     // stays awake).
@@ -159,7 +160,7 @@ async fn serve(
                 biased;
                 () = ctx.shutdown.cancelled() => {
                     if let Some(rb) = pending.take() {
-                        Box::pin(swap_succeeded(kernel, entry, rb)).await;
+                        Box::pin(swap_succeeded(kernel, entry, *rb)).await;
                     }
                     Box::pin(stop_gracefully(kernel, entry, instance.as_mut())).await;
                     return Served::Exit(Exit::Shutdown);
@@ -169,7 +170,7 @@ async fn serve(
                 env = entry.mailbox.recv() => env,
                 () = until(timer) => {
                     if let Some(rb) = pending.take() {
-                        Box::pin(swap_succeeded(kernel, entry, rb)).await;
+                        Box::pin(swap_succeeded(kernel, entry, *rb)).await;
                         continue;
                     }
                     let Some(k) = kernel.upgrade() else { continue };
@@ -263,11 +264,11 @@ async fn serve(
             Envelope::Hibernate => None, // handled above
             Envelope::Swap { plan, reply } => {
                 if let Some(rb) = pending.take() {
-                    Box::pin(swap_succeeded(kernel, entry, rb)).await;
+                    Box::pin(swap_succeeded(kernel, entry, *rb)).await;
                 }
                 match Box::pin(apply_swap(kernel, entry, &mut instance, plan)).await {
                     Ok((rb, applied)) => {
-                        pending = Some(rb);
+                        pending = Some(Box::new(rb));
                         let _ = reply.send(Ok(applied));
                         None
                     }
@@ -287,7 +288,7 @@ async fn serve(
             // A crash inside the rollback window: back to the old version, whose state
             // is the snapshot the swap carried over.
             if let Some(rb) = pending.take() {
-                instance = Box::pin(roll_back(kernel, entry, rb, &report)).await;
+                instance = Box::pin(roll_back(kernel, entry, *rb, &report)).await;
                 answer_crashed(crashed_call);
                 continue;
             }
