@@ -73,15 +73,24 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
         } else {
             entry.set_state(ServiceState::Hibernated);
         }
-        // Asleep: a request to hibernate is already met.
+        // Asleep: a request to hibernate is already met, and with nothing queued the
+        // actor goes dormant (no task) until a sender resumes it.
         let envelope = loop {
-            let env = tokio::select! {
-                biased;
-                () = ctx.shutdown.cancelled() => return Exit::Shutdown,
-                env = entry.mailbox.recv() => env,
-            };
-            if !matches!(*env, Envelope::Hibernate) {
-                break env;
+            if ctx.shutdown.is_cancelled() {
+                return Exit::Shutdown;
+            }
+            match entry.mailbox.try_recv() {
+                Some(env) if matches!(*env, Envelope::Hibernate) => {}
+                Some(env) => break env,
+                None => {
+                    // Marked before the last look, so a sender that queues after it
+                    // sees the mark and resumes the actor.
+                    entry.dormant.store(true, Ordering::SeqCst);
+                    if entry.mailbox.is_empty() {
+                        return Exit::Dormant;
+                    }
+                    entry.dormant.store(false, Ordering::SeqCst);
+                }
             }
         };
         let Some(k) = kernel.upgrade() else {

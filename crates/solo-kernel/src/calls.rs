@@ -136,10 +136,7 @@ async fn deliver(
         deadline: Instant::now() + timeout,
         from,
     });
-    entry
-        .mailbox
-        .try_send(envelope)
-        .map_err(|_| refused(k, entry))?;
+    crate::hibernate::post(k, entry, envelope).map_err(|_| refused(k, entry))?;
     let reply = match tokio::time::timeout(timeout, rx).await {
         Err(_) => {
             return Err(KernelError::DeadlineExceeded(format!(
@@ -200,11 +197,9 @@ pub(crate) fn cast(
     k.check_accepting()?;
     k.check_message("message", message)?;
     let entry = k.live_entry(caller, service)?;
-    entry
-        .mailbox
-        .try_send(Box::new(Envelope::Cast {
-            message: message.to_string(),
-            from: from.unwrap_or_else(|| guest_caller(caller)),
-        }))
-        .map_err(|_| refused(k, &entry))
+    let envelope = Box::new(Envelope::Cast {
+        message: message.to_string(),
+        from: from.unwrap_or_else(|| guest_caller(caller)),
+    });
+    crate::hibernate::post(k, &entry, envelope).map_err(|_| refused(k, &entry))
 }

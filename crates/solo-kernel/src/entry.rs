@@ -211,6 +211,9 @@ pub(crate) struct ServiceEntry {
     /// Hibernated: its state is in the store and no instance runs; the next message
     /// (or the next start of its actor) wakes it.
     pub(crate) asleep: AtomicBool,
+    /// Asleep with an empty mailbox, its actor has no task: whoever queues the next
+    /// envelope resumes it (`hibernate::post`).
+    pub(crate) dormant: AtomicBool,
     /// When it last handled a message, in ms of the process's clock: the least recent
     /// hibernates first when the pool is full.
     pub(crate) last_active: AtomicU64,
@@ -265,6 +268,7 @@ impl ServiceEntry {
             current_caller: Mutex::new(None),
             egress_in_flight: AtomicU32::new(0),
             asleep: AtomicBool::new(false),
+            dormant: AtomicBool::new(false),
             last_active: AtomicU64::new(0),
             breaker: ServiceBreaker::default(),
             spec,

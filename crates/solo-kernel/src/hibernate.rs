@@ -22,6 +22,7 @@ use solo_types::{CrashReport, ServiceState, metric_names as m};
 use crate::actor;
 use crate::core::Core;
 use crate::entry::{Envelope, ServiceEntry};
+use crate::mailbox::Full;
 use crate::records;
 use crate::tunables::Key;
 
@@ -144,7 +145,7 @@ pub(crate) async fn make_room(k: &Core) -> bool {
         idle.truncate(n);
     }
     for (_, e) in idle {
-        let _ = e.mailbox.try_send(Box::new(Envelope::Hibernate));
+        let _ = post(k, &e, Box::new(Envelope::Hibernate));
     }
     *last = Some(Instant::now());
     true
@@ -329,5 +330,29 @@ pub(crate) fn refuse_for_now(entry: &ServiceEntry, envelope: Envelope, why: &str
             .logs
             .push(Level::Warn, &format!("cast dropped: {why}")),
         Envelope::Hibernate => {}
+    }
+}
+
+/// Queues `envelope` for `entry`, resuming its actor if it is dormant.
+pub(crate) fn post(k: &Core, entry: &ServiceEntry, envelope: Box<Envelope>) -> Result<(), Full> {
+    entry.mailbox.try_send(envelope)?;
+    resume_if_dormant(k, entry);
+    Ok(())
+}
+
+/// Queues `envelope` for `entry`, waiting for room, resuming its actor if dormant.
+pub(crate) async fn post_waiting(k: &Core, entry: &ServiceEntry, envelope: Box<Envelope>) {
+    entry.mailbox.send(envelope).await;
+    resume_if_dormant(k, entry);
+}
+
+/// After queueing: a dormant actor (asleep, no task) gets its next incarnation. Exactly
+/// one sender sees the mark; an actor that finds the envelope first clears it, and a
+/// resume that arrives while it runs only starts it again if it goes dormant.
+fn resume_if_dormant(k: &Core, entry: &ServiceEntry) {
+    if entry.dormant.swap(false, Ordering::SeqCst)
+        && let Some(t) = k.tenants.get(&entry.tenant)
+    {
+        t.supervisor.resume_child(entry.id.as_str());
     }
 }

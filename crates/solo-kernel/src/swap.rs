@@ -101,7 +101,8 @@ pub(crate) async fn hot_swap(
     // The swap waits its turn behind the queued messages; a full mailbox is waited
     // out rather than refused.
     let budget = entry.startup_timeout() + Duration::from_secs(30);
-    let sent = tokio::time::timeout(budget, entry.mailbox.send(envelope)).await;
+    let sent =
+        tokio::time::timeout(budget, crate::hibernate::post_waiting(k, &entry, envelope)).await;
     if sent.is_err() {
         let e = KernelError::Unavailable(format!(
             "service {id} did not take the swap within {} s",

@@ -65,6 +65,7 @@ fn state_name(s: ChildState) -> &'static str {
         ChildState::Restarting => "restarting",
         ChildState::Stopped => "stopped",
         ChildState::Failed => "failed",
+        ChildState::Dormant => "dormant",
     }
 }
 

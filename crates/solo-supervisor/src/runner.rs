@@ -4,7 +4,9 @@
 //! [`StartFn`] called once per incarnation; its future's output (or its panic) is its
 //! exit. A child is stopped by cancelling its token and, after its shutdown timeout,
 //! aborting its task. Stopping one child on request never blocks the loop; stopping a
-//! group (for `rest_for_one` and `one_for_all`) stops them in reverse start order.
+//! group (for `rest_for_one` and `one_for_all`) stops them in reverse start order. A
+//! child with nothing to do may go dormant ([`Exit::Dormant`]): it holds no task until
+//! [`Supervisor::resume_child`] starts its next incarnation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -31,12 +33,16 @@ pub enum Exit {
     Shutdown,
     /// It failed; the text says why (a panic's message, for a panic).
     Crashed(String),
+    /// It has nothing to do until someone calls [`Supervisor::resume_child`]: its task
+    /// ends, which is neither a restart nor counted against any intensity, and the
+    /// resume starts its next incarnation (at once, if the resume came first).
+    Dormant,
 }
 
 impl Exit {
     fn kind(&self) -> ExitKind {
         match self {
-            Exit::Normal => ExitKind::Normal,
+            Exit::Normal | Exit::Dormant => ExitKind::Normal,
             Exit::Shutdown => ExitKind::Shutdown,
             Exit::Crashed(_) => ExitKind::Crashed,
         }
@@ -121,6 +127,8 @@ pub enum ChildState {
     Stopped,
     /// Given up on.
     Failed,
+    /// No task until it is resumed ([`Exit::Dormant`]).
+    Dormant,
 }
 
 /// A snapshot of one child.
@@ -169,6 +177,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<(), SupervisorError>>,
     },
     Terminated(u64),
+    Resume(String),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -257,6 +266,13 @@ impl Supervisor {
         rx.await.map_err(|_| SupervisorError::Stopped)?
     }
 
+    /// Starts the next incarnation of a dormant child; a running one that goes dormant
+    /// after this is started again at once. Does nothing to a child in another state,
+    /// or to none.
+    pub fn resume_child(&self, name: &str) {
+        let _ = self.cmd.send(Cmd::Resume(name.to_string()));
+    }
+
     /// Stops every child in reverse start order, then the supervisor.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -282,6 +298,8 @@ struct Child {
     handle: Option<JoinHandle<()>>,
     /// Set while the child is being stopped: its exit is expected, not a crash.
     stopping: bool,
+    /// A resume came while it ran: if it goes dormant, it starts again at once.
+    resume: bool,
 }
 
 struct Runner {
@@ -369,6 +387,7 @@ impl Runner {
             token: CancellationToken::new(),
             handle: None,
             stopping: false,
+            resume: false,
         });
         let i = self.children.len() - 1;
         self.spawn(i);
@@ -378,6 +397,7 @@ impl Runner {
         let child = &mut self.children[i];
         child.token = CancellationToken::new();
         child.stopping = false;
+        child.resume = false;
         child.state = ChildState::Running;
         let ctx = ChildCtx {
             name: child.spec.name.clone(),
@@ -464,6 +484,19 @@ impl Runner {
                                 let _ = reply.send(Ok(()));
                             }
                         }
+                        Cmd::Resume(name) => {
+                            let Some(i) = self.by_name.get(&name).and_then(|id| self.index(*id)) else {
+                                continue;
+                            };
+                            match self.children[i].state {
+                                ChildState::Dormant => {
+                                    self.spawn(i);
+                                    self.publish_one(self.children[i].id);
+                                }
+                                ChildState::Running => self.children[i].resume = true,
+                                _ => {}
+                            }
+                        }
                         Cmd::Shutdown(done) => {
                             self.stop_all().await;
                             self.publish();
@@ -475,6 +508,12 @@ impl Runner {
                 Some((id, incarnation, exit)) = exits.recv() => {
                     if self.expected(id, incarnation) {
                         continue; // a stop we asked for: nothing readers see changes
+                    }
+                    if exit == Exit::Dormant {
+                        // One child changes (of possibly very many going dormant).
+                        self.on_exit(id, incarnation, exit, &mut timers).await;
+                        self.publish_one(id);
+                        continue;
                     }
                     if let Some(reason) = self.on_exit(id, incarnation, exit, &mut timers).await {
                         self.publish();
@@ -508,6 +547,14 @@ impl Runner {
             return None; // an exit we asked for, or of an earlier incarnation
         }
         child.handle = None;
+        if exit == Exit::Dormant {
+            if child.resume {
+                self.spawn(i);
+            } else {
+                child.state = ChildState::Dormant;
+            }
+            return None;
+        }
         let now = Instant::now();
         let (intensity, own) = match child.spec.intensity {
             Some(i) => (i, true),
@@ -526,6 +573,7 @@ impl Runner {
             Exit::Normal => "exited normally".to_string(),
             Exit::Shutdown => "shut down".to_string(),
             Exit::Crashed(r) => r.clone(),
+            Exit::Dormant => "went dormant".to_string(),
         };
         match decision {
             Decision::Stop => {

@@ -1,5 +1,6 @@
 //! The supervisor runner: strategies, restart types, intensity, escalation, shutdown
-//! order and termination, driven by children that crash on command.
+//! order, termination and dormant children, driven by children that crash (or go
+//! dormant) on command.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ enum Action {
     Crash,
     Panic,
     Exit,
+    Dormant,
 }
 
 /// A log of what happened, shared by the children and the test.
@@ -62,6 +64,7 @@ fn child(
                         Some(Action::Crash) => Exit::Crashed(format!("{n} crashed")),
                         Some(Action::Panic) => panic!("{n} panicked on purpose"),
                         Some(Action::Exit) | None => Exit::Normal,
+                        Some(Action::Dormant) => Exit::Dormant,
                     },
                 }
             })
@@ -430,4 +433,54 @@ async fn many_children_added_and_removed_stay_in_order_and_are_found() {
     assert_eq!(log.take(), ["start c59#1"]);
     let last = sup.children().pop().unwrap();
     assert_eq!((last.name.as_str(), last.restarts), ("c59", 1));
+}
+
+/// A dormant child holds no task and is not a restart (however often, whatever the
+/// intensity): `resume_child` starts it again; a resume that comes while it runs starts
+/// it again at once when it goes dormant; a dormant child is terminated, and shut down,
+/// with no task to stop.
+#[tokio::test]
+async fn a_dormant_child_waits_for_a_resume_without_a_task() {
+    let log = Log::default();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (a, ta) = child("a", RestartType::Permanent, &log);
+    let (b, tb) = child("b", RestartType::Permanent, &log);
+    let (sup, h) = Supervisor::start(
+        spec(
+            Strategy::OneForOne,
+            Intensity::new(1, Duration::from_secs(5)),
+            &events,
+        ),
+        vec![a, b],
+    );
+    settle().await;
+    assert_eq!(log.take(), ["start a#0", "start b#0"]);
+    for _ in 0..3 {
+        ta.send(Action::Dormant).unwrap();
+        settle().await;
+        assert_eq!(sup.children()[0].state, ChildState::Dormant);
+        assert!(log.take().is_empty());
+        sup.resume_child("a");
+        settle().await;
+        assert_eq!(log.take(), ["start a#0"]);
+        assert_eq!(sup.children()[0].state, ChildState::Running);
+    }
+    sup.resume_child("a");
+    sup.resume_child("nobody");
+    ta.send(Action::Dormant).unwrap();
+    settle().await;
+    assert_eq!(log.take(), ["start a#0"], "resumed while running");
+    assert_eq!(sup.children()[0].state, ChildState::Running);
+    assert_eq!(sup.children()[0].restarts, 0);
+    assert!(events.lock().is_empty(), "{:?}", events.lock());
+
+    ta.send(Action::Dormant).unwrap();
+    tb.send(Action::Dormant).unwrap();
+    settle().await;
+    sup.terminate_child("a", None).await.unwrap();
+    let left: Vec<String> = sup.children().into_iter().map(|c| c.name).collect();
+    assert_eq!(left, ["b"]);
+    sup.shutdown().await;
+    assert_eq!(h.await.unwrap(), SupervisorExit::Shutdown);
+    assert!(log.take().is_empty(), "a dormant child has nothing to stop");
 }

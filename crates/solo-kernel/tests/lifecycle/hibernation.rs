@@ -205,6 +205,42 @@ async fn a_restart_leaves_hibernated_services_asleep() {
     assert_eq!(status(k, "sleeper").state, ServiceState::Running);
 }
 
+/// A hibernated service holds no task: 20 counters asleep leave the runtime with about
+/// as many tasks as before they were deployed (one each while awake), and each wakes on
+/// its next call with its count, its actor resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_service_holds_no_task() {
+    let s = open_with(tempfile::tempdir().unwrap(), sleepy()).await;
+    let k = &s.kernel;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    deploy(k, "first", Format::Wasm, wasm("counter")).await;
+    until_state(k, "first", ServiceState::Hibernated).await;
+    let before = tasks();
+    for i in 0..20 {
+        deploy(k, &format!("c{i}"), Format::Wasm, wasm("counter")).await;
+        inc(k, &format!("c{i}"), i).await;
+    }
+    for i in 0..20 {
+        until_state(k, &format!("c{i}"), ServiceState::Hibernated).await;
+    }
+    let t0 = std::time::Instant::now();
+    while tasks() > before + 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} tasks with 20 services asleep, {before} before",
+            tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..20 {
+        assert_eq!(inc(k, &format!("c{i}"), 1).await, i + 1);
+    }
+}
+
 /// A kernel whose sandbox has `slots` instance slots, hibernating only to make room.
 async fn small_pool(slots: u32) -> Solo {
     let dir = tempfile::tempdir().unwrap();
