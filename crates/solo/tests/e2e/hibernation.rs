@@ -74,6 +74,34 @@ fn count(reply: &str) -> i64 {
         .unwrap()
 }
 
+/// A server whose services hibernate after 300 ms idle, with `n` JS counters `c0`..,
+/// each incremented by `by(i)` once (checked); the client and the counts.
+async fn counters(
+    n: usize,
+    by: impl Fn(usize) -> usize,
+) -> (Server, solo_client::Client, Vec<i64>) {
+    let s = Server::start();
+    s.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]);
+    let c = s.admin().await;
+    let mut counts = Vec::new();
+    for i in 0..n {
+        let id = format!("c{i}");
+        c.clone()
+            .deploy(deploy_js(&id, counter_js()))
+            .await
+            .unwrap();
+        let by = i64::try_from(by(i)).unwrap();
+        let r = c
+            .clone()
+            .call(call(&id, json!({"op": "inc", "by": by})))
+            .await
+            .unwrap();
+        assert_eq!(count(&r.into_inner().reply), by);
+        counts.push(by);
+    }
+    (s, c, counts)
+}
+
 /// A wake storm cut by `kill -9`: 40 hibernated counters with known counts are all
 /// called at once, and the server is killed without warning while they wake. Every
 /// call gets exactly one answer (a count, or an error; none hangs). After a restart
@@ -85,25 +113,7 @@ fn count(reply: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_storm_cut_by_kill_9_loses_nothing_acknowledged() {
     const N: usize = 40;
-    let s = Server::start();
-    s.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]);
-    let c = s.admin().await;
-    let mut before = Vec::new();
-    for i in 0..N {
-        let id = format!("c{i}");
-        c.clone()
-            .deploy(deploy_js(&id, counter_js()))
-            .await
-            .unwrap();
-        let by = i64::try_from(i % 5 + 1).unwrap();
-        let r = c
-            .clone()
-            .call(call(&id, json!({"op": "inc", "by": by})))
-            .await
-            .unwrap();
-        assert_eq!(count(&r.into_inner().reply), by);
-        before.push(by);
-    }
+    let (s, c, before) = counters(N, |i| i % 5 + 1).await;
     let t0 = Instant::now();
     while hibernated(&s) < N {
         assert!(t0.elapsed() < Duration::from_secs(30), "not all hibernated");
@@ -179,23 +189,7 @@ async fn a_wake_storm_cut_by_kill_9_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_services_hibernate_keeps_every_saved_count() {
     const N: usize = 40;
-    let s = Server::start();
-    s.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]);
-    let c = s.admin().await;
-    let mut before = Vec::new();
-    for i in 0..N {
-        let id = format!("c{i}");
-        c.clone()
-            .deploy(deploy_js(&id, counter_js()))
-            .await
-            .unwrap();
-        let by = i64::try_from(i + 1).unwrap();
-        c.clone()
-            .call(call(&id, json!({"op": "inc", "by": by})))
-            .await
-            .unwrap();
-        before.push(by);
-    }
+    let (s, _, before) = counters(N, |i| i + 1).await;
     let t0 = Instant::now();
     let asleep = loop {
         let v = s.cli_json(&["list", "--state", "hibernated"]);
