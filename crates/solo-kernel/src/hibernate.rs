@@ -311,6 +311,8 @@ pub(crate) async fn wake(
 /// Refuses a message that could not wake its service (no instance slot): a call and a
 /// swap are answered, a cast is dropped with a log line.
 pub(crate) fn refuse_for_now(entry: &ServiceEntry, envelope: Envelope, why: &str) {
+    // Asleep again before the answer, so a caller that then asks sees it.
+    entry.set_state(ServiceState::Hibernated);
     let why = format!("service {} could not wake: {why}", entry.id);
     match envelope {
         Envelope::Call { reply, .. } => {
