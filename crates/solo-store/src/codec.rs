@@ -123,6 +123,28 @@ pub fn decode_record(record: &[u8]) -> Result<Event, DecodeError> {
     let id = r.u64()?;
     let ts = i64::from_be_bytes(r.array()?);
     let mono = r.u64()?;
+    let new = read_body(&mut r)?;
+    Ok(Event {
+        id,
+        ts,
+        mono,
+        kind: new.kind,
+        tenant: new.tenant,
+        service: new.service,
+        subject: new.subject,
+        payload: new.payload,
+        causation_id: new.causation_id,
+        hash,
+    })
+}
+
+/// Decodes the bytes [`encode_body`] wrote.
+pub fn decode_body(body: &[u8]) -> Result<NewEvent, DecodeError> {
+    read_body(&mut Reader { buf: body })
+}
+
+/// Reads an event's body, which must end the buffer.
+fn read_body(r: &mut Reader<'_>) -> Result<NewEvent, DecodeError> {
     let kind = r.string("kind")?;
     let tenant = r.string("tenant")?;
     let tenant = if tenant.is_empty() {
@@ -150,17 +172,13 @@ pub fn decode_record(record: &[u8]) -> Result<Event, DecodeError> {
             r.buf.len()
         )));
     }
-    Ok(Event {
-        id,
-        ts,
-        mono,
+    Ok(NewEvent {
         kind,
         tenant,
         service,
         subject,
         payload,
         causation_id,
-        hash,
     })
 }
 

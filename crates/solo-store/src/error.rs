@@ -56,6 +56,13 @@ pub enum StoreError {
     },
     #[error("the store is closed")]
     Closed,
+    /// A write batch read back from bytes (a replicated log's entry) is malformed.
+    #[error("a replicated write batch cannot be read: {0}")]
+    BadBatch(String),
+    /// The replicated log takes no writes now (no quorum, no leader, not reachable); the
+    /// write was not committed and may be retried.
+    #[error("the cluster's log takes no writes now ({0}); the write was not committed, retry it")]
+    ClusterUnavailable(String),
 }
 
 impl StoreError {
@@ -64,11 +71,13 @@ impl StoreError {
         match self {
             StoreError::Corrupted { .. }
             | StoreError::Decode { .. }
+            | StoreError::BadBatch(_)
             | StoreError::UnsupportedFormat { .. } => Code::DataLoss,
             StoreError::NoSpace { .. }
             | StoreError::Closed
             | StoreError::Poisoned { .. }
             | StoreError::Unavailable { .. }
+            | StoreError::ClusterUnavailable(_)
             | StoreError::AlreadyOpen { .. } => Code::Unavailable,
             StoreError::InvalidTable(_) | StoreError::TooLarge { .. } => Code::InvalidArgument,
             StoreError::Open { .. }
@@ -86,6 +95,7 @@ impl StoreError {
             StoreError::NoSpace { .. }
                 | StoreError::Poisoned { .. }
                 | StoreError::Unavailable { .. }
+                | StoreError::ClusterUnavailable(_)
                 | StoreError::Closed
         )
     }

@@ -276,9 +276,11 @@ impl RedbStore {
             .zip(causes)
             .map(|(e, cause)| Prepared::new(e, cause))
             .collect();
+        let at = batch.at;
         self.ask(|reply| Msg::Commit {
             ops: batch.ops,
             events,
+            at,
             reply,
         })
     }

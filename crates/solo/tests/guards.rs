@@ -139,9 +139,27 @@ const RULES: &[(&str, &[&str], &str)] = &[
             "solo-supervisor",
             "solo-proto",
             "solo-client",
+            "solo-cluster",
+            "async-nats",
             "solo",
         ],
         "the store is below everything but the types",
+    ),
+    (
+        "solo-cluster",
+        &[
+            "solo-kernel",
+            "solo-gateway",
+            "solo-sandbox",
+            "solo-caps",
+            "solo-vault",
+            "solo-supervisor",
+            "solo-proto",
+            "solo-client",
+            "wasmtime",
+            "solo",
+        ],
+        "the replicated store sits beside the embedded one, under the kernel",
     ),
 ];
 

@@ -99,6 +99,9 @@ pub(super) enum Msg {
     Commit {
         ops: Vec<Op>,
         events: Vec<Prepared>,
+        /// The wall clock to stamp the events from (a replicated batch), or `None` for
+        /// this host's clocks.
+        at: Option<i64>,
         reply: Reply,
     },
     /// Try to leave the failed state (see `recover.rs`).
@@ -184,6 +187,17 @@ impl Clock {
         self.last_mono = self.last_mono.max(mono);
         (self.last_ts, self.last_mono)
     }
+
+    /// A stamp that depends only on `wall` and the previous stamp, so that every replica
+    /// applying the same batches in the same order stamps them alike: the wall clock never
+    /// decreases, and the monotonic clock advances by at least 1 ns and follows the wall
+    /// clock when it is ahead.
+    fn stamp_at(&mut self, wall: i64) -> (i64, u64) {
+        self.last_ts = self.last_ts.max(wall);
+        let wall_ns = u64::try_from(self.last_ts).unwrap_or(0);
+        self.last_mono = self.last_mono.saturating_add(1).max(wall_ns);
+        (self.last_ts, self.last_mono)
+    }
 }
 
 pub(super) struct Writer {
@@ -217,6 +231,7 @@ pub(super) struct Writer {
 struct Request {
     ops: Vec<Op>,
     events: Vec<Prepared>,
+    at: Option<i64>,
     reply: Reply,
 }
 
@@ -241,12 +256,14 @@ impl Writer {
                         Msg::Commit {
                             ops,
                             events: ev,
+                            at,
                             reply,
                         } => {
                             events += ev.len();
                             group.push(Request {
                                 ops,
                                 events: ev,
+                                at,
                                 reply,
                             });
                         }
@@ -350,7 +367,10 @@ impl Writer {
                     prepared.body[n - 8..].copy_from_slice(&cause_id.to_be_bytes());
                     prepared.event.causation_id = Some(cause_id);
                 }
-                let (ts, mono) = self.clock.stamp();
+                let (ts, mono) = match req.at {
+                    Some(at) => self.clock.stamp_at(at),
+                    None => self.clock.stamp(),
+                };
                 let stamp = Stamp { id, ts, mono };
                 let mut record = Vec::with_capacity(codec::HEADER_LEN + prepared.body.len() + 32);
                 codec::push_header(&mut record, stamp);

