@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod breakdown;
+mod cluster;
 mod density;
 mod egress;
 mod fairness;
@@ -82,6 +83,9 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         minute_seconds: u64,
     },
+    /// Durable appends on the replicated log (three NATS servers, 3 replicas, synced)
+    /// vs the embedded store, at 1, 8 and 64 appenders.
+    Cluster,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -94,6 +98,7 @@ fn main() -> anyhow::Result<()> {
     let secs = std::time::Duration::from_secs_f64(cli.seconds);
     match cli.scenario {
         Scenario::Store => store::run(secs)?,
+        Scenario::Cluster => cluster::run(secs)?,
         Scenario::Sandbox => sandbox::run(secs)?,
         Scenario::Kernel => kernel::run(secs)?,
         Scenario::Security => security::run(secs)?,
@@ -112,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::IdleProbe { ref which } => sandbox::idle_probe(which)?,
         Scenario::All => {
             store::run(secs)?;
+            cluster::run(secs)?;
             sandbox::run(secs)?;
             kernel::run(secs)?;
             security::run(secs)?;

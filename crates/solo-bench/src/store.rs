@@ -44,11 +44,20 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
 async fn solo_appends(appenders: usize, secs: Duration) -> anyhow::Result<(f64, Samples)> {
     let dir = tempfile::tempdir()?;
     let store = RedbStore::open(dir.path().join("solo.redb"))?;
+    appends(Arc::new(store), appenders, secs).await
+}
+
+/// Appends one event at a time from `appenders` tasks for `secs`: events/s and latencies.
+pub async fn appends(
+    store: Arc<dyn EventLog>,
+    appenders: usize,
+    secs: Duration,
+) -> anyhow::Result<(f64, Samples)> {
     let tenant = TenantId::new("bench")?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for a in 0..appenders {
-        let store = store.clone();
+        let store = Arc::clone(&store);
         let tenant = tenant.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Samples::default();
