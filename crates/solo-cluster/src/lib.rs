@@ -13,9 +13,11 @@
 //! start on.
 
 pub mod check;
+mod lease;
 mod options;
 mod store;
 pub mod testing;
 
+pub use lease::Lease;
 pub use options::ClusterOptions;
 pub use store::JetStreamStore;

@@ -33,6 +33,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::ClusterOptions;
 use crate::check::{self, ClusterError};
+use crate::lease::{LEASE_TABLE, Lease, LeaseOp, Leases};
 
 /// The largest part of a batch one stream message carries (NATS's default message limit
 /// is 1 MiB).
@@ -46,8 +47,18 @@ const MAX_IN_FLIGHT: usize = 256;
 const MARKER_TABLE: &str = "cluster_view";
 const HDR_BATCH: &str = "Solo-Batch";
 const HDR_PART: &str = "Solo-Part";
+/// `lease` on a lease request; absent on a write batch.
+const HDR_KIND: &str = "Solo-Kind";
 
-type Answer = oneshot::Sender<Result<Commit, StoreError>>;
+/// What a writer hears once its entry is applied here: the commit, and the lease when
+/// the entry was a lease request.
+#[derive(Debug)]
+struct Applied {
+    commit: Commit,
+    lease: Option<Lease>,
+}
+
+type Answer = oneshot::Sender<Result<Applied, StoreError>>;
 
 /// What the writers and the applier share.
 struct Shared {
@@ -61,7 +72,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn answer(&self, batch: &str, result: Result<Commit, StoreError>) {
+    fn answer(&self, batch: &str, result: Result<Applied, StoreError>) {
         if let Some(tx) = self.waiters.lock().remove(batch) {
             let _ = tx.send(result);
         }
@@ -94,6 +105,7 @@ impl Drop for Applier {
 /// The event log and key-value store of a cluster node.
 pub struct JetStreamStore {
     shared: Arc<Shared>,
+    node_id: String,
     js: jetstream::Context,
     subject: String,
     retry_for: Duration,
@@ -154,6 +166,7 @@ impl JetStreamStore {
         );
         Ok(Self {
             shared,
+            node_id: opts.node_id.clone(),
             js,
             subject,
             retry_for: opts.retry_for,
@@ -173,6 +186,55 @@ impl JetStreamStore {
         let _ = rx.wait_for(|a| *a >= sequence).await;
     }
 
+    fn log(&self) -> Log {
+        Log {
+            shared: Arc::clone(&self.shared),
+            js: self.js.clone(),
+            subject: self.subject.clone(),
+            retry_for: self.retry_for,
+            apply_timeout: self.apply_timeout,
+        }
+    }
+
+    /// This node's name: the holder of the leases it takes.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Takes lease `scope` for this node for `ttl`, or renews it if this node holds it
+    /// and it has not lapsed; refused with [`StoreError::LeaseHeld`] while another node
+    /// holds it. The lease's epoch is the fencing token of the writes made under it
+    /// ([`WriteBatch::fenced`]).
+    pub async fn acquire(&self, scope: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        self.log()
+            .lease(LeaseOp::Acquire {
+                scope: scope.to_string(),
+                holder: self.node_id.clone(),
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await
+    }
+
+    /// Gives `lease` up, so another node may take it at once.
+    pub async fn release(&self, lease: &Lease) -> Result<Lease, StoreError> {
+        self.log()
+            .lease(LeaseOp::Release {
+                scope: lease.scope.clone(),
+                holder: lease.holder.clone(),
+                epoch: lease.epoch,
+            })
+            .await
+    }
+
+    /// Lease `scope` as this node's view last saw it.
+    pub fn lease(&self, scope: &str) -> Result<Option<Lease>, StoreError> {
+        Ok(self
+            .shared
+            .view
+            .get(LEASE_TABLE, scope.as_bytes())?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
     /// The local view, for inspection.
     pub fn view(&self) -> &RedbStore {
         &self.shared.view
@@ -188,44 +250,76 @@ impl Drop for Waiting<'_> {
     }
 }
 
-async fn write(
+/// Where a writer's entries go.
+#[derive(Clone)]
+struct Log {
     shared: Arc<Shared>,
     js: jetstream::Context,
     subject: String,
     retry_for: Duration,
     apply_timeout: Duration,
-    mut batch: WriteBatch,
-) -> Result<Commit, StoreError> {
-    if batch.is_empty() {
-        return Ok(Commit::default());
+}
+
+impl Log {
+    /// Writes a batch and answers with its commit once this node has applied it.
+    async fn write(self, mut batch: WriteBatch) -> Result<Commit, StoreError> {
+        if batch.is_empty() {
+            return Ok(Commit::default());
+        }
+        if batch.at().is_none() {
+            batch.stamped_at(solo_types::clock::system_now_ns());
+        }
+        let applied = self.entry(Bytes::from(batch.to_bytes()), None).await?;
+        Ok(applied.commit)
     }
-    if batch.at().is_none() {
-        batch.stamped_at(solo_types::clock::system_now_ns());
+
+    /// Asks the log for a lease decision and answers with the lease.
+    async fn lease(self, op: LeaseOp) -> Result<Lease, StoreError> {
+        let bytes = serde_json::to_vec(&op).map_err(|e| StoreError::BadBatch(e.to_string()))?;
+        let applied = self.entry(Bytes::from(bytes), Some("lease")).await?;
+        applied
+            .lease
+            .ok_or_else(|| StoreError::BadBatch("a lease entry applied without a lease".into()))
     }
-    let bytes = Bytes::from(batch.to_bytes());
-    let id = batch_id();
-    let (tx, rx) = oneshot::channel();
-    shared.waiters.lock().insert(id.clone(), tx);
-    let _waiting = Waiting(&shared, id.clone());
-    let n = bytes.len().div_ceil(PART_BYTES);
-    let mut last = 0;
-    for part in 0..n {
-        let chunk = bytes.slice(part * PART_BYTES..((part + 1) * PART_BYTES).min(bytes.len()));
-        last = publish(&js, &subject, &id, part + 1, n, chunk, retry_for).await?;
-    }
-    match tokio::time::timeout(apply_timeout, rx).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(StoreError::Closed),
-        Err(_) => Err(StoreError::ClusterUnavailable(format!(
-            "the write was committed to the log at sequence {last}, but this node has not \
-             applied it within {apply_timeout:?}{}",
-            shared
-                .fault
-                .lock()
-                .as_ref()
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default()
-        ))),
+
+    /// Publishes one entry (in parts if large) and waits until this node applied it.
+    async fn entry(&self, bytes: Bytes, kind: Option<&str>) -> Result<Applied, StoreError> {
+        let id = batch_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiters.lock().insert(id.clone(), tx);
+        let _waiting = Waiting(&self.shared, id.clone());
+        let n = bytes.len().div_ceil(PART_BYTES).max(1);
+        let mut last = 0;
+        for part in 0..n {
+            let chunk = bytes.slice(
+                (part * PART_BYTES).min(bytes.len())..((part + 1) * PART_BYTES).min(bytes.len()),
+            );
+            last = publish(
+                &self.js,
+                &self.subject,
+                &id,
+                (part + 1, n),
+                kind,
+                chunk,
+                self.retry_for,
+            )
+            .await?;
+        }
+        match tokio::time::timeout(self.apply_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::ClusterUnavailable(format!(
+                "the write was committed to the log at sequence {last}, but this node has not \
+                 applied it within {:?}{}",
+                self.apply_timeout,
+                self.shared
+                    .fault
+                    .lock()
+                    .as_ref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
+            ))),
+        }
     }
 }
 
@@ -235,8 +329,8 @@ async fn publish(
     js: &jetstream::Context,
     subject: &str,
     id: &str,
-    part: usize,
-    of: usize,
+    (part, of): (usize, usize),
+    kind: Option<&str>,
     payload: Bytes,
     retry_for: Duration,
 ) -> Result<u64, StoreError> {
@@ -244,11 +338,14 @@ async fn publish(
     let mut delay = Duration::from_millis(50);
     let mut timed_out = false;
     loop {
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload.clone())
             .message_id(format!("{id}.{part}"))
             .header(HDR_BATCH, id)
             .header(HDR_PART, format!("{part}/{of}"));
+        if let Some(kind) = kind {
+            message = message.header(HDR_KIND, kind);
+        }
         let outcome = match js.send_publish(subject.to_string(), message).await {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
@@ -293,7 +390,7 @@ struct Partial {
 }
 
 /// One stream entry's outcome, in stream order.
-type Step = BoxFuture<'static, (u64, Option<(String, Result<Commit, StoreError>)>)>;
+type Step = BoxFuture<'static, (u64, Option<(String, Result<Applied, StoreError>)>)>;
 
 /// Applies the log to the view for as long as the store lives, restarting from the
 /// durable marker after a failure.
@@ -341,6 +438,11 @@ async fn apply_from(
         .messages()
         .await
         .map_err(|e| (resume, format!("read the log: {e}")))?;
+    let mut leases = shared
+        .view
+        .snapshot()
+        .and_then(|snap| Leases::load(snap.as_ref()))
+        .map_err(|e| (resume, format!("read the leases: {e}")))?;
     let mut partials: HashMap<String, Partial> = HashMap::new();
     let mut in_flight: FuturesOrdered<Step> = FuturesOrdered::new();
     let mut seen = resume.saturating_sub(1);
@@ -370,8 +472,11 @@ async fn apply_from(
                     Some(Err(e)) => return Err((seen, format!("read the log: {e}"))),
                     None => return Err((seen, "the log's consumer ended".into())),
                 };
-                let seq = match message.info() {
-                    Ok(info) => info.stream_sequence,
+                let (seq, now) = match message.info() {
+                    Ok(info) => (
+                        info.stream_sequence,
+                        i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                    ),
                     Err(e) => return Err((seen, format!("a log entry without its sequence: {e}"))),
                 };
                 if seq <= seen {
@@ -382,7 +487,17 @@ async fn apply_from(
                 let step = match assemble(&mut partials, seq, &message) {
                     Some((batch, bytes)) if seq > applied => {
                         let resume = partials.values().map(|p| p.first_seq).min().unwrap_or(seq + 1);
-                        apply(&shared.view, seq, resume, batch, &bytes)
+                        let is_lease = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(HDR_KIND))
+                            .is_some_and(|k| k.as_str() == "lease");
+                        let (decided, outcome) = if is_lease {
+                            decide_lease(&mut leases, &bytes, now)
+                        } else {
+                            decide_batch(&leases, &bytes, now)
+                        };
+                        apply(&shared.view, seq, resume, batch, decided, outcome)
                     }
                     Some((batch, _)) => {
                         // Applied before this node restarted; its writer, if it is still
@@ -449,15 +564,58 @@ fn assemble(
     Some((batch, bytes))
 }
 
-/// Commits one completed batch (or, if it cannot be read, only the marker) to the view.
-fn apply(view: &RedbStore, seq: u64, resume: u64, batch_id: String, bytes: &[u8]) -> Step {
-    let (mut batch, refused) = match WriteBatch::from_bytes(bytes) {
-        Ok(b) => (b, None),
+/// A write batch's fate at time `now`: the batch to commit (empty when refused) and why
+/// it was refused, if it was.
+fn decide_batch(
+    leases: &Leases,
+    bytes: &[u8],
+    now: i64,
+) -> (WriteBatch, Result<Option<Lease>, StoreError>) {
+    match WriteBatch::from_bytes(bytes) {
+        Ok(batch) => match batch.fence() {
+            Some((scope, epoch)) => match leases.check(scope, epoch, now) {
+                Ok(()) => (batch, Ok(None)),
+                Err(e) => (WriteBatch::new(), Err(e)),
+            },
+            None => (batch, Ok(None)),
+        },
         Err(e) => {
-            tracing::warn!(seq, error = %e, "a log entry cannot be read; it is skipped");
-            (WriteBatch::new(), Some(e))
+            tracing::warn!(error = %e, "a log entry cannot be read; it is skipped");
+            (WriteBatch::new(), Err(e))
         }
-    };
+    }
+}
+
+/// A lease request's outcome at time `now`, and the batch recording it.
+fn decide_lease(
+    leases: &mut Leases,
+    bytes: &[u8],
+    now: i64,
+) -> (WriteBatch, Result<Option<Lease>, StoreError>) {
+    match serde_json::from_slice::<LeaseOp>(bytes) {
+        Ok(op) => {
+            let (batch, outcome) = leases.decide(op, now);
+            (batch, outcome.map(Some))
+        }
+        Err(e) => (
+            WriteBatch::new(),
+            Err(StoreError::BadBatch(format!(
+                "a lease request cannot be read: {e}"
+            ))),
+        ),
+    }
+}
+
+/// Commits one decided entry (with the marker; only the marker when it was refused) to
+/// the view, and answers its writer with the outcome.
+fn apply(
+    view: &RedbStore,
+    seq: u64,
+    resume: u64,
+    batch_id: String,
+    mut batch: WriteBatch,
+    outcome: Result<Option<Lease>, StoreError>,
+) -> Step {
     let marker = batch
         .put(
             MARKER_TABLE,
@@ -474,10 +632,10 @@ fn apply(view: &RedbStore, seq: u64, resume: u64, batch_id: String, bytes: &[u8]
         .map(|_| ());
     let commit = view.commit(batch);
     Box::pin(async move {
-        let result = match (marker, commit.await, refused) {
+        let result = match (marker, commit.await, outcome) {
             (Err(e), _, _) | (_, Err(e), _) => Err(e),
-            (Ok(()), Ok(_), Some(refused)) => Err(refused),
-            (Ok(()), Ok(commit), None) => Ok(commit),
+            (Ok(()), Ok(_), Err(refused)) => Err(refused),
+            (Ok(()), Ok(commit), Ok(lease)) => Ok(Applied { commit, lease }),
         };
         (seq, Some((batch_id, result)))
     })
@@ -516,14 +674,7 @@ impl Kv for JetStreamStore {
     }
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
-        Box::pin(write(
-            Arc::clone(&self.shared),
-            self.js.clone(),
-            self.subject.clone(),
-            self.retry_for,
-            self.apply_timeout,
-            batch,
-        ))
+        Box::pin(self.log().write(batch))
     }
 
     fn fault(&self) -> Option<String> {

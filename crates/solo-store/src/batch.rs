@@ -37,6 +37,9 @@ pub struct WriteBatch {
     /// The wall clock (ns since the epoch) to stamp the events from, set on a batch every
     /// replica applies: see [`WriteBatch::stamped_at`].
     pub(crate) at: Option<i64>,
+    /// The lease `(scope, epoch)` the writer holds: a replicated log applies the batch
+    /// only while that is still the lease's epoch. See [`WriteBatch::fenced`].
+    pub(crate) fence: Option<(String, u64)>,
 }
 
 /// The version byte of [`WriteBatch::to_bytes`].
@@ -146,6 +149,20 @@ impl WriteBatch {
         self
     }
 
+    /// Makes the batch conditional on the writer still holding lease `scope` at `epoch`
+    /// (its fencing token) when a replicated log applies it: a writer that lost the lease
+    /// (paused, partitioned, expired) is refused with [`StoreError::Fenced`] and writes
+    /// nothing. The embedded store, which has one writer, ignores it.
+    pub fn fenced(&mut self, scope: impl Into<String>, epoch: u64) -> &mut Self {
+        self.fence = Some((scope.into(), epoch));
+        self
+    }
+
+    /// The fence set by [`WriteBatch::fenced`], if any.
+    pub fn fence(&self) -> Option<(&str, u64)> {
+        self.fence.as_ref().map(|(s, e)| (s.as_str(), *e))
+    }
+
     /// The wall clock set by [`WriteBatch::stamped_at`], if any.
     pub fn at(&self) -> Option<i64> {
         self.at
@@ -163,6 +180,16 @@ impl WriteBatch {
             Some(at) => {
                 out.push(1);
                 out.extend_from_slice(&at.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        match &self.fence {
+            Some((scope, epoch)) => {
+                out.push(1);
+                let len = u32::try_from(scope.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(scope.as_bytes());
+                out.extend_from_slice(&epoch.to_be_bytes());
             }
             None => out.push(0),
         }
@@ -202,6 +229,17 @@ impl WriteBatch {
             f => return Err(bad(&format!("bad clock flag {f}"))),
         };
         let u32_at = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let fence = match take(1)?[0] {
+            0 => None,
+            1 => {
+                let len = u32_at(take(4)?);
+                let scope = String::from_utf8(take(len)?.to_vec())
+                    .map_err(|_| bad("a fence scope is not UTF-8"))?;
+                let epoch = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
+                Some((scope, epoch))
+            }
+            f => return Err(bad(&format!("bad fence flag {f}"))),
+        };
         let n_causes = u32_at(take(4)?);
         let mut in_batch_causes = Vec::with_capacity(n_causes.min(1024));
         for _ in 0..n_causes {
@@ -211,6 +249,7 @@ impl WriteBatch {
         let group = crate::wal::decode_group(rest).map_err(|e| bad(&e.0))?;
         let mut batch = WriteBatch {
             at,
+            fence,
             ..WriteBatch::default()
         };
         for op in group.ops {
@@ -298,6 +337,7 @@ mod tests {
         let caused = NewEvent::system("service_started", "t/s");
         b.event_caused_by(caused, 0);
         b.stamped_at(1_700_000_000_000_000_000);
+        b.fenced("svc/t/s", 7);
         b
     }
 
@@ -309,6 +349,7 @@ mod tests {
         assert_eq!(back.events(), b.events());
         assert_eq!(back.in_batch_causes, b.in_batch_causes);
         assert_eq!(back.at(), Some(1_700_000_000_000_000_000));
+        assert_eq!(back.fence(), Some(("svc/t/s", 7)));
         let plain = WriteBatch::new();
         let back = WriteBatch::from_bytes(&plain.to_bytes()).unwrap();
         assert!(back.is_empty() && back.at().is_none());
@@ -344,7 +385,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = WriteBatch::from_bytes(&bytes);
-            let mut with_header = vec![WIRE_VERSION, 0];
+            let mut with_header = vec![WIRE_VERSION, 0, 0];
             with_header.extend_from_slice(&bytes);
             let _ = WriteBatch::from_bytes(&with_header);
         }

@@ -61,8 +61,21 @@ pub enum StoreError {
     BadBatch(String),
     /// The replicated log takes no writes now (no quorum, no leader, not reachable); the
     /// write was not committed and may be retried.
-    #[error("the cluster's log takes no writes now ({0}); the write was not committed, retry it")]
+    #[error("the cluster's log takes no writes now: {0}")]
     ClusterUnavailable(String),
+    /// A write fenced by a lease (see `WriteBatch::fenced`) whose epoch is no longer the
+    /// lease's: another node took the lease over, or it expired. Nothing was written.
+    #[error(
+        "fenced: {scope} is no longer held at epoch {epoch} by this node ({detail}); nothing was written"
+    )]
+    Fenced {
+        scope: String,
+        epoch: u64,
+        detail: String,
+    },
+    /// A lease another holder holds and has not let expire.
+    #[error("the lease {scope} is held by {holder} until its time to live runs out")]
+    LeaseHeld { scope: String, holder: String },
 }
 
 impl StoreError {
@@ -80,6 +93,7 @@ impl StoreError {
             | StoreError::ClusterUnavailable(_)
             | StoreError::AlreadyOpen { .. } => Code::Unavailable,
             StoreError::InvalidTable(_) | StoreError::TooLarge { .. } => Code::InvalidArgument,
+            StoreError::Fenced { .. } | StoreError::LeaseHeld { .. } => Code::FailedPrecondition,
             StoreError::Open { .. }
             | StoreError::PermissionDenied { .. }
             | StoreError::Io { .. } => Code::Internal,

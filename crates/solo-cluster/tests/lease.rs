@@ -1,0 +1,114 @@
+//! Leases decided by the log, against real NATS servers: one holder at a time, taken
+//! over only once lapsed, and a lapsed holder's fenced writes refused on every node.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use solo_cluster::testing::NatsCluster;
+use solo_cluster::{ClusterOptions, JetStreamStore};
+use solo_store::{EventFilter, EventLog, EventQuery, Kv, StoreError, WriteBatch};
+
+async fn node(cluster: &NatsCluster, dir: &std::path::Path, id: &str) -> JetStreamStore {
+    let mut o = ClusterOptions::new(cluster.client_urls(), cluster.monitor_urls(), dir.into());
+    o.node_id = id.into();
+    JetStreamStore::open(o).await.unwrap()
+}
+
+fn put(key: &str, scope: &str, epoch: u64) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put("state", key.as_bytes().to_vec(), b"v".to_vec())
+        .unwrap();
+    b.fenced(scope, epoch);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_lets_its_lease_lapse_is_fenced_out_on_every_node() {
+    let cluster = NatsCluster::start(3, true);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&cluster, da.path(), "a").await;
+    let b = node(&cluster, db.path(), "b").await;
+    let scope = "svc/t1/s1";
+    let ttl = Duration::from_millis(1500);
+
+    let lease = a.acquire(scope, ttl).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("a", 1));
+    a.commit(put("before", scope, 1)).await.unwrap();
+    // b is refused while a's lease runs, and cannot write under it.
+    let err = b.acquire(scope, ttl).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseHeld { ref holder, .. } if holder == "a"),
+        "{err}"
+    );
+    let err = b.commit(put("intruder", scope, 2)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    // a renews: same epoch, later end.
+    let renewed = a.acquire(scope, ttl).await.unwrap();
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires_ns > lease.expires_ns);
+
+    // a stops renewing (a pause); once the lease lapses b takes it at a new epoch.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let taken = b.acquire(scope, ttl).await.unwrap();
+    assert_eq!((taken.holder.as_str(), taken.epoch), ("b", 2));
+    b.commit(put("after", scope, 2)).await.unwrap();
+    // a comes back: its write under epoch 1 is refused, and so is its renewal.
+    let err = a.commit(put("stale", scope, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { epoch: 1, .. }), "{err}");
+    assert_eq!(err.code(), solo_types::Code::FailedPrecondition);
+    assert!(a.acquire(scope, ttl).await.is_err());
+    let target = b.applied_sequence().max(a.applied_sequence());
+    a.wait_applied(target).await;
+    b.wait_applied(target).await;
+    for n in [&a, &b] {
+        assert!(n.get("state", b"before").unwrap().is_some());
+        assert!(n.get("state", b"after").unwrap().is_some());
+        assert!(
+            n.get("state", b"stale").unwrap().is_none(),
+            "the fenced write is nowhere"
+        );
+        assert!(n.get("state", b"intruder").unwrap().is_none());
+        assert_eq!(n.lease(scope).unwrap().unwrap().holder, "b");
+    }
+    // The log records each change of hands, with growing epochs.
+    let acquired: Vec<(String, u64)> = a
+        .read(&EventQuery {
+            filter: EventFilter {
+                kind: Some("lease_acquired".into()),
+                ..EventFilter::default()
+            },
+            limit: 100,
+            ..EventQuery::default()
+        })
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.payload["holder"].as_str().unwrap().to_string(),
+                e.payload["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(acquired, vec![("a".into(), 1), ("b".into(), 2)]);
+
+    // b gives it up: a may take it at once, at epoch 3.
+    b.release(&taken).await.unwrap();
+    assert_eq!(a.acquire(scope, ttl).await.unwrap().epoch, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_for_a_lease_get_one_holder_per_epoch() {
+    let cluster = NatsCluster::start(3, true);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&cluster, da.path(), "a").await;
+    let b = node(&cluster, db.path(), "b").await;
+    let ttl = Duration::from_secs(30);
+    for round in 0..10 {
+        let scope = format!("svc/t/race{round}");
+        let (ra, rb) = tokio::join!(a.acquire(&scope, ttl), b.acquire(&scope, ttl));
+        let winners: Vec<_> = [ra, rb].into_iter().filter_map(Result::ok).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one holder");
+        assert_eq!(winners[0].epoch, 1);
+    }
+}
