@@ -67,6 +67,7 @@ pub struct Config {
     pub store: StoreSection,
     pub connections: ConnectionsSection,
     pub sandbox: SandboxSection,
+    pub cluster: crate::cluster::ClusterSection,
 }
 
 /// `[sandbox]`: the instance pool.
@@ -209,6 +210,7 @@ impl Default for Config {
             store: StoreSection::default(),
             sandbox: SandboxSection::default(),
             connections: ConnectionsSection::default(),
+            cluster: crate::cluster::ClusterSection::default(),
         }
     }
 }
@@ -349,6 +351,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "sandbox.max_instances {n} must be between 16 and 100000"
         )));
     }
+    c.cluster.validate().map_err(ConfigError::Invalid)?;
     if !(1..=4096).contains(&c.store.wal_mb) {
         return Err(ConfigError::Invalid(format!(
             "store.wal_mb {} must be between 1 and 4096",

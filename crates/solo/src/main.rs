@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 mod cli;
+mod cluster;
 mod config;
 mod mcp;
 mod output;

@@ -11,7 +11,7 @@ use solo_gateway::pki::{self, CertPaths};
 use solo_gateway::{Gateway, GatewayConfig, TlsFiles};
 use solo_kernel::{Kernel, KernelOptions};
 use solo_sandbox::{Sandbox, SandboxConfig};
-use solo_store::{EventLog, RedbStore, Store};
+use solo_store::{RedbStore, Store};
 use solo_types::{NewEvent, kinds};
 use solo_vault::{KeySource, MasterKey, Vault};
 
@@ -137,19 +137,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if pki::init(data_dir, &cfg.tls.server_names)?.created {
         tracing::info!(dir = %CertPaths::new(data_dir).dir.display(), "created the CA, the server and the admin certificates");
     }
-    let store = Arc::new(
-        RedbStore::open_with(
-            data_dir.join("solo.redb"),
-            solo_store::StoreOptions {
-                wal_bytes: cfg.store.wal_mb << 20,
-                cache_bytes: usize::try_from(cfg.store.cache_mb << 20).unwrap_or(usize::MAX),
-                reserve_bytes: cfg.store.reserve_mb() << 20,
-                ..solo_store::StoreOptions::default()
-            },
-        )
-        .with_context(|| format!("open the store in {}", data_dir.display()))?,
-    );
-    let dyn_store: Arc<dyn Store> = store.clone();
+    // One node: the store in the data directory. A cluster: the replicated log, once this
+    // node is the active one.
+    let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
+        let active = crate::cluster::become_active(&cfg.cluster, data_dir).await?;
+        (Arc::clone(&active.store), None, Some(active))
+    } else {
+        let store = Arc::new(
+            RedbStore::open_with(
+                data_dir.join("solo.redb"),
+                solo_store::StoreOptions {
+                    wal_bytes: cfg.store.wal_mb << 20,
+                    cache_bytes: usize::try_from(cfg.store.cache_mb << 20).unwrap_or(usize::MAX),
+                    reserve_bytes: cfg.store.reserve_mb() << 20,
+                    ..solo_store::StoreOptions::default()
+                },
+            )
+            .with_context(|| format!("open the store in {}", data_dir.display()))?,
+        );
+        (store.clone() as Arc<dyn Store>, Some(store), None)
+    };
+    let store = Arc::clone(&dyn_store);
     let env_key = std::env::var("SOLO_MASTER_KEY").ok();
     let (master, source) = MasterKey::load_or_create(data_dir, env_key.as_deref())?;
     let origin = match &source {
@@ -250,7 +258,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             "solo",
         )])
         .await?;
-    store.close().await;
+    if let Some(embedded) = embedded {
+        embedded.close().await;
+    }
+    if let Some(active) = active {
+        active.release().await;
+    }
     // Only our own record: another server may have started on this directory since.
     if std::fs::read(&server_file)
         .ok()

@@ -68,49 +68,8 @@ impl Server {
         if let Some(n) = nofile {
             limit_open_files(&mut cmd, n);
         }
-        let mut child = cmd.spawn().expect("start solo server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut grpc, mut http) = (None, None);
-        let mut others = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while grpc.is_none() || http.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "the server did not print its addresses; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                )
-            });
-            if let Some(a) = line.strip_prefix("grpc listening on ") {
-                grpc = Some(a.to_string());
-            } else if let Some(a) = line.strip_prefix("http listening on ") {
-                http = Some(a.to_string());
-            } else if line.contains(" listening on ") {
-                others.push(line);
-            }
-        }
-        // Lines printed after http's (the metrics listener) arrive at once.
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            others.push(line);
-        }
-        let server = Self {
-            child: Some(child),
-            dir,
-            grpc: grpc.unwrap(),
-            http: http.unwrap(),
-            stderr_log,
-        };
-        (server, others)
+        let child = cmd.spawn().expect("start solo server");
+        Starting::new(child, dir, stderr_log).wait(Duration::from_secs(60))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -268,6 +227,89 @@ impl Server {
                 self.stderr()
             )
         })
+    }
+}
+
+/// A server process that has not printed its addresses yet (a cluster's standby waits
+/// for the active node's lease before it listens).
+pub struct Starting {
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    stderr_log: PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Starting {
+    pub fn new(mut child: Child, dir: tempfile::TempDir, stderr_log: PathBuf) -> Self {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            dir: Some(dir),
+            stderr_log,
+            lines: rx,
+        }
+    }
+
+    /// Whether the server printed a line within `within` (it should not, on a standby).
+    pub fn printed_within(&self, within: Duration) -> bool {
+        self.lines.recv_timeout(within).is_ok()
+    }
+
+    /// Waits for the addresses; also returns the other `... listening on` lines.
+    pub fn wait(mut self, within: Duration) -> (Server, Vec<String>) {
+        let (mut grpc, mut http) = (None, None);
+        let mut others = Vec::new();
+        let deadline = Instant::now() + within;
+        while grpc.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                panic!(
+                    "the server did not print its addresses; stderr:\n{}",
+                    std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+                )
+            });
+            if let Some(a) = line.strip_prefix("grpc listening on ") {
+                grpc = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("http listening on ") {
+                http = Some(a.to_string());
+            } else if line.contains(" listening on ") {
+                others.push(line);
+            }
+        }
+        // Lines printed after http's (the metrics listener) arrive at once.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            others.push(line);
+        }
+        let server = Server {
+            child: self.child.take(),
+            dir: self.dir.take().unwrap(),
+            grpc: grpc.unwrap(),
+            http: http.unwrap(),
+            stderr_log: self.stderr_log.clone(),
+        };
+        (server, others)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

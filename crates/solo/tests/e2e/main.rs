@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod cluster;
 mod crash;
 mod egress;
 mod fairness;

@@ -1,0 +1,319 @@
+//! Cluster mode of `solo server`: the `[cluster]` section, and a node's role in it.
+//!
+//! With `[cluster] nats_urls` set, the node keeps its store in the cluster's replicated
+//! log (`solo-cluster`) instead of a local file. One node at a time is **active**: it
+//! holds the log's `solo/active` lease, renews it every third of `lease_ms`, and every
+//! write it makes is fenced by the lease's epoch, so that once it has lost the lease
+//! (paused, cut off) nothing it writes lands. The others wait as **standbys** (they do
+//! not listen) and take over, recovering every service from its record and last
+//! snapshot, once the active node's lease lapses. An active node that loses its lease
+//! exits at once: whatever it holds in memory is stale.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use solo_cluster::{ClusterOptions, JetStreamStore, Lease};
+use solo_store::{
+    Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, StoreError, Subscription,
+    VerifyReport, WriteBatch,
+};
+use solo_types::NewEvent;
+
+/// The lease the active node holds.
+pub const ACTIVE_SCOPE: &str = "solo/active";
+
+/// `[cluster]`: join a cluster instead of keeping the store in the data directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// NATS servers to reach the cluster's log through. Empty (the default): a single
+    /// node with its embedded store.
+    pub nats_urls: Vec<String>,
+    /// The NATS servers' monitoring endpoints (`http://host:port`), checked at start:
+    /// every server holding a replica of the log must sync each write.
+    pub monitor_urls: Vec<String>,
+    /// This node's name, unique in the cluster (`[a-z0-9-]`, 1-64 characters).
+    pub node_id: Option<String>,
+    /// How many NATS servers keep the log.
+    pub replicas: usize,
+    /// The JetStream stream of the log.
+    pub stream: String,
+    /// The active node's lease: a standby takes over this long after the active node
+    /// stopped renewing it.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            nats_urls: Vec::new(),
+            monitor_urls: Vec::new(),
+            node_id: None,
+            replicas: 3,
+            stream: "SOLO".into(),
+            lease_ms: 5_000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Whether the node joins a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.is_empty()
+    }
+
+    /// Why the section is wrong, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let Some(id) = &self.node_id else {
+            return Err("cluster.node_id is required with cluster.nats_urls".into());
+        };
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "cluster.node_id {id:?} must be 1-64 characters of [a-z0-9-]"
+            ));
+        }
+        if self.monitor_urls.is_empty() {
+            return Err(
+                "cluster.monitor_urls is required with cluster.nats_urls: each NATS \
+                        server's syncing is checked at start"
+                    .into(),
+            );
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!(
+                "cluster.replicas {} must be between 1 and 5",
+                self.replicas
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.lease_ms) {
+            return Err(format!(
+                "cluster.lease_ms {} must be between 1000 and 600000",
+                self.lease_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An active node: the store it writes through (fenced by its lease) and the task that
+/// keeps the lease.
+pub struct Active {
+    pub store: Arc<dyn solo_store::Store>,
+    log: Arc<JetStreamStore>,
+    lease: Arc<parking_lot::Mutex<Lease>>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Active {
+    /// Gives the lease up (after a graceful stop), so a standby takes over at once.
+    pub async fn release(self) {
+        self.renew.abort();
+        let lease = self.lease.lock().clone();
+        if let Err(e) = self.log.release(&lease).await {
+            tracing::warn!(error = %e, "could not give the active lease up; it lapses by itself");
+        }
+    }
+}
+
+/// Opens the cluster's log, waits as a standby until this node holds the active lease,
+/// and returns the fenced store to run on.
+pub async fn become_active(
+    c: &ClusterSection,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Active> {
+    let node = c.node_id.clone().unwrap_or_default();
+    let mut opts = ClusterOptions::new(
+        c.nats_urls.clone(),
+        c.monitor_urls.clone(),
+        data_dir.join("cluster"),
+    );
+    opts.node_id = node.clone();
+    opts.replicas = c.replicas;
+    opts.stream = c.stream.clone();
+    let log = Arc::new(
+        JetStreamStore::open(opts)
+            .await
+            .context("open the cluster's log")?,
+    );
+    let ttl = Duration::from_millis(c.lease_ms);
+    let mut announced = false;
+    let lease = loop {
+        match log.acquire(ACTIVE_SCOPE, ttl).await {
+            Ok(lease) => break lease,
+            Err(StoreError::LeaseHeld { holder, .. }) => {
+                if !announced {
+                    tracing::info!(node = %node, active = %holder, "standby: waiting for the active node's lease to lapse");
+                    announced = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not ask for the active lease; retrying"),
+        }
+        tokio::time::sleep(ttl / 3).await;
+    };
+    tracing::info!(node = %node, epoch = lease.epoch, "active: this node holds the cluster's lease");
+    let epoch = lease.epoch;
+    let lease = Arc::new(parking_lot::Mutex::new(lease));
+    let renew = tokio::spawn(keep(Arc::clone(&log), Arc::clone(&lease), ttl));
+    let store: Arc<dyn solo_store::Store> = Arc::new(FencedStore {
+        log: Arc::clone(&log),
+        epoch,
+    });
+    Ok(Active {
+        store,
+        log,
+        lease,
+        renew,
+    })
+}
+
+/// Renews the lease every third of its time to live; exits the process once it cannot
+/// be sure to hold it any more.
+async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, ttl: Duration) {
+    // Give up a fifth of the lease early, for the clocks' drift and the renewal's trip.
+    let margin = i64::try_from(ttl.as_nanos() / 5).unwrap_or(i64::MAX);
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let expires = lease.lock().expires_ns;
+        if solo_types::clock::system_now_ns() >= expires - margin {
+            lost("the lease ran out before it could be renewed (was this node paused?)");
+        }
+        match log.acquire(ACTIVE_SCOPE, ttl).await {
+            Ok(renewed) if renewed.epoch == lease.lock().epoch => *lease.lock() = renewed,
+            Ok(_) => lost("the lease lapsed and was taken again at a new epoch"),
+            Err(StoreError::LeaseHeld { holder, .. }) => {
+                lost(&format!("node {holder} holds the lease now"));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the active lease; retrying"),
+        }
+    }
+}
+
+/// Leaves at once: the node's memory no longer matches the cluster.
+#[allow(clippy::exit)]
+fn lost(why: &str) -> ! {
+    tracing::error!(
+        reason = why,
+        "this node lost the cluster's active lease; exiting"
+    );
+    std::process::exit(3);
+}
+
+/// The log seen through the active lease: every write fenced by its epoch.
+struct FencedStore {
+    log: Arc<JetStreamStore>,
+    epoch: u64,
+}
+
+impl EventLog for FencedStore {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let mut batch = WriteBatch::new();
+        for e in events {
+            batch.event(e);
+        }
+        let commit = self.commit(batch);
+        Box::pin(async move { commit.await.map(|c| c.event_ids) })
+    }
+
+    fn read(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.log.read(query)
+    }
+
+    fn last_id(&self) -> u64 {
+        self.log.last_id()
+    }
+
+    fn subscribe(&self, after_id: u64, filter: EventFilter) -> Subscription {
+        self.log.subscribe(after_id, filter)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.log.verify()
+    }
+}
+
+impl Kv for FencedStore {
+    fn snapshot(&self) -> Result<Box<dyn KvRead>, StoreError> {
+        self.log.snapshot()
+    }
+
+    fn commit(&self, mut batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
+        batch.fenced(ACTIVE_SCOPE, self.epoch);
+        self.log.commit(batch)
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.log.fault()
+    }
+
+    fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.log.recover()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_is_checked() {
+        assert!(ClusterSection::default().validate().is_ok());
+        let on = ClusterSection {
+            nats_urls: vec!["nats://127.0.0.1:4222".into()],
+            monitor_urls: vec!["http://127.0.0.1:8222".into()],
+            node_id: Some("n1".into()),
+            ..ClusterSection::default()
+        };
+        assert!(on.validate().is_ok());
+        for (bad, why) in [
+            (
+                ClusterSection {
+                    node_id: None,
+                    ..on.clone()
+                },
+                "node_id is required",
+            ),
+            (
+                ClusterSection {
+                    node_id: Some("N 1".into()),
+                    ..on.clone()
+                },
+                "[a-z0-9-]",
+            ),
+            (
+                ClusterSection {
+                    monitor_urls: vec![],
+                    ..on.clone()
+                },
+                "monitor_urls is required",
+            ),
+            (
+                ClusterSection {
+                    replicas: 0,
+                    ..on.clone()
+                },
+                "replicas 0",
+            ),
+            (
+                ClusterSection {
+                    lease_ms: 10,
+                    ..on.clone()
+                },
+                "lease_ms 10",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+}
