@@ -13,7 +13,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="$(mkdir -p "${1:-./solo-cluster}" && cd "${1:-./solo-cluster}" && pwd)"
 nats="$(bash "$repo/crates/solo-cluster/nats/install.sh" "$repo/target/tmp/nats-venv")"
-solo="${SOLO_BIN:-$repo/target/release/solo}"
+solo="${CLUSTER_SOLO_BIN:-$repo/target/release/solo}"
 [ -x "$solo" ] || (cd "$repo" && cargo build --release -p solo)
 
 pids=()
@@ -64,4 +64,6 @@ CONF
 done
 echo "solo cluster in $dir: node a active (gRPC 127.0.0.1:50061), b and c standing by"
 echo "try: $solo --data-dir $dir/a deploy $repo/examples/js/counter.js"
-wait -n "${pids[@]}"
+echo "then kill node a (its pid is in $dir/a/server.json) and call through b or c"
+# Runs until ctrl-c: a node killed to watch a standby take over does not stop the rest.
+wait

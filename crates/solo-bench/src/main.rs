@@ -10,6 +10,7 @@ mod breakdown;
 mod cluster;
 mod density;
 mod egress;
+mod failover;
 mod fairness;
 mod gateway;
 mod kernel;
@@ -86,6 +87,9 @@ enum Scenario {
     /// Durable appends on the replicated log (three NATS servers, 3 replicas, synced)
     /// vs the embedded store, at 1, 8 and 64 appenders.
     Cluster,
+    /// kill -9 of a cluster's active node to the standby's first answered call (2 s
+    /// lease), vs an embedded node restarted at once. Needs `target/release/solo`.
+    Failover,
     /// Every scenario in turn.
     All,
     /// (internal) Measures idle memory in a fresh process.
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Store => store::run(secs)?,
         Scenario::Cluster => cluster::run(secs)?,
+        Scenario::Failover => failover::run()?,
         Scenario::Sandbox => sandbox::run(secs)?,
         Scenario::Kernel => kernel::run(secs)?,
         Scenario::Security => security::run(secs)?,

@@ -133,6 +133,38 @@ fn replica_servers(
     Ok(Some(servers))
 }
 
+/// One monitoring endpoint's server name and whether it syncs every write; retried
+/// briefly.
+async fn varz(client: &reqwest::Client, url: &str) -> Result<(String, bool), String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let answer = client
+            .get(format!("{}/varz", url.trim_end_matches('/')))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let body: serde_json::Value = match answer {
+            Ok(r) => match r.json().await {
+                Ok(v) => v,
+                Err(e) => return Err(format!("not a /varz answer: {e}")),
+            },
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let name = body["server_name"]
+            .as_str()
+            .ok_or_else(|| "/varz names no server".to_string())?;
+        let always = body["jetstream"]["config"]["sync_always"].as_bool() == Some(true);
+        return Ok((name.to_string(), always));
+    }
+    Err(last)
+}
+
 /// Checks, through the monitoring endpoints, that every named server syncs each write.
 async fn check_synced(servers: &[String], opts: &ClusterOptions) -> Result<(), ClusterError> {
     // Monitoring endpoints are plain HTTP on the servers' private network; TLS (unused)
@@ -155,25 +187,14 @@ async fn check_synced(servers: &[String], opts: &ClusterOptions) -> Result<(), C
             detail: e.to_string(),
         })?;
     let mut synced: BTreeMap<String, bool> = BTreeMap::new();
+    let mut unreachable = Vec::new();
     for url in &opts.monitor_urls {
-        let monitor = |detail: String| ClusterError::Monitor {
-            url: url.clone(),
-            detail,
-        };
-        let varz: serde_json::Value = client
-            .get(format!("{}/varz", url.trim_end_matches('/')))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| monitor(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| monitor(format!("not a /varz answer: {e}")))?;
-        let name = varz["server_name"]
-            .as_str()
-            .ok_or_else(|| monitor("/varz names no server".into()))?;
-        let always = varz["jetstream"]["config"]["sync_always"].as_bool() == Some(true);
-        synced.insert(name.to_string(), always);
+        match varz(&client, url).await {
+            Ok((name, always)) => {
+                synced.insert(name, always);
+            }
+            Err(detail) => unreachable.push(format!("{url}: {detail}")),
+        }
     }
     if servers.is_empty() {
         // A single server outside any cluster: every monitored server must sync.
@@ -186,9 +207,24 @@ async fn check_synced(servers: &[String], opts: &ClusterOptions) -> Result<(), C
             });
         }
     }
+    // A server down now cannot be checked, nor can it acknowledge anything; the node
+    // starts if the servers it could check hold a majority of the replicas.
+    let checked = servers
+        .iter()
+        .filter(|s| synced.get(*s) == Some(&true))
+        .count();
+    let majority = servers.len() / 2 + 1;
     for server in servers {
         match synced.get(server) {
             Some(true) => {}
+            None if checked >= majority => {
+                tracing::warn!(
+                    server = %server,
+                    unreachable = ?unreachable,
+                    "a NATS server holding a replica of the log could not be checked (down?); \
+                     the others hold a majority and sync every write"
+                );
+            }
             Some(false) => {
                 return Err(ClusterError::Unsafe {
                     stream: opts.stream.clone(),

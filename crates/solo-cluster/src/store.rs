@@ -430,6 +430,9 @@ async fn apply_from(
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: resume.max(1),
             },
+            // Short pulls: heartbeats every second, so a consumer lost with its NATS
+            // server is noticed and recreated within about two (the default is 30 s).
+            max_expires: Duration::from_secs(2),
             ..Default::default()
         })
         .await

@@ -52,11 +52,13 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` servers in one cluster (one standalone server when `n` is 1), each
-    /// syncing every write when `sync_always`.
+    /// syncing every write when `sync_always`. Each keeps its ports across restarts.
     pub fn start(n: usize, sync_always: bool) -> Self {
         let bin = nats_server_binary();
         let dir = tempfile::tempdir().expect("temp dir");
-        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // Three ports per server (routes, clients, monitoring), all distinct.
+        let ports = free_ports(3 * n);
+        let route_ports = &ports[..n];
         let routes = route_ports
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -77,10 +79,11 @@ impl NatsCluster {
                 ""
             };
             let conf = dir.path().join(format!("{name}.conf"));
+            let (client, http) = (ports[n + i], ports[2 * n + i]);
             std::fs::write(
                 &conf,
                 format!(
-                    "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+                    "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
                      ports_file_dir: {ports}\n{cluster}\n\
                      jetstream {{ store_dir: {store}, {sync} }}\n",
                     ports = dir.path().display(),
@@ -163,8 +166,7 @@ impl NatsCluster {
         }
     }
 
-    /// Starts server `i` again (on new client and monitoring ports, the same route port
-    /// and data).
+    /// Starts server `i` again (on the same ports and data).
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         let bin = nats_server_binary();
@@ -185,9 +187,13 @@ impl Drop for NatsCluster {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// `n` distinct free loopback ports (held together while they are picked).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }

@@ -113,6 +113,15 @@ pub struct Active {
     log: Arc<JetStreamStore>,
     lease: Arc<parking_lot::Mutex<Lease>>,
     renew: tokio::task::JoinHandle<()>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Active {
@@ -120,7 +129,15 @@ impl Active {
     pub async fn release(self) {
         self.renew.abort();
         let lease = self.lease.lock().clone();
-        if let Err(e) = self.log.release(&lease).await {
+        let log = Arc::clone(&self.log);
+        let released = match &self.rt {
+            Some(rt) => rt
+                .spawn(async move { log.release(&lease).await })
+                .await
+                .ok(),
+            None => None,
+        };
+        if let Some(Err(e)) = released {
             tracing::warn!(error = %e, "could not give the active lease up; it lapses by itself");
         }
     }
@@ -141,9 +158,19 @@ pub async fn become_active(
     opts.node_id = node.clone();
     opts.replicas = c.replicas;
     opts.stream = c.stream.clone();
+    // The log's connection, its applier and the lease's keeper run on a runtime of
+    // their own, so that a kernel busy starting hundreds of services cannot starve the
+    // renewals and lose the lease it is starting under.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("solo-cluster")
+        .enable_all()
+        .build()
+        .context("start the cluster's runtime")?;
     let log = Arc::new(
-        JetStreamStore::open(opts)
+        rt.spawn(JetStreamStore::open(opts))
             .await
+            .context("open the cluster's log")?
             .context("open the cluster's log")?,
     );
     let ttl = Duration::from_millis(c.lease_ms);
@@ -164,7 +191,7 @@ pub async fn become_active(
     tracing::info!(node = %node, epoch = lease.epoch, "active: this node holds the cluster's lease");
     let epoch = lease.epoch;
     let lease = Arc::new(parking_lot::Mutex::new(lease));
-    let renew = tokio::spawn(keep(Arc::clone(&log), Arc::clone(&lease), ttl));
+    let renew = rt.spawn(keep(Arc::clone(&log), Arc::clone(&lease), ttl));
     let store: Arc<dyn solo_store::Store> = Arc::new(FencedStore {
         log: Arc::clone(&log),
         epoch,
@@ -174,27 +201,35 @@ pub async fn become_active(
         log,
         lease,
         renew,
+        rt: Some(rt),
     })
 }
 
 /// Renews the lease every third of its time to live; exits the process once it cannot
-/// be sure to hold it any more.
+/// be sure to hold it any more: a renewal that does not land before the lease's end by
+/// this node's clock (less a fifth of the lease for drift) counts as lost, however long
+/// the log takes to answer (an election after a NATS server died takes seconds).
 async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, ttl: Duration) {
-    // Give up a fifth of the lease early, for the clocks' drift and the renewal's trip.
     let margin = i64::try_from(ttl.as_nanos() / 5).unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(ttl / 3).await;
-        let expires = lease.lock().expires_ns;
-        if solo_types::clock::system_now_ns() >= expires - margin {
+        let (expires, epoch) = {
+            let l = lease.lock();
+            (l.expires_ns, l.epoch)
+        };
+        let left = expires - margin - solo_types::clock::system_now_ns();
+        let Ok(left) = u64::try_from(left) else {
             lost("the lease ran out before it could be renewed (was this node paused?)");
-        }
-        match log.acquire(ACTIVE_SCOPE, ttl).await {
-            Ok(renewed) if renewed.epoch == lease.lock().epoch => *lease.lock() = renewed,
-            Ok(_) => lost("the lease lapsed and was taken again at a new epoch"),
-            Err(StoreError::LeaseHeld { holder, .. }) => {
+        };
+        match tokio::time::timeout(Duration::from_nanos(left), log.acquire(ACTIVE_SCOPE, ttl)).await
+        {
+            Err(_) => lost("the log did not renew the lease before it ran out"),
+            Ok(Ok(renewed)) if renewed.epoch == epoch => *lease.lock() = renewed,
+            Ok(Ok(_)) => lost("the lease lapsed and was taken again at a new epoch"),
+            Ok(Err(StoreError::LeaseHeld { holder, .. })) => {
                 lost(&format!("node {holder} holds the lease now"));
             }
-            Err(e) => tracing::warn!(error = %e, "could not renew the active lease; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the active lease; retrying"),
         }
     }
 }

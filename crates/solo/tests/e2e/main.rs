@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod cluster;
+mod cluster_check;
 mod crash;
 mod egress;
 mod fairness;

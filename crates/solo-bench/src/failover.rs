@@ -1,0 +1,238 @@
+//! Failover scenario: two `solo server` nodes over three NATS servers (3 synced
+//! replicas, a 2 s lease). The active node is killed with `kill -9` and the time until
+//! the standby answers a call to a counter is measured, round after round (the killed
+//! node comes back as the next standby). The baseline, in the same run: a single
+//! embedded node killed with `kill -9` and restarted on its data directory at once, to
+//! its first answered call.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use solo_client::{Flags, Profile};
+use solo_cluster::testing::NatsCluster;
+use solo_types::Format;
+use solo_types::api::DeployRequest;
+
+use crate::kernel::sid;
+use crate::report;
+use crate::stats::{Samples, r2};
+
+const LEASE_MS: u64 = 2_000;
+const ROUNDS: usize = 5;
+
+/// A `solo server` process and the lines it prints.
+struct Node {
+    child: Child,
+    data: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn spawn(data: &Path, config: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(crate::mcp::solo_bin()?);
+        cmd.args([
+            "server",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("SOLO_MASTER_KEY")
+        .env("SOLO_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            data: data.to_path_buf(),
+            lines: rx,
+        })
+    }
+
+    /// Waits until the node listens (a standby does once it is active).
+    fn listening(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| anyhow::anyhow!("the node did not listen within {within:?}"))?;
+            if line.starts_with("http listening on ") {
+                return Ok(());
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Calls the counter through `data`'s node until it answers; the time it took.
+async fn first_answer(data: &Path, since: Instant) -> anyhow::Result<Duration> {
+    loop {
+        let attempt = async {
+            let profile = Profile::resolve(
+                &Flags {
+                    data_dir: Some(data.to_path_buf()),
+                    ..Flags::default()
+                },
+                &[],
+            )?;
+            let solo = profile.open().await?;
+            solo.call(&sid("counter"), r#"{"op":"inc"}"#, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        if attempt.await.is_ok() {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(60),
+            "no answer in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
+    let profile = Profile::resolve(
+        &Flags {
+            data_dir: Some(data.to_path_buf()),
+            ..Flags::default()
+        },
+        &[],
+    )?;
+    let solo = profile.open().await?;
+    let d = DeployRequest::new(
+        sid("counter"),
+        Format::Js,
+        solo_guests::js("counter").into_bytes(),
+    );
+    solo.deploy(&d).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<PathBuf> {
+    let list = |urls: Vec<String>| {
+        urls.iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let path = root.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n",
+            list(nats.client_urls()),
+            list(nats.monitor_urls()),
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Copies the certificates and the master key every node shares.
+fn share_identity(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to.join("certs"))?;
+    for entry in std::fs::read_dir(from.join("certs"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join("certs").join(entry.file_name()))?;
+    }
+    std::fs::copy(from.join("master.key"), to.join("master.key"))?;
+    Ok(())
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let root = tempfile::tempdir()?;
+
+    // The cluster: a active, b standing by; each round kills the active node.
+    let nats = NatsCluster::start(3, true);
+    let ids = ["a", "b"];
+    let data: Vec<PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
+    let configs: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| node_config(root.path(), &nats, id))
+        .collect::<anyhow::Result<_>>()?;
+    let mut nodes: Vec<Option<Node>> = vec![None, None];
+    let first = Node::spawn(&data[0], Some(&configs[0]))?;
+    first.listening(Duration::from_secs(60))?;
+    rt.block_on(deploy_counter(&data[0]))?;
+    share_identity(&data[0], &data[1])?;
+    nodes[0] = Some(first);
+    nodes[1] = Some(Node::spawn(&data[1], Some(&configs[1]))?);
+    let mut cluster = Samples::default();
+    let mut active = 0;
+    for _ in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(LEASE_MS));
+        let standby = 1 - active;
+        if let Some(n) = nodes[active].as_mut() {
+            n.kill9();
+        }
+        let killed = Instant::now();
+        if let Some(n) = &nodes[standby] {
+            n.listening(Duration::from_secs(60))?;
+        }
+        cluster.push(rt.block_on(first_answer(&data[standby], killed))?);
+        nodes[active] = Some(Node::spawn(&data[active], Some(&configs[active]))?);
+        active = standby;
+    }
+    drop(nodes);
+
+    // The baseline: one embedded node, killed and restarted at once.
+    let single = root.path().join("single");
+    let mut node = Node::spawn(&single, None)?;
+    node.listening(Duration::from_secs(60))?;
+    rt.block_on(deploy_counter(&single))?;
+    let mut restart = Samples::default();
+    for _ in 0..ROUNDS {
+        node.kill9();
+        let killed = Instant::now();
+        node = Node::spawn(&single, None)?;
+        node.listening(Duration::from_secs(60))?;
+        restart.push(rt.block_on(first_answer(&node.data, killed))?);
+    }
+
+    let ms = |s: &mut Samples, q: f64| r2(s.quantile_us(q) / 1000.0);
+    report(&json!({
+        "scenario": "cluster.failover",
+        "lease_ms": LEASE_MS,
+        "rounds": ROUNDS,
+        "kill_to_first_call_ms": { "p50": ms(&mut cluster, 0.5), "max": ms(&mut cluster, 1.0) },
+        "baseline": {
+            "name": "one embedded node: kill -9, restart at once, first call",
+            "kill_to_first_call_ms": { "p50": ms(&mut restart, 0.5), "max": ms(&mut restart, 1.0) },
+        },
+    }));
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! A checker in the spirit of Jepsen for cluster mode: a client deploys, kills, puts
+//! secrets and registers services through whichever node is active, while a schedule
+//! kills (`kill -9`) and pauses (`SIGSTOP` past the lease) the active Solo node and kills
+//! NATS servers. Afterwards every acknowledged write is present, every acknowledged kill
+//! took effect, the vault decrypts every acknowledged secret and the chain verifies.
+//! `CLUSTER_CHECK_FAULTS=N` runs a longer schedule (default 4 faults).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use solo_client::{Flags, Profile, Solo};
+use solo_cluster::testing::NatsCluster;
+use solo_types::api::{GrantRequest, KillOptions, ListFilter, RegisterRequest};
+use solo_types::{Format, Permissions, Resource, ServiceId};
+
+use crate::harness::{SOLO, counter_js};
+
+const LEASE_MS: u64 = 2_000;
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One `solo server` node on a data directory that outlives its processes.
+struct Node {
+    data: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    lines: Option<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        use std::io::BufRead;
+        let mut child = Command::new(SOLO)
+            .args([
+                "server",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("SOLO_MASTER_KEY")
+            .env("SOLO_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.with_extension("stderr"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.lines = Some(rx);
+    }
+
+    /// Waits until this node listens (it became the active one).
+    fn wait_active(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let lines = self.lines.as_ref().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).unwrap_or_else(|e| {
+                panic!(
+                    "the standby did not take over ({e}); the end of its stderr:\n{}",
+                    std::fs::read_to_string(self.data.with_extension("stderr"))
+                        .unwrap_or_default()
+                        .lines()
+                        .rev()
+                        .take(25)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            });
+            if line.starts_with("http listening on ") {
+                return;
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().unwrap().id()).unwrap()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (a node that lost its lease).
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take().unwrap();
+        crate::harness::wait_child(&mut c, within).map(|s| s.code().unwrap_or(-1))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What the client was told succeeded.
+#[derive(Default)]
+struct Acked {
+    deployed: BTreeSet<usize>,
+    killed: BTreeSet<usize>,
+    secrets: BTreeSet<usize>,
+    registered: BTreeSet<usize>,
+    granted: BTreeSet<String>,
+    /// Kills whose outcome is unknown: the service may or may not be gone.
+    kill_unknown: BTreeSet<usize>,
+    unknown: usize,
+    /// A sample of the failures, for the report.
+    failures: Vec<String>,
+}
+
+fn sid(i: usize) -> ServiceId {
+    ServiceId::new(format!("s{i}")).unwrap()
+}
+
+/// A client of whichever node answers first (a standby does not listen).
+async fn client(nodes: &[PathBuf]) -> Option<Solo> {
+    for data in nodes {
+        let Ok(profile) = Profile::resolve(
+            &Flags {
+                data_dir: Some(data.clone()),
+                ..Flags::default()
+            },
+            &[],
+        ) else {
+            continue;
+        };
+        if let Ok(Ok(solo)) = tokio::time::timeout(Duration::from_secs(2), profile.open()).await
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(2), solo.whoami()).await,
+                Ok(Ok(_))
+            )
+        {
+            return Some(solo);
+        }
+    }
+    None
+}
+
+async fn workload(nodes: Vec<PathBuf>, acked: Arc<Mutex<Acked>>, stop: Arc<Mutex<bool>>) {
+    let code = counter_js().into_bytes();
+    let mut i = 0usize;
+    while !*stop.lock().unwrap() {
+        let Some(solo) = client(&nodes).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        i += 1;
+        let op = async {
+            match i % 5 {
+                0 => {
+                    let d = solo_types::api::DeployRequest::new(sid(i), Format::Js, code.clone());
+                    solo.deploy(&d).await.map(|_| Ack::Deployed(i))
+                }
+                1 => solo
+                    .put_secret(&format!("k{i}"), format!("v{i}").as_bytes())
+                    .await
+                    .map(|_| Ack::Secret(i)),
+                2 => {
+                    let victim = {
+                        let a = acked.lock().unwrap();
+                        a.deployed
+                            .iter()
+                            .find(|d| !a.killed.contains(d) && !a.kill_unknown.contains(d))
+                            .copied()
+                    };
+                    match victim {
+                        Some(v) => {
+                            // Until it is answered, its outcome is unknown.
+                            acked.lock().unwrap().kill_unknown.insert(v);
+                            solo.kill(&sid(v), KillOptions::default())
+                                .await
+                                .map(|_| Ack::Killed(v))
+                        }
+                        None => Ok(Ack::Nothing),
+                    }
+                }
+                3 => solo
+                    .register(&RegisterRequest {
+                        service_id: "anchor".into(),
+                        name: format!("name{i}"),
+                        ..RegisterRequest::default()
+                    })
+                    .await
+                    .map(|_| Ack::Registered(i)),
+                _ => solo
+                    .grant(&GrantRequest {
+                        resource: Resource::Service(ServiceId::new("anchor").unwrap()),
+                        permissions: Permissions::parse(["call"]).unwrap(),
+                        ttl_seconds: Some(3600),
+                    })
+                    .await
+                    .map(|g| Ack::Granted(g.info.hash)),
+            }
+        };
+        let outcome = tokio::time::timeout(OP_TIMEOUT, op).await;
+        let mut a = acked.lock().unwrap();
+        match outcome {
+            Ok(Ok(Ack::Deployed(i))) => drop(a.deployed.insert(i)),
+            Ok(Ok(Ack::Secret(i))) => drop(a.secrets.insert(i)),
+            Ok(Ok(Ack::Killed(i))) => {
+                a.kill_unknown.remove(&i);
+                a.killed.insert(i);
+            }
+            Ok(Ok(Ack::Registered(i))) => drop(a.registered.insert(i)),
+            Ok(Ok(Ack::Granted(hash))) => drop(a.granted.insert(hash)),
+            Ok(Ok(Ack::Nothing)) => {}
+            Ok(Err(e)) => {
+                a.unknown += 1;
+                if a.failures.len() < 12 {
+                    a.failures.push(format!("op {}: {e}", i % 5));
+                }
+            }
+            Err(_) => {
+                a.unknown += 1;
+                if a.failures.len() < 12 {
+                    a.failures.push(format!("op {}: timed out", i % 5));
+                }
+            }
+        }
+    }
+}
+
+/// An acknowledged operation.
+enum Ack {
+    Deployed(usize),
+    Secret(usize),
+    Killed(usize),
+    Registered(usize),
+    Granted(String),
+    Nothing,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_servers() {
+    let faults: usize = std::env::var("CLUSTER_CHECK_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut nats = NatsCluster::start(3, true);
+    let root = tempfile::tempdir().unwrap();
+    let list = |urls: Vec<String>| {
+        urls.iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let config = root.path().join(format!("{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n",
+                    list(nats.client_urls()),
+                    list(nats.monitor_urls()),
+                ),
+            )
+            .unwrap();
+            Node {
+                data: root.path().join(id),
+                config,
+                child: None,
+                lines: None,
+            }
+        })
+        .collect();
+    nodes[0].spawn();
+    nodes[0].wait_active(Duration::from_secs(60));
+    share(&nodes[0].data, &nodes[1].data);
+    nodes[1].spawn();
+    let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data.clone()).collect();
+    // The service registrations name; never killed.
+    let first = client(&dirs).await.unwrap();
+    let anchor = solo_types::api::DeployRequest::new(
+        ServiceId::new("anchor").unwrap(),
+        Format::Js,
+        counter_js().into_bytes(),
+    );
+    first.deploy(&anchor).await.unwrap();
+
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(Mutex::new(false));
+    let load = tokio::spawn(workload(
+        dirs.clone(),
+        Arc::clone(&acked),
+        Arc::clone(&stop),
+    ));
+
+    let mut active = 0;
+    for f in 0..faults {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let standby = 1 - active;
+        match f % 3 {
+            0 => {
+                nodes[active].kill9();
+                nodes[standby].wait_active(Duration::from_secs(30));
+                nodes[active].spawn();
+                active = standby;
+            }
+            1 => {
+                let pid = nodes[active].pid();
+                signal(pid, libc::SIGSTOP);
+                nodes[standby].wait_active(Duration::from_secs(30));
+                signal(pid, libc::SIGCONT);
+                let code = nodes[active].wait_exit(Duration::from_secs(15));
+                assert_eq!(code, Some(3), "a node that lost its lease exits with 3");
+                nodes[active].spawn();
+                active = standby;
+            }
+            _ => {
+                let victim = f % 3;
+                nats.kill(victim);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                nats.restart(victim);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    *stop.lock().unwrap() = true;
+    // A node that lost its lease stops by itself within the lease's time; let it.
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
+    load.await.unwrap();
+
+    let solo = loop {
+        if let Some(s) = client(&dirs).await {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let a = std::mem::take(&mut *acked.lock().unwrap());
+    println!(
+        "checker: {faults} faults; acknowledged {} deploys, {} kills, {} secrets, {} \
+         registrations, {} grants; {} operations with an unknown outcome",
+        a.deployed.len(),
+        a.killed.len(),
+        a.secrets.len(),
+        a.registered.len(),
+        a.granted.len(),
+        a.unknown
+    );
+    println!("a sample of the failures: {:#?}", a.failures);
+    let tails = || {
+        dirs.iter()
+            .map(|d| {
+                let log = std::fs::read_to_string(d.with_extension("stderr")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!("{}:\n{}", d.display(), tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        a.deployed.len() >= 3,
+        "the workload made progress; the nodes' logs (newest first):\n{}",
+        tails()
+    );
+    let listed: BTreeSet<String> = solo
+        .list(&ListFilter {
+            limit: 1000,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap()
+        .services
+        .into_iter()
+        .map(|s| s.service_id.as_str().to_string())
+        .collect();
+    for d in &a.deployed {
+        let present = listed.contains(&format!("s{d}"));
+        if a.killed.contains(d) {
+            assert!(!present, "s{d}'s acknowledged kill is lost");
+        } else if !a.kill_unknown.contains(d) {
+            assert!(present, "s{d}'s acknowledged deploy is lost");
+        }
+    }
+    for k in &a.secrets {
+        let s = solo.get_secret(&format!("k{k}")).await.unwrap();
+        assert_eq!(s.value.expose(), format!("v{k}").as_bytes(), "secret k{k}");
+    }
+    let names: BTreeSet<String> = solo
+        .registrations(None)
+        .await
+        .unwrap()
+        .services
+        .into_iter()
+        .map(|r| r.service_name)
+        .collect();
+    for r in &a.registered {
+        assert!(
+            names.contains(&format!("name{r}")),
+            "registration name{r} is lost"
+        );
+    }
+    let caps: BTreeSet<String> = solo
+        .list_capabilities()
+        .await
+        .unwrap()
+        .capabilities
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    for g in &a.granted {
+        assert!(caps.contains(g), "grant {g} is lost");
+    }
+    let v = solo.verify_events().await.unwrap();
+    assert!(v.ok, "the chain verifies: {:?}", v.reason);
+}
+
+/// Copies the certificates and the master key every node shares.
+fn share(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("certs")).unwrap();
+    for entry in std::fs::read_dir(from.join("certs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("certs").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(from.join("master.key"), to.join("master.key")).unwrap();
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
