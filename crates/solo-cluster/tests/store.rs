@@ -267,3 +267,22 @@ async fn writes_survive_one_lost_nats_server_and_are_refused_without_a_quorum() 
     assert!(events.len() as u64 >= acked);
     assert!(store.verify().unwrap().first_broken.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_while_one_nats_server_is_down() {
+    let mut cluster = NatsCluster::start(3, true);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = JetStreamStore::open(opts(&cluster, da.path(), 3))
+        .await
+        .unwrap();
+    a.append(vec![event(1)]).await.unwrap();
+    // One server of three down: its syncing cannot be checked, the other two hold a
+    // majority of the replicas and are checked, so a node still starts.
+    let urls = cluster.client_urls();
+    cluster.kill(2);
+    let mut o = opts(&cluster, db.path(), 3);
+    o.nats_urls = urls[..2].to_vec();
+    let b = JetStreamStore::open(o).await.unwrap();
+    b.append(vec![event(2)]).await.unwrap();
+    assert_eq!(b.last_id(), 2);
+}
