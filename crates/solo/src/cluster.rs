@@ -176,6 +176,20 @@ pub async fn become_active(
     let ttl = Duration::from_millis(c.lease_ms);
     let mut announced = false;
     let lease = loop {
+        // Ask the log only once the lease looks lapsed in this node's view: a standby
+        // adds nothing to the log while the active node renews.
+        if let Ok(Some(held)) = log.lease(ACTIVE_SCOPE) {
+            let left = held.expires_ns - solo_types::clock::system_now_ns();
+            if held.holder != node && left > 0 {
+                if !announced {
+                    tracing::info!(node = %node, active = %held.holder, "standby: waiting for the active node's lease to lapse");
+                    announced = true;
+                }
+                let wait = Duration::from_nanos(u64::try_from(left).unwrap_or(0));
+                tokio::time::sleep(wait.min(ttl / 3)).await;
+                continue;
+            }
+        }
         match log.acquire(ACTIVE_SCOPE, ttl).await {
             Ok(lease) => break lease,
             Err(StoreError::LeaseHeld { holder, .. }) => {
