@@ -19,5 +19,5 @@ mod store;
 pub mod testing;
 
 pub use lease::Lease;
-pub use options::ClusterOptions;
+pub use options::{ClusterOptions, NatsTls};
 pub use store::JetStreamStore;

@@ -26,6 +26,18 @@ pub struct ClusterOptions {
     pub retry_for: Duration,
     /// How long a write acknowledged by the stream waits for this node's view to apply it.
     pub apply_timeout: Duration,
+    /// TLS to the NATS servers, with this node's own client certificate; `None`:
+    /// plaintext (a private loopback network only).
+    pub tls: Option<NatsTls>,
+}
+
+/// How a node reaches NATS over TLS: the CA that signed the servers' certificates, and
+/// the node's own certificate and key (its credentials; NATS can map it to a user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl ClusterOptions {
@@ -41,6 +53,7 @@ impl ClusterOptions {
             ack_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(20),
             apply_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 

@@ -117,8 +117,22 @@ impl JetStreamStore {
     /// Connects, checks the log is safe to write (see [`check`]), opens the local view and
     /// waits until it has applied everything the log held when the node started.
     pub async fn open(opts: ClusterOptions) -> Result<Self, ClusterError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("solo-{}", opts.node_id))
+        let mut connect = async_nats::ConnectOptions::new().name(format!("solo-{}", opts.node_id));
+        if let Some(tls) = &opts.tls {
+            for file in [&tls.ca_file, &tls.cert_file, &tls.key_file] {
+                if !file.is_file() {
+                    return Err(ClusterError::Connect {
+                        urls: opts.nats_urls.join(","),
+                        detail: format!("TLS file {} cannot be read", file.display()),
+                    });
+                }
+            }
+            connect = connect
+                .require_tls(true)
+                .add_root_certificates(tls.ca_file.clone())
+                .add_client_certificate(tls.cert_file.clone(), tls.key_file.clone());
+        }
+        let client = connect
             .connect(opts.nats_urls.as_slice())
             .await
             .map_err(|e| ClusterError::Connect {

@@ -54,6 +54,12 @@ impl NatsCluster {
     /// Starts `n` servers in one cluster (one standalone server when `n` is 1), each
     /// syncing every write when `sync_always`. Each keeps its ports across restarts.
     pub fn start(n: usize, sync_always: bool) -> Self {
+        Self::start_with(n, sync_always, None)
+    }
+
+    /// Like [`NatsCluster::start`], the client port requiring TLS with a client
+    /// certificate signed by `tls`'s CA.
+    pub fn start_with(n: usize, sync_always: bool, tls: Option<&TlsFiles>) -> Self {
         let bin = nats_server_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         // Three ports per server (routes, clients, monitoring), all distinct.
@@ -78,13 +84,21 @@ impl NatsCluster {
             } else {
                 ""
             };
+            let tls = tls.map_or_else(String::new, |t| {
+                format!(
+                    "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, timeout: 2 }}\n",
+                    t.server_cert.display(),
+                    t.server_key.display(),
+                    t.ca.display()
+                )
+            });
             let conf = dir.path().join(format!("{name}.conf"));
             let (client, http) = (ports[n + i], ports[2 * n + i]);
             std::fs::write(
                 &conf,
                 format!(
                     "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
-                     ports_file_dir: {ports}\n{cluster}\n\
+                     {tls}ports_file_dir: {ports}\n{cluster}\n\
                      jetstream {{ store_dir: {store}, {sync} }}\n",
                     ports = dir.path().display(),
                     store = store.display(),
@@ -196,4 +210,65 @@ fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("a bound address").port())
         .collect()
+}
+
+/// Certificates for NATS over TLS: a CA, the servers' certificate (for 127.0.0.1 and
+/// localhost), a node's client certificate from the same CA, and one from another CA.
+pub struct TlsFiles {
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub foreign_cert: PathBuf,
+    pub foreign_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write a test certificate");
+            path
+        };
+        let ca = |cn: &str| {
+            let key = KeyPair::generate().expect("a key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = p.self_signed(&key).expect("a CA");
+            (cert.pem(), Issuer::new(p, key))
+        };
+        let leaf = |issuer: &Issuer<'_, KeyPair>, names: Vec<String>| {
+            let key = KeyPair::generate().expect("a key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.subject_alt_names = names
+                .into_iter()
+                .map(|n| match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => rcgen::SanType::IpAddress(ip),
+                    Err(_) => rcgen::SanType::DnsName(n.try_into().expect("a DNS name")),
+                })
+                .collect();
+            let cert = p.signed_by(&key, issuer).expect("a certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (ca_pem, issuer) = ca("NATS test CA");
+        let (_, other) = ca("another CA");
+        let (server_cert, server_key) = leaf(&issuer, vec!["127.0.0.1".into(), "localhost".into()]);
+        let (client_cert, client_key) = leaf(&issuer, vec!["solo-node".into()]);
+        let (foreign_cert, foreign_key) = leaf(&other, vec!["intruder".into()]);
+        Self {
+            ca: write("ca.pem", ca_pem),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            foreign_cert: write("foreign.pem", foreign_cert),
+            foreign_key: write("foreign-key.pem", foreign_key),
+            _dir: dir,
+        }
+    }
 }

@@ -286,3 +286,39 @@ async fn a_node_starts_while_one_nats_server_is_down() {
     b.append(vec![event(2)]).await.unwrap();
     assert_eq!(b.last_id(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_nats_over_tls_with_their_own_certificate_and_nothing_else_gets_in() {
+    let files = solo_cluster::testing::TlsFiles::generate();
+    let cluster = NatsCluster::start_with(3, true, Some(&files));
+    let dir = tempfile::tempdir().unwrap();
+    let tls = |cert: &std::path::Path, key: &std::path::Path| solo_cluster::NatsTls {
+        ca_file: files.ca.clone(),
+        cert_file: cert.to_path_buf(),
+        key_file: key.to_path_buf(),
+    };
+    let mut o = opts(&cluster, dir.path(), 3);
+    o.tls = Some(tls(&files.client_cert, &files.client_key));
+    let store = JetStreamStore::open(o.clone()).await.unwrap();
+    store.append(vec![event(1)]).await.unwrap();
+    assert_eq!(store.last_id(), 1);
+    drop(store);
+    // Without TLS, with another CA's certificate, or with a missing file: refused.
+    for (name, bad) in [
+        ("plaintext", None),
+        (
+            "a foreign certificate",
+            Some(tls(&files.foreign_cert, &files.foreign_key)),
+        ),
+        (
+            "a missing key",
+            Some(tls(&files.client_cert, &dir.path().join("nowhere.pem"))),
+        ),
+    ] {
+        let mut o = o.clone();
+        o.tls = bad;
+        o.retry_for = Duration::from_secs(2);
+        let err = JetStreamStore::open(o).await.err().unwrap();
+        assert!(matches!(err, ClusterError::Connect { .. }), "{name}: {err}");
+    }
+}

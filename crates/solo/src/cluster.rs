@@ -44,6 +44,14 @@ pub struct ClusterSection {
     /// The active node's lease: a standby takes over this long after the active node
     /// stopped renewing it.
     pub lease_ms: u64,
+    /// TLS to NATS: the CA that signed the NATS servers' certificates (PEM). Set with
+    /// `nats_cert_file` and `nats_key_file`, or not at all (plaintext, for a private
+    /// network only).
+    pub nats_ca_file: Option<std::path::PathBuf>,
+    /// This node's own client certificate for NATS (PEM): its credentials.
+    pub nats_cert_file: Option<std::path::PathBuf>,
+    /// The key of `nats_cert_file` (PEM).
+    pub nats_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterSection {
@@ -55,6 +63,9 @@ impl Default for ClusterSection {
             replicas: 3,
             stream: "SOLO".into(),
             lease_ms: 5_000,
+            nats_ca_file: None,
+            nats_cert_file: None,
+            nats_key_file: None,
         }
     }
 }
@@ -95,6 +106,18 @@ impl ClusterSection {
                 "cluster.replicas {} must be between 1 and 5",
                 self.replicas
             ));
+        }
+        let tls = [
+            &self.nats_ca_file,
+            &self.nats_cert_file,
+            &self.nats_key_file,
+        ];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            return Err(
+                "cluster.nats_ca_file, nats_cert_file and nats_key_file go together: \
+                        set all three for TLS to NATS, or none"
+                    .into(),
+            );
         }
         if !(1_000..=600_000).contains(&self.lease_ms) {
             return Err(format!(
@@ -158,6 +181,15 @@ pub async fn become_active(
     opts.node_id = node.clone();
     opts.replicas = c.replicas;
     opts.stream = c.stream.clone();
+    if let (Some(ca), Some(cert), Some(key)) =
+        (&c.nats_ca_file, &c.nats_cert_file, &c.nats_key_file)
+    {
+        opts.tls = Some(solo_cluster::NatsTls {
+            ca_file: ca.clone(),
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        });
+    }
     // The log's connection, its applier and the lease's keeper run on a runtime of
     // their own, so that a kernel busy starting hundreds of services cannot starve the
     // renewals and lose the lease it is starting under.

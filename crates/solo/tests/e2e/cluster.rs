@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solo_cluster::testing::NatsCluster;
+use solo_cluster::testing::{NatsCluster, TlsFiles};
 
 use crate::harness::{SOLO, Server, Starting, call, counter_js};
 
@@ -17,6 +17,16 @@ const LEASE_MS: u64 = 2_000;
 /// Starts node `id` on `dir` (its `data/` holding the certificates and master key every
 /// node shares, copied from `shared` when given).
 fn spawn_node(nats: &NatsCluster, id: &str, shared: Option<&Path>) -> Starting {
+    spawn_node_tls(nats, id, shared, None)
+}
+
+/// Like `spawn_node`, reaching NATS over TLS with `tls`'s client certificate.
+fn spawn_node_tls(
+    nats: &NatsCluster,
+    id: &str,
+    shared: Option<&Path>,
+    tls: Option<&TlsFiles>,
+) -> Starting {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("certs")).unwrap();
@@ -34,10 +44,16 @@ fn spawn_node(nats: &NatsCluster, id: &str, shared: Option<&Path>) -> Starting {
             .join(", ")
     };
     let config = dir.path().join("solo.toml");
+    let tls = tls.map_or_else(String::new, |t| {
+        format!(
+            "nats_ca_file = {:?}\nnats_cert_file = {:?}\nnats_key_file = {:?}\n",
+            t.ca, t.client_cert, t.client_key
+        )
+    });
     std::fs::write(
         &config,
         format!(
-            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n",
+            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n{tls}",
             list(nats.client_urls()),
             list(nats.monitor_urls()),
         ),
@@ -166,6 +182,28 @@ async fn an_active_node_paused_past_its_lease_is_fenced_out_and_exits() {
     assert_eq!(count(&r.into_inner().reply), 6);
     let verify = b.cli_json(&["events", "verify"]);
     assert_eq!(verify["ok"], json!(true), "{verify}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_nats_over_tls_with_its_own_certificate() {
+    let files = TlsFiles::generate();
+    let nats = NatsCluster::start_with(3, true, Some(&files));
+    let (a, _) = spawn_node_tls(&nats, "a", None, Some(&files)).wait(Duration::from_secs(60));
+    let c = a.admin().await;
+    c.clone()
+        .deploy(crate::deploy_js("counter", counter_js()))
+        .await
+        .unwrap();
+    let r = c
+        .clone()
+        .call(call("counter", json!({"op": "inc", "by": 2})))
+        .await
+        .unwrap();
+    assert_eq!(count(&r.into_inner().reply), 2);
+    // Without its certificate the node cannot reach NATS: it says so and stops.
+    let mut plain = spawn_node(&nats, "b", Some(&a.data_dir()));
+    let status = plain.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(!status.success());
 }
 
 #[allow(unsafe_code)]

@@ -304,6 +304,13 @@ impl Starting {
     }
 }
 
+impl Starting {
+    /// Waits for the process to exit by itself (`None` if it had not within `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(self.child.as_mut().unwrap(), within)
+    }
+}
+
 impl Drop for Starting {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
