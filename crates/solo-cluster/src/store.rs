@@ -29,7 +29,7 @@ use solo_store::{
     Subscription, VerifyReport, WriteBatch,
 };
 use solo_types::NewEvent;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ClusterOptions;
 use crate::check::{self, ClusterError};
@@ -93,7 +93,7 @@ impl Shared {
     }
 }
 
-/// Aborts the applier when the store goes.
+/// Aborts a task of the store (the applier, the publisher) when the store goes.
 struct Applier(tokio::task::JoinHandle<()>);
 
 impl Drop for Applier {
@@ -106,11 +106,9 @@ impl Drop for Applier {
 pub struct JetStreamStore {
     shared: Arc<Shared>,
     node_id: String,
-    js: jetstream::Context,
-    subject: String,
-    retry_for: Duration,
-    apply_timeout: Duration,
+    log: Log,
     _applier: Applier,
+    _publisher: Applier,
 }
 
 impl JetStreamStore {
@@ -178,14 +176,24 @@ impl JetStreamStore {
             applied = target,
             "the local view has caught up with the cluster's log"
         );
-        Ok(Self {
-            shared,
-            node_id: opts.node_id.clone(),
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let publisher = Applier(tokio::spawn(run_publisher(
+            Arc::clone(&shared),
             js,
             subject,
-            retry_for: opts.retry_for,
-            apply_timeout: opts.apply_timeout,
+            opts.retry_for,
+            queued,
+        )));
+        Ok(Self {
+            log: Log {
+                shared: Arc::clone(&shared),
+                outbox,
+                wait_for: opts.retry_for + opts.apply_timeout,
+            },
+            shared,
+            node_id: opts.node_id.clone(),
             _applier: applier,
+            _publisher: publisher,
         })
     }
 
@@ -201,13 +209,7 @@ impl JetStreamStore {
     }
 
     fn log(&self) -> Log {
-        Log {
-            shared: Arc::clone(&self.shared),
-            js: self.js.clone(),
-            subject: self.subject.clone(),
-            retry_for: self.retry_for,
-            apply_timeout: self.apply_timeout,
-        }
+        self.log.clone()
     }
 
     /// This node's name: the holder of the leases it takes.
@@ -256,85 +258,176 @@ impl JetStreamStore {
 }
 
 /// Removes a writer's waiter when the writer gives up.
-struct Waiting<'a>(&'a Shared, String);
+struct Waiting(Arc<Shared>, String);
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.waiters.lock().remove(&self.1);
     }
 }
 
-/// Where a writer's entries go.
+/// A write on its way to the log.
+struct Outgoing {
+    id: String,
+    bytes: Bytes,
+    kind: Option<&'static str>,
+}
+
+/// The largest group of writes one entry carries, and how many.
+const GROUP_BYTES: usize = 256 << 10;
+const GROUP_MAX: usize = 1024;
+
+/// Where a writer's entries go: the publisher's queue, in call order.
 #[derive(Clone)]
 struct Log {
     shared: Arc<Shared>,
-    js: jetstream::Context,
-    subject: String,
-    retry_for: Duration,
-    apply_timeout: Duration,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    /// How long a writer waits for its entry to be published and applied here.
+    wait_for: Duration,
 }
 
 impl Log {
-    /// Writes a batch and answers with its commit once this node has applied it.
-    async fn write(self, mut batch: WriteBatch) -> Result<Commit, StoreError> {
+    /// Queues a batch (at once, so writes reach the log in the order they were made)
+    /// and answers with its commit once this node has applied it.
+    fn write(&self, mut batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
         if batch.is_empty() {
-            return Ok(Commit::default());
+            return Box::pin(async { Ok(Commit::default()) });
         }
         if batch.at().is_none() {
             batch.stamped_at(solo_types::clock::system_now_ns());
         }
-        let applied = self.entry(Bytes::from(batch.to_bytes()), None).await?;
-        Ok(applied.commit)
+        let pending = self.submit(Bytes::from(batch.to_bytes()), None);
+        Box::pin(async move { pending.await.map(|a| a.commit) })
     }
 
     /// Asks the log for a lease decision and answers with the lease.
-    async fn lease(self, op: LeaseOp) -> Result<Lease, StoreError> {
-        let bytes = serde_json::to_vec(&op).map_err(|e| StoreError::BadBatch(e.to_string()))?;
-        let applied = self.entry(Bytes::from(bytes), Some("lease")).await?;
-        applied
-            .lease
-            .ok_or_else(|| StoreError::BadBatch("a lease entry applied without a lease".into()))
+    fn lease(&self, op: LeaseOp) -> BoxFuture<'static, Result<Lease, StoreError>> {
+        let bytes = match serde_json::to_vec(&op) {
+            Ok(b) => b,
+            Err(e) => return Box::pin(async move { Err(StoreError::BadBatch(e.to_string())) }),
+        };
+        let pending = self.submit(Bytes::from(bytes), Some("lease"));
+        Box::pin(async move {
+            pending
+                .await?
+                .lease
+                .ok_or_else(|| StoreError::BadBatch("a lease entry applied without a lease".into()))
+        })
     }
 
-    /// Publishes one entry (in parts if large) and waits until this node applied it.
-    async fn entry(&self, bytes: Bytes, kind: Option<&str>) -> Result<Applied, StoreError> {
+    /// Queues one entry and waits until this node applied it.
+    fn submit(
+        &self,
+        bytes: Bytes,
+        kind: Option<&'static str>,
+    ) -> BoxFuture<'static, Result<Applied, StoreError>> {
         let id = batch_id();
         let (tx, rx) = oneshot::channel();
         self.shared.waiters.lock().insert(id.clone(), tx);
-        let _waiting = Waiting(&self.shared, id.clone());
-        let n = bytes.len().div_ceil(PART_BYTES).max(1);
-        let mut last = 0;
-        for part in 0..n {
-            let chunk = bytes.slice(
-                (part * PART_BYTES).min(bytes.len())..((part + 1) * PART_BYTES).min(bytes.len()),
-            );
-            last = publish(
-                &self.js,
-                &self.subject,
-                &id,
-                (part + 1, n),
-                kind,
-                chunk,
-                self.retry_for,
-            )
-            .await?;
+        let waiting = Waiting(Arc::clone(&self.shared), id.clone());
+        let sent = self.outbox.send(Outgoing { id, bytes, kind }).is_ok();
+        let wait_for = self.wait_for;
+        Box::pin(async move {
+            let waiting = waiting;
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            match tokio::time::timeout(wait_for, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(StoreError::Closed),
+                Err(_) => Err(StoreError::ClusterUnavailable(format!(
+                    "the write was not applied on this node within {wait_for:?}; it may still \
+                     be committed{}",
+                    waiting
+                        .0
+                        .fault
+                        .lock()
+                        .as_ref()
+                        .map(|f| format!(" ({f})"))
+                        .unwrap_or_default()
+                ))),
+            }
+        })
+    }
+}
+
+/// Publishes queued writes in order, one entry at a time: all the plain batches waiting
+/// when it is free go together in one group entry (as the embedded store groups
+/// concurrent commits into one fsync); a lease request goes alone.
+async fn run_publisher(
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    subject: String,
+    retry_for: Duration,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut held: Option<Outgoing> = None;
+    loop {
+        let first = match held.take() {
+            Some(o) => o,
+            None => match rx.recv().await {
+                Some(o) => o,
+                None => return,
+            },
+        };
+        let mut group = vec![first];
+        if group[0].kind.is_none() {
+            let mut size = group[0].bytes.len();
+            while size < GROUP_BYTES && group.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(o) if o.kind.is_none() => {
+                        size += o.bytes.len();
+                        group.push(o);
+                    }
+                    Ok(o) => {
+                        held = Some(o);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
         }
-        match tokio::time::timeout(self.apply_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StoreError::Closed),
-            Err(_) => Err(StoreError::ClusterUnavailable(format!(
-                "the write was committed to the log at sequence {last}, but this node has not \
-                 applied it within {:?}{}",
-                self.apply_timeout,
-                self.shared
-                    .fault
-                    .lock()
-                    .as_ref()
-                    .map(|f| format!(" ({f})"))
-                    .unwrap_or_default()
-            ))),
+        let published = if group.len() == 1 {
+            let o = &group[0];
+            publish_entry(&js, &subject, &o.id, o.kind, o.bytes.clone(), retry_for).await
+        } else {
+            let id = batch_id();
+            publish_entry(
+                &js,
+                &subject,
+                &id,
+                Some("group"),
+                encode_group(&group),
+                retry_for,
+            )
+            .await
+        };
+        if let Err(e) = published {
+            for o in &group {
+                shared.answer(&o.id, Err(e.clone()));
+            }
         }
     }
+}
+
+/// Publishes one entry, in parts if it is larger than a part.
+async fn publish_entry(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    kind: Option<&str>,
+    bytes: Bytes,
+    retry_for: Duration,
+) -> Result<u64, StoreError> {
+    let n = bytes.len().div_ceil(PART_BYTES).max(1);
+    let mut last = 0;
+    for part in 0..n {
+        let chunk = bytes.slice(
+            (part * PART_BYTES).min(bytes.len())..((part + 1) * PART_BYTES).min(bytes.len()),
+        );
+        last = publish(js, subject, id, (part + 1, n), kind, chunk, retry_for).await?;
+    }
+    Ok(last)
 }
 
 /// Publishes one part, retrying with the same message id while the log has no leader or
@@ -404,7 +497,7 @@ struct Partial {
 }
 
 /// One stream entry's outcome, in stream order.
-type Step = BoxFuture<'static, (u64, Option<(String, Result<Applied, StoreError>)>)>;
+type Step = BoxFuture<'static, (u64, Vec<(String, Result<Applied, StoreError>)>)>;
 
 /// Applies the log to the view for as long as the store lives, restarting from the
 /// durable marker after a failure.
@@ -471,7 +564,7 @@ async fn apply_from(
         };
         tokio::select! {
             Some((seq, done)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some((batch, result)) = done {
+                for (batch, result) in done {
                     match result {
                         Err(e) if e.is_unavailable() || matches!(e, StoreError::Io { .. }
                             | StoreError::Poisoned { .. } | StoreError::Corrupted { .. }) => {
@@ -504,17 +597,22 @@ async fn apply_from(
                 let step = match assemble(&mut partials, seq, &message) {
                     Some((batch, bytes)) if seq > applied => {
                         let resume = partials.values().map(|p| p.first_seq).min().unwrap_or(seq + 1);
-                        let is_lease = message
+                        let kind = message
                             .headers
                             .as_ref()
                             .and_then(|h| h.get(HDR_KIND))
-                            .is_some_and(|k| k.as_str() == "lease");
-                        let (decided, outcome) = if is_lease {
-                            decide_lease(&mut leases, &bytes, now)
-                        } else {
-                            decide_batch(&leases, &bytes, now)
-                        };
-                        apply(&shared.view, seq, resume, batch, decided, outcome)
+                            .map(|k| k.as_str().to_string());
+                        match kind.as_deref() {
+                            Some("lease") => {
+                                let (decided, outcome) = decide_lease(&mut leases, &bytes, now);
+                                apply(&shared.view, seq, resume, batch, decided, outcome)
+                            }
+                            Some("group") => apply_group(&shared.view, seq, resume, &leases, &bytes, now),
+                            _ => {
+                                let (decided, outcome) = decide_batch(&leases, &bytes, now);
+                                apply(&shared.view, seq, resume, batch, decided, outcome)
+                            }
+                        }
                     }
                     Some((batch, _)) => {
                         // Applied before this node restarted; its writer, if it is still
@@ -536,7 +634,7 @@ async fn apply_from(
 }
 
 fn ready(seq: u64) -> Step {
-    Box::pin(async move { (seq, None) })
+    Box::pin(async move { (seq, Vec::new()) })
 }
 
 /// Files one entry's part; returns the batch id and its bytes once every part is in.
@@ -623,6 +721,123 @@ fn decide_lease(
     }
 }
 
+/// Encodes the batches of one group entry: their count, then each one's id and bytes,
+/// lengths as u32 big-endian.
+fn encode_group(members: &[Outgoing]) -> Bytes {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    let mut out = Vec::with_capacity(
+        4 + members
+            .iter()
+            .map(|m| 8 + m.id.len() + m.bytes.len())
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(&len(members.len()));
+    for m in members {
+        out.extend_from_slice(&len(m.id.len()));
+        out.extend_from_slice(m.id.as_bytes());
+        out.extend_from_slice(&len(m.bytes.len()));
+        out.extend_from_slice(&m.bytes);
+    }
+    Bytes::from(out)
+}
+
+/// Reads a group entry; `None` if it is malformed.
+fn decode_group(bytes: &[u8]) -> Option<Vec<(String, &[u8])>> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if rest.len() < n {
+            return None;
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Some(head)
+    }
+    fn len(rest: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_be_bytes(take(rest, 4)?.try_into().ok()?) as usize)
+    }
+    let mut rest = bytes;
+    let n = len(&mut rest)?;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let id_len = len(&mut rest)?;
+        let id = String::from_utf8(take(&mut rest, id_len)?.to_vec()).ok()?;
+        let body_len = len(&mut rest)?;
+        out.push((id, take(&mut rest, body_len)?));
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// Applies the batches of one group entry in one local commit (with the marker), each
+/// decided on its own (a stale fence refuses only its batch), and answers each writer
+/// with its own event ids.
+fn apply_group(
+    view: &RedbStore,
+    seq: u64,
+    resume: u64,
+    leases: &Leases,
+    bytes: &[u8],
+    now: i64,
+) -> Step {
+    let Some(members) = decode_group(bytes) else {
+        tracing::warn!(seq, "a group entry cannot be read; it is skipped");
+        return apply(
+            view,
+            seq,
+            resume,
+            String::new(),
+            WriteBatch::new(),
+            Ok(None),
+        );
+    };
+    let mut merged = WriteBatch::new();
+    let mut at = i64::MIN;
+    // Per member: its id and either the range of its events in the merged batch or why
+    // it was refused.
+    let mut fates: Vec<(String, Result<std::ops::Range<usize>, StoreError>)> = Vec::new();
+    for (id, member) in members {
+        let (batch, outcome) = decide_batch(leases, member, now);
+        match outcome {
+            Ok(_) => {
+                at = at.max(batch.at().unwrap_or(now));
+                let first = merged.next_event_index();
+                let n = batch.events().len();
+                merged.extend(batch);
+                fates.push((id, Ok(first..first + n)));
+            }
+            Err(e) => fates.push((id, Err(e))),
+        }
+    }
+    if at != i64::MIN {
+        merged.stamped_at(at);
+    }
+    let commit = apply(view, seq, resume, String::new(), merged, Ok(None));
+    Box::pin(async move {
+        let (seq, mut done) = commit.await;
+        let whole = done.pop().map_or(Err(StoreError::Closed), |(_, r)| r);
+        let answers = fates
+            .into_iter()
+            .map(|(id, fate)| {
+                let answer = match (&whole, fate) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(_), Err(refused)) => Err(refused),
+                    (Ok(applied), Ok(range)) => Ok(Applied {
+                        commit: Commit {
+                            event_ids: applied
+                                .commit
+                                .event_ids
+                                .get(range)
+                                .unwrap_or_default()
+                                .to_vec(),
+                        },
+                        lease: None,
+                    }),
+                };
+                (id, answer)
+            })
+            .collect::<Vec<_>>();
+        (seq, answers)
+    })
+}
+
 /// Commits one decided entry (with the marker; only the marker when it was refused) to
 /// the view, and answers its writer with the outcome.
 fn apply(
@@ -654,7 +869,7 @@ fn apply(
             (Ok(()), Ok(_), Err(refused)) => Err(refused),
             (Ok(()), Ok(commit), Ok(lease)) => Ok(Applied { commit, lease }),
         };
-        (seq, Some((batch_id, result)))
+        (seq, vec![(batch_id, result)])
     })
 }
 
@@ -691,7 +906,7 @@ impl Kv for JetStreamStore {
     }
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
-        Box::pin(self.log().write(batch))
+        self.log.write(batch)
     }
 
     fn fault(&self) -> Option<String> {
@@ -704,5 +919,36 @@ impl Kv for JetStreamStore {
 
     fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.shared.view.recover()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn group_entries_round_trip_and_malformed_ones_are_refused() {
+        let members: Vec<Outgoing> = (0..3)
+            .map(|i| Outgoing {
+                id: format!("id{i}"),
+                bytes: Bytes::from(vec![i as u8; i * 10]),
+                kind: None,
+            })
+            .collect();
+        let bytes = encode_group(&members);
+        let back = decode_group(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        for (i, (id, body)) in back.iter().enumerate() {
+            assert_eq!(id, &format!("id{i}"));
+            assert_eq!(*body, &members[i].bytes[..]);
+        }
+        for n in 0..bytes.len() {
+            assert!(decode_group(&bytes[..n]).is_none(), "truncated at {n}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(decode_group(&longer).is_none());
+        assert!(decode_group(&[0xff, 0xff, 0xff, 0xff]).is_none());
     }
 }

@@ -112,3 +112,66 @@ async fn nodes_racing_for_a_lease_get_one_holder_per_epoch() {
         assert_eq!(winners[0].epoch, 1);
     }
 }
+
+/// Writes queued together travel in one log entry; each is still decided on its own: a
+/// stale fence refuses only its own batch, and every writer gets its own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_fence_refuses_only_its_own_batch_in_a_group() {
+    let cluster = NatsCluster::start(3, true);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&cluster, da.path(), "a").await;
+    let b = node(&cluster, db.path(), "b").await;
+    let scope = "svc/t1/grouped";
+    let lease = a.acquire(scope, Duration::from_secs(30)).await.unwrap();
+    // Submitted without waiting, so the publisher groups them.
+    let writes: Vec<_> = (0..30u64)
+        .map(|n| {
+            let mut batch = put(
+                &format!("k{n}"),
+                scope,
+                if n % 3 == 0 { 99 } else { lease.epoch },
+            );
+            batch.event(solo_types::NewEvent::system("custom.n", format!("n{n}")));
+            a.commit(batch)
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (n, w) in writes.into_iter().enumerate() {
+        match w.await {
+            Ok(commit) => {
+                assert_ne!(n % 3, 0, "write {n} had a stale fence");
+                assert_eq!(commit.event_ids.len(), 1);
+                ids.extend(commit.event_ids);
+            }
+            Err(e) => {
+                assert_eq!(n % 3, 0, "write {n}: {e}");
+                assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+            }
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 20, "each writer has its own event id");
+    let target = a.applied_sequence();
+    b.wait_applied(target).await;
+    for n in 0..30u64 {
+        let present = b
+            .get("state", format!("k{n}").as_bytes())
+            .unwrap()
+            .is_some();
+        assert_eq!(present, n % 3 != 0, "k{n}");
+    }
+    for id in ids {
+        let e = &b
+            .read(&EventQuery {
+                after_id: Some(id - 1),
+                limit: 1,
+                ..EventQuery::default()
+            })
+            .unwrap()
+            .events[0];
+        assert_eq!(e.id, id);
+        assert_eq!(e.kind, "custom.n");
+    }
+}
