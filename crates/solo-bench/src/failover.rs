@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_client::{Flags, Profile};
-use solo_cluster::testing::NatsCluster;
+use solo_cluster::testing::{NatsCluster, share_identity};
 use solo_types::Format;
 use solo_types::api::DeployRequest;
 
@@ -143,33 +143,9 @@ async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
 }
 
 fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<PathBuf> {
-    let list = |urls: Vec<String>| {
-        urls.iter()
-            .map(|u| format!("{u:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let path = root.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n",
-            list(nats.client_urls()),
-            list(nats.monitor_urls()),
-        ),
-    )?;
+    std::fs::write(&path, nats.solo_config(id, LEASE_MS, None))?;
     Ok(path)
-}
-
-/// Copies the certificates and the master key every node shares.
-fn share_identity(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to.join("certs"))?;
-    for entry in std::fs::read_dir(from.join("certs"))? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), to.join("certs").join(entry.file_name()))?;
-    }
-    std::fs::copy(from.join("master.key"), to.join("master.key"))?;
-    Ok(())
 }
 
 pub fn run() -> anyhow::Result<()> {

@@ -272,3 +272,40 @@ impl TlsFiles {
         }
     }
 }
+
+impl NatsCluster {
+    /// The `[cluster]` section of a `solo server` configuration for node `id` of this
+    /// cluster, with a lease of `lease_ms` and, if given, TLS with `tls`'s client
+    /// certificate.
+    pub fn solo_config(&self, id: &str, lease_ms: u64, tls: Option<&TlsFiles>) -> String {
+        let list = |urls: Vec<String>| {
+            urls.iter()
+                .map(|u| format!("{u:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let tls = tls.map_or_else(String::new, |t| {
+            format!(
+                "nats_ca_file = {:?}\nnats_cert_file = {:?}\nnats_key_file = {:?}\n",
+                t.ca, t.client_cert, t.client_key
+            )
+        });
+        format!(
+            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {lease_ms}\n{tls}",
+            list(self.client_urls()),
+            list(self.monitor_urls()),
+        )
+    }
+}
+
+/// Copies what every node of a Solo cluster shares (the certificates and the vault's
+/// master key) from one node's data directory to another's.
+pub fn share_identity(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to.join("certs"))?;
+    for entry in std::fs::read_dir(from.join("certs"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join("certs").join(entry.file_name()))?;
+    }
+    std::fs::copy(from.join("master.key"), to.join("master.key"))?;
+    Ok(())
+}

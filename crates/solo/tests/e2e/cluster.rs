@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solo_cluster::testing::{NatsCluster, TlsFiles};
+use solo_cluster::testing::{NatsCluster, TlsFiles, share_identity};
 
 use crate::harness::{SOLO, Server, Starting, call, counter_js};
 
@@ -31,34 +31,10 @@ fn spawn_node_tls(
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("certs")).unwrap();
     if let Some(from) = shared {
-        for entry in std::fs::read_dir(from.join("certs")).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), data.join("certs").join(entry.file_name())).unwrap();
-        }
-        std::fs::copy(from.join("master.key"), data.join("master.key")).unwrap();
+        share_identity(from, &data).unwrap();
     }
-    let list = |urls: Vec<String>| {
-        urls.iter()
-            .map(|u| format!("{u:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let config = dir.path().join("solo.toml");
-    let tls = tls.map_or_else(String::new, |t| {
-        format!(
-            "nats_ca_file = {:?}\nnats_cert_file = {:?}\nnats_key_file = {:?}\n",
-            t.ca, t.client_cert, t.client_key
-        )
-    });
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n{tls}",
-            list(nats.client_urls()),
-            list(nats.monitor_urls()),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, nats.solo_config(id, LEASE_MS, tls)).unwrap();
     let stderr_log = dir.path().join("server.stderr");
     let child = Command::new(SOLO)
         .args([

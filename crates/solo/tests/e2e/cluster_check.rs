@@ -6,13 +6,13 @@
 //! `CLUSTER_CHECK_FAULTS=N` runs a longer schedule (default 4 faults).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use solo_client::{Flags, Profile, Solo};
-use solo_cluster::testing::NatsCluster;
+use solo_cluster::testing::{NatsCluster, share_identity};
 use solo_types::api::{GrantRequest, KillOptions, ListFilter, RegisterRequest};
 use solo_types::{Format, Permissions, Resource, ServiceId};
 
@@ -262,25 +262,11 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         .unwrap_or(4);
     let mut nats = NatsCluster::start(3, true);
     let root = tempfile::tempdir().unwrap();
-    let list = |urls: Vec<String>| {
-        urls.iter()
-            .map(|u| format!("{u:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut nodes: Vec<Node> = ["a", "b"]
         .iter()
         .map(|id| {
             let config = root.path().join(format!("{id}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[cluster]\nnats_urls = [{}]\nmonitor_urls = [{}]\nnode_id = {id:?}\nlease_ms = {LEASE_MS}\n",
-                    list(nats.client_urls()),
-                    list(nats.monitor_urls()),
-                ),
-            )
-            .unwrap();
+            std::fs::write(&config, nats.solo_config(id, LEASE_MS, None)).unwrap();
             Node {
                 data: root.path().join(id),
                 config,
@@ -291,7 +277,7 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         .collect();
     nodes[0].spawn();
     nodes[0].wait_active(Duration::from_secs(60));
-    share(&nodes[0].data, &nodes[1].data);
+    share_identity(&nodes[0].data, &nodes[1].data).unwrap();
     nodes[1].spawn();
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data.clone()).collect();
     // The service registrations name; never killed.
@@ -429,16 +415,6 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     }
     let v = solo.verify_events().await.unwrap();
     assert!(v.ok, "the chain verifies: {:?}", v.reason);
-}
-
-/// Copies the certificates and the master key every node shares.
-fn share(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("certs")).unwrap();
-    for entry in std::fs::read_dir(from.join("certs")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join("certs").join(entry.file_name())).unwrap();
-    }
-    std::fs::copy(from.join("master.key"), to.join("master.key")).unwrap();
 }
 
 #[allow(unsafe_code)]
