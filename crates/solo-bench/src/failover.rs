@@ -101,14 +101,7 @@ impl Drop for Node {
 async fn first_answer(data: &Path, since: Instant) -> anyhow::Result<Duration> {
     loop {
         let attempt = async {
-            let profile = Profile::resolve(
-                &Flags {
-                    data_dir: Some(data.to_path_buf()),
-                    ..Flags::default()
-                },
-                &[],
-            )?;
-            let solo = profile.open().await?;
+            let solo = open(data).await?;
             solo.call(&sid("counter"), r#"{"op":"inc"}"#, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))
@@ -124,7 +117,8 @@ async fn first_answer(data: &Path, since: Instant) -> anyhow::Result<Duration> {
     }
 }
 
-async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
+/// A client of the node whose data directory is `data`.
+async fn open(data: &Path) -> anyhow::Result<solo_client::Solo> {
     let profile = Profile::resolve(
         &Flags {
             data_dir: Some(data.to_path_buf()),
@@ -132,7 +126,11 @@ async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
         },
         &[],
     )?;
-    let solo = profile.open().await?;
+    Ok(profile.open().await?)
+}
+
+async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
+    let solo = open(data).await?;
     let d = DeployRequest::new(
         sid("counter"),
         Format::Js,

@@ -65,6 +65,14 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// A batch of these events only (an `EventLog::append`).
+    pub fn from_events(events: Vec<NewEvent>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+
     /// Puts `value` under `key` in `table`.
     pub fn put(
         &mut self,

@@ -550,10 +550,7 @@ impl EventSource for Inner {
 
 impl EventLog for RedbStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
-        let fut = self.submit(WriteBatch {
-            events,
-            ..WriteBatch::default()
-        });
+        let fut = self.submit(WriteBatch::from_events(events));
         Box::pin(async move { fut.await.map(|c| c.event_ids) })
     }
 

@@ -298,11 +298,7 @@ struct FencedStore {
 
 impl EventLog for FencedStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
-        let mut batch = WriteBatch::new();
-        for e in events {
-            batch.event(e);
-        }
-        let commit = self.commit(batch);
+        let commit = self.commit(WriteBatch::from_events(events));
         Box::pin(async move { commit.await.map(|c| c.event_ids) })
     }
 
