@@ -33,6 +33,23 @@ CONF
     pids+=($!)
 done
 
+# Runs node $1, and starts it again whenever it exits with status 3 (it lost the active
+# lease: paused, or cut off from NATS): it comes back as a standby. Any other exit ends it.
+supervise() {
+    local node=$1 child status
+    trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
+    while true; do
+        "$solo" server --config "$dir/$node.toml" --data-dir "$dir/$node" \
+            >> "$dir/$node.out" 2>> "$dir/$node.log" &
+        child=$!
+        status=0
+        wait "$child" || status=$?
+        [ "$status" = 3 ] || exit "$status"
+        echo "node $node lost the active lease; starting it again as a standby" >&2
+    done
+}
+
+: > "$dir/a.out"
 n=0
 for node in a b c; do
     n=$((n + 1))
@@ -50,8 +67,7 @@ CONF
         cp -r "$dir/a/certs" "$dir/$node/"
         cp "$dir/a/master.key" "$dir/$node/"
     fi
-    "$solo" server --config "$dir/$node.toml" --data-dir "$dir/$node" \
-        > "$dir/$node.out" 2> "$dir/$node.log" &
+    supervise "$node" &
     pids+=($!)
     if [ "$node" = a ]; then
         # a creates the certificates and the key on its first start.

@@ -206,6 +206,7 @@ pub async fn become_active(
             .context("open the cluster's log")?,
     );
     let ttl = Duration::from_millis(c.lease_ms);
+    let margin = drift_margin(ttl);
     let mut announced = false;
     let lease = loop {
         // Ask the log only once the lease looks lapsed in this node's view: a standby
@@ -223,6 +224,12 @@ pub async fn become_active(
             }
         }
         match log.acquire(ACTIVE_SCOPE, ttl).await {
+            // The answer comes through the log's applier: after an election it may come
+            // late, with the lease nearly spent. Ask again rather than start on it.
+            Ok(lease) if lease.expires_ns - margin <= solo_types::clock::system_now_ns() => {
+                tracing::warn!(node = %node, epoch = lease.epoch, "the active lease was granted too late to use; asking again");
+                continue;
+            }
             Ok(lease) => break lease,
             Err(StoreError::LeaseHeld { holder, .. }) => {
                 if !announced {
@@ -251,18 +258,29 @@ pub async fn become_active(
     })
 }
 
-/// Renews the lease every third of its time to live; exits the process once it cannot
-/// be sure to hold it any more: a renewal that does not land before the lease's end by
-/// this node's clock (less a fifth of the lease for drift) counts as lost, however long
-/// the log takes to answer (an election after a NATS server died takes seconds).
+/// How much of a lease this node gives up to clock drift between it and the log: a
+/// fifth.
+fn drift_margin(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_nanos() / 5).unwrap_or(i64::MAX)
+}
+
+/// Renews the lease once a third of its time to live is spent (at once, if it was granted
+/// late); exits the process once it cannot be sure to hold it any more: a renewal that
+/// does not land before the lease's end by this node's clock (less the drift margin)
+/// counts as lost, however long the log takes to answer (an election after a NATS server
+/// died takes seconds).
 async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, ttl: Duration) {
-    let margin = i64::try_from(ttl.as_nanos() / 5).unwrap_or(i64::MAX);
+    let margin = drift_margin(ttl);
+    let renew_at_left = i64::try_from(ttl.as_nanos() * 2 / 3).unwrap_or(i64::MAX);
     loop {
-        tokio::time::sleep(ttl / 3).await;
         let (expires, epoch) = {
             let l = lease.lock();
             (l.expires_ns, l.epoch)
         };
+        let until_renewal = expires - renew_at_left - solo_types::clock::system_now_ns();
+        if let Ok(wait) = u64::try_from(until_renewal) {
+            tokio::time::sleep(Duration::from_nanos(wait).min(ttl / 3)).await;
+        }
         let left = expires - margin - solo_types::clock::system_now_ns();
         let Ok(left) = u64::try_from(left) else {
             lost("the lease ran out before it could be renewed (was this node paused?)");
@@ -275,7 +293,10 @@ async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, t
             Ok(Err(StoreError::LeaseHeld { holder, .. })) => {
                 lost(&format!("node {holder} holds the lease now"));
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the active lease; retrying"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not renew the active lease; retrying");
+                tokio::time::sleep(ttl / 20).await;
+            }
         }
     }
 }
@@ -324,9 +345,20 @@ impl Kv for FencedStore {
         self.log.snapshot()
     }
 
+    /// A write refused by fencing means this node's lease is gone (lapsed while it was
+    /// paused, starting or cut off): the node leaves at once, as when its keeper finds
+    /// the lease lost, rather than answer from a memory the cluster has moved past.
     fn commit(&self, mut batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
         batch.fenced(ACTIVE_SCOPE, self.epoch);
-        self.log.commit(batch)
+        let commit = self.log.commit(batch);
+        Box::pin(async move {
+            match commit.await {
+                Err(e @ StoreError::Fenced { .. }) => {
+                    lost(&format!("a write was refused by fencing ({e})"))
+                }
+                other => other,
+            }
+        })
     }
 
     fn fault(&self) -> Option<String> {

@@ -27,9 +27,24 @@ struct Node {
     config: PathBuf,
     child: Option<Child>,
     lines: Option<std::sync::mpsc::Receiver<String>>,
+    /// Whether the running process said it listens (it became the active node).
+    listening: bool,
+    /// How often a node that lost its lease was started again.
+    restarts: usize,
 }
 
 impl Node {
+    fn new(data: PathBuf, config: PathBuf) -> Self {
+        Self {
+            data,
+            config,
+            child: None,
+            lines: None,
+            listening: false,
+            restarts: 0,
+        }
+    }
+
     fn spawn(&mut self) {
         use std::io::BufRead;
         let mut child = Command::new(SOLO)
@@ -67,29 +82,44 @@ impl Node {
         });
         self.child = Some(child);
         self.lines = Some(rx);
+        self.listening = false;
     }
 
-    /// Waits until this node listens (it became the active one).
-    fn wait_active(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        let lines = self.lines.as_ref().unwrap();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|e| {
-                panic!(
-                    "the standby did not take over ({e}); the end of its stderr:\n{}",
-                    std::fs::read_to_string(self.data.with_extension("stderr"))
-                        .unwrap_or_default()
-                        .lines()
-                        .rev()
-                        .take(25)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            });
-            if line.starts_with("http listening on ") {
-                return;
+    /// The end of this node's stderr, newest first.
+    fn tail(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("stderr"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Notes whether the process listens, and starts it again if it exited because it
+    /// lost the lease (status 3), as a service manager would (`Restart=on-failure`). Any
+    /// other exit fails the check.
+    fn supervise(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let Some(lines) = &self.lines {
+            while let Ok(line) = lines.try_recv() {
+                if line.starts_with("http listening on ") {
+                    self.listening = true;
+                }
             }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(
+                status.code(),
+                Some(3),
+                "a node exited other than by losing its lease ({status}); the end of its \
+                 stderr:\n{}",
+                self.tail()
+            );
+            self.restarts += 1;
+            self.spawn();
         }
     }
 
@@ -102,12 +132,41 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.listening = false;
     }
 
     /// Waits for the process to exit by itself (a node that lost its lease).
     fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let mut c = self.child.take().unwrap();
+        self.listening = false;
         crate::harness::wait_child(&mut c, within).map(|s| s.code().unwrap_or(-1))
+    }
+}
+
+/// Waits until one node (other than `except`, which may be paused) listens, supervising
+/// them all meanwhile; returns its index.
+fn wait_active(nodes: &mut [Node], except: Option<usize>, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if Some(i) == except {
+                continue;
+            }
+            n.supervise();
+            if n.listening {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node took over within {within:?}; the ends of their stderr:\n{}",
+            nodes
+                .iter()
+                .map(|n| format!("{}:\n{}", n.data.display(), n.tail()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -267,16 +326,11 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         .map(|id| {
             let config = root.path().join(format!("{id}.toml"));
             std::fs::write(&config, nats.solo_config(id, LEASE_MS, None)).unwrap();
-            Node {
-                data: root.path().join(id),
-                config,
-                child: None,
-                lines: None,
-            }
+            Node::new(root.path().join(id), config)
         })
         .collect();
     nodes[0].spawn();
-    nodes[0].wait_active(Duration::from_secs(60));
+    wait_active(&mut nodes[..1], None, Duration::from_secs(60));
     share_identity(&nodes[0].data, &nodes[1].data).unwrap();
     nodes[1].spawn();
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data.clone()).collect();
@@ -297,26 +351,23 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         Arc::clone(&stop),
     ));
 
-    let mut active = 0;
     for f in 0..faults {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        let standby = 1 - active;
+        let active = wait_active(&mut nodes, None, Duration::from_secs(30));
         match f % 3 {
             0 => {
                 nodes[active].kill9();
-                nodes[standby].wait_active(Duration::from_secs(30));
+                wait_active(&mut nodes, Some(active), Duration::from_secs(30));
                 nodes[active].spawn();
-                active = standby;
             }
             1 => {
                 let pid = nodes[active].pid();
                 signal(pid, libc::SIGSTOP);
-                nodes[standby].wait_active(Duration::from_secs(30));
+                wait_active(&mut nodes, Some(active), Duration::from_secs(30));
                 signal(pid, libc::SIGCONT);
                 let code = nodes[active].wait_exit(Duration::from_secs(15));
                 assert_eq!(code, Some(3), "a node that lost its lease exits with 3");
                 nodes[active].spawn();
-                active = standby;
             }
             _ => {
                 let victim = f % 3;
@@ -332,10 +383,13 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
     load.await.unwrap();
 
+    let deadline = Instant::now() + Duration::from_secs(60);
     let solo = loop {
+        wait_active(&mut nodes, None, Duration::from_secs(60));
         if let Some(s) = client(&dirs).await {
             break s;
         }
+        assert!(Instant::now() < deadline, "no node answers a client");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let a = std::mem::take(&mut *acked.lock().unwrap());
@@ -348,6 +402,10 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         a.registered.len(),
         a.granted.len(),
         a.unknown
+    );
+    println!(
+        "node restarts after a lost lease (besides the faults): {}",
+        nodes.iter().map(|n| n.restarts).sum::<usize>()
     );
     println!("a sample of the failures: {:#?}", a.failures);
     let tails = || {
