@@ -61,6 +61,10 @@ http_addr = "127.0.0.1:806$n"
 nats_urls = ["nats://127.0.0.1:14222", "nats://127.0.0.1:14223", "nats://127.0.0.1:14224"]
 monitor_urls = ["http://127.0.0.1:18222", "http://127.0.0.1:18223", "http://127.0.0.1:18224"]
 node_id = "$node"
+[service_defaults]
+# An awake service's state is saved 5 s after its messages: a standby taking over after
+# a kill -9 restores it from there.
+checkpoint_every_ms = 5000
 CONF
     if [ "$node" != a ]; then
         # One identity across nodes: the CA, the certificates and the master key of a.

@@ -152,16 +152,26 @@ async fn serve(
     // next message, and once only for code that cannot carry its state (to say why it
     // stays awake).
     let mut may_sleep = true;
+    let mut last_message = Instant::now();
+    // When it first handled a message since its state was last saved: a checkpoint is
+    // due `services.checkpoint_every_ms` after it.
+    let mut dirty_since: Option<Instant> = None;
     loop {
-        let idle = match (may_sleep && pending.is_none(), kernel.upgrade()) {
-            (true, Some(k)) => hibernate::idle_limit(&k),
-            _ => None,
+        let (idle, checkpoint_at) = match (pending.is_none(), kernel.upgrade()) {
+            (true, Some(k)) => (
+                hibernate::idle_limit(&k).filter(|_| may_sleep),
+                dirty_since.and_then(|t| hibernate::checkpoint_every(&k).map(|d| t + d)),
+            ),
+            _ => (None, None),
         };
         // One timer (an idle service holds one): the end of a swap's rollback window,
-        // or else the idle limit; never both.
+        // or else the earlier of the next checkpoint and the idle limit.
         let timer = match &pending {
             Some(rb) => Some(rb.deadline),
-            None => idle.map(|d| Instant::now() + d),
+            None => match (idle.map(|d| last_message + d), checkpoint_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         };
         let envelope = match first.take() {
             Some(e) => e,
@@ -183,6 +193,14 @@ async fn serve(
                         continue;
                     }
                     let Some(k) = kernel.upgrade() else { continue };
+                    if checkpoint_at.is_some_and(|t| t <= Instant::now()) {
+                        dirty_since = None;
+                        let saved = Box::pin(hibernate::checkpoint(&k, entry, instance.as_mut()));
+                        if let hibernate::Outcome::Crashed(crash) = saved.await {
+                            return crashed_saving(&k, entry, &crash);
+                        }
+                        continue;
+                    }
                     if hibernate::idle_limit(&k).is_none() {
                         continue; // turned off while it waited
                     }
@@ -226,8 +244,10 @@ async fn serve(
         entry
             .last_active
             .store(hibernate::now_ms(), Ordering::Relaxed);
+        last_message = Instant::now();
         if instance.has_state() {
             may_sleep = true;
+            dirty_since.get_or_insert(last_message);
         }
         let before = instance.stats();
         // A call that crashed the instance is answered once the crash is noted, so a
@@ -319,14 +339,17 @@ async fn try_sleep(
     match hibernate::hibernate(k, entry, instance, idle).await {
         hibernate::Outcome::Asleep => Some(Served::Asleep),
         hibernate::Outcome::Awake => None,
-        hibernate::Outcome::Crashed(crash) => {
-            note_limit(k, entry, &crash);
-            let report = entry.crash_report(&crash);
-            let why = format!("{}: {}", report.kind, report.message);
-            entry.note_crash(report);
-            Some(Served::Exit(Exit::Crashed(why)))
-        }
+        hibernate::Outcome::Crashed(crash) => Some(crashed_saving(k, entry, &crash)),
     }
+}
+
+/// The end of an instance that crashed while its state was being saved.
+fn crashed_saving(k: &Core, entry: &ServiceEntry, crash: &Crash) -> Served {
+    note_limit(k, entry, crash);
+    let report = entry.crash_report(crash);
+    let why = format!("{}: {}", report.kind, report.message);
+    entry.note_crash(report);
+    Served::Exit(Exit::Crashed(why))
 }
 
 /// Answers a call whose message crashed the instance.

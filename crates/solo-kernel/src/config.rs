@@ -27,6 +27,12 @@ pub struct ServiceDefaults {
     /// it is hibernated: its snapshot saved, its instance given back, until its next
     /// message wakes it (runtime-tunable as `services.hibernate_after_ms`; 0: never).
     pub hibernate_after_ms: u64,
+    /// How long after a message an awake service whose code exports `snapshot` has its
+    /// state saved (at most once per period, and only after messages), so that a node
+    /// killed without a graceful stop, or a standby taking over, restores it rather than
+    /// an older snapshot (runtime-tunable as `services.checkpoint_every_ms`; 0, the
+    /// default: saved only when it hibernates or stops).
+    pub checkpoint_every_ms: u64,
 }
 
 impl Default for ServiceDefaults {
@@ -42,6 +48,7 @@ impl Default for ServiceDefaults {
             max_seconds: 60,
             restart_backoff_ms: 0,
             hibernate_after_ms: 300_000,
+            checkpoint_every_ms: 0,
         }
     }
 }

@@ -178,28 +178,11 @@ pub(crate) async fn hibernate(
     instance: &mut dyn Instance,
     idle: Duration,
 ) -> Outcome {
-    let state = match actor::within_deadline(entry, instance.snapshot()).await {
+    let state = match take_snapshot(entry, instance, "stays awake", "hibernation").await {
         Ok(s) => s,
-        Err(CallError::Crash(c)) => return Outcome::Crashed(c),
-        Err(e) => {
-            entry.logs.push(
-                Level::Warn,
-                &format!("stays awake: its snapshot for hibernation failed: {e}"),
-            );
-            return Outcome::Awake;
-        }
+        Err(outcome) => return outcome,
     };
     let bytes = state.as_ref().map_or(0, Vec::len);
-    if bytes > MAX_SNAPSHOT_BYTES {
-        entry.logs.push(
-            Level::Warn,
-            &format!(
-                "stays awake: its snapshot is {bytes} bytes, over the {MAX_SNAPSHOT_BYTES} a \
-                 hibernated service may keep"
-            ),
-        );
-        return Outcome::Awake;
-    }
     let key = records::deployment_key(&entry.tenant, &entry.id);
     let mut batch = WriteBatch::new();
     let stage = || -> Result<(), solo_store::StoreError> {
@@ -236,6 +219,83 @@ pub(crate) async fn hibernate(
     *entry.final_snapshot.lock() = Some(bytes);
     metrics::counter!(m::HIBERNATIONS).increment(1);
     Outcome::Asleep
+}
+
+/// `instance`'s snapshot, within the service's message deadline and size cap; on
+/// failure, what became of the attempt (its log says why, starting with `then`).
+async fn take_snapshot(
+    entry: &ServiceEntry,
+    instance: &mut dyn Instance,
+    then: &str,
+    purpose: &str,
+) -> Result<Option<Vec<u8>>, Outcome> {
+    let state = match actor::within_deadline(entry, instance.snapshot()).await {
+        Ok(s) => s,
+        Err(CallError::Crash(c)) => return Err(Outcome::Crashed(c)),
+        Err(e) => {
+            entry.logs.push(
+                Level::Warn,
+                &format!("{then}: its snapshot for {purpose} failed: {e}"),
+            );
+            return Err(Outcome::Awake);
+        }
+    };
+    let bytes = state.as_ref().map_or(0, Vec::len);
+    if bytes > MAX_SNAPSHOT_BYTES {
+        entry.logs.push(
+            Level::Warn,
+            &format!(
+                "{then}: its snapshot is {bytes} bytes, over the {MAX_SNAPSHOT_BYTES} a \
+                 service may keep"
+            ),
+        );
+        return Err(Outcome::Awake);
+    }
+    Ok(state)
+}
+
+/// How long after a message an awake service's state is saved, or `None` when it is
+/// saved only when it hibernates or stops.
+pub(crate) fn checkpoint_every(k: &Core) -> Option<Duration> {
+    match k.tunables.get(Key::CheckpointEveryMs) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
+/// Saves an awake service's snapshot durably without putting it to sleep, so that the
+/// node's recovery after a `kill -9` (or a standby taking over) restores it rather than
+/// an older one. `Crashed` when the guest crashed taking it; `Awake` otherwise (a
+/// failure to take or save it is in the service's log, and the last saved one stays).
+pub(crate) async fn checkpoint(
+    k: &Core,
+    entry: &ServiceEntry,
+    instance: &mut dyn Instance,
+) -> Outcome {
+    let state = match take_snapshot(entry, instance, "no checkpoint", "a checkpoint").await {
+        Ok(s) => s,
+        Err(outcome) => return outcome,
+    };
+    let key = records::deployment_key(&entry.tenant, &entry.id);
+    let mut batch = WriteBatch::new();
+    let staged = match state {
+        Some(s) => batch.put(records::SNAPSHOTS, key, s),
+        None => batch.delete(records::SNAPSHOTS, key),
+    };
+    let saved = match staged {
+        Ok(_) => k.store.commit(batch).await.map(drop),
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(()) => metrics::counter!(m::CHECKPOINTS).increment(1),
+        Err(e) => {
+            tracing::warn!(tenant = %entry.tenant, service = %entry.id, error = %e, "could not save a service's checkpoint");
+            entry
+                .logs
+                .push(Level::Warn, "no checkpoint: its state could not be saved");
+        }
+    }
+    Outcome::Awake
 }
 
 /// Marks `entry` hibernated once its instance is gone.

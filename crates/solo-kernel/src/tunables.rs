@@ -10,7 +10,7 @@ use crate::error::KernelError;
 
 /// The runtime-tunable keys, in the order `runtime_config` lists them, each with its
 /// smallest valid value.
-pub const TUNABLE_KEYS: [&str; 16] = [
+pub const TUNABLE_KEYS: [&str; 17] = [
     "limits.max_per_tenant",
     "limits.max_total",
     "limits.rate_per_tenant",
@@ -27,6 +27,7 @@ pub const TUNABLE_KEYS: [&str; 16] = [
     "egress.burst_per_tenant",
     "egress.max_in_flight_per_service",
     "services.hibernate_after_ms",
+    "services.checkpoint_every_ms",
 ];
 
 /// One tunable setting.
@@ -48,9 +49,10 @@ pub enum Key {
     EgressBurst,
     EgressInFlight,
     HibernateAfterMs,
+    CheckpointEveryMs,
 }
 
-const KEYS: [Key; 16] = [
+const KEYS: [Key; 17] = [
     Key::MaxPerTenant,
     Key::MaxTotal,
     Key::RatePerTenant,
@@ -67,6 +69,7 @@ const KEYS: [Key; 16] = [
     Key::EgressBurst,
     Key::EgressInFlight,
     Key::HibernateAfterMs,
+    Key::CheckpointEveryMs,
 ];
 
 impl Key {
@@ -99,7 +102,7 @@ impl Key {
 
 /// The current values.
 pub struct Tunables {
-    values: [AtomicU64; 16],
+    values: [AtomicU64; 17],
     /// Held while a change is recorded, so each change's `previous` is exact.
     pub changing: tokio::sync::Mutex<()>,
 }
@@ -123,6 +126,7 @@ impl Tunables {
             u64::from(c.egress.burst_per_tenant),
             u64::from(c.egress.max_in_flight_per_service),
             c.service_defaults.hibernate_after_ms,
+            c.service_defaults.checkpoint_every_ms,
         ];
         Self {
             values: initial.map(AtomicU64::new),

@@ -15,6 +15,8 @@ pub const SERVICES: &str = "solo_services";
 pub const RESTARTS: &str = "solo_service_restarts_total";
 /// Idle services put to sleep (state saved, instance given back).
 pub const HIBERNATIONS: &str = "solo_service_hibernations_total";
+/// Awake services' snapshots saved between messages (`services.checkpoint_every_ms`).
+pub const CHECKPOINTS: &str = "solo_service_checkpoints_total";
 /// Hibernated services woken by a message, by outcome (`ok`, `failed`).
 pub const WAKES: &str = "solo_service_wakes_total";
 /// How long a wake took (instance, init, restore), in seconds.

@@ -241,6 +241,47 @@ async fn a_hibernated_service_holds_no_task() {
     }
 }
 
+/// Checkpoints save an awake service's state between messages without putting it to
+/// sleep; it still hibernates when idle and wakes with its state. A JS snapshot that
+/// throws ends the instance, as it does on hibernation, and the supervisor restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_leave_hibernation_and_wakes_as_they_were() {
+    let mut c = sleepy();
+    c.service_defaults.hibernate_after_ms = 400;
+    c.service_defaults.checkpoint_every_ms = 50;
+    let s = open_with(tempfile::tempdir().unwrap(), c).await;
+    let k = &s.kernel;
+    deploy(k, "c", Format::Wasm, wasm("counter")).await;
+    assert_eq!(inc(k, "c", 5).await, 5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        status(k, "c").state,
+        ServiceState::Running,
+        "a checkpoint does not sleep"
+    );
+    assert!(events(k, kinds::SERVICE_HIBERNATED).is_empty());
+    assert_eq!(inc(k, "c", 1).await, 6);
+    until_state(k, "c", ServiceState::Hibernated).await;
+    assert_eq!(inc(k, "c", 2).await, 8, "woken with its state");
+
+    let refuses: Arc<[u8]> = br#"export function handleCall(r) { return r; }
+export function snapshot() { throw new Error("not now"); }
+export function restore(s) {}
+"#
+    .to_vec()
+    .into();
+    deploy(k, "refuses", Format::Js, refuses).await;
+    assert_eq!(call(k, "refuses", "1").await.unwrap(), "1");
+    let crashed = wait_for(k, kinds::SERVICE_CRASHED, 1).await;
+    assert!(
+        crashed[0].payload.to_string().contains("in snapshot"),
+        "{:?}",
+        crashed[0].payload
+    );
+    until_state(k, "refuses", ServiceState::Running).await;
+    assert_eq!(call(k, "refuses", "2").await.unwrap(), "2");
+}
+
 /// A kernel whose sandbox has `slots` instance slots, hibernating only to make room.
 async fn small_pool(slots: u32) -> Solo {
     let dir = tempfile::tempdir().unwrap();

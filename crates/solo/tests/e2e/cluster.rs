@@ -1,7 +1,7 @@
 //! Cluster mode end to end: three NATS servers and two `solo server` nodes on loopback.
 //! One node is active, the other waits; killing the active node (`kill -9`) hands its
-//! services to the standby, and an active node paused past its lease is fenced out and
-//! exits when it wakes.
+//! services to the standby with the state their last checkpoint saved, and an active
+//! node paused past its lease is fenced out and exits when it wakes.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -63,11 +63,23 @@ fn count(reply: &str) -> i64 {
         .unwrap()
 }
 
-/// Node a active with a counter at 5 (hibernated, so its count is in a snapshot), node
-/// b waiting.
-async fn active_and_standby(nats: &NatsCluster) -> (Server, Starting) {
+/// How the counter's count reaches the log before the active node goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Saved {
+    /// It hibernates.
+    Hibernated,
+    /// It stays awake, and a checkpoint saves it.
+    Checkpoint,
+}
+
+/// Node a active with a counter at 5 (its count in a snapshot, `saved` as said), node b
+/// waiting.
+async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starting) {
     let (a, _) = spawn_node(nats, "a", None).wait(Duration::from_secs(60));
-    a.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]);
+    match saved {
+        Saved::Hibernated => a.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]),
+        Saved::Checkpoint => a.cli_json(&["config", "set", "services.checkpoint_every_ms", "200"]),
+    };
     let c = a.admin().await;
     c.clone()
         .deploy(crate::deploy_js("counter", counter_js()))
@@ -80,13 +92,20 @@ async fn active_and_standby(nats: &NatsCluster) -> (Server, Starting) {
         .unwrap();
     assert_eq!(count(&r.into_inner().reply), 5);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while a.cli_json(&["list", "--state", "hibernated"])["services"]
-        .as_array()
-        .map_or(0, Vec::len)
-        == 0
+    while saved == Saved::Hibernated
+        && a.cli_json(&["list", "--state", "hibernated"])["services"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 0
     {
         assert!(Instant::now() < deadline, "the counter did not hibernate");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if saved == Saved::Checkpoint {
+        // Past the checkpoint, still awake.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let listed = a.cli_json(&["list", "--state", "running"]);
+        assert_eq!(listed["services"][0]["service_id"], "counter", "{listed}");
     }
     let b = spawn_node(nats, "b", Some(&a.data_dir()));
     assert!(
@@ -99,7 +118,7 @@ async fn active_and_standby(nats: &NatsCluster) -> (Server, Starting) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_when_the_active_node_is_killed() {
     let nats = NatsCluster::start(3, true);
-    let (mut a, b) = active_and_standby(&nats).await;
+    let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
     a.kill9();
     let killed = Instant::now();
     let (b, _) = b.wait(Duration::from_secs(30));
@@ -136,7 +155,7 @@ async fn the_standby_takes_over_when_the_active_node_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_node_paused_past_its_lease_is_fenced_out_and_exits() {
     let nats = NatsCluster::start(3, true);
-    let (a, b) = active_and_standby(&nats).await;
+    let (a, b) = active_and_standby(&nats, Saved::Hibernated).await;
     let pid = a.child.as_ref().unwrap().id();
     signal(pid, libc::SIGSTOP);
     let (b, _) = b.wait(Duration::from_secs(30));

@@ -1,7 +1,8 @@
 //! Hibernation from outside: the admin turns it on at runtime, an idle counter shows
 //! `hibernated` in `status` and `list`, survives `kill -9` asleep, and its next call
 //! wakes it with its count; a wake storm cut short by `kill -9`, and `kill -9` while
-//! services hibernate, lose nothing that was acknowledged.
+//! services hibernate, lose nothing that was acknowledged; checkpoints carry an awake
+//! service's state through `kill -9`.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,28 @@ fn an_idle_counter_hibernates_survives_kill_9_asleep_and_wakes_with_its_count() 
     assert_eq!(state(&s), "hibernated");
     let v = s.cli_json(&["call", "counter", r#"{"op":"inc"}"#]);
     assert_eq!(v, json!({"value": 4}));
+}
+
+/// `services.checkpoint_every_ms`: an awake counter's state is saved a period after
+/// its messages, so `kill -9` of the server loses at most that period's increments (not,
+/// as without it, everything since the service last hibernated or stopped).
+#[test]
+fn checkpoints_carry_an_awake_counters_state_through_kill_9() {
+    let s = Server::start();
+    s.cli_json(&["config", "set", "services.checkpoint_every_ms", "200"]);
+    s.cli_json(&["deploy", "examples/js/counter.js"]);
+    for _ in 0..3 {
+        s.cli_json(&["call", "counter", r#"{"op":"inc"}"#]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&s), "running", "awake: the idle limit is 5 minutes");
+    let mut s = s;
+    s.kill9();
+    let s = s.restart();
+    let v = s.cli_json(&["call", "counter", r#"{"op":"get"}"#]);
+    assert_eq!(v, json!({"value": 3}), "restored from its checkpoint");
+    let v = s.cli_json(&["config", "show"]).to_string();
+    assert!(v.contains("services.checkpoint_every_ms"), "{v}");
 }
 
 fn hibernated(s: &Server) -> usize {
