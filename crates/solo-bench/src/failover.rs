@@ -3,7 +3,9 @@
 //! the standby answers a call to a counter is measured, round after round (the killed
 //! node comes back as the next standby). The baseline, in the same run: a single
 //! embedded node killed with `kill -9` and restarted on its data directory at once, to
-//! its first answered call.
+//! its first answered call. First, with both nodes up: calls to the counter named
+//! through the standby (its relay to the active node) against the same calls made to the
+//! active node directly.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ use crate::stats::{Samples, r2};
 
 const LEASE_MS: u64 = 2_000;
 const ROUNDS: usize = 5;
+/// Calls per side in the relay comparison.
+const RELAY_CALLS: usize = 2_000;
 
 /// A `solo server` process and the lines it prints.
 struct Node {
@@ -140,6 +144,40 @@ async fn deploy_counter(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `n` calls to the counter through `data`'s node, one connection, one at a time.
+async fn timed_calls(data: &Path, n: usize) -> anyhow::Result<Samples> {
+    let solo = open(data).await?;
+    let mut samples = Samples::default();
+    for _ in 0..n {
+        let t = Instant::now();
+        solo.call(&sid("counter"), r#"{"op":"get"}"#, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
+}
+
+/// Calls through the standby's relay and to the active node directly, interleaved in
+/// rounds so both see the same machine.
+async fn relay_vs_direct(active: &Path, standby: &Path) -> anyhow::Result<(Samples, Samples)> {
+    // The standby relays once the active node has recorded its listeners.
+    let since = Instant::now();
+    while timed_calls(standby, 1).await.is_err() {
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(30),
+            "the standby did not relay within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut relayed, mut direct) = (Samples::default(), Samples::default());
+    for _ in 0..4 {
+        direct.extend(timed_calls(active, RELAY_CALLS / 4).await?);
+        relayed.extend(timed_calls(standby, RELAY_CALLS / 4).await?);
+    }
+    Ok((relayed, direct))
+}
+
 fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<PathBuf> {
     let path = root.join(format!("{id}.toml"));
     std::fs::write(&path, nats.solo_config(id, LEASE_MS, None))?;
@@ -165,6 +203,7 @@ pub fn run() -> anyhow::Result<()> {
     share_identity(&data[0], &data[1])?;
     nodes[0] = Some(first);
     nodes[1] = Some(Node::spawn(&data[1], Some(&configs[1]))?);
+    let (mut relayed, mut direct) = rt.block_on(relay_vs_direct(&data[0], &data[1]))?;
     let mut cluster = Samples::default();
     let mut active = 0;
     for _ in 0..ROUNDS {
@@ -198,6 +237,16 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     let ms = |s: &mut Samples, q: f64| r2(s.quantile_us(q) / 1000.0);
+    let us = |s: &mut Samples, q: f64| r2(s.quantile_us(q));
+    report(&json!({
+        "scenario": "cluster.relay",
+        "calls": RELAY_CALLS,
+        "through_the_standby_us": { "p50": us(&mut relayed, 0.5), "p99": us(&mut relayed, 0.99) },
+        "baseline": {
+            "name": "the same calls to the active node directly",
+            "direct_us": { "p50": us(&mut direct, 0.5), "p99": us(&mut direct, 0.99) },
+        },
+    }));
     report(&json!({
         "scenario": "cluster.failover",
         "lease_ms": LEASE_MS,

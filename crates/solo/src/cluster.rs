@@ -7,7 +7,10 @@
 //! (paused, cut off) nothing it writes lands. The others wait as **standbys** (they do
 //! not listen) and take over, recovering every service from its record and last
 //! snapshot, once the active node's lease lapses. An active node that loses its lease
-//! exits at once: whatever it holds in memory is stale.
+//! exits at once: whatever it holds in memory is stale. A standby relays connections to
+//! the active node meanwhile (`forward.rs`), so a client may name any node.
+
+mod forward;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +51,10 @@ pub struct ClusterSection {
     /// `nats_cert_file` and `nats_key_file`, or not at all (plaintext, for a private
     /// network only).
     pub nats_ca_file: Option<std::path::PathBuf>,
+    /// The host name or address other nodes reach this node's gRPC and HTTPS listeners
+    /// by, when the node is active and standbys relay clients to it. Unset: the
+    /// listeners' own addresses, which must then be specific (not `0.0.0.0`).
+    pub advertise_host: Option<String>,
     /// This node's own client certificate for NATS (PEM): its credentials.
     pub nats_cert_file: Option<std::path::PathBuf>,
     /// The key of `nats_cert_file` (PEM).
@@ -64,6 +71,7 @@ impl Default for ClusterSection {
             stream: "SOLO".into(),
             lease_ms: 5_000,
             nats_ca_file: None,
+            advertise_host: None,
             nats_cert_file: None,
             nats_key_file: None,
         }
@@ -119,6 +127,13 @@ impl ClusterSection {
                     .into(),
             );
         }
+        if let Some(h) = &self.advertise_host
+            && (h.is_empty() || h.len() > 253 || h.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "cluster.advertise_host {h:?} is not a host name or address"
+            ));
+        }
         if !(1_000..=600_000).contains(&self.lease_ms) {
             return Err(format!(
                 "cluster.lease_ms {} must be between 1000 and 600000",
@@ -148,6 +163,39 @@ impl Drop for Active {
 }
 
 impl Active {
+    /// Records where this node listens, under its lease, so the standbys relay clients
+    /// here. Without a reachable address (an unspecified one and no `advertise_host`)
+    /// nothing is recorded, and standbys close the connections they get.
+    pub async fn advertise(
+        &self,
+        grpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+        host: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (Some(g), Some(h)) = (
+            forward::reachable(grpc, host),
+            forward::reachable(http, host),
+        ) else {
+            tracing::warn!(%grpc, %http, "listening on an unspecified address without cluster.advertise_host: standbys cannot relay clients to this node");
+            return Ok(());
+        };
+        let (node, epoch) = {
+            let l = self.lease.lock();
+            (l.holder.clone(), l.epoch)
+        };
+        let batch = forward::record(&forward::Endpoints {
+            node,
+            epoch,
+            grpc: g,
+            http: h,
+        })?;
+        self.store
+            .commit(batch)
+            .await
+            .context("record this node's listeners")?;
+        Ok(())
+    }
+
     /// Gives the lease up (after a graceful stop), so a standby takes over at once.
     pub async fn release(self) {
         self.renew.abort();
@@ -171,6 +219,7 @@ impl Active {
 pub async fn become_active(
     c: &ClusterSection,
     data_dir: &std::path::Path,
+    listen: (std::net::SocketAddr, std::net::SocketAddr),
 ) -> anyhow::Result<Active> {
     let node = c.node_id.clone().unwrap_or_default();
     let mut opts = ClusterOptions::new(
@@ -205,6 +254,20 @@ pub async fn become_active(
             .context("open the cluster's log")?
             .context("open the cluster's log")?,
     );
+    // Until this node is active, it relays clients to the one that is (and says where
+    // in `server.json`, so `--data-dir` finds it as it finds an active node).
+    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen.0, listen.1)
+        .await
+        .context("listen for clients to relay to the active node")?;
+    let info = solo_client::ServerInfo {
+        grpc: forwarder.grpc.to_string(),
+        http: forwarder.http.to_string(),
+        pid: std::process::id(),
+    };
+    let server_file = data_dir.join(solo_client::SERVER_FILE);
+    std::fs::write(&server_file, serde_json::to_vec(&info)?)
+        .with_context(|| format!("write {}", server_file.display()))?;
+    tracing::info!(grpc = %forwarder.grpc, http = %forwarder.http, "standby: relaying clients to the active node");
     let ttl = Duration::from_millis(c.lease_ms);
     let margin = drift_margin(ttl);
     let mut announced = false;
@@ -241,6 +304,7 @@ pub async fn become_active(
         }
         tokio::time::sleep(ttl / 3).await;
     };
+    forwarder.stop().await;
     tracing::info!(node = %node, epoch = lease.epoch, "active: this node holds the cluster's lease");
     let epoch = lease.epoch;
     let lease = Arc::new(parking_lot::Mutex::new(lease));
@@ -419,6 +483,13 @@ mod tests {
                     ..on.clone()
                 },
                 "lease_ms 10",
+            ),
+            (
+                ClusterSection {
+                    advertise_host: Some("node a".into()),
+                    ..on.clone()
+                },
+                "advertise_host",
             ),
         ] {
             let err = bad.validate().unwrap_err();

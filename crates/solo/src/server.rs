@@ -140,7 +140,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // One node: the store in the data directory. A cluster: the replicated log, once this
     // node is the active one.
     let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
-        let active = crate::cluster::become_active(&cfg.cluster, data_dir).await?;
+        let listen = (cfg.grpc_addr, cfg.http_addr);
+        let active = crate::cluster::become_active(&cfg.cluster, data_dir, listen).await?;
         (Arc::clone(&active.store), None, Some(active))
     } else {
         let store = Arc::new(
@@ -229,6 +230,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(data_dir = %data_dir.display(), grpc = %info.grpc, http = %info.http, "solo started");
+    if let Some(active) = &active {
+        let host = cfg.cluster.advertise_host.as_deref();
+        if let Err(e) = active
+            .advertise(gateway.grpc_addr(), gateway.http_addr(), host)
+            .await
+        {
+            tracing::warn!(error = %e, "standbys cannot relay clients to this node");
+        }
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;

@@ -1,7 +1,8 @@
 //! Cluster mode end to end: three NATS servers and two `solo server` nodes on loopback.
 //! One node is active, the other waits; killing the active node (`kill -9`) hands its
 //! services to the standby with the state their last checkpoint saved, and an active
-//! node paused past its lease is fenced out and exits when it wakes.
+//! node paused past its lease is fenced out and exits when it wakes. A standby relays
+//! clients to the active node, mutual TLS end to end.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -115,6 +116,24 @@ async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starti
     (a, b)
 }
 
+/// Increments the counter through `node` until it answers (within 30 s of `killed`).
+async fn inc_until_answered(node: &Server, killed: Instant) -> String {
+    let c = node.admin().await;
+    loop {
+        match c
+            .clone()
+            .call(call("counter", json!({"op": "inc", "by": 1})))
+            .await
+        {
+            Ok(r) => return r.into_inner().reply,
+            Err(e) => {
+                assert!(killed.elapsed() < Duration::from_secs(30), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_when_the_active_node_is_killed() {
     let nats = NatsCluster::start(3, true);
@@ -122,20 +141,7 @@ async fn the_standby_takes_over_when_the_active_node_is_killed() {
     a.kill9();
     let killed = Instant::now();
     let (b, _) = b.wait(Duration::from_secs(30));
-    let c = b.admin().await;
-    let reply = loop {
-        match c
-            .clone()
-            .call(call("counter", json!({"op": "inc", "by": 1})))
-            .await
-        {
-            Ok(r) => break r.into_inner().reply,
-            Err(e) => {
-                assert!(killed.elapsed() < Duration::from_secs(30), "{e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let reply = inc_until_answered(&b, killed).await;
     let failover = killed.elapsed();
     println!("failover: kill -9 of the active node to the first answered call: {failover:?}");
     assert_eq!(count(&reply), 6, "the counter came back from its snapshot");
@@ -207,4 +213,66 @@ fn signal(pid: u32, sig: i32) {
     unsafe {
         libc::kill(i32::try_from(pid).unwrap(), sig);
     }
+}
+
+/// A client of the node whose data directory is `data` (its `server.json` and the
+/// shared admin certificate), with the identity `identity` in place of the admin's.
+fn profile_of(data: &Path, identity: Option<(Vec<u8>, Vec<u8>)>) -> solo_client::Profile {
+    let p = solo_client::Profile::resolve(
+        &solo_client::Flags {
+            data_dir: Some(data.to_path_buf()),
+            ..solo_client::Flags::default()
+        },
+        &[],
+    )
+    .unwrap();
+    match identity {
+        Some(id) => solo_client::Profile {
+            identity: Some(id),
+            ..p
+        },
+        None => p,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_relays_clients_to_the_active_node() {
+    let nats = NatsCluster::start(3, true);
+    let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
+    let counter = solo_types::ServiceId::new("counter").unwrap();
+    // Named through the standby, answered by the active node.
+    let via_b = profile_of(&b.data_dir(), None).open().await.unwrap();
+    let r = via_b
+        .call(&counter, r#"{"op":"inc","by":1}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 6);
+    assert!(via_b.whoami().await.unwrap().admin);
+
+    // A certificate of another CA is refused through the relay as at the active node.
+    let other = tempfile::tempdir().unwrap();
+    solo_gateway::pki::init(other.path(), &[]).unwrap();
+    let certs = other.path().join("certs");
+    let foreign = (
+        std::fs::read(certs.join("admin.pem")).unwrap(),
+        std::fs::read(certs.join("admin-key.pem")).unwrap(),
+    );
+    let stranger = profile_of(&b.data_dir(), Some(foreign));
+    let refused = match stranger.open().await {
+        Err(e) => e.to_string(),
+        Ok(c) => c.whoami().await.unwrap_err().to_string(),
+    };
+    assert!(!refused.is_empty());
+    let r = via_b.call(&counter, r#"{"op":"get"}"#, None).await.unwrap();
+    assert_eq!(count(&r), 6, "the relay still serves the admin");
+    eprintln!("a foreign certificate through the relay: {refused}");
+
+    // The active node dies: the relay has nobody to reach until b takes over, then b
+    // answers itself, with the checkpointed count.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    a.kill9();
+    let killed = Instant::now();
+    let (b, _) = b.wait(Duration::from_secs(30));
+    let r = inc_until_answered(&b, killed).await;
+    assert_eq!(count(&r), 7);
 }

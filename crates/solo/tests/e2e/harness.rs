@@ -259,6 +259,11 @@ impl Starting {
         }
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().path().join("data")
+    }
+
     /// Whether the server printed a line within `within` (it should not, on a standby).
     pub fn printed_within(&self, within: Duration) -> bool {
         self.lines.recv_timeout(within).is_ok()

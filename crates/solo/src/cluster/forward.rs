@@ -1,0 +1,197 @@
+//! A standby's forwarder: until the node becomes active it listens on its configured
+//! gRPC and HTTPS addresses and relays each connection, bytes unchanged, to the
+//! listeners the active node recorded in the log, so a client may name any node. TLS
+//! runs end to end between the client and the active node (every node holds the same
+//! CA and server certificate), so a standby never sees a request, a certificate's key
+//! or a token; the active node's limits, timeouts and refusals apply as to any client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use solo_cluster::JetStreamStore;
+use solo_store::{Kv, WriteBatch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::ACTIVE_SCOPE;
+
+/// The table the active node records its listeners in.
+const ENDPOINTS: &str = "cluster_endpoints";
+const ACTIVE_KEY: &[u8] = b"active";
+/// Connections one standby relays at once; more are closed at once.
+const MAX_RELAYED: usize = 1024;
+/// How long a relay waits for the active node to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the active node listens, as recorded under its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub node: String,
+    pub epoch: u64,
+    pub grpc: String,
+    pub http: String,
+}
+
+/// `addr` as other nodes reach it: `host` in place of an unspecified address
+/// (`0.0.0.0`, `[::]`); `None` when it is unspecified and no host is given.
+pub fn reachable(addr: SocketAddr, host: Option<&str>) -> Option<String> {
+    match host {
+        Some(h) if h.contains(':') && !h.starts_with('[') => Some(format!("[{h}]:{}", addr.port())),
+        Some(h) => Some(format!("{h}:{}", addr.port())),
+        None if addr.ip().is_unspecified() => None,
+        None => Some(addr.to_string()),
+    }
+}
+
+/// The batch that records `e` as the active node's listeners.
+pub fn record(e: &Endpoints) -> anyhow::Result<WriteBatch> {
+    let mut batch = WriteBatch::new();
+    batch.put(ENDPOINTS, ACTIVE_KEY.to_vec(), serde_json::to_vec(e)?)?;
+    Ok(batch)
+}
+
+/// The active node's listeners, when the node that holds the lease now (by this node's
+/// view and clock) recorded them under that lease; `None` during a hand-over.
+fn active(log: &JetStreamStore) -> Option<Endpoints> {
+    let lease = log.lease(ACTIVE_SCOPE).ok()??;
+    if lease.expires_ns < solo_types::clock::system_now_ns() {
+        return None;
+    }
+    let raw = log.get(ENDPOINTS, ACTIVE_KEY).ok()??;
+    let e: Endpoints = serde_json::from_slice(&raw).ok()?;
+    (e.node == lease.holder && e.epoch == lease.epoch).then_some(e)
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Grpc,
+    Http,
+}
+
+/// The running forwarder; [`Forwarder::stop`] frees its addresses for the gateway.
+pub struct Forwarder {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Listens on `grpc` and `http` and relays to the active node.
+    pub async fn start(
+        log: Arc<JetStreamStore>,
+        grpc: SocketAddr,
+        http: SocketAddr,
+    ) -> std::io::Result<Self> {
+        let g = TcpListener::bind(grpc).await?;
+        let h = TcpListener::bind(http).await?;
+        let (grpc, http) = (g.local_addr()?, h.local_addr()?);
+        let stop = CancellationToken::new();
+        let limit = Arc::new(Semaphore::new(MAX_RELAYED));
+        let loops = [(g, Which::Grpc), (h, Which::Http)]
+            .into_iter()
+            .map(|(l, which)| {
+                tokio::spawn(accept(
+                    l,
+                    which,
+                    Arc::clone(&log),
+                    Arc::clone(&limit),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Ok(Self {
+            grpc,
+            http,
+            stop,
+            loops,
+        })
+    }
+
+    /// Closes the listeners (awaited, so the addresses are free) and every relay.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for l in self.loops {
+            let _ = l.await;
+        }
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    which: Which,
+    log: Arc<JetStreamStore>,
+    limit: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    loop {
+        let conn = tokio::select! {
+            () = stop.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let sock = match conn {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "the standby's forwarder could not accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            continue; // over the cap: closed at once
+        };
+        let (log, stop) = (Arc::clone(&log), stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = relay(&log, sock, which) => {}
+            }
+        });
+    }
+}
+
+/// Relays one connection to the active node; closes it when none is known (the client
+/// retries, as for any node that is not answering).
+async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which) {
+    let Some(e) = active(log) else {
+        return;
+    };
+    let target = match which {
+        Which::Grpc => e.grpc,
+        Which::Http => e.http,
+    };
+    let mut upstream =
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
+            Ok(Ok(s)) => s,
+            _ => return,
+        };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_given_as_other_nodes_reach_it() {
+        let specific: SocketAddr = "10.0.0.5:50051".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        assert_eq!(reachable(specific, None).as_deref(), Some("10.0.0.5:50051"));
+        assert_eq!(reachable(any, None), None);
+        assert_eq!(
+            reachable(any, Some("node-a.internal")).as_deref(),
+            Some("node-a.internal:50051")
+        );
+        assert_eq!(
+            reachable(any, Some("fd00::5")).as_deref(),
+            Some("[fd00::5]:50051")
+        );
+    }
+}
