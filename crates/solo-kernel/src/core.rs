@@ -76,6 +76,8 @@ pub(crate) struct Core {
     /// Held while one caller makes room in the pool; others wait for its result.
     /// When room was last made.
     pub(crate) making_room: tokio::sync::Mutex<Option<Instant>>,
+    /// The cluster node this kernel runs on (none on an embedded server).
+    pub(crate) node: Option<String>,
     /// Itself, for the closures it hands to supervisors and instances.
     pub(crate) me: Weak<Core>,
 }
@@ -121,6 +123,14 @@ impl Core {
             self.services.get(&(tenant.clone(), service.clone())).as_deref(),
             Some(Slot::Running(e)) if e.state().is_alive()
         )
+    }
+
+    /// A live service's status, naming the node it runs on.
+    pub(crate) fn status_of(&self, e: &ServiceEntry) -> solo_types::ServiceStatus {
+        solo_types::ServiceStatus {
+            node: self.node.clone(),
+            ..e.status()
+        }
     }
 
     /// The caller's live service, or not found.

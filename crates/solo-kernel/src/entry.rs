@@ -417,6 +417,7 @@ impl ServiceEntry {
             limits: self.spec.limits,
             deployed_at: self.deployed_at,
             tool: self.spec.tool.clone(),
+            node: None,
         }
     }
 

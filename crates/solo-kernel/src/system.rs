@@ -53,6 +53,9 @@ pub struct KernelOptions {
     /// The client services' HTTP requests leave through; without one, a client with
     /// `[egress]`'s limits and the Mozilla roots only.
     pub egress: Option<Arc<solo_egress::Client>>,
+    /// The cluster node this kernel runs on, shown by status, list and the tree (none on
+    /// an embedded server).
+    pub node: Option<String>,
 }
 
 /// Builds the kernel's state, records `system_started`, starts the tree and recovers
@@ -104,6 +107,7 @@ pub(crate) async fn boot(
         sleep_events: crate::sampler::Window::default(),
         awake: dashmap::DashMap::new(),
         making_room: tokio::sync::Mutex::new(None),
+        node: options.node,
         me: me.clone(),
     });
     apply_to_sandbox(&k);

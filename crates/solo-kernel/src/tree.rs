@@ -241,6 +241,7 @@ impl Tree {
             strategy: None,
             state: state_name(c.state).into(),
             restarts: c.restarts,
+            node: None,
             children: Vec::new(),
         };
         let roots = self.root.children();
@@ -276,6 +277,7 @@ impl Tree {
             strategy: Some(strategy_name(Strategy::OneForOne).into()),
             state: "running".into(),
             restarts: 0,
+            node: None,
             children,
         }
     }

@@ -39,7 +39,7 @@ pub(crate) fn status(
         Permission::Read,
     )?;
     k.entry(caller, service)
-        .map(|e| e.status())
+        .map(|e| k.status_of(&e))
         .map_err(|e| k.failed_deploy(caller, service).unwrap_or(e))
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn list(
         .iter()
         .filter_map(
             |id| match k.services.get(&(tenant.clone(), id.clone()))?.value() {
-                Slot::Running(e) => Some(e.status()),
+                Slot::Running(e) => Some(k.status_of(e)),
                 _ => None,
             },
         )
@@ -206,7 +206,7 @@ pub(crate) fn discover(
 pub(crate) fn tree(k: &Core, caller: &Caller) -> Result<TreeNode, KernelError> {
     k.require(caller, &Resource::Any, Permission::Read)?;
     let only = (!caller.is_admin()).then(|| caller.tenant_id().to_string());
-    Ok(match k.tree.get() {
+    let mut root = match k.tree.get() {
         Some(t) => t.snapshot(|tenant| tenant_tree(k, tenant), only.as_deref()),
         None => TreeNode {
             name: "solo".into(),
@@ -214,9 +214,12 @@ pub(crate) fn tree(k: &Core, caller: &Caller) -> Result<TreeNode, KernelError> {
             strategy: None,
             state: "starting".into(),
             restarts: 0,
+            node: None,
             children: Vec::new(),
         },
-    })
+    };
+    root.node.clone_from(&k.node);
+    Ok(root)
 }
 
 fn tenant_tree(k: &Core, tenant: &str) -> Vec<TreeNode> {
@@ -237,6 +240,7 @@ fn tenant_tree(k: &Core, tenant: &str) -> Vec<TreeNode> {
                 strategy: None,
                 state,
                 restarts: c.restarts,
+                node: None,
                 children: Vec::new(),
             }
         })

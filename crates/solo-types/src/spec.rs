@@ -303,4 +303,7 @@ pub struct ServiceStatus {
     /// The tool the service is offered as, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolSpec>,
+    /// The cluster node running the service (none on an embedded server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

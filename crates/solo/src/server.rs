@@ -207,6 +207,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 let _ = stop_tx.send(grace);
             })),
             egress: Some(Arc::new(egress)),
+            node: active.as_ref().and(cfg.cluster.node_id.clone()),
         },
     )
     .await?;

@@ -7,6 +7,7 @@ mod common;
 mod components;
 mod flow;
 mod hibernation;
+mod node;
 
 use std::sync::Arc;
 use std::time::Duration;

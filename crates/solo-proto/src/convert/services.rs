@@ -186,6 +186,7 @@ impl From<&ServiceStatus> for pb::StatusResponse {
             startup_timeout_ms: s.limits.startup_timeout_ms,
             message_timeout_ms: s.limits.message_timeout_ms,
             tool: s.tool.as_ref().map(tool_to),
+            node: s.node.clone().unwrap_or_default(),
         }
     }
 }
@@ -225,6 +226,7 @@ impl TryFrom<pb::StatusResponse> for ServiceStatus {
                 .map(tool_from)
                 .transpose()
                 .map_err(|e| bad_answer("tool", e))?,
+            node: nonzero(s.node),
         })
     }
 }
@@ -296,6 +298,7 @@ pub fn service_info(s: &ServiceStatus) -> pb::ServiceInfo {
         restarts: s.restarts,
         messages: s.messages,
         version: s.version,
+        node: s.node.clone().unwrap_or_default(),
     }
 }
 

@@ -239,6 +239,9 @@ pub struct TreeNode {
     pub strategy: Option<String>,
     pub state: String,
     pub restarts: u32,
+    /// On the root: the cluster node whose tree this is (none on an embedded server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<TreeNode>,
 }

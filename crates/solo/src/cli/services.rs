@@ -266,26 +266,33 @@ pub(super) async fn list(c: &Cmd, a: ListArgs) -> anyhow::Result<()> {
             println!("no services; deploy one with `solo deploy FILE`");
             return;
         }
+        // A cluster node names itself; an embedded server has no node column.
+        let nodes = l.services.iter().any(|s| s.node.is_some());
         let rows = l
             .services
             .iter()
             .map(|s| {
-                vec![
+                let mut row = vec![
                     s.service_id.to_string(),
                     s.state.to_string(),
                     s.format.to_string(),
                     s.version.to_string(),
                     s.restarts.to_string(),
                     s.messages.to_string(),
-                ]
+                ];
+                if nodes {
+                    row.push(s.node.clone().unwrap_or_default());
+                }
+                row
             })
             .collect();
-        table(
-            &[
-                "SERVICE", "STATE", "FORMAT", "VERSION", "RESTARTS", "MESSAGES",
-            ],
-            rows,
-        );
+        let mut head = vec![
+            "SERVICE", "STATE", "FORMAT", "VERSION", "RESTARTS", "MESSAGES",
+        ];
+        if nodes {
+            head.push("NODE");
+        }
+        table(&head, rows);
         if l.total > l.services.len() {
             println!("{} of {} shown", l.services.len(), l.total);
         }
@@ -331,6 +338,9 @@ pub(super) async fn status(c: &Cmd, a: IdArg) -> anyhow::Result<()> {
             ),
             ("deployed", time(s.deployed_at)),
         ];
+        if let Some(n) = &s.node {
+            rows.push(("node", n.clone()));
+        }
         if let Some(e) = &s.last_error {
             rows.push(("last error", format!("{}: {}", e.kind, e.message)));
         }

@@ -275,8 +275,13 @@ fn print_tree(node: &TreeNode, prefix: &str, last: bool, root: bool) {
     } else {
         String::new()
     };
+    let on = node
+        .node
+        .as_deref()
+        .map(|n| format!(" on node {n}"))
+        .unwrap_or_default();
     println!(
-        "{prefix}{branch}{} ({}{strategy}, {}{restarts})",
+        "{prefix}{branch}{} ({}{strategy}, {}{restarts}){on}",
         node.name, node.kind, node.state
     );
     let child_prefix = if root {

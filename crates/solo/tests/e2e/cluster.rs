@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_cluster::testing::{NatsCluster, TlsFiles, share_identity};
+use solo_types::api::ListFilter;
 
 use crate::harness::{SOLO, Server, Starting, call, counter_js};
 
@@ -107,6 +108,11 @@ async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starti
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         let listed = a.cli_json(&["list", "--state", "running"]);
         assert_eq!(listed["services"][0]["service_id"], "counter", "{listed}");
+        assert_eq!(listed["services"][0]["node"], "a", "{listed}");
+        let table = String::from_utf8_lossy(&a.cli(&["list"]).stdout).into_owned();
+        assert!(table.contains("NODE"), "{table}");
+        let tree = String::from_utf8_lossy(&a.cli(&["tree"]).stdout).into_owned();
+        assert!(tree.contains("on node a"), "{tree}");
     }
     let b = spawn_node(nats, "b", Some(&a.data_dir()));
     assert!(
@@ -248,6 +254,14 @@ async fn a_standby_relays_clients_to_the_active_node() {
         .unwrap();
     assert_eq!(count(&r), 6);
     assert!(via_b.whoami().await.unwrap().admin);
+    // Status, list and the tree name the node that runs the service.
+    assert_eq!(
+        via_b.status(&counter).await.unwrap().node.as_deref(),
+        Some("a")
+    );
+    let listed = via_b.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.services[0].node.as_deref(), Some("a"));
+    assert_eq!(via_b.tree().await.unwrap().node.as_deref(), Some("a"));
 
     // A certificate of another CA is refused through the relay as at the active node.
     let other = tempfile::tempdir().unwrap();

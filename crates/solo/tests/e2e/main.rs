@@ -557,9 +557,15 @@ fn the_cli_quick_start_and_json_output() {
     let v = s.cli_json(&["list"]);
     assert_eq!(v["services"][0]["service_id"], "counter");
     let out = s.cli(&["list"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("counter"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // An embedded server is no cluster node: no node column, no `node` key.
+    assert!(
+        table.contains("counter") && !table.contains("NODE"),
+        "{table}"
+    );
     let v = s.cli_json(&["status", "counter"]);
     assert_eq!(v["state"], "running");
+    assert!(v.get("node").is_none(), "{v}");
     assert_eq!(v["messages"], 2);
     // solo watch (streams as JSON lines; replay from the start, stop after a few)
     let mut child = std::process::Command::new(harness::SOLO)
