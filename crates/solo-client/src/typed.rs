@@ -25,12 +25,42 @@ pub struct Solo {
 }
 
 /// A refusal from the server, or a connection that failed (then the message says how).
+/// A connection that broke before the server answered (the node died, or a standby's
+/// relay lost its way to the active node) is `unavailable` (`connection_lost`): the call
+/// may or may not have run, and may be tried again.
 pub fn failure(s: &tonic::Status) -> Failure {
     let mut f = cv::failure(s);
     if s.metadata().get(solo_proto::REASON_KEY).is_none() {
         f.message = describe_status(s);
+        if connection_lost(s) {
+            f.code = Code::Unavailable;
+            f.reason = "connection_lost".into();
+        }
     }
     f
+}
+
+/// Whether `s` is the transport's error rather than an answer: tonic gives such a status
+/// the error as its source, and codes it `unknown` or `cancelled`. The client's own
+/// deadline (`TimeoutExpired`) is not a lost connection, nor is a TLS refusal (an alert
+/// from the server, a certificate the client would not accept).
+fn connection_lost(s: &tonic::Status) -> bool {
+    if !matches!(s.code(), tonic::Code::Unknown | tonic::Code::Cancelled) {
+        return false;
+    }
+    let mut cur = std::error::Error::source(s);
+    let transport = cur.is_some();
+    while let Some(e) = cur {
+        let tls = e.is::<rustls::Error>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+        if tls || e.is::<tonic::TimeoutExpired>() {
+            return false;
+        }
+        cur = e.source();
+    }
+    transport
 }
 
 fn fail(s: tonic::Status) -> Failure {
@@ -418,4 +448,36 @@ fn egress_rules(r: pb::EgressRules) -> R<EgressRules> {
             .map_err(|e| Failure::new(Code::Internal, "bad_answer", e.to_string()))?,
         rules: r.rules,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_an_answer_or_a_deadline_is_not() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify",
+        )));
+        let f = failure(&broken);
+        assert_eq!(
+            (f.code, f.reason.as_str()),
+            (Code::Unavailable, "connection_lost")
+        );
+        // The server's own `unknown` (no source) stays what it was.
+        let answered = failure(&tonic::Status::unknown("guest said so"));
+        assert_eq!(answered.code, Code::Internal);
+        // A TLS refusal is not a lost connection.
+        let refused = tonic::Status::from_error(Box::new(std::io::Error::other(
+            rustls::Error::AlertReceived(rustls::AlertDescription::DecryptError),
+        )));
+        assert_ne!(failure(&refused).code, Code::Unavailable);
+        let late = failure(&tonic::Status::from_error(Box::new(tonic::TimeoutExpired(
+            (),
+        ))));
+        assert_ne!(late.code, Code::Unavailable);
+        assert!(late.message.contains("Timeout expired"), "{}", late.message);
+    }
 }

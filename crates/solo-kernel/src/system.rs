@@ -117,8 +117,10 @@ pub(crate) async fn boot(
     // component (such as the event store's log check) can record anything.
     k.store
         .append(vec![
-            NewEvent::system(kinds::SYSTEM_STARTED, "solo")
-                .payload(json!({ "version": env!("CARGO_PKG_VERSION") })),
+            NewEvent::system(kinds::SYSTEM_STARTED, "solo").payload(match &k.node {
+                Some(node) => json!({ "version": env!("CARGO_PKG_VERSION"), "node": node }),
+                None => json!({ "version": env!("CARGO_PKG_VERSION") }),
+            }),
         ])
         .await
         .stage("record the start")?;

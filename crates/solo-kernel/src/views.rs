@@ -266,6 +266,7 @@ pub(crate) fn health(k: &Core, caller: Option<&Caller>) -> Health {
         h.detail = fault;
     }
     h.version = Some(env!("CARGO_PKG_VERSION").into());
+    h.node.clone_from(&k.node);
     h.uptime_ms = Some(u64::try_from(k.started.elapsed().as_millis()).unwrap_or(u64::MAX));
     if caller.is_admin() {
         h.services = Some(k.services.len() as u64);

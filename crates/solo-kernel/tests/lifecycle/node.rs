@@ -1,8 +1,8 @@
-//! The node a kernel runs on: a cluster node names itself in status, list and the tree;
-//! an embedded server names none and its answers carry no `node` key.
+//! The node a kernel runs on: a cluster node names itself in status, list, the tree and
+//! health; an embedded server names none and its answers carry no `node` key.
 
-use solo_kernel::{DeployRequest, Kernel, KernelConfig, KernelOptions, ListFilter};
-use solo_types::Format;
+use solo_kernel::{Caller, DeployRequest, Kernel, KernelConfig, KernelOptions, ListFilter};
+use solo_types::{Format, TenantId};
 
 use crate::common::{self, sid};
 use crate::{alice, js, solo};
@@ -36,6 +36,13 @@ async fn a_cluster_node_names_itself_in_status_list_and_tree() {
     let listed = k.list(&alice(), &ListFilter::default()).unwrap();
     assert_eq!(listed.services[0].node.as_deref(), Some("n2"));
     assert_eq!(k.tree(&alice()).unwrap().node.as_deref(), Some("n2"));
+    assert_eq!(k.health(Some(&alice())).node.as_deref(), Some("n2"));
+    // Without credentials, only whether it is up.
+    assert_eq!(k.health(None).node, None);
+    // The log says which node started.
+    let admin = Caller::admin(TenantId::new("ops").unwrap());
+    let started = common::events_of(&k, &admin, "system_started");
+    assert_eq!(started[0].payload["node"], "n2");
     k.shutdown().await;
 }
 

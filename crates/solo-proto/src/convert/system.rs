@@ -322,6 +322,7 @@ impl From<&Health> for pb::HealthResponse {
             timestamp: h.timestamp,
             reason: h.reason.clone(),
             detail: h.detail.clone(),
+            node: h.node.clone(),
         }
     }
 }
@@ -338,6 +339,7 @@ impl From<pb::HealthResponse> for Health {
             last_event_id: h.last_event_id,
             reason: h.reason,
             detail: h.detail,
+            node: h.node,
         }
     }
 }

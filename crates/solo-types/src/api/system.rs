@@ -192,6 +192,9 @@ pub struct Health {
     /// Admins only: the end of the event log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_id: Option<u64>,
+    /// The cluster node that answered (none on an embedded server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The runtime-tunable settings and the monitor's level.

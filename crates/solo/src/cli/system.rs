@@ -169,6 +169,7 @@ pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
                 rows.push((k, v));
             }
         };
+        opt("node", h.node.clone());
         opt("version", h.version.clone());
         opt("uptime", h.uptime_ms.map(millis));
         opt("memory", h.memory_mb.map(|m| format!("{m} MiB")));

@@ -1,8 +1,9 @@
-//! Cluster mode end to end: three NATS servers and two `solo server` nodes on loopback.
-//! One node is active, the other waits; killing the active node (`kill -9`) hands its
-//! services to the standby with the state their last checkpoint saved, and an active
-//! node paused past its lease is fenced out and exits when it wakes. A standby relays
-//! clients to the active node, mutual TLS end to end.
+//! Cluster mode end to end: three NATS servers and two or three `solo server` nodes on
+//! loopback. One node is active, the others wait; killing the active node (`kill -9`)
+//! hands its services to a standby with the state their last checkpoint saved, and an
+//! active node paused past its lease is fenced out and exits when it wakes. A standby
+//! relays clients to the active node, mutual TLS end to end, so deploys, calls, swaps
+//! and kills go through any node.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_cluster::testing::{NatsCluster, TlsFiles, share_identity};
-use solo_types::api::ListFilter;
+use solo_types::Format;
+use solo_types::api::{DeployRequest, KillOptions, ListFilter, SwapMode, SwapRequest};
 
 use crate::harness::{SOLO, Server, Starting, call, counter_js};
 
@@ -262,6 +264,7 @@ async fn a_standby_relays_clients_to_the_active_node() {
     let listed = via_b.list(&ListFilter::default()).await.unwrap();
     assert_eq!(listed.services[0].node.as_deref(), Some("a"));
     assert_eq!(via_b.tree().await.unwrap().node.as_deref(), Some("a"));
+    assert_eq!(via_b.health().await.unwrap().node.as_deref(), Some("a"));
 
     // A certificate of another CA is refused through the relay as at the active node.
     let other = tempfile::tempdir().unwrap();
@@ -281,12 +284,103 @@ async fn a_standby_relays_clients_to_the_active_node() {
     assert_eq!(count(&r), 6, "the relay still serves the admin");
     eprintln!("a foreign certificate through the relay: {refused}");
 
+    // A call in flight through the relay when the active node dies fails as
+    // `unavailable`, which a client may retry.
+    let spin = solo_types::ServiceId::new("spin").unwrap();
+    let mut d = DeployRequest::new(
+        spin.clone(),
+        Format::Js,
+        solo_guests::js("spinner").into_bytes(),
+    );
+    (d.cpu_ms_per_message, d.message_timeout_ms) = (Some(30_000), Some(30_000));
+    via_b.deploy(&d).await.unwrap();
+    let caller = via_b.clone();
+    let in_flight = tokio::spawn(async move {
+        caller
+            .call(&spin, "{}", Some(Duration::from_secs(30)))
+            .await
+    });
+
     // The active node dies: the relay has nobody to reach until b takes over, then b
     // answers itself, with the checkpointed count.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     a.kill9();
     let killed = Instant::now();
+    let lost = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(lost.code, solo_types::Code::Unavailable, "{lost:?}");
+    assert!(killed.elapsed() < Duration::from_secs(5), "{lost:?}");
     let (b, _) = b.wait(Duration::from_secs(30));
     let r = inc_until_answered(&b, killed).await;
     assert_eq!(count(&r), 7);
+}
+
+/// A client of standby `node` once it relays to the active node (within 30 s).
+async fn relayed(node: &Starting) -> solo_client::Solo {
+    let since = Instant::now();
+    loop {
+        // The standby writes its `server.json` once it listens.
+        let flags = solo_client::Flags {
+            data_dir: Some(node.data_dir()),
+            ..solo_client::Flags::default()
+        };
+        if let Ok(p) = solo_client::Profile::resolve(&flags, &[])
+            && let Ok(c) = p.open().await
+            && c.whoami().await.is_ok()
+        {
+            return c;
+        }
+        assert!(since.elapsed() < Duration::from_secs(30), "no relay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_takes_deploys_calls_swaps_and_kills() {
+    let nats = NatsCluster::start(3, true);
+    let (a, _) = spawn_node(&nats, "a", None).wait(Duration::from_secs(60));
+    let b = spawn_node(&nats, "b", Some(&a.data_dir()));
+    let c = spawn_node(&nats, "c", Some(&a.data_dir()));
+    let via_a = profile_of(&a.data_dir(), None).open().await.unwrap();
+    let (via_b, via_c) = (relayed(&b).await, relayed(&c).await);
+    let tally = solo_types::ServiceId::new("tally").unwrap();
+
+    // Deployed through b, called through a and c.
+    let js = solo_guests::js("counter").into_bytes();
+    via_b
+        .deploy(&DeployRequest::new(tally.clone(), Format::Js, js))
+        .await
+        .unwrap();
+    via_a
+        .call(&tally, r#"{"op":"inc","by":2}"#, None)
+        .await
+        .unwrap();
+    let r = via_c.call(&tally, r#"{"op":"inc"}"#, None).await.unwrap();
+    assert_eq!(count(&r), 3);
+
+    // Swapped to WebAssembly through c, its count carried; a sees the new version.
+    let swapped = via_c
+        .swap(&SwapRequest {
+            service_id: tally.clone(),
+            format: Format::Wasm,
+            code: solo_guests::wasm("counter").into(),
+            mode: SwapMode::Swap,
+            rollback_window: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((swapped.version, swapped.state_carried), (2, true));
+    let r = via_b.call(&tally, r#"{"op":"get"}"#, None).await.unwrap();
+    assert_eq!(count(&r), 3);
+    let st = via_a.status(&tally).await.unwrap();
+    assert_eq!(
+        (st.format, st.version, st.node.as_deref()),
+        (Format::Wasm, 2, Some("a"))
+    );
+
+    // Killed through b: gone for every node.
+    via_b.kill(&tally, KillOptions::default()).await.unwrap();
+    for node in [&via_a, &via_b, &via_c] {
+        assert!(node.status(&tally).await.is_err());
+    }
+    assert!(via_c.verify_events().await.unwrap().ok);
 }

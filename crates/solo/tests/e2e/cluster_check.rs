@@ -1,8 +1,10 @@
-//! A checker in the spirit of Jepsen for cluster mode: a client deploys, kills, puts
-//! secrets and registers services through whichever node is active, while a schedule
-//! kills (`kill -9`) and pauses (`SIGSTOP` past the lease) the active Solo node and kills
-//! NATS servers. Afterwards every acknowledged write is present, every acknowledged kill
-//! took effect, the vault decrypts every acknowledged secret and the chain verifies.
+//! A checker in the spirit of Jepsen for cluster mode: two clients deploy, kill, put
+//! secrets, grant, register and call, each operation through the next node in turn (a
+//! standby relays it to the active node), while a schedule kills (`kill -9`) and pauses
+//! (`SIGSTOP` past the lease) the active Solo node and kills NATS servers. Afterwards
+//! every acknowledged write is present, every acknowledged kill took effect, the vault
+//! decrypts every acknowledged secret, the chain verifies, and the log shows every start
+//! made under the starting node's own lease.
 //! `CLUSTER_CHECK_FAULTS=N` runs a longer schedule (default 4 faults).
 
 use std::collections::BTreeSet;
@@ -14,12 +16,14 @@ use std::time::{Duration, Instant};
 use solo_client::{Flags, Profile, Solo};
 use solo_cluster::testing::{NatsCluster, share_identity};
 use solo_types::api::{GrantRequest, KillOptions, ListFilter, RegisterRequest};
-use solo_types::{Format, Permissions, Resource, ServiceId};
+use solo_types::{EventFilter, EventQuery, Format, Permissions, Resource, ServiceId};
 
 use crate::harness::{SOLO, counter_js};
 
 const LEASE_MS: u64 = 2_000;
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients running the workload at once.
+const CLIENTS: usize = 2;
 
 /// One `solo server` node on a data directory that outlives its processes.
 struct Node {
@@ -184,6 +188,8 @@ struct Acked {
     secrets: BTreeSet<usize>,
     registered: BTreeSet<usize>,
     granted: BTreeSet<String>,
+    /// Calls answered.
+    called: usize,
     /// Kills whose outcome is unknown: the service may or may not be gone.
     kill_unknown: BTreeSet<usize>,
     unknown: usize,
@@ -195,9 +201,11 @@ fn sid(i: usize) -> ServiceId {
     ServiceId::new(format!("s{i}")).unwrap()
 }
 
-/// A client of whichever node answers first (a standby does not listen).
-async fn client(nodes: &[PathBuf]) -> Option<Solo> {
-    for data in nodes {
+/// A client of the first node that answers, trying them from the `turn`-th on (a
+/// standby relays to the active node; one that is starting or paused does not answer).
+async fn client(nodes: &[PathBuf], turn: usize) -> Option<Solo> {
+    let n = nodes.len();
+    for data in (0..n).map(|k| &nodes[(turn + k) % n]) {
         let Ok(profile) = Profile::resolve(
             &Flags {
                 data_dir: Some(data.clone()),
@@ -219,17 +227,26 @@ async fn client(nodes: &[PathBuf]) -> Option<Solo> {
     None
 }
 
-async fn workload(nodes: Vec<PathBuf>, acked: Arc<Mutex<Acked>>, stop: Arc<Mutex<bool>>) {
+/// Client `me`'s operations until `stop`: its ids are `me` modulo `CLIENTS`.
+async fn workload(
+    me: usize,
+    nodes: Vec<PathBuf>,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<Mutex<bool>>,
+) {
     let code = counter_js().into_bytes();
-    let mut i = 0usize;
+    let anchor = ServiceId::new("anchor").unwrap();
+    let mut n = 0usize;
     while !*stop.lock().unwrap() {
-        let Some(solo) = client(&nodes).await else {
+        n += 1;
+        let i = n * CLIENTS + me;
+        // Each kind of operation goes through every node in turn.
+        let Some(solo) = client(&nodes, n + n / 6).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        i += 1;
         let op = async {
-            match i % 5 {
+            match n % 6 {
                 0 => {
                     let d = solo_types::api::DeployRequest::new(sid(i), Format::Js, code.clone());
                     solo.deploy(&d).await.map(|_| Ack::Deployed(i))
@@ -265,6 +282,10 @@ async fn workload(nodes: Vec<PathBuf>, acked: Arc<Mutex<Acked>>, stop: Arc<Mutex
                     })
                     .await
                     .map(|_| Ack::Registered(i)),
+                4 => solo
+                    .call(&anchor, r#"{"op":"inc"}"#, None)
+                    .await
+                    .map(|_| Ack::Called),
                 _ => solo
                     .grant(&GrantRequest {
                         resource: Resource::Service(ServiceId::new("anchor").unwrap()),
@@ -286,17 +307,18 @@ async fn workload(nodes: Vec<PathBuf>, acked: Arc<Mutex<Acked>>, stop: Arc<Mutex
             }
             Ok(Ok(Ack::Registered(i))) => drop(a.registered.insert(i)),
             Ok(Ok(Ack::Granted(hash))) => drop(a.granted.insert(hash)),
+            Ok(Ok(Ack::Called)) => a.called += 1,
             Ok(Ok(Ack::Nothing)) => {}
             Ok(Err(e)) => {
                 a.unknown += 1;
                 if a.failures.len() < 12 {
-                    a.failures.push(format!("op {}: {e}", i % 5));
+                    a.failures.push(format!("op {}: {e}", n % 6));
                 }
             }
             Err(_) => {
                 a.unknown += 1;
                 if a.failures.len() < 12 {
-                    a.failures.push(format!("op {}: timed out", i % 5));
+                    a.failures.push(format!("op {}: timed out", n % 6));
                 }
             }
         }
@@ -310,6 +332,7 @@ enum Ack {
     Killed(usize),
     Registered(usize),
     Granted(String),
+    Called,
     Nothing,
 }
 
@@ -335,7 +358,7 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     nodes[1].spawn();
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data.clone()).collect();
     // The service registrations name; never killed.
-    let first = client(&dirs).await.unwrap();
+    let first = client(&dirs, 0).await.unwrap();
     let anchor = solo_types::api::DeployRequest::new(
         ServiceId::new("anchor").unwrap(),
         Format::Js,
@@ -345,11 +368,16 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
 
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(Mutex::new(false));
-    let load = tokio::spawn(workload(
-        dirs.clone(),
-        Arc::clone(&acked),
-        Arc::clone(&stop),
-    ));
+    let load: Vec<_> = (0..CLIENTS)
+        .map(|me| {
+            tokio::spawn(workload(
+                me,
+                dirs.clone(),
+                Arc::clone(&acked),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
 
     for f in 0..faults {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -381,12 +409,14 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     *stop.lock().unwrap() = true;
     // A node that lost its lease stops by itself within the lease's time; let it.
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
-    load.await.unwrap();
+    for l in load {
+        l.await.unwrap();
+    }
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let solo = loop {
         wait_active(&mut nodes, None, Duration::from_secs(60));
-        if let Some(s) = client(&dirs).await {
+        if let Some(s) = client(&dirs, 0).await {
             break s;
         }
         assert!(Instant::now() < deadline, "no node answers a client");
@@ -395,12 +425,13 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     let a = std::mem::take(&mut *acked.lock().unwrap());
     println!(
         "checker: {faults} faults; acknowledged {} deploys, {} kills, {} secrets, {} \
-         registrations, {} grants; {} operations with an unknown outcome",
+         registrations, {} grants, {} calls answered; {} operations with an unknown outcome",
         a.deployed.len(),
         a.killed.len(),
         a.secrets.len(),
         a.registered.len(),
         a.granted.len(),
+        a.called,
         a.unknown
     );
     println!(
@@ -473,6 +504,42 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     }
     let v = solo.verify_events().await.unwrap();
     assert!(v.ok, "the chain verifies: {:?}", v.reason);
+    only_the_lease_holder_starts(&solo).await;
+}
+
+/// Checks from the log that no node started its services without the lease: each
+/// `system_started` names the node the last lease event before it handed the lease to.
+async fn only_the_lease_holder_starts(solo: &Solo) {
+    let of_kind = |kind: &str| EventQuery {
+        filter: EventFilter {
+            kind: Some(kind.into()),
+            ..EventFilter::default()
+        },
+        limit: EventQuery::MAX_LIMIT,
+        ..EventQuery::default()
+    };
+    let mut log = Vec::new();
+    for kind in ["lease_acquired", "lease_released", "system_started"] {
+        log.extend(solo.events(&of_kind(kind)).await.unwrap().events);
+    }
+    log.sort_by_key(|e| e.id);
+    let mut holder: Option<String> = None;
+    let mut starts = 0;
+    for e in &log {
+        let field = |k: &str| e.payload[k].as_str().map(str::to_string);
+        match e.kind.as_str() {
+            "lease_acquired" => holder = field("holder"),
+            "lease_released" => holder = None,
+            _ => {
+                let node = field("node");
+                assert!(node.is_some(), "a cluster node names itself: {e:?}");
+                assert_eq!(node, holder, "event {} started without the lease", e.id);
+                starts += 1;
+            }
+        }
+    }
+    assert!(starts >= 2, "{starts} starts in the log");
+    println!("{starts} starts in the log, each under its own lease");
 }
 
 #[allow(unsafe_code)]
