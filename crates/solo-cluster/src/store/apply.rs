@@ -53,6 +53,22 @@ pub(super) async fn run_applier(
     }
 }
 
+/// How often an idle applier checks that its reader has not fallen behind the log.
+///
+/// After NATS loses and regains its quorum, the client's ordered consumer may sit in its
+/// own retry backoff (10 s a try, each try waiting for its request's timeout) well after
+/// the log is readable again: seen here as 45 s before a standby noticed the log moved.
+/// Reading again from the marker is cheap; waiting is a longer failover.
+const STALL_CHECK: Duration = Duration::from_secs(3);
+
+/// Whether the log holds an entry past `seen` (asked briefly: no answer says no).
+async fn behind(stream: &jetstream::stream::Stream, seen: u64) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), stream.get_info()).await {
+        Ok(Ok(info)) => info.state.last_sequence > seen,
+        _ => false,
+    }
+}
+
 /// Reads the log from `resume` and applies each completed batch after `applied`. Up to
 /// `careful_until`, one commit at a time, so that a batch the view refuses on its own is
 /// told apart from a failure of the view. Returns where and why it stopped.
@@ -89,6 +105,10 @@ async fn apply_from(
     let mut partials: HashMap<String, Partial> = HashMap::new();
     let mut in_flight: FuturesOrdered<Step> = FuturesOrdered::new();
     let mut seen = resume.saturating_sub(1);
+    let mut watchdog = tokio::time::interval(STALL_CHECK);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    watchdog.tick().await;
+    let mut seen_at_tick = seen;
     loop {
         let limit = if seen < careful_until {
             1
@@ -108,6 +128,12 @@ async fn apply_from(
                 }
                 *shared.fault.lock() = None;
                 shared.applied.send_replace(seq);
+            }
+            _ = watchdog.tick() => {
+                if seen == seen_at_tick && in_flight.is_empty() && behind(stream, seen).await {
+                    return Err((seen, "the log's reader fell behind the log; reading again".into()));
+                }
+                seen_at_tick = seen;
             }
             next = messages.next(), if in_flight.len() < limit => {
                 let message = match next {

@@ -3,7 +3,8 @@
 //! hands its services to a standby with the state their last checkpoint saved, and an
 //! active node paused past its lease is fenced out and exits when it wakes. A standby
 //! relays clients to the active node, mutual TLS end to end, so deploys, calls, swaps
-//! and kills go through any node.
+//! and kills go through any node. Without a NATS quorum writes are refused, and resume
+//! when a server returns.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -383,4 +384,52 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
         assert!(node.status(&tally).await.is_err());
     }
     assert!(via_c.verify_events().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_nats_quorum_writes_are_refused_and_resume_when_a_server_returns() {
+    let mut nats = NatsCluster::start(3, true);
+    let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
+    nats.kill(1);
+    nats.kill(2);
+    // The active node cannot renew its lease without a quorum: it stops, status 3.
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "{}", a.stderr());
+    // No node is active: a write through the standby is refused as unavailable.
+    let d = DeployRequest::new(
+        solo_types::ServiceId::new("late").unwrap(),
+        Format::Js,
+        solo_guests::js("counter").into_bytes(),
+    );
+    let refused = match profile_of(&b.data_dir(), None).open().await {
+        Err(e) => e.failure(),
+        Ok(c) => c.deploy(&d).await.unwrap_err(),
+    };
+    assert_eq!(refused.code, solo_types::Code::Unavailable, "{refused:?}");
+    println!(
+        "a write without a quorum: {}: {}",
+        refused.reason, refused.message
+    );
+    // One server returns: the standby takes over, with the checkpointed count, and
+    // writes resume.
+    nats.restart(1);
+    let back = Instant::now();
+    let (b, _) = b.wait(Duration::from_secs(60));
+    let r = inc_until_answered(&b, back).await;
+    assert_eq!(count(&r), 6);
+    println!(
+        "quorum back to the first answered call: {:?}",
+        back.elapsed()
+    );
+    if back.elapsed() > Duration::from_secs(20) {
+        let log = b.stderr();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        println!(
+            "slow; the standby's log, newest first:\n{}",
+            tail.join("\n")
+        );
+    }
+    let c = profile_of(&b.data_dir(), None).open().await.unwrap();
+    c.deploy(&d).await.unwrap();
+    assert!(c.verify_events().await.unwrap().ok);
 }
