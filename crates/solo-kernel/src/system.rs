@@ -115,12 +115,13 @@ pub(crate) async fn boot(
     default_components(&k, &mut bodies);
     // `system_started` is the first event of every boot: it is durable before any
     // component (such as the event store's log check) can record anything.
+    let mut started = json!({ "version": env!("CARGO_PKG_VERSION") });
+    if let Some(node) = &k.node {
+        started["node"] = json!(node);
+    }
     k.store
         .append(vec![
-            NewEvent::system(kinds::SYSTEM_STARTED, "solo").payload(match &k.node {
-                Some(node) => json!({ "version": env!("CARGO_PKG_VERSION"), "node": node }),
-                None => json!({ "version": env!("CARGO_PKG_VERSION") }),
-            }),
+            NewEvent::system(kinds::SYSTEM_STARTED, "solo").payload(started),
         ])
         .await
         .stage("record the start")?;

@@ -15,7 +15,7 @@ use solo_cluster::testing::{NatsCluster, TlsFiles, share_identity};
 use solo_types::Format;
 use solo_types::api::{DeployRequest, KillOptions, ListFilter, SwapMode, SwapRequest};
 
-use crate::harness::{SOLO, Server, Starting, call, counter_js};
+use crate::harness::{SOLO, Server, Starting, admin_profile_of, call, counter_js};
 
 const LEASE_MS: u64 = 2_000;
 
@@ -227,14 +227,7 @@ fn signal(pid: u32, sig: i32) {
 /// A client of the node whose data directory is `data` (its `server.json` and the
 /// shared admin certificate), with the identity `identity` in place of the admin's.
 fn profile_of(data: &Path, identity: Option<(Vec<u8>, Vec<u8>)>) -> solo_client::Profile {
-    let p = solo_client::Profile::resolve(
-        &solo_client::Flags {
-            data_dir: Some(data.to_path_buf()),
-            ..solo_client::Flags::default()
-        },
-        &[],
-    )
-    .unwrap();
+    let p = admin_profile_of(data).unwrap();
     match identity {
         Some(id) => solo_client::Profile {
             identity: Some(id),
@@ -319,12 +312,7 @@ async fn a_standby_relays_clients_to_the_active_node() {
 async fn relayed(node: &Starting) -> solo_client::Solo {
     let since = Instant::now();
     loop {
-        // The standby writes its `server.json` once it listens.
-        let flags = solo_client::Flags {
-            data_dir: Some(node.data_dir()),
-            ..solo_client::Flags::default()
-        };
-        if let Ok(p) = solo_client::Profile::resolve(&flags, &[])
+        if let Some(p) = admin_profile_of(&node.data_dir())
             && let Ok(c) = p.open().await
             && c.whoami().await.is_ok()
         {
@@ -421,14 +409,6 @@ async fn without_a_nats_quorum_writes_are_refused_and_resume_when_a_server_retur
         "quorum back to the first answered call: {:?}",
         back.elapsed()
     );
-    if back.elapsed() > Duration::from_secs(20) {
-        let log = b.stderr();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        println!(
-            "slow; the standby's log, newest first:\n{}",
-            tail.join("\n")
-        );
-    }
     let c = profile_of(&b.data_dir(), None).open().await.unwrap();
     c.deploy(&d).await.unwrap();
     assert!(c.verify_events().await.unwrap().ok);

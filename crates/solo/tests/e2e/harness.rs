@@ -93,14 +93,7 @@ impl Server {
 
     /// The profile of the admin certificate `solo server` created.
     pub fn admin_profile(&self) -> Profile {
-        Profile::resolve(
-            &Flags {
-                data_dir: Some(self.data_dir()),
-                ..Flags::default()
-            },
-            &[],
-        )
-        .unwrap()
+        admin_profile_of(&self.data_dir()).unwrap()
     }
 
     /// A profile for a tenant certificate issued now.
@@ -433,6 +426,16 @@ pub fn reason(s: &tonic::Status) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// The admin's profile for the server on data directory `data` (its `server.json` and
+/// the admin certificate there), once the server has written its `server.json`.
+pub fn admin_profile_of(data: &Path) -> Option<Profile> {
+    let flags = Flags {
+        data_dir: Some(data.to_path_buf()),
+        ..Flags::default()
+    };
+    Profile::resolve(&flags, &[]).ok()
 }
 
 pub fn counter_js() -> String {
