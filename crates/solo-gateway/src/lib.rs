@@ -18,6 +18,7 @@ mod mcp;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
+pub mod refuse;
 pub mod rest;
 pub mod tls;
 
@@ -42,6 +43,7 @@ pub use auth::{Asker, ConnInfo, Who};
 pub use conns::ConnLimits;
 pub use error::ApiError;
 pub use ops::Ops;
+pub use refuse::Refusal;
 pub use tls::TlsFiles;
 
 /// What the gateway listens on and how much it accepts.

@@ -8,7 +8,8 @@
 //! not listen) and take over, recovering every service from its record and last
 //! snapshot, once the active node's lease lapses. An active node that loses its lease
 //! exits at once: whatever it holds in memory is stale. A standby relays connections to
-//! the active node meanwhile (`forward.rs`), so a client may name any node.
+//! the active node meanwhile (`forward.rs`), so a client may name any node, and refuses
+//! them as `unavailable` (`no_active_node`) while there is none.
 
 mod forward;
 
@@ -220,6 +221,7 @@ pub async fn become_active(
     c: &ClusterSection,
     data_dir: &std::path::Path,
     listen: (std::net::SocketAddr, std::net::SocketAddr),
+    refusal: solo_gateway::Refusal,
 ) -> anyhow::Result<Active> {
     let node = c.node_id.clone().unwrap_or_default();
     let mut opts = ClusterOptions::new(
@@ -256,7 +258,7 @@ pub async fn become_active(
     );
     // Until this node is active, it relays clients to the one that is (and says where
     // in `server.json`, so `--data-dir` finds it as it finds an active node).
-    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen.0, listen.1)
+    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen.0, listen.1, refusal)
         .await
         .context("listen for clients to relay to the active node")?;
     let info = solo_client::ServerInfo {

@@ -141,7 +141,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // node is the active one.
     let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
         let listen = (cfg.grpc_addr, cfg.http_addr);
-        let active = crate::cluster::become_active(&cfg.cluster, data_dir, listen).await?;
+        let refusal = solo_gateway::Refusal::new(
+            &TlsFiles::load(&CertPaths::new(data_dir))?,
+            Duration::from_millis(cfg.connections.handshake_timeout_ms),
+        )
+        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        let active = crate::cluster::become_active(&cfg.cluster, data_dir, listen, refusal).await?;
         (Arc::clone(&active.store), None, Some(active))
     } else {
         let store = Arc::new(

@@ -4,6 +4,9 @@
 //! runs end to end between the client and the active node (every node holds the same
 //! CA and server certificate), so a standby never sees a request, a certificate's key
 //! or a token; the active node's limits, timeouts and refusals apply as to any client.
+//! With no active node to relay to (an election, no quorum, an active node that does not
+//! accept), the standby completes the handshake itself and refuses the connection's
+//! requests as `unavailable` (`no_active_node`, retry after a second), in gRPC or JSON.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use solo_cluster::JetStreamStore;
+use solo_gateway::Refusal;
 use solo_store::{Kv, WriteBatch};
+use solo_types::Code;
+use solo_types::api::Failure;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -85,12 +91,14 @@ impl Forwarder {
         log: Arc<JetStreamStore>,
         grpc: SocketAddr,
         http: SocketAddr,
+        refusal: Refusal,
     ) -> std::io::Result<Self> {
         let g = TcpListener::bind(grpc).await?;
         let h = TcpListener::bind(http).await?;
         let (grpc, http) = (g.local_addr()?, h.local_addr()?);
         let stop = CancellationToken::new();
         let limit = Arc::new(Semaphore::new(MAX_RELAYED));
+        let refusal = Arc::new(refusal);
         let loops = [(g, Which::Grpc), (h, Which::Http)]
             .into_iter()
             .map(|(l, which)| {
@@ -99,6 +107,7 @@ impl Forwarder {
                     which,
                     Arc::clone(&log),
                     Arc::clone(&limit),
+                    Arc::clone(&refusal),
                     stop.clone(),
                 ))
             })
@@ -125,6 +134,7 @@ async fn accept(
     which: Which,
     log: Arc<JetStreamStore>,
     limit: Arc<Semaphore>,
+    refusal: Arc<Refusal>,
     stop: CancellationToken,
 ) {
     loop {
@@ -144,35 +154,52 @@ async fn accept(
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             continue; // over the cap: closed at once
         };
-        let (log, stop) = (Arc::clone(&log), stop.clone());
+        let (log, refusal, stop) = (Arc::clone(&log), Arc::clone(&refusal), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = relay(&log, sock, which) => {}
+                () = relay(&log, sock, which, &refusal) => {}
             }
         });
     }
 }
 
-/// Relays one connection to the active node; closes it when none is known (the client
-/// retries, as for any node that is not answering).
-async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which) {
+/// Relays one connection to the active node; refuses it when there is none to reach
+/// (nothing has been read from the client yet, so the standby can still answer it).
+async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusal: &Refusal) {
     let Some(e) = active(log) else {
-        return;
+        return refusal.serve(client, no_active_node(None)).await;
     };
     let target = match which {
-        Which::Grpc => e.grpc,
-        Which::Http => e.http,
+        Which::Grpc => &e.grpc,
+        Which::Http => &e.http,
     };
-    let mut upstream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
-            Ok(Ok(s)) => s,
-            _ => return,
-        };
+    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
+    {
+        Ok(Ok(s)) => s,
+        _ => return refusal.serve(client, no_active_node(Some(&e.node))).await,
+    };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// What a client is told while no node serves: retryable, with who held the lease last
+/// when it is known.
+fn no_active_node(last: Option<&str>) -> Failure {
+    let message = match last {
+        Some(node) => format!(
+            "no active node: node {node} holds the cluster's lease but does not accept \
+             connections; a standby takes over once the lease lapses, retry shortly"
+        ),
+        None => "no active node: the cluster is choosing one (an election, or a NATS \
+                 quorum lost); retry shortly"
+            .to_string(),
+    };
+    let mut f = Failure::new(Code::Unavailable, "no_active_node", message);
+    f.retry_after = Some(1);
+    f
 }
 
 #[cfg(test)]

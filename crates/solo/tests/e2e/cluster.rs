@@ -303,6 +303,15 @@ async fn a_standby_relays_clients_to_the_active_node() {
     let lost = in_flight.await.unwrap().unwrap_err();
     assert_eq!(lost.code, solo_types::Code::Unavailable, "{lost:?}");
     assert!(killed.elapsed() < Duration::from_secs(5), "{lost:?}");
+    // Until b takes over (a's lease has at least 1.3 s to run), a new request through b
+    // is refused, retryably, by b itself: it cannot reach a.
+    let early = killed.elapsed() < Duration::from_millis(1_000);
+    match via_b.whoami().await {
+        Err(e) if e.reason == "no_active_node" => {
+            assert_eq!(e.code, solo_types::Code::Unavailable);
+        }
+        other => assert!(!early, "{other:?}"),
+    }
     let (b, _) = b.wait(Duration::from_secs(30));
     let r = inc_until_answered(&b, killed).await;
     assert_eq!(count(&r), 7);
@@ -393,11 +402,31 @@ async fn without_a_nats_quorum_writes_are_refused_and_resume_when_a_server_retur
         Err(e) => e.failure(),
         Ok(c) => c.deploy(&d).await.unwrap_err(),
     };
-    assert_eq!(refused.code, solo_types::Code::Unavailable, "{refused:?}");
-    println!(
-        "a write without a quorum: {}: {}",
-        refused.reason, refused.message
+    assert_eq!(
+        (refused.code, refused.reason.as_str(), refused.retry_after),
+        (solo_types::Code::Unavailable, "no_active_node", Some(1)),
+        "{refused:?}"
     );
+    println!("a write without a quorum: {}", refused.message);
+    // Over HTTPS too: the JSON error, 503, retry after a second.
+    let info: solo_client::ServerInfo = serde_json::from_slice(
+        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
+    )
+    .unwrap();
+    let tls = profile_of(&b.data_dir(), None).rustls_config().unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("https://{}/v1/health", info.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "no_active_node", "{body}");
     // One server returns: the standby takes over, with the checkpointed count, and
     // writes resume.
     nats.restart(1);
