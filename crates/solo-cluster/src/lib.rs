@@ -9,15 +9,17 @@
 //! by the local view; a write is acknowledged once the stream has stored it on a quorum
 //! and this node's view has applied it.
 //!
-//! See [`JetStreamStore`] for the write path and [`check`] for what the node refuses to
-//! start on.
+//! See [`JetStreamStore`] for the write path, [`check`] for what the node refuses to
+//! start on, and [`membership`] for the heartbeats that tell who is in the cluster.
 
 pub mod check;
 mod lease;
+pub mod membership;
 mod options;
 mod store;
 pub mod testing;
 
 pub use lease::Lease;
+pub use membership::{Heartbeat, Member, Membership};
 pub use options::{ClusterOptions, NatsTls};
 pub use store::JetStreamStore;

@@ -30,6 +30,7 @@ mod publish;
 use crate::ClusterOptions;
 use crate::check::{self, ClusterError};
 use crate::lease::{LEASE_TABLE, Lease, LeaseOp};
+use crate::membership::{Heartbeat, Membership};
 use apply::run_applier;
 use publish::{Log, run_publisher};
 
@@ -105,6 +106,10 @@ pub struct JetStreamStore {
     shared: Arc<Shared>,
     node_id: String,
     log: Log,
+    js: jetstream::Context,
+    /// The log's stream and replicas, which the membership bucket is named and kept by.
+    stream: String,
+    replicas: usize,
     _applier: Applier,
     _publisher: Applier,
 }
@@ -177,7 +182,7 @@ impl JetStreamStore {
         let (outbox, queued) = mpsc::unbounded_channel();
         let publisher = Applier(tokio::spawn(run_publisher(
             Arc::clone(&shared),
-            js,
+            js.clone(),
             subject,
             opts.retry_for,
             queued,
@@ -190,6 +195,9 @@ impl JetStreamStore {
             },
             shared,
             node_id: opts.node_id.clone(),
+            js,
+            stream: opts.stream.clone(),
+            replicas: opts.replicas,
             _applier: applier,
             _publisher: publisher,
         })
@@ -247,6 +255,17 @@ impl JetStreamStore {
             .view
             .get(LEASE_TABLE, scope.as_bytes())?
             .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// The cluster's membership bucket (`<stream>_NODES`, as replicated as the log), with
+    /// this node beating as `me` twice a lease once [`Membership::run`] runs.
+    pub async fn membership(
+        &self,
+        lease: Duration,
+        me: Heartbeat,
+    ) -> Result<Arc<Membership>, ClusterError> {
+        let bucket = format!("{}_NODES", self.stream);
+        Membership::open(&self.js, bucket, self.replicas, lease, me).await
     }
 
     /// The local view, for inspection.

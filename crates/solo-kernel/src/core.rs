@@ -78,6 +78,8 @@ pub(crate) struct Core {
     pub(crate) making_room: tokio::sync::Mutex<Option<Instant>>,
     /// The cluster node this kernel runs on (none on an embedded server).
     pub(crate) node: Option<String>,
+    /// The cluster's membership (none on an embedded server).
+    pub(crate) members: Option<crate::system::Members>,
     /// Itself, for the closures it hands to supervisors and instances.
     pub(crate) me: Weak<Core>,
 }

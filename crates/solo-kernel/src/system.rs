@@ -56,7 +56,13 @@ pub struct KernelOptions {
     /// The cluster node this kernel runs on, shown by status, list and the tree (none on
     /// an embedded server).
     pub node: Option<String>,
+    /// The cluster's nodes as this node last heard from them, shown to admins by health
+    /// (none on an embedded server).
+    pub members: Option<Members>,
 }
+
+/// Reads the cluster's membership (cheap: what the node's heartbeat task last read).
+pub type Members = Arc<dyn Fn() -> Vec<solo_types::api::ClusterNode> + Send + Sync>;
 
 /// Builds the kernel's state, records `system_started`, starts the tree and recovers
 /// every recorded service.
@@ -108,6 +114,7 @@ pub(crate) async fn boot(
         awake: dashmap::DashMap::new(),
         making_room: tokio::sync::Mutex::new(None),
         node: options.node,
+        members: options.members,
         me: me.clone(),
     });
     apply_to_sandbox(&k);

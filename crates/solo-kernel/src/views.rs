@@ -272,6 +272,7 @@ pub(crate) fn health(k: &Core, caller: Option<&Caller>) -> Health {
         h.services = Some(k.services.len() as u64);
         h.memory_mb = Some(crate::monitor::resident_memory_mb());
         h.last_event_id = Some(k.store.last_id());
+        h.nodes = k.members.as_ref().map(|m| m()).unwrap_or_default();
     } else {
         h.services = Some(k.tenants.service_ids(caller.tenant_id()).len() as u64);
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use solo_cluster::{ClusterOptions, JetStreamStore, Lease};
+use solo_cluster::{ClusterOptions, Heartbeat, JetStreamStore, Lease, Membership};
 use solo_store::{
     Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, StoreError, Subscription,
     VerifyReport, WriteBatch,
@@ -152,6 +152,9 @@ pub struct Active {
     log: Arc<JetStreamStore>,
     lease: Arc<parking_lot::Mutex<Lease>>,
     renew: tokio::task::JoinHandle<()>,
+    /// The cluster's membership, when its bucket could be opened (it is advisory).
+    membership: Option<Arc<Membership>>,
+    ttl: Duration,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -184,6 +187,9 @@ impl Active {
             let l = self.lease.lock();
             (l.holder.clone(), l.epoch)
         };
+        if let Some(m) = &self.membership {
+            m.listening(Some(g.clone()), Some(h.clone()));
+        }
         let batch = forward::record(&forward::Endpoints {
             node,
             epoch,
@@ -195,6 +201,45 @@ impl Active {
             .await
             .context("record this node's listeners")?;
         Ok(())
+    }
+
+    /// The cluster's nodes for health: each node's last heartbeat, its role by the lease
+    /// in this node's view.
+    pub fn members(&self) -> Option<solo_kernel::Members> {
+        let membership = Arc::clone(self.membership.as_ref()?);
+        let log = Arc::clone(&self.log);
+        let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
+        Some(Arc::new(move || {
+            let now = solo_types::clock::system_now_ns();
+            let active = log
+                .lease(ACTIVE_SCOPE)
+                .ok()
+                .flatten()
+                .filter(|l| l.expires_ns > now)
+                .map(|l| l.holder);
+            membership
+                .members()
+                .into_iter()
+                .map(|m| {
+                    let age = now.saturating_sub(m.seen_ns).max(0);
+                    solo_types::api::ClusterNode {
+                        role: if active.as_deref() == Some(m.beat.node.as_str()) {
+                            "active"
+                        } else {
+                            "standby"
+                        }
+                        .into(),
+                        beating: age < ttl,
+                        last_seen_ms: u64::try_from(age / 1_000_000).unwrap_or(0),
+                        node: m.beat.node,
+                        grpc: m.beat.grpc,
+                        http: m.beat.http,
+                        version: m.beat.version,
+                        started_at: m.beat.started_ms,
+                    }
+                })
+                .collect()
+        }))
     }
 
     /// Gives the lease up (after a graceful stop), so a standby takes over at once.
@@ -271,6 +316,25 @@ pub async fn become_active(
         .with_context(|| format!("write {}", server_file.display()))?;
     tracing::info!(grpc = %forwarder.grpc, http = %forwarder.http, "standby: relaying clients to the active node");
     let ttl = Duration::from_millis(c.lease_ms);
+    // Every node beats, standbys too, so the active node can tell who could take over.
+    let host = c.advertise_host.as_deref();
+    let me = Heartbeat {
+        node: node.clone(),
+        grpc: forward::reachable(forwarder.grpc, host),
+        http: forward::reachable(forwarder.http, host),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_ms: u64::try_from(solo_types::clock::system_now_ns() / 1_000_000).unwrap_or(0),
+    };
+    let membership = match log.membership(ttl, me).await {
+        Ok(m) => {
+            rt.spawn(Arc::clone(&m).run());
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no cluster membership: health will not list the nodes");
+            None
+        }
+    };
     let margin = drift_margin(ttl);
     let mut announced = false;
     let lease = loop {
@@ -320,6 +384,8 @@ pub async fn become_active(
         log,
         lease,
         renew,
+        membership,
+        ttl,
         rt: Some(rt),
     })
 }

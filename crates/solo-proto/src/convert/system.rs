@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use solo_types::api::{
-    ConfigChange, Deregistered, Discovered, Failure, Health, Identity, LogLine, LogVerification,
-    Quotas, RegisterRequest, Registered, RuntimeConfig, SERVICE_LOG, Scope, ShutdownStarted,
-    TreeNode, WatchRequest, event_filter,
+    ClusterNode, ConfigChange, Deregistered, Discovered, Failure, Health, Identity, LogLine,
+    LogVerification, Quotas, RegisterRequest, Registered, RuntimeConfig, SERVICE_LOG, Scope,
+    ShutdownStarted, TreeNode, WatchRequest, event_filter,
 };
 use solo_types::{Event, EventPage, EventQuery, Order, ServiceId, TenantId};
 
@@ -323,6 +323,37 @@ impl From<&Health> for pb::HealthResponse {
             reason: h.reason.clone(),
             detail: h.detail.clone(),
             node: h.node.clone(),
+            nodes: h.nodes.iter().map(pb::ClusterNode::from).collect(),
+        }
+    }
+}
+
+impl From<&ClusterNode> for pb::ClusterNode {
+    fn from(n: &ClusterNode) -> Self {
+        Self {
+            node: n.node.clone(),
+            role: n.role.clone(),
+            beating: n.beating,
+            last_seen_ms: n.last_seen_ms,
+            grpc: n.grpc.clone(),
+            http: n.http.clone(),
+            version: n.version.clone(),
+            started_at: n.started_at,
+        }
+    }
+}
+
+impl From<pb::ClusterNode> for ClusterNode {
+    fn from(n: pb::ClusterNode) -> Self {
+        Self {
+            node: n.node,
+            role: n.role,
+            beating: n.beating,
+            last_seen_ms: n.last_seen_ms,
+            grpc: n.grpc,
+            http: n.http,
+            version: n.version,
+            started_at: n.started_at,
         }
     }
 }
@@ -340,6 +371,7 @@ impl From<pb::HealthResponse> for Health {
             reason: h.reason,
             detail: h.detail,
             node: h.node,
+            nodes: h.nodes.into_iter().map(ClusterNode::from).collect(),
         }
     }
 }

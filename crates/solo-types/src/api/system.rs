@@ -195,6 +195,30 @@ pub struct Health {
     /// The cluster node that answered (none on an embedded server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Admins only, on a cluster: every node the answering node has heard from, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// A node of a cluster, as the answering node last heard from it: its heartbeat (advisory)
+/// and its role by the cluster's lease (what decides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub node: String,
+    /// `active` (it holds the cluster's lease and runs the services) or `standby`.
+    pub role: String,
+    /// Whether its last heartbeat is younger than a lease.
+    pub beating: bool,
+    /// Since its last heartbeat, in ms.
+    pub last_seen_ms: u64,
+    /// Where clients reach it, when it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    pub version: String,
+    /// When it started, UTC ms.
+    pub started_at: u64,
 }
 
 /// The runtime-tunable settings and the monitor's level.

@@ -176,6 +176,35 @@ pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
         opt("services", h.services.map(|s| s.to_string()));
         opt("last event", h.last_event_id.map(|i| i.to_string()));
         fields(&rows);
+        if !h.nodes.is_empty() {
+            println!();
+            let rows = h
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.node.clone(),
+                        n.role.clone(),
+                        if n.beating {
+                            format!("yes ({} ago)", millis(n.last_seen_ms))
+                        } else {
+                            format!("no, silent for {}", millis(n.last_seen_ms))
+                        },
+                        n.grpc.clone().unwrap_or_else(|| "-".into()),
+                        n.version.clone(),
+                        time(
+                            i64::try_from(n.started_at)
+                                .unwrap_or(0)
+                                .saturating_mul(1_000_000),
+                        ),
+                    ]
+                })
+                .collect();
+            table(
+                &["NODE", "ROLE", "BEATING", "GRPC", "VERSION", "STARTED"],
+                rows,
+            );
+        }
     });
     Ok(())
 }

@@ -305,8 +305,13 @@ async fn a_standby_relays_clients_to_the_active_node() {
     assert!(killed.elapsed() < Duration::from_secs(5), "{lost:?}");
     // Until b takes over (a's lease has at least 1.3 s to run), a new request through b
     // is refused, retryably, by b itself: it cannot reach a.
+    // (A new client: `via_b`'s connection was the relay that just closed.)
     let early = killed.elapsed() < Duration::from_millis(1_000);
-    match via_b.whoami().await {
+    let asked = match profile_of(&b.data_dir(), None).open().await {
+        Ok(c) => c.whoami().await.map(|_| ()),
+        Err(e) => Err(e.failure()),
+    };
+    match asked {
         Err(e) if e.reason == "no_active_node" => {
             assert_eq!(e.code, solo_types::Code::Unavailable);
         }
@@ -315,6 +320,33 @@ async fn a_standby_relays_clients_to_the_active_node() {
     let (b, _) = b.wait(Duration::from_secs(30));
     let r = inc_until_answered(&b, killed).await;
     assert_eq!(count(&r), 7);
+    // b is active now, and a, killed, has stopped beating.
+    let b_now = profile_of(&b.data_dir(), None).open().await.unwrap();
+    let nodes = nodes_until(&b_now, |n| n.len() == 2 && !n[0].beating).await;
+    assert_eq!(
+        (nodes[0].role.as_str(), nodes[1].role.as_str()),
+        ("standby", "active")
+    );
+    assert!(
+        nodes[1].beating && nodes[0].last_seen_ms >= LEASE_MS,
+        "{nodes:?}"
+    );
+}
+
+/// The cluster's nodes as health through `client` lists them, once `ready` (within 15 s).
+async fn nodes_until(
+    client: &solo_client::Solo,
+    ready: impl Fn(&[solo_types::api::ClusterNode]) -> bool,
+) -> Vec<solo_types::api::ClusterNode> {
+    let since = Instant::now();
+    loop {
+        let nodes = client.health().await.map(|h| h.nodes).unwrap_or_default();
+        if ready(&nodes) {
+            return nodes;
+        }
+        assert!(since.elapsed() < Duration::from_secs(15), "{nodes:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A client of standby `node` once it relays to the active node (within 30 s).
@@ -341,6 +373,31 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
     let via_a = profile_of(&a.data_dir(), None).open().await.unwrap();
     let (via_b, via_c) = (relayed(&b).await, relayed(&c).await);
     let tally = solo_types::ServiceId::new("tally").unwrap();
+
+    // Health, asked through c, lists every node: a active, b and c standing by, all
+    // beating, each with the listener it takes clients on.
+    let nodes = nodes_until(&via_c, |n| n.len() == 3 && n.iter().all(|n| n.beating)).await;
+    let roles: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.role.as_str()))
+        .collect();
+    assert_eq!(roles, [("a", "active"), ("b", "standby"), ("c", "standby")]);
+    let b_info: solo_client::ServerInfo = serde_json::from_slice(
+        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(nodes[1].grpc.as_deref(), Some(b_info.grpc.as_str()));
+    let shown = Command::new(SOLO)
+        .arg("health")
+        .env("SOLO_DATA_DIR", c.data_dir())
+        .env_remove("SOLO_ENDPOINT")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("ROLE") && text.contains("standby") && text.contains("active"),
+        "{text}"
+    );
 
     // Deployed through b, called through a and c.
     let js = solo_guests::js("counter").into_bytes();

@@ -1,0 +1,148 @@
+//! Who is in the cluster: every node, active or standby, puts a heartbeat (its name, its
+//! listeners, its version, when it started) into a replicated key-value bucket beside
+//! the log, every period, and reads everybody's back. A node whose last heartbeat is
+//! older than a lease has stopped beating (dead, paused or cut off from NATS); the
+//! bucket forgets it after [`FORGET_AFTER_LEASES`] leases.
+//!
+//! Membership is advisory: it tells an operator which standbys could take over. It
+//! decides nothing: who is active is the log's lease, and a node missing here may still
+//! hold it. So the bucket is not held to the log's standard of safety (a heartbeat lost
+//! in a crash is replaced by the next one), and a write that fails is retried at the
+//! next period rather than refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::check::ClusterError;
+
+/// How many leases a silent node stays in the bucket (shown as not beating) before the
+/// bucket forgets it.
+pub const FORGET_AFTER_LEASES: u32 = 30;
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    /// Where clients reach the node (`host:port`), when it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    pub version: String,
+    /// UTC ms.
+    pub started_ms: u64,
+}
+
+/// A node as last heard from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub beat: Heartbeat,
+    /// When NATS stored its last heartbeat (UTC ns).
+    pub seen_ns: i64,
+}
+
+/// This node's heartbeats and what it last read of everybody's.
+pub struct Membership {
+    kv: kv::Store,
+    me: Mutex<Heartbeat>,
+    members: Mutex<Vec<Member>>,
+    every: Duration,
+}
+
+impl Membership {
+    /// Opens (creating it on first use) bucket `bucket`, kept by `replicas` servers, for
+    /// heartbeats twice a lease.
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        bucket: String,
+        replicas: usize,
+        lease: Duration,
+        me: Heartbeat,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let failed = |detail: String| ClusterError::Stream {
+            stream: format!("KV_{bucket}"),
+            detail,
+        };
+        let kv = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    description: "Solo's cluster membership: one heartbeat per node".into(),
+                    history: 1,
+                    max_age: lease * FORGET_AFTER_LEASES,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?,
+        };
+        Ok(Arc::new(Self {
+            kv,
+            me: Mutex::new(me),
+            members: Mutex::new(Vec::new()),
+            every: lease / 2,
+        }))
+    }
+
+    /// Where this node listens, from its next heartbeat on.
+    pub fn listening(&self, grpc: Option<String>, http: Option<String>) {
+        let mut me = self.me.lock();
+        me.grpc = grpc;
+        me.http = http;
+    }
+
+    /// Every node heard from, by name, as of the last read.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.lock().clone()
+    }
+
+    /// Beats and reads, every period, until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.beat().await {
+                tracing::debug!(error = %e, "no heartbeat this period");
+            }
+            match self.read().await {
+                Ok(members) => *self.members.lock() = members,
+                Err(e) => tracing::debug!(error = %e, "could not read the cluster's members"),
+            }
+            tokio::time::sleep(self.every).await;
+        }
+    }
+
+    async fn beat(&self) -> Result<(), String> {
+        let me = self.me.lock().clone();
+        let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
+        self.kv
+            .put(&me.node, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn read(&self) -> Result<Vec<Member>, String> {
+        let mut keys = self.kv.keys().await.map_err(|e| e.to_string())?;
+        let mut members = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            let Some(entry) = self.kv.entry(&key).await.map_err(|e| e.to_string())? else {
+                continue;
+            };
+            // A value no Solo wrote (tenants never reach NATS) is skipped.
+            let Ok(beat) = serde_json::from_slice::<Heartbeat>(&entry.value) else {
+                continue;
+            };
+            let seen_ns = i64::try_from(entry.created.unix_timestamp_nanos()).unwrap_or(0);
+            members.push(Member { beat, seen_ns });
+        }
+        members.sort_by(|a, b| a.beat.node.cmp(&b.beat.node));
+        Ok(members)
+    }
+}
