@@ -333,6 +333,25 @@ async fn a_standby_relays_clients_to_the_active_node() {
     );
 }
 
+/// MCP through a standby: the official MCP Python SDK's Streamable HTTP client, with two
+/// tenants' certificates, reaches the active node through b's relay and sees only its
+/// own tools, services and events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_drives_mcp_through_a_standby_with_the_python_sdk() {
+    let nats = NatsCluster::start(3, true);
+    let (a, _) = spawn_node(&nats, "a", None).wait(Duration::from_secs(60));
+    let b = spawn_node(&nats, "b", Some(&a.data_dir()));
+    relayed(&b).await;
+    let info: solo_client::ServerInfo = serde_json::from_slice(
+        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
+    )
+    .unwrap();
+    let env = crate::mcp::http_env_at(&a, &info.http);
+    tokio::task::spawn_blocking(move || crate::mcp::agent("http_tenants", &env))
+        .await
+        .unwrap();
+}
+
 /// The cluster's nodes as health through `client` lists them, once `ready` (within 15 s).
 async fn nodes_until(
     client: &solo_client::Solo,

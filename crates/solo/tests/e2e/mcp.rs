@@ -36,7 +36,7 @@ fn python() -> &'static Path {
 }
 
 /// Runs one scenario of agent.py and fails with its report.
-fn agent(scenario: &str, env: &[(&str, String)]) {
+pub(crate) fn agent(scenario: &str, env: &[(&str, String)]) {
     let mut cmd = Command::new(python());
     cmd.arg(mcp_dir().join("agent.py"))
         .arg(scenario)
@@ -66,10 +66,15 @@ fn example(name: &str) -> String {
 
 /// The HTTP scenarios' environment: the URL, the CA, alice's and bob's certificates.
 fn http_env(s: &Server) -> Vec<(&'static str, String)> {
+    http_env_at(s, &s.http.to_string())
+}
+
+/// The same, with certificates issued by `s`'s CA, for the HTTPS listener at `http`.
+pub(crate) fn http_env_at(s: &Server, http: &str) -> Vec<(&'static str, String)> {
     let (alice_cert, alice_key) = s.issue("alice", false);
     let (bob_cert, bob_key) = s.issue("bob", false);
     vec![
-        ("MCP_URL", format!("https://{}/mcp", s.http)),
+        ("MCP_URL", format!("https://{http}/mcp")),
         ("SOLO_CA", path(s.ca())),
         ("ALICE_CERT", path(alice_cert)),
         ("ALICE_KEY", path(alice_key)),
