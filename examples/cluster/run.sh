@@ -84,6 +84,8 @@ CONF
 done
 echo "solo cluster in $dir: node a active (gRPC 127.0.0.1:50061), b and c standing by"
 echo "try: $solo --data-dir $dir/a deploy $repo/examples/js/counter.js"
-echo "then kill node a (its pid is in $dir/a/server.json) and call through b or c"
+echo "then kill node a (its pid is in $dir/a/server.json) and call through b or c,"
+echo "or name every node: SOLO_ENDPOINT=127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
+echo "(with --data-dir $dir/b for the admin's certificate); solo health lists the nodes"
 # Runs until ctrl-c: a node killed to watch a standby take over does not stop the rest.
 wait

@@ -135,7 +135,8 @@ pub struct Flags {
 /// Where to connect and as whom.
 #[derive(Clone)]
 pub struct Profile {
-    /// `host:port` of the gRPC listener.
+    /// `host:port` of the gRPC listener; for a cluster, several separated by commas,
+    /// tried in order until one connects.
     pub endpoint: String,
     /// `host:port` of the HTTPS listener, when known.
     pub http_endpoint: Option<String>,
@@ -224,9 +225,21 @@ impl Profile {
             (None, None) => (DEFAULT_ENDPOINT.to_string(), None),
         };
         let endpoint = endpoint
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
+            .split(',')
+            .map(|e| {
+                e.trim()
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+            })
+            .filter(|e| !e.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        if endpoint.is_empty() {
+            return Err(ClientError::Invalid {
+                what: "endpoint",
+                detail: "it names no address".into(),
+            });
+        }
 
         let token = flags
             .token
@@ -310,16 +323,53 @@ impl Profile {
     }
 
     /// Connects to the gRPC endpoint (eagerly, so a server that is not running is
-    /// reported here).
+    /// reported here); of several, to the first that connects, in order.
     pub async fn connect(&self) -> Result<Client, ClientError> {
+        let mut failed = Vec::new();
+        for one in self.endpoint.split(',') {
+            match self.connect_to(one).await {
+                Ok(client) => return Ok(client),
+                Err(e @ ClientError::Invalid { .. }) => return Err(e),
+                Err(e) => failed.push(e),
+            }
+        }
+        if failed.len() == 1 {
+            return Err(failed.remove(0));
+        }
+        let detail = failed
+            .iter()
+            .map(|e| match e {
+                ClientError::NotRunning { endpoint, detail }
+                | ClientError::Connect { endpoint, detail } => format!("{endpoint}: {detail}"),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if failed
+            .iter()
+            .all(|e| matches!(e, ClientError::NotRunning { .. }))
+        {
+            Err(ClientError::NotRunning {
+                endpoint: self.endpoint.clone(),
+                detail,
+            })
+        } else {
+            Err(ClientError::Connect {
+                endpoint: self.endpoint.clone(),
+                detail,
+            })
+        }
+    }
+
+    async fn connect_to(&self, address: &str) -> Result<Client, ClientError> {
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        let endpoint = Endpoint::from_shared(format!("https://{}", self.endpoint))
+        let endpoint = Endpoint::from_shared(format!("https://{address}"))
             .map_err(|e| ClientError::Invalid {
                 what: "endpoint",
-                detail: format!("{}: {e}", self.endpoint),
+                detail: format!("{address}: {e}"),
             })?
             .tls_config(tls)
             .map_err(|e| ClientError::Invalid {
@@ -332,12 +382,12 @@ impl Profile {
             let detail = error_chain(&e);
             if detail.contains("Connection refused") || detail.contains("connection refused") {
                 ClientError::NotRunning {
-                    endpoint: self.endpoint.clone(),
+                    endpoint: address.to_string(),
                     detail: "connection refused".into(),
                 }
             } else {
                 ClientError::Connect {
-                    endpoint: self.endpoint.clone(),
+                    endpoint: address.to_string(),
                     detail,
                 }
             }
@@ -568,6 +618,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.endpoint, DEFAULT_ENDPOINT);
+    }
+
+    #[test]
+    fn several_endpoints_are_read_in_order_and_an_empty_list_is_refused() {
+        let d = data_dir();
+        let dir = d.path().display().to_string();
+        let e = env(&[
+            ("SOLO_DATA_DIR", &dir),
+            ("SOLO_ENDPOINT", " https://10.0.0.3:3/, 10.0.0.4:4 ,"),
+        ]);
+        let p = Profile::resolve(&Flags::default(), &e).unwrap();
+        assert_eq!(p.endpoint, "10.0.0.3:3,10.0.0.4:4");
+        let e = env(&[("SOLO_DATA_DIR", &dir), ("SOLO_ENDPOINT", " , ")]);
+        let err = Profile::resolve(&Flags::default(), &e).unwrap_err();
+        assert!(err.to_string().contains("names no address"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn of_several_endpoints_none_running_each_is_named() {
+        let d = data_dir();
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let (a, b) = (closed(), closed());
+        let flags = Flags {
+            data_dir: Some(d.path().into()),
+            endpoint: Some(format!("{a},{b}")),
+            // (a token alone: the helper's certificate files are placeholders)
+            token: Some("solo_x".into()),
+            ..Flags::default()
+        };
+        let p = Profile::resolve(&flags, &[]).unwrap();
+        let Err(err) = p.connect().await else {
+            panic!("nothing listens there")
+        };
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("{a}: connection refused")), "{text}");
+        assert!(text.contains(&format!("{b}: connection refused")), "{text}");
     }
 
     #[test]

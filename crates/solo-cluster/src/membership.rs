@@ -1,5 +1,5 @@
 //! Who is in the cluster: every node, active or standby, puts a heartbeat (its name, its
-//! listeners, its version, when it started) into a replicated key-value bucket beside
+//! listeners, its version, when it started, how far its view has applied the log) into a replicated key-value bucket beside
 //! the log, every period, and reads everybody's back. A node whose last heartbeat is
 //! older than a lease has stopped beating (dead, paused or cut off from NATS); the
 //! bucket forgets it after [`FORGET_AFTER_LEASES`] leases.
@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::check::ClusterError;
 
@@ -36,6 +37,9 @@ pub struct Heartbeat {
     pub version: String,
     /// UTC ms.
     pub started_ms: u64,
+    /// The last entry of the log the node's view had applied when it beat.
+    #[serde(default)]
+    pub applied: u64,
 }
 
 /// A node as last heard from.
@@ -49,6 +53,8 @@ pub struct Member {
 /// This node's heartbeats and what it last read of everybody's.
 pub struct Membership {
     kv: kv::Store,
+    /// The node's applied sequence, said in each heartbeat.
+    applied: watch::Receiver<u64>,
     me: Mutex<Heartbeat>,
     members: Mutex<Vec<Member>>,
     every: Duration,
@@ -63,6 +69,7 @@ impl Membership {
         replicas: usize,
         lease: Duration,
         me: Heartbeat,
+        applied: watch::Receiver<u64>,
     ) -> Result<Arc<Self>, ClusterError> {
         let failed = |detail: String| ClusterError::Stream {
             stream: format!("KV_{bucket}"),
@@ -85,6 +92,7 @@ impl Membership {
         };
         Ok(Arc::new(Self {
             kv,
+            applied,
             me: Mutex::new(me),
             members: Mutex::new(Vec::new()),
             every: lease / 2,
@@ -110,7 +118,15 @@ impl Membership {
                 tracing::debug!(error = %e, "no heartbeat this period");
             }
             match self.read().await {
-                Ok(members) => *self.members.lock() = members,
+                Ok(members) => {
+                    let fresh = solo_types::clock::system_now_ns()
+                        - i64::try_from((self.every * 2).as_nanos()).unwrap_or(i64::MAX);
+                    let beating = members.iter().filter(|m| m.seen_ns > fresh).count();
+                    #[allow(clippy::cast_precision_loss)] // a handful of nodes
+                    metrics::gauge!(solo_types::metric_names::CLUSTER_NODES_BEATING)
+                        .set(beating as f64);
+                    *self.members.lock() = members;
+                }
                 Err(e) => tracing::debug!(error = %e, "could not read the cluster's members"),
             }
             tokio::time::sleep(self.every).await;
@@ -118,7 +134,8 @@ impl Membership {
     }
 
     async fn beat(&self) -> Result<(), String> {
-        let me = self.me.lock().clone();
+        let mut me = self.me.lock().clone();
+        me.applied = *self.applied.borrow();
         let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
         self.kv
             .put(&me.node, value.into())

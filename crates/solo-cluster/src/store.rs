@@ -265,7 +265,8 @@ impl JetStreamStore {
         me: Heartbeat,
     ) -> Result<Arc<Membership>, ClusterError> {
         let bucket = format!("{}_NODES", self.stream);
-        Membership::open(&self.js, bucket, self.replicas, lease, me).await
+        let applied = self.shared.applied.subscribe();
+        Membership::open(&self.js, bucket, self.replicas, lease, me, applied).await
     }
 
     /// The local view, for inspection.

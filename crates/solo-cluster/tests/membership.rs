@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use solo_cluster::testing::NatsCluster;
 use solo_cluster::{ClusterOptions, Heartbeat, JetStreamStore, Member, Membership};
+use solo_store::{Kv, WriteBatch};
 
 async fn node(cluster: &NatsCluster, dir: &std::path::Path, id: &str) -> JetStreamStore {
     let mut o = ClusterOptions::new(cluster.client_urls(), cluster.monitor_urls(), dir.into());
@@ -20,6 +21,7 @@ fn beat(id: &str) -> Heartbeat {
         http: None,
         version: "test".into(),
         started_ms: 1,
+        applied: 0,
     }
 }
 
@@ -43,18 +45,33 @@ async fn every_node_reads_every_heartbeat_and_a_silent_node_ages() {
     let lease = Duration::from_millis(1_000);
     let a = node(&cluster, &dir.path().join("a"), "a").await;
     let b = node(&cluster, &dir.path().join("b"), "b").await;
+    // Something in the log, so each heartbeat has a sequence to say.
+    let mut batch = WriteBatch::new();
+    batch.put("t", b"k".to_vec(), b"v".to_vec()).unwrap();
+    a.commit(batch).await.unwrap();
+    b.wait_applied(a.applied_sequence()).await;
     let ma = a.membership(lease, beat("a")).await.unwrap();
     let mb = b.membership(lease, beat("b")).await.unwrap();
     ma.listening(Some("127.0.0.1:1".into()), Some("127.0.0.1:2".into()));
     let run_a = tokio::spawn(std::sync::Arc::clone(&ma).run());
     let run_b = tokio::spawn(std::sync::Arc::clone(&mb).run());
 
-    // Each reads both, sorted by name, with what each said about itself.
+    // Each reads both, sorted by name, with what each said about itself and how far
+    // its view had applied the log.
+    let applied = a.applied_sequence();
+    assert!(applied > 0);
     for m in [&ma, &mb] {
-        let seen = until(m, |s| s.len() == 2).await;
+        let seen = until(m, |s| s.len() == 2 && s.iter().all(|m| m.beat.applied > 0)).await;
         assert_eq!(seen[0].beat.node, "a");
         assert_eq!(seen[0].beat.grpc.as_deref(), Some("127.0.0.1:1"));
-        assert_eq!(seen[1].beat, beat("b"));
+        assert!(seen.iter().all(|m| m.beat.applied >= applied), "{seen:?}");
+        assert_eq!(
+            seen[1].beat,
+            Heartbeat {
+                applied: seen[1].beat.applied,
+                ..beat("b")
+            }
+        );
     }
 
     // b stops beating: a keeps hearing itself, and b's last heartbeat grows old.

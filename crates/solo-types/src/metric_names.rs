@@ -34,3 +34,15 @@ pub const LOAD_SHED: &str = "solo_load_shed_total";
 pub const REFUSALS_HELD: &str = "solo_refusals_held_total";
 pub const BREAKER_OPEN: &str = "solo_circuit_breaker_open";
 pub const RESOURCE_PRESSURE: &str = "solo_resource_pressure";
+/// Cluster mode: the last entry of the log this node's view has applied.
+pub const CLUSTER_APPLIED_SEQUENCE: &str = "solo_cluster_applied_sequence";
+/// Cluster mode: publishes of this node's writes retried while the log had no leader or
+/// no quorum.
+pub const CLUSTER_PUBLISH_RETRIES: &str = "solo_cluster_publish_retries_total";
+/// Cluster mode: the active node's lease renewals, by outcome (`ok`, `failed`).
+pub const CLUSTER_LEASE_RENEWALS: &str = "solo_cluster_lease_renewals_total";
+/// Cluster mode: the epoch of the lease the active node holds.
+pub const CLUSTER_LEASE_EPOCH: &str = "solo_cluster_lease_epoch";
+/// Cluster mode: the nodes whose last heartbeat is younger than a lease, as this node
+/// last read them (itself included).
+pub const CLUSTER_NODES_BEATING: &str = "solo_cluster_nodes_beating";

@@ -24,7 +24,7 @@ use solo_store::{
     Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, StoreError, Subscription,
     VerifyReport, WriteBatch,
 };
-use solo_types::NewEvent;
+use solo_types::{NewEvent, metric_names as m};
 
 /// The lease the active node holds.
 pub const ACTIVE_SCOPE: &str = "solo/active";
@@ -236,6 +236,7 @@ impl Active {
                         http: m.beat.http,
                         version: m.beat.version,
                         started_at: m.beat.started_ms,
+                        applied_sequence: m.beat.applied,
                     }
                 })
                 .collect()
@@ -324,6 +325,7 @@ pub async fn become_active(
         http: forward::reachable(forwarder.http, host),
         version: env!("CARGO_PKG_VERSION").into(),
         started_ms: u64::try_from(solo_types::clock::system_now_ns() / 1_000_000).unwrap_or(0),
+        applied: 0,
     };
     let membership = match log.membership(ttl, me).await {
         Ok(m) => {
@@ -420,12 +422,20 @@ async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, t
         match tokio::time::timeout(Duration::from_nanos(left), log.acquire(ACTIVE_SCOPE, ttl)).await
         {
             Err(_) => lost("the log did not renew the lease before it ran out"),
-            Ok(Ok(renewed)) if renewed.epoch == epoch => *lease.lock() = renewed,
+            Ok(Ok(renewed)) if renewed.epoch == epoch => {
+                // (Set here rather than when the lease is taken: the metrics' recorder is
+                // installed with the gateway, after that.)
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53
+                metrics::gauge!(m::CLUSTER_LEASE_EPOCH).set(epoch as f64);
+                metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "ok").increment(1);
+                *lease.lock() = renewed;
+            }
             Ok(Ok(_)) => lost("the lease lapsed and was taken again at a new epoch"),
             Ok(Err(StoreError::LeaseHeld { holder, .. })) => {
                 lost(&format!("node {holder} holds the lease now"));
             }
             Ok(Err(e)) => {
+                metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "failed").increment(1);
                 tracing::warn!(error = %e, "could not renew the active lease; retrying");
                 tokio::time::sleep(ttl / 20).await;
             }

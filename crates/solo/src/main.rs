@@ -42,8 +42,9 @@ pub struct Global {
     /// The data directory (default ./solo-data; also SOLO_DATA_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The server's gRPC address, HOST:PORT (also SOLO_ENDPOINT).
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    /// The server's gRPC address, HOST:PORT (also SOLO_ENDPOINT); for a cluster, several
+    /// separated by commas, tried in order until one connects.
+    #[arg(long, global = true, value_name = "HOST:PORT[,...]")]
     pub endpoint: Option<String>,
     /// A client certificate, PEM (also SOLO_CERT).
     #[arg(long, global = true, value_name = "FILE")]

@@ -2,13 +2,17 @@
 //! server through the typed client with the CLI's own profile (flags > `SOLO_*` > the
 //! data directory). Only MCP goes to stdout; diagnostics go to stderr. If the server stops
 //! answering mid-session, `solo mcp` says so on stderr and exits non-zero, so the agent's
-//! host sees the tool server go away instead of a session that hangs.
+//! host sees the tool server go away instead of a session that hangs; unless the profile
+//! names several endpoints (a cluster's nodes) and another answers within
+//! [`FAILOVER_WINDOW`]: then the session goes on through it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
+use parking_lot::RwLock;
 use solo_client::Solo;
 use solo_mcp::{Backend, Connect, Feed, RequestExtensions};
 use solo_types::api::*;
@@ -25,6 +29,9 @@ const MAX_ARGUMENTS_BYTES: usize = 8 << 20;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Failed probes in a row after which the session ends.
 const PROBES_BEFORE_GIVING_UP: u32 = 3;
+/// How long a session whose profile names several endpoints looks for one that answers
+/// after its server stopped answering (a cluster's standby takes over within a lease).
+const FAILOVER_WINDOW: Duration = Duration::from_secs(30);
 
 /// Runs `solo mcp` until the client closes stdin (success) or the server goes away.
 pub fn run(g: &Global) -> anyhow::Result<()> {
@@ -47,9 +54,10 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
         client.health().await.map_err(|f| {
             anyhow::anyhow!("the Solo server at {} does not answer: {f}", profile.endpoint)
         })?;
-        let lost = tokio::spawn(watch_server(client.clone()));
+        let backend = SoloBackend(Arc::new(RwLock::new(client)));
+        let lost = tokio::spawn(keep_server(profile.clone(), backend.clone()));
         tokio::select! {
-            r = solo_mcp::serve_stdio(ClientConnect(SoloBackend(client))) => {
+            r = solo_mcp::serve_stdio(ClientConnect(backend)) => {
                 r.map_err(anyhow::Error::msg)
             }
             Ok(f) = lost => {
@@ -65,6 +73,42 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Resolves with the last failure once the server has not answered several probes in a
+/// row and, when the profile names several endpoints, none of them answers within
+/// [`FAILOVER_WINDOW`]; until then, a server that answers replaces the lost one.
+async fn keep_server(profile: solo_client::Profile, backend: SoloBackend) -> Failure {
+    loop {
+        let lost = watch_server(backend.client()).await;
+        if !profile.endpoint.contains(',') {
+            return lost;
+        }
+        let until = tokio::time::Instant::now() + FAILOVER_WINDOW;
+        let replaced = loop {
+            if let Ok(Ok(c)) = tokio::time::timeout(PROBE_EVERY * 5, profile.open()).await
+                && let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY * 5, c.health()).await
+            {
+                break Some(c);
+            }
+            if tokio::time::Instant::now() >= until {
+                break None;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        };
+        let Some(client) = replaced else {
+            return lost;
+        };
+        *backend.0.write() = client;
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "solo mcp: the Solo server stopped answering ({lost}); the session goes on \
+                 through the first of {} that answers",
+                profile.endpoint
+            );
+        }
+    }
 }
 
 /// Resolves with the last failure once the server has not answered several probes in a
@@ -111,96 +155,103 @@ impl Connect for ClientConnect {
     }
 }
 
-/// The typed client as the MCP face's backend.
+/// The typed client as the MCP face's backend; replaced when its server is lost and
+/// another of the profile's endpoints answers.
 #[derive(Clone)]
-struct SoloBackend(Solo);
+struct SoloBackend(Arc<RwLock<Solo>>);
+
+impl SoloBackend {
+    fn client(&self) -> Solo {
+        self.0.read().clone()
+    }
+}
 
 impl Backend for SoloBackend {
     async fn whoami(&self) -> R<Identity> {
-        self.0.whoami().await
+        self.client().whoami().await
     }
 
     async fn list(&self, filter: ListFilter) -> R<ServiceList> {
-        self.0.list(&filter).await
+        self.client().list(&filter).await
     }
 
     async fn status(&self, id: ServiceId) -> R<ServiceStatus> {
-        self.0.status(&id).await
+        self.client().status(&id).await
     }
 
     async fn deploy(&self, req: DeployRequest) -> R<Deployed> {
-        self.0.deploy(&req).await
+        self.client().deploy(&req).await
     }
 
     async fn call(&self, id: ServiceId, request: String, timeout: Option<Duration>) -> R<String> {
-        self.0.call(&id, &request, timeout).await
+        self.client().call(&id, &request, timeout).await
     }
 
     async fn cast(&self, id: ServiceId, message: String) -> R<Accepted> {
-        self.0.cast(&id, &message).await
+        self.client().cast(&id, &message).await
     }
 
     async fn swap(&self, req: SwapRequest) -> R<Swapped> {
-        self.0.swap(&req).await
+        self.client().swap(&req).await
     }
 
     async fn kill(&self, id: ServiceId, options: KillOptions) -> R<Killed> {
-        self.0.kill(&id, options).await
+        self.client().kill(&id, options).await
     }
 
     async fn logs(&self, id: ServiceId, tail: usize) -> R<LogLines> {
-        self.0.logs(&id, tail).await
+        self.client().logs(&id, tail).await
     }
 
     async fn follow_logs(&self, id: ServiceId, after_seq: u64) -> R<Feed<LogLine>> {
-        self.0.follow_logs(&id, 1, after_seq).await
+        self.client().follow_logs(&id, 1, after_seq).await
     }
 
     async fn events(&self, query: EventQuery) -> R<EventPage> {
-        self.0.events(&query).await
+        self.client().events(&query).await
     }
 
     async fn watch(&self, req: WatchRequest) -> R<Feed<Event>> {
-        let feed = self.0.watch(&req).await?;
+        let feed = self.client().watch(&req).await?;
         Ok(Box::pin(feed.filter(|e| {
             std::future::ready(!matches!(e, Ok(e) if e.kind == SERVICE_LOG))
         })))
     }
 
     async fn verify_events(&self) -> R<LogVerification> {
-        self.0.verify_events().await
+        self.client().verify_events().await
     }
 
     async fn put_secret(&self, name: String, value: Vec<u8>) -> R<SecretStored> {
-        self.0.put_secret(&name, &value).await
+        self.client().put_secret(&name, &value).await
     }
 
     async fn list_secrets(&self) -> R<SecretNames> {
-        self.0.list_secrets().await
+        self.client().list_secrets().await
     }
 
     async fn delete_secret(&self, name: String) -> R<SecretDeleted> {
-        self.0.delete_secret(&name).await
+        self.client().delete_secret(&name).await
     }
 
     async fn bind_secret(&self, name: String, hosts: Vec<String>, unbind: bool) -> R<SecretHosts> {
-        self.0.bind_secret(&name, &hosts, unbind).await
+        self.client().bind_secret(&name, &hosts, unbind).await
     }
 
     async fn egress_rules(&self) -> R<EgressList> {
-        self.0.egress_rules(None).await
+        self.client().egress_rules(None).await
     }
 
     async fn grant(&self, req: GrantRequest) -> R<Granted> {
-        self.0.grant(&req).await
+        self.client().grant(&req).await
     }
 
     async fn attenuate(&self, token: String, narrowing: Narrowing) -> R<Granted> {
-        self.0.attenuate(&token, &narrowing).await
+        self.client().attenuate(&token, &narrowing).await
     }
 
     async fn revoke(&self, token: String) -> R<Revoked> {
-        self.0.revoke(&token).await
+        self.client().revoke(&token).await
     }
 
     async fn verify(
@@ -209,11 +260,11 @@ impl Backend for SoloBackend {
         resource: Resource,
         permission: Permission,
     ) -> R<Verification> {
-        self.0.verify(&token, &resource, permission).await
+        self.client().verify(&token, &resource, permission).await
     }
 
     async fn list_capabilities(&self) -> R<CapList> {
-        self.0.list_capabilities().await
+        self.client().list_capabilities().await
     }
 
     async fn discover(
@@ -222,16 +273,16 @@ impl Backend for SoloBackend {
         filters: BTreeMap<String, String>,
     ) -> R<Registrations> {
         match name {
-            Some(n) => self.0.discover(&n, &filters).await,
-            None => self.0.registrations(None).await,
+            Some(n) => self.client().discover(&n, &filters).await,
+            None => self.client().registrations(None).await,
         }
     }
 
     async fn tree(&self) -> R<TreeNode> {
-        self.0.tree().await
+        self.client().tree().await
     }
 
     async fn service_tools(&self) -> R<ServiceTools> {
-        self.0.service_tools().await
+        self.client().service_tools().await
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use solo_store::{Commit, Kv, RedbStore, StoreError, WriteBatch};
+use solo_types::metric_names as m;
 
 use super::{
     Applied, HDR_BATCH, HDR_KIND, HDR_PART, MARKER_TABLE, MAX_IN_FLIGHT, MAX_PART_SPAN, Shared,
@@ -128,6 +129,8 @@ async fn apply_from(
                 }
                 *shared.fault.lock() = None;
                 shared.applied.send_replace(seq);
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53 entries
+                metrics::gauge!(m::CLUSTER_APPLIED_SEQUENCE).set(seq as f64);
             }
             _ = watchdog.tick() => {
                 if seen == seen_at_tick && in_flight.is_empty() && behind(stream, seen).await {

@@ -238,6 +238,7 @@ async fn publish(
             )));
         }
         tracing::debug!(error = %e, "the log refused a write; retrying");
+        metrics::counter!(solo_types::metric_names::CLUSTER_PUBLISH_RETRIES).increment(1);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }

@@ -339,6 +339,7 @@ impl From<&ClusterNode> for pb::ClusterNode {
             http: n.http.clone(),
             version: n.version.clone(),
             started_at: n.started_at,
+            applied_sequence: n.applied_sequence,
         }
     }
 }
@@ -354,6 +355,7 @@ impl From<pb::ClusterNode> for ClusterNode {
             http: n.http,
             version: n.version,
             started_at: n.started_at,
+            applied_sequence: n.applied_sequence,
         }
     }
 }

@@ -219,6 +219,9 @@ pub struct ClusterNode {
     pub version: String,
     /// When it started, UTC ms.
     pub started_at: u64,
+    /// The last entry of the cluster's log its view had applied when it last beat: a
+    /// standby far behind the active node takes longer to take over.
+    pub applied_sequence: u64,
 }
 
 /// The runtime-tunable settings and the monitor's level.

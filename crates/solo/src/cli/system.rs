@@ -191,6 +191,7 @@ pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
                             format!("no, silent for {}", millis(n.last_seen_ms))
                         },
                         n.grpc.clone().unwrap_or_else(|| "-".into()),
+                        n.applied_sequence.to_string(),
                         n.version.clone(),
                         time(
                             i64::try_from(n.started_at)
@@ -201,7 +202,9 @@ pub(super) async fn health(c: &Cmd) -> anyhow::Result<()> {
                 })
                 .collect();
             table(
-                &["NODE", "ROLE", "BEATING", "GRPC", "VERSION", "STARTED"],
+                &[
+                    "NODE", "ROLE", "BEATING", "GRPC", "APPLIED", "VERSION", "STARTED",
+                ],
                 rows,
             );
         }

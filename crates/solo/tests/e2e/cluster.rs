@@ -147,6 +147,7 @@ async fn inc_until_answered(node: &Server, killed: Instant) -> String {
 async fn the_standby_takes_over_when_the_active_node_is_killed() {
     let nats = NatsCluster::start(3, true);
     let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
+    let a_grpc = a.grpc.clone();
     a.kill9();
     let killed = Instant::now();
     let (b, _) = b.wait(Duration::from_secs(30));
@@ -154,6 +155,16 @@ async fn the_standby_takes_over_when_the_active_node_is_killed() {
     let failover = killed.elapsed();
     println!("failover: kill -9 of the active node to the first answered call: {failover:?}");
     assert_eq!(count(&reply), 6, "the counter came back from its snapshot");
+    // A client given both nodes' addresses passes over the dead one.
+    let both = format!("{a_grpc},{}", b.grpc);
+    let out = b.cli_env(&["--json", "whoami"], &[("SOLO_ENDPOINT", &both)]);
+    assert!(out.status.success(), "{out:?}");
+    let out = b.cli_env(&["whoami"], &[("SOLO_ENDPOINT", &a_grpc)]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
     // The chain the standby applied from the log verifies, and records the hand-over.
     let verify = b.cli_json(&["events", "verify"]);
     assert_eq!(verify["ok"], json!(true), "{verify}");
@@ -342,14 +353,91 @@ async fn an_agent_drives_mcp_through_a_standby_with_the_python_sdk() {
     let (a, _) = spawn_node(&nats, "a", None).wait(Duration::from_secs(60));
     let b = spawn_node(&nats, "b", Some(&a.data_dir()));
     relayed(&b).await;
-    let info: solo_client::ServerInfo = serde_json::from_slice(
-        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
-    )
-    .unwrap();
-    let env = crate::mcp::http_env_at(&a, &info.http);
+    let env = crate::mcp::http_env_at(&a, &server_info(&b.data_dir()).http);
     tokio::task::spawn_blocking(move || crate::mcp::agent("http_tenants", &env))
         .await
         .unwrap();
+}
+
+/// The addresses the node on `data` listens on (a standby: its relay's).
+fn server_info(data: &Path) -> solo_client::ServerInfo {
+    serde_json::from_slice(&std::fs::read(data.join(solo_client::SERVER_FILE)).unwrap()).unwrap()
+}
+
+/// `solo mcp` naming every node goes on through another when the active node dies: the
+/// session is the same, the counter's count is the checkpointed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
+    let nats = NatsCluster::start(3, true);
+    let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
+    let c = spawn_node(&nats, "c", Some(&a.data_dir()));
+    relayed(&b).await;
+    relayed(&c).await;
+    // Whichever of b and c takes over listens anew; the other relays on the address named.
+    let every = format!(
+        "{},{},{}",
+        a.grpc,
+        server_info(&b.data_dir()).grpc,
+        server_info(&c.data_dir()).grpc
+    );
+    let mut mcp = Command::new(SOLO)
+        .arg("mcp")
+        .env_clear()
+        .env("SOLO_DATA_DIR", a.data_dir())
+        .env("SOLO_ENDPOINT", &every)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = mcp.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(mcp.stdout.take().unwrap());
+    let mut ask = |id: u64, method: &str, params: serde_json::Value| {
+        use std::io::{BufRead, Write};
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(stdin, "{msg}").unwrap();
+        if id == 1 {
+            writeln!(
+                stdin,
+                r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+            )
+            .unwrap();
+        }
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    let init = json!({"protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}});
+    assert_eq!(
+        ask(1, "initialize", init)["result"]["serverInfo"]["name"],
+        "solo"
+    );
+    let inc = json!({"name": "solo_call",
+        "arguments": {"service_id": "counter", "request": {"op": "inc", "by": 1}}});
+    let r = ask(2, "tools/call", inc.clone());
+    assert_eq!(r["result"]["structuredContent"]["value"], 6, "{r}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await; // past the checkpoint
+
+    a.kill9();
+    let killed = Instant::now();
+    let mut id = 3;
+    let r = loop {
+        let r = ask(id, "tools/call", inc.clone());
+        if r["result"]["isError"] != json!(true) {
+            break r;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(45), "{r}");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(r["result"]["structuredContent"]["value"], 7, "{r}");
+    drop(stdin);
+    let status = crate::harness::wait_child(&mut mcp, Duration::from_secs(10));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut mcp.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("the session goes on"), "{err}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?} {err}");
 }
 
 /// The cluster's nodes as health through `client` lists them, once `ready` (within 15 s).
@@ -401,11 +489,29 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
         .map(|n| (n.node.as_str(), n.role.as_str()))
         .collect();
     assert_eq!(roles, [("a", "active"), ("b", "standby"), ("c", "standby")]);
-    let b_info: solo_client::ServerInfo = serde_json::from_slice(
-        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(nodes[1].grpc.as_deref(), Some(b_info.grpc.as_str()));
+    assert_eq!(
+        nodes[1].grpc.as_deref(),
+        Some(server_info(&b.data_dir()).grpc.as_str())
+    );
+    assert!(nodes.iter().all(|n| n.applied_sequence > 0), "{nodes:?}");
+    // The active node's metrics say the same, with its lease and its view.
+    let metrics = a
+        .rest(&a.admin_profile())
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "solo_cluster_nodes_beating 3",
+        "solo_cluster_lease_epoch ",
+        "solo_cluster_applied_sequence ",
+        "solo_cluster_lease_renewals_total{outcome=\"ok\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     let shown = Command::new(SOLO)
         .arg("health")
         .env("SOLO_DATA_DIR", c.data_dir())
@@ -485,10 +591,7 @@ async fn without_a_nats_quorum_writes_are_refused_and_resume_when_a_server_retur
     );
     println!("a write without a quorum: {}", refused.message);
     // Over HTTPS too: the JSON error, 503, retry after a second.
-    let info: solo_client::ServerInfo = serde_json::from_slice(
-        &std::fs::read(b.data_dir().join(solo_client::SERVER_FILE)).unwrap(),
-    )
-    .unwrap();
+    let info = server_info(&b.data_dir());
     let tls = profile_of(&b.data_dir(), None).rustls_config().unwrap();
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
