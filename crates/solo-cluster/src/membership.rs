@@ -7,8 +7,9 @@
 //! Membership is advisory: it tells an operator which standbys could take over. It
 //! decides nothing: who is active is the log's lease, and a node missing here may still
 //! hold it. So the bucket is not held to the log's standard of safety (a heartbeat lost
-//! in a crash is replaced by the next one), and a write that fails is retried at the
-//! next period rather than refused.
+//! in a crash is replaced by the next one), a bucket that cannot be opened yet (no
+//! quorum at start) is asked for again each period, and a write that fails is retried at
+//! the next period rather than refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,51 +53,67 @@ pub struct Member {
 
 /// This node's heartbeats and what it last read of everybody's.
 pub struct Membership {
-    kv: kv::Store,
+    js: jetstream::Context,
+    bucket: String,
+    replicas: usize,
+    lease: Duration,
     /// The node's applied sequence, said in each heartbeat.
     applied: watch::Receiver<u64>,
     me: Mutex<Heartbeat>,
     members: Mutex<Vec<Member>>,
-    every: Duration,
 }
 
 impl Membership {
-    /// Opens (creating it on first use) bucket `bucket`, kept by `replicas` servers, for
-    /// heartbeats twice a lease.
-    pub(crate) async fn open(
-        js: &jetstream::Context,
+    /// Membership through bucket `bucket`, kept by `replicas` servers, with heartbeats
+    /// twice a lease once [`Membership::run`] runs (which opens the bucket, creating it on
+    /// first use, and keeps trying while it cannot).
+    pub(crate) fn new(
+        js: jetstream::Context,
         bucket: String,
         replicas: usize,
         lease: Duration,
         me: Heartbeat,
         applied: watch::Receiver<u64>,
-    ) -> Result<Arc<Self>, ClusterError> {
-        let failed = |detail: String| ClusterError::Stream {
-            stream: format!("KV_{bucket}"),
-            detail,
-        };
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "Solo's cluster membership: one heartbeat per node".into(),
-                    history: 1,
-                    max_age: lease * FORGET_AFTER_LEASES,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed(e.to_string()))?,
-        };
-        Ok(Arc::new(Self {
-            kv,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            js,
+            bucket,
+            replicas,
+            lease,
             applied,
             me: Mutex::new(me),
             members: Mutex::new(Vec::new()),
-            every: lease / 2,
-        }))
+        })
+    }
+
+    async fn open(&self) -> Result<kv::Store, ClusterError> {
+        if let Ok(kv) = self.js.get_key_value(&self.bucket).await {
+            return Ok(kv);
+        }
+        let created = self
+            .js
+            .create_key_value(kv::Config {
+                bucket: self.bucket.clone(),
+                description: "Solo's cluster membership: one heartbeat per node".into(),
+                history: 1,
+                max_age: self.lease * FORGET_AFTER_LEASES,
+                num_replicas: self.replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(kv) => Ok(kv),
+            // Another node created it meanwhile.
+            Err(e) => self
+                .js
+                .get_key_value(&self.bucket)
+                .await
+                .map_err(|_| ClusterError::Stream {
+                    stream: format!("KV_{}", self.bucket),
+                    detail: e.to_string(),
+                }),
+        }
     }
 
     /// Where this node listens, from its next heartbeat on.
@@ -111,16 +128,29 @@ impl Membership {
         self.members.lock().clone()
     }
 
-    /// Beats and reads, every period, until the task is dropped.
+    /// Opens the bucket, then beats and reads every period, until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        let every = self.lease / 2;
+        let mut warned = false;
+        let kv = loop {
+            match self.open().await {
+                Ok(kv) => break kv,
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "cannot open the membership bucket yet; health lists no nodes until it opens");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(every).await;
+        };
         loop {
-            if let Err(e) = self.beat().await {
+            if let Err(e) = self.beat(&kv).await {
                 tracing::debug!(error = %e, "no heartbeat this period");
             }
-            match self.read().await {
+            match self.read(&kv).await {
                 Ok(members) => {
                     let fresh = solo_types::clock::system_now_ns()
-                        - i64::try_from((self.every * 2).as_nanos()).unwrap_or(i64::MAX);
+                        - i64::try_from(self.lease.as_nanos()).unwrap_or(i64::MAX);
                     let beating = members.iter().filter(|m| m.seen_ns > fresh).count();
                     #[allow(clippy::cast_precision_loss)] // a handful of nodes
                     metrics::gauge!(solo_types::metric_names::CLUSTER_NODES_BEATING)
@@ -129,27 +159,26 @@ impl Membership {
                 }
                 Err(e) => tracing::debug!(error = %e, "could not read the cluster's members"),
             }
-            tokio::time::sleep(self.every).await;
+            tokio::time::sleep(every).await;
         }
     }
 
-    async fn beat(&self) -> Result<(), String> {
+    async fn beat(&self, kv: &kv::Store) -> Result<(), String> {
         let mut me = self.me.lock().clone();
         me.applied = *self.applied.borrow();
         let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
-        self.kv
-            .put(&me.node, value.into())
+        kv.put(&me.node, value.into())
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
-    async fn read(&self) -> Result<Vec<Member>, String> {
-        let mut keys = self.kv.keys().await.map_err(|e| e.to_string())?;
+    async fn read(&self, kv: &kv::Store) -> Result<Vec<Member>, String> {
+        let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
         let mut members = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| e.to_string())?;
-            let Some(entry) = self.kv.entry(&key).await.map_err(|e| e.to_string())? else {
+            let Some(entry) = kv.entry(&key).await.map_err(|e| e.to_string())? else {
                 continue;
             };
             // A value no Solo wrote (tenants never reach NATS) is skipped.

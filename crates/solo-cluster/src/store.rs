@@ -257,16 +257,12 @@ impl JetStreamStore {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// The cluster's membership bucket (`<stream>_NODES`, as replicated as the log), with
-    /// this node beating as `me` twice a lease once [`Membership::run`] runs.
-    pub async fn membership(
-        &self,
-        lease: Duration,
-        me: Heartbeat,
-    ) -> Result<Arc<Membership>, ClusterError> {
+    /// The cluster's membership through bucket `<stream>_NODES` (as replicated as the
+    /// log), this node beating as `me` twice a lease once [`Membership::run`] runs.
+    pub fn membership(&self, lease: Duration, me: Heartbeat) -> Arc<Membership> {
         let bucket = format!("{}_NODES", self.stream);
         let applied = self.shared.applied.subscribe();
-        Membership::open(&self.js, bucket, self.replicas, lease, me, applied).await
+        Membership::new(self.js.clone(), bucket, self.replicas, lease, me, applied)
     }
 
     /// The local view, for inspection.

@@ -50,8 +50,8 @@ async fn every_node_reads_every_heartbeat_and_a_silent_node_ages() {
     batch.put("t", b"k".to_vec(), b"v".to_vec()).unwrap();
     a.commit(batch).await.unwrap();
     b.wait_applied(a.applied_sequence()).await;
-    let ma = a.membership(lease, beat("a")).await.unwrap();
-    let mb = b.membership(lease, beat("b")).await.unwrap();
+    let ma = a.membership(lease, beat("a"));
+    let mb = b.membership(lease, beat("b"));
     ma.listening(Some("127.0.0.1:1".into()), Some("127.0.0.1:2".into()));
     let run_a = tokio::spawn(std::sync::Arc::clone(&ma).run());
     let run_b = tokio::spawn(std::sync::Arc::clone(&mb).run());

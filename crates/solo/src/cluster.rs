@@ -152,8 +152,8 @@ pub struct Active {
     log: Arc<JetStreamStore>,
     lease: Arc<parking_lot::Mutex<Lease>>,
     renew: tokio::task::JoinHandle<()>,
-    /// The cluster's membership, when its bucket could be opened (it is advisory).
-    membership: Option<Arc<Membership>>,
+    /// The cluster's membership (advisory).
+    membership: Arc<Membership>,
     ttl: Duration,
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -187,9 +187,7 @@ impl Active {
             let l = self.lease.lock();
             (l.holder.clone(), l.epoch)
         };
-        if let Some(m) = &self.membership {
-            m.listening(Some(g.clone()), Some(h.clone()));
-        }
+        self.membership.listening(Some(g.clone()), Some(h.clone()));
         let batch = forward::record(&forward::Endpoints {
             node,
             epoch,
@@ -206,7 +204,7 @@ impl Active {
     /// The cluster's nodes for health: each node's last heartbeat, its role by the lease
     /// in this node's view.
     pub fn members(&self) -> Option<solo_kernel::Members> {
-        let membership = Arc::clone(self.membership.as_ref()?);
+        let membership = Arc::clone(&self.membership);
         let log = Arc::clone(&self.log);
         let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
         Some(Arc::new(move || {
@@ -327,16 +325,8 @@ pub async fn become_active(
         started_ms: u64::try_from(solo_types::clock::system_now_ns() / 1_000_000).unwrap_or(0),
         applied: 0,
     };
-    let membership = match log.membership(ttl, me).await {
-        Ok(m) => {
-            rt.spawn(Arc::clone(&m).run());
-            Some(m)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no cluster membership: health will not list the nodes");
-            None
-        }
-    };
+    let membership = log.membership(ttl, me);
+    rt.spawn(Arc::clone(&membership).run());
     let margin = drift_margin(ttl);
     let mut announced = false;
     let lease = loop {
