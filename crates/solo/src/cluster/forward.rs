@@ -59,16 +59,33 @@ pub fn record(e: &Endpoints) -> anyhow::Result<WriteBatch> {
     Ok(batch)
 }
 
-/// The active node's listeners, when the node that holds the lease now (by this node's
-/// view and clock) recorded them under that lease; `None` during a hand-over.
-fn active(log: &JetStreamStore) -> Option<Endpoints> {
-    let lease = log.lease(ACTIVE_SCOPE).ok()??;
+/// Who is active, by this node's view and clock.
+enum Active {
+    /// The lease's holder, with the listeners it recorded under that lease.
+    At(Endpoints),
+    /// A node holds the lease but has recorded no listeners under it (yet: it is starting;
+    /// or never: it listens on an unspecified address without `advertise_host`).
+    Unreachable(String),
+    /// Nobody holds an unexpired lease: a hand-over, or no quorum.
+    Nobody,
+}
+
+fn active(log: &JetStreamStore) -> Active {
+    let Some(lease) = log.lease(ACTIVE_SCOPE).ok().flatten() else {
+        return Active::Nobody;
+    };
     if lease.expires_ns < solo_types::clock::system_now_ns() {
-        return None;
+        return Active::Nobody;
     }
-    let raw = log.get(ENDPOINTS, ACTIVE_KEY).ok()??;
-    let e: Endpoints = serde_json::from_slice(&raw).ok()?;
-    (e.node == lease.holder && e.epoch == lease.epoch).then_some(e)
+    let recorded = log
+        .get(ENDPOINTS, ACTIVE_KEY)
+        .ok()
+        .flatten()
+        .and_then(|raw| serde_json::from_slice::<Endpoints>(&raw).ok());
+    match recorded {
+        Some(e) if e.node == lease.holder && e.epoch == lease.epoch => Active::At(e),
+        _ => Active::Unreachable(lease.holder),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -168,8 +185,12 @@ async fn accept(
 /// Relays one connection to the active node; refuses it when there is none to reach
 /// (nothing has been read from the client yet, so the standby can still answer it).
 async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusal: &Refusal) {
-    let Some(e) = active(log) else {
-        return refusal.serve(client, no_active_node(None)).await;
+    let e = match active(log) {
+        Active::At(e) => e,
+        Active::Unreachable(node) => {
+            return refusal.serve(client, no_active_node(Some(&node))).await;
+        }
+        Active::Nobody => return refusal.serve(client, no_active_node(None)).await,
     };
     let target = match which {
         Which::Grpc => &e.grpc,
@@ -190,8 +211,9 @@ async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusa
 fn no_active_node(last: Option<&str>) -> Failure {
     let message = match last {
         Some(node) => format!(
-            "no active node: node {node} holds the cluster's lease but does not accept \
-             connections; a standby takes over once the lease lapses, retry shortly"
+            "no active node to relay to: node {node} holds the cluster's lease but cannot be \
+             reached (starting, stopped, or listening on an unspecified address without \
+             cluster.advertise_host); a standby takes over if its lease lapses, retry shortly"
         ),
         None => "no active node: the cluster is choosing one (an election, or a NATS \
                  quorum lost); retry shortly"
