@@ -32,6 +32,9 @@ const PROBES_BEFORE_GIVING_UP: u32 = 3;
 /// How long a session whose profile names several endpoints looks for one that answers
 /// after its server stopped answering (a cluster's standby takes over within a lease).
 const FAILOVER_WINDOW: Duration = Duration::from_secs(30);
+/// How long reopening the profile may take per endpoint it names (the client's connect
+/// timeout is 5 s).
+const OPEN_EACH: Duration = Duration::from_secs(6);
 
 /// Runs `solo mcp` until the client closes stdin (success) or the server goes away.
 pub fn run(g: &Global) -> anyhow::Result<()> {
@@ -85,8 +88,11 @@ async fn keep_server(profile: solo_client::Profile, backend: SoloBackend) -> Fai
             return lost;
         }
         let until = tokio::time::Instant::now() + FAILOVER_WINDOW;
+        // Each endpoint may take its whole connect timeout (a machine that is gone).
+        let endpoints = u32::try_from(profile.endpoint.split(',').count()).unwrap_or(u32::MAX);
+        let open_within = OPEN_EACH.saturating_mul(endpoints);
         let replaced = loop {
-            if let Ok(Ok(c)) = tokio::time::timeout(PROBE_EVERY * 5, profile.open()).await
+            if let Ok(Ok(c)) = tokio::time::timeout(open_within, profile.open()).await
                 && let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY * 5, c.health()).await
             {
                 break Some(c);
