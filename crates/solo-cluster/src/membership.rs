@@ -51,6 +51,18 @@ pub struct Member {
     pub seen_ns: i64,
 }
 
+impl Member {
+    /// How long ago (ns, by `now`) its last heartbeat was stored.
+    pub fn age_ns(&self, now: i64) -> i64 {
+        now.saturating_sub(self.seen_ns).max(0)
+    }
+
+    /// Whether it beat within the last `lease`, by `now`.
+    pub fn beating(&self, now: i64, lease: Duration) -> bool {
+        self.age_ns(now) < i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
 /// This node's heartbeats and what it last read of everybody's.
 pub struct Membership {
     js: jetstream::Context,
@@ -149,9 +161,11 @@ impl Membership {
             }
             match self.read(&kv).await {
                 Ok(members) => {
-                    let fresh = solo_types::clock::system_now_ns()
-                        - i64::try_from(self.lease.as_nanos()).unwrap_or(i64::MAX);
-                    let beating = members.iter().filter(|m| m.seen_ns > fresh).count();
+                    let now = solo_types::clock::system_now_ns();
+                    let beating = members
+                        .iter()
+                        .filter(|m| m.beating(now, self.lease))
+                        .count();
                     #[allow(clippy::cast_precision_loss)] // a handful of nodes
                     metrics::gauge!(solo_types::metric_names::CLUSTER_NODES_BEATING)
                         .set(beating as f64);

@@ -206,7 +206,7 @@ impl Active {
     pub fn members(&self) -> Option<solo_kernel::Members> {
         let membership = Arc::clone(&self.membership);
         let log = Arc::clone(&self.log);
-        let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
+        let ttl = self.ttl;
         Some(Arc::new(move || {
             let now = solo_types::clock::system_now_ns();
             let active = log
@@ -219,7 +219,7 @@ impl Active {
                 .members()
                 .into_iter()
                 .map(|m| {
-                    let age = now.saturating_sub(m.seen_ns).max(0);
+                    let age = m.age_ns(now);
                     solo_types::api::ClusterNode {
                         role: if active.as_deref() == Some(m.beat.node.as_str()) {
                             "active"
@@ -227,7 +227,7 @@ impl Active {
                             "standby"
                         }
                         .into(),
-                        beating: age < ttl,
+                        beating: m.beating(now, ttl),
                         last_seen_ms: u64::try_from(age / 1_000_000).unwrap_or(0),
                         node: m.beat.node,
                         grpc: m.beat.grpc,
