@@ -1,14 +1,16 @@
-//! Density scenario: where an idle wasm service's memory goes, each part measured. Six
+//! Density scenario: where an idle wasm service's memory goes, each part measured. Seven
 //! fresh child processes each hold 10,000 echo instances at one stage (raw wasmtime
 //! with nothing run; raw wasmtime after `init`; the sandbox's instance before and after
 //! `init`, and after a first call; a service deployed through the kernel, over the
-//! store page cache `solo server` has and over nearly none) and report
+//! store page cache `solo server` has and over nearly none, its actor parked, and once
+//! more with the actor holding its task) and report
 //! their RSS growth per instance; the differences between stages are the parts. The
 //! kernel's part is split further by the sizes of what it allocates per service
-//! (`solo_kernel::footprint`), the rest being heap beside them. A seventh process
+//! (`solo_kernel::footprint`), the rest being heap beside them. An eighth process
 //! measures a hibernated service: 10,000 counters deployed, left to hibernate, their
 //! RSS per service, then the latency of the call that wakes one against a call to an
-//! awake one in the same run.
+//! awake one in the same run; a ninth times the call that resumes a parked actor
+//! against the next call to the same service.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,7 @@ pub fn run() -> anyhow::Result<()> {
     let sandbox = probe("solo-wasm")?;
     let kernel = probe("kernel-wasm")?;
     let small_cache = probe("kernel-wasm-small-cache")?;
+    let unparked = probe("kernel-wasm-unparked")?;
     let (raw, raw_init, noinit) = (
         per(&raw, "bytes_per_instance"),
         per(&raw_init, "bytes_per_instance"),
@@ -73,14 +76,16 @@ pub fn run() -> anyhow::Result<()> {
             "the sandbox's state beside wasmtime's": kib(noinit - raw),
             "pages written by init: the guest's and the store's fiber stack (in the sandbox)": kib(inited - noinit),
             "guest pages written by a first call": kib(called - inited),
-            "the kernel": kib(service - inited),
+            "the kernel (its actor parked: no task)": kib(service - inited),
         },
         "kernel_parts": kernel_parts,
         "total_kib": {
             "deployed service": kib(service),
             "deployed service, the store's page cache aside": kib(service - cache),
+            "deployed service whose actor holds its task (park_after_ms = 0)": kib(per(&unparked, "bytes_per_instance")),
             "baseline: raw wasmtime after init": kib(raw_init),
         },
+        "tasks_left": { "parked": kernel["tasks"], "unparked": unparked["tasks"] },
         "target_kib": 16,
     }));
     let asleep = probe("kernel-wasm-hibernated")?;
@@ -95,7 +100,61 @@ pub fn run() -> anyhow::Result<()> {
         "hibernate_all_s": asleep["hibernate_all_s"],
         "target_wake_p50_us": 200,
     }));
+    let parked = probe("kernel-wasm-parked-calls")?;
+    report(&json!({
+        "scenario": "density.parked", "format": "wasm", "services": PARKED_N,
+        "resume_call_us": parked["resume_call_us"],
+        "baseline_awake_call_us": parked["awake_call_us"],
+        "tasks_while_parked": parked["tasks_while_parked"],
+    }));
     Ok(())
+}
+
+/// The services whose resume is timed.
+const PARKED_N: usize = 1_000;
+
+/// Runs in a child process: deploys `PARKED_N` counters whose actors park after 20 ms
+/// idle, waits until they have, then calls each twice in a row: the first call resumes
+/// its actor, the second (the baseline) finds it running.
+pub async fn parked_probe() -> anyhow::Result<Value> {
+    let b = start_with(PARKED_N as u32 + 100, |c| {
+        c.service_defaults.park_after_ms = 20;
+        c.service_defaults.hibernate_after_ms = 0;
+    })
+    .await?;
+    let a = caller()?;
+    let code: std::sync::Arc<[u8]> = solo_guests::wasm("counter").into();
+    for i in 0..PARKED_N {
+        let req = DeployRequest::new(sid(&format!("p-{i}")), Format::Wasm, code.clone());
+        b.kernel.deploy(&a, req).await.map_err(kerr)?;
+    }
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let t0 = Instant::now();
+    while alive() > 200 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked_tasks = alive();
+    let (mut resumed, mut awake) = (Samples::default(), Samples::default());
+    let get = r#"{"op":"get"}"#;
+    for i in 0..PARKED_N {
+        let id = sid(&format!("p-{}", (i * 7919) % PARKED_N));
+        for s in [&mut resumed, &mut awake] {
+            let t = Instant::now();
+            b.kernel.call(&a, &id, get, None).await.map_err(kerr)?;
+            s.push(t.elapsed());
+        }
+    }
+    let q =
+        |s: &mut Samples| json!({ "p50": r2(s.quantile_us(0.5)), "p99": r2(s.quantile_us(0.99)) });
+    Ok(json!({
+        "resume_call_us": q(&mut resumed),
+        "awake_call_us": q(&mut awake),
+        "tasks_while_parked": parked_tasks,
+    }))
 }
 
 const HIBERNATED_N: usize = 10_000;

@@ -368,12 +368,18 @@ fn idle_memory() -> anyhow::Result<()> {
 }
 
 /// Runs in a child process: deploys 10,000 echo services and reports RSS growth.
-pub async fn idle_probe(cache_bytes: usize) -> anyhow::Result<serde_json::Value> {
+///
+/// With `park_ms` (0: never) an idle service's actor gives up its task that long after
+/// its last message; the probe waits until they all have before it measures.
+pub async fn idle_probe(cache_bytes: usize, park_ms: u64) -> anyhow::Result<serde_json::Value> {
     let options = StoreOptions {
         cache_bytes,
         ..StoreOptions::default()
     };
-    let b = start_over(10_100, options, |_| {}).await?;
+    let b = start_over(10_100, options, |c| {
+        c.service_defaults.park_after_ms = park_ms;
+    })
+    .await?;
     let a = caller()?;
     let echo: Arc<[u8]> = solo_guests::wasm("echo").into();
     b.kernel
@@ -403,10 +409,29 @@ pub async fn idle_probe(cache_bytes: usize) -> anyhow::Result<serde_json::Value>
     while let Some(r) = tasks.join_next().await {
         r?.map_err(kerr)?;
     }
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let t0 = std::time::Instant::now();
+    while park_ms > 0 && alive() > 1_000 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let per = crate::sandbox::rss().saturating_sub(before) / 10_000;
     let parts: serde_json::Map<String, serde_json::Value> = solo_kernel::footprint()
         .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
+        // A parked service holds neither of its actor's futures.
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                json!(if park_ms > 0 && k != "service entry" {
+                    0
+                } else {
+                    v
+                }),
+            )
+        })
         .collect();
-    Ok(json!({ "bytes_per_instance": per, "footprint": parts }))
+    Ok(json!({ "bytes_per_instance": per, "footprint": parts, "tasks": alive() }))
 }

@@ -500,6 +500,10 @@ async fn idle_memory() -> anyhow::Result<()> {
 
 const IDLE_N: usize = 10_000;
 
+/// How long the idle probes' services idle before their actors park (shorter than the
+/// default second so that they park while the deploys go on).
+const PARK_MS: u64 = 20;
+
 /// Runs `solo-bench idle-probe <which>` in a fresh process and returns its JSON.
 pub(crate) fn probe_in_child(which: &str) -> anyhow::Result<serde_json::Value> {
     let out = std::process::Command::new(std::env::current_exe()?)
@@ -526,9 +530,12 @@ pub fn idle_probe(which: &str) -> anyhow::Result<()> {
             "solo-wasm-noinit" => solo_idle_noinit().await,
             "raw-wasm-call" => raw_wasm_call_idle().await,
             // The store's page cache as `solo server` has it by default, and nearly none.
-            "kernel-wasm" => crate::kernel::idle_probe(64 << 20).await,
-            "kernel-wasm-small-cache" => crate::kernel::idle_probe(1 << 20).await,
+            // Parked (no task) as they are by default once idle, and holding a task.
+            "kernel-wasm" => crate::kernel::idle_probe(64 << 20, PARK_MS).await,
+            "kernel-wasm-small-cache" => crate::kernel::idle_probe(1 << 20, PARK_MS).await,
+            "kernel-wasm-unparked" => crate::kernel::idle_probe(64 << 20, 0).await,
             "kernel-wasm-hibernated" => crate::density::hibernated_probe().await,
+            "kernel-wasm-parked-calls" => crate::density::parked_probe().await,
             "raw-wasm" => raw_wasm_idle().await,
             "raw-js" => raw_js_idle(),
             "js-breakdown" => crate::breakdown::js().await,

@@ -23,6 +23,7 @@ use crate::error::KernelError;
 use crate::error::Stage;
 use crate::hibernate;
 use crate::host;
+use crate::park;
 use crate::records;
 use crate::swap_apply::{Rollback, apply_swap, roll_back, swap_succeeded};
 use crate::tunables::Key;
@@ -33,6 +34,8 @@ use crate::tunables::Key;
 /// wakes it.
 pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: ChildCtx) -> Exit {
     let ready = entry.ready.lock().take();
+    // Resumed after parking: the instance is the one it parked with, still counted awake.
+    let mut resumed = ready.is_some() && entry.parked.swap(false, Ordering::AcqRel);
     let mut instance = match ready {
         Some(i) => Some(i),
         // Hibernated (or recovered asleep): the next message wakes it.
@@ -56,19 +59,33 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
     loop {
         if let Some(awake) = instance.take() {
             // Boxed, as is the wake below: a sleeping actor's future holds neither.
-            let served = Box::pin(serve(&kernel, &entry, &ctx, awake, first.take()));
+            let served = Box::pin(serve(&kernel, &entry, &ctx, awake, first.take(), resumed));
             crate::entry::SERVE_FUTURE_BYTES
                 .store(std::mem::size_of_val(&*served), Ordering::Relaxed);
-            if let Some(k) = kernel.upgrade() {
+            if !resumed && let Some(k) = kernel.upgrade() {
                 hibernate::mark_awake(&k, &entry);
             }
-            let served = served.await;
-            if let Some(k) = kernel.upgrade() {
-                hibernate::mark_gone(&k, &entry);
-            }
-            match served {
-                Served::Exit(exit) => return exit,
-                Served::Asleep => hibernate::fell_asleep(&entry),
+            resumed = false;
+            match served.await {
+                Served::Exit(exit) => {
+                    if let Some(k) = kernel.upgrade() {
+                        hibernate::mark_gone(&k, &entry);
+                    }
+                    return exit;
+                }
+                Served::Asleep => {
+                    if let Some(k) = kernel.upgrade() {
+                        hibernate::mark_gone(&k, &entry);
+                    }
+                    hibernate::fell_asleep(&entry);
+                }
+                Served::Parked(parked) => match park::park(&entry, &ctx, parked) {
+                    Some(back) => {
+                        (instance, resumed) = (Some(back), true);
+                        continue;
+                    }
+                    None => return Exit::Dormant,
+                },
             }
         } else {
             entry.set_state(ServiceState::Hibernated);
@@ -80,7 +97,9 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 return Exit::Shutdown;
             }
             match entry.mailbox.try_recv() {
-                Some(env) if matches!(*env, Envelope::Hibernate) => {}
+                Some(env) if matches!(*env, Envelope::Hibernate) => {
+                    entry.asked_to_sleep.store(false, Ordering::SeqCst);
+                }
                 Some(env) => break env,
                 None => {
                     // Marked before the last look, so a sender that queues after it
@@ -128,47 +147,56 @@ enum Served {
     Exit(Exit),
     /// Hibernated: the state is saved and the instance gone.
     Asleep,
+    /// Idle past `park_after_ms` with nothing pending: the actor may give up its task.
+    Parked(Box<dyn Instance>),
 }
 
 /// Handles messages with `instance` (`first` before any in the mailbox) until the
-/// supervisor stops the actor, the instance crashes, or it idles into hibernation.
+/// supervisor stops the actor, the instance crashes, it is asked to hibernate, or it
+/// idles long enough to park (`resumed`: it did before, and is running already).
 async fn serve(
     kernel: &Weak<Core>,
     entry: &Arc<ServiceEntry>,
     ctx: &ChildCtx,
     mut instance: Box<dyn Instance>,
     mut first: Option<Box<Envelope>>,
+    resumed: bool,
 ) -> Served {
-    *entry.interrupt.lock() = Some(instance.interrupt_handle());
-    *entry.started.lock() = Some(Instant::now());
-    entry
-        .memory_bytes
-        .store(instance.stats().memory_bytes, Ordering::Relaxed);
-    entry.set_state(ServiceState::Running);
+    if !resumed {
+        *entry.interrupt.lock() = Some(instance.interrupt_handle());
+        *entry.started.lock() = Some(Instant::now());
+        entry
+            .memory_bytes
+            .store(instance.stats().memory_bytes, Ordering::Relaxed);
+        entry.set_state(ServiceState::Running);
+    }
 
     // Boxed: a service outside a rollback window holds 8 bytes for it, not 150.
     let mut pending: Option<Box<Rollback>> = None;
-    // Whether the idle timer runs: not after a failed attempt to hibernate until the
-    // next message, and once only for code that cannot carry its state (to say why it
-    // stays awake).
-    let mut may_sleep = true;
     let mut last_message = Instant::now();
     // When it first handled a message since its state was last saved: a checkpoint is
     // due `services.checkpoint_every_ms` after it.
     let mut dirty_since: Option<Instant> = None;
     loop {
-        let (idle, checkpoint_at) = match (pending.is_none(), kernel.upgrade()) {
-            (true, Some(k)) => (
-                hibernate::idle_limit(&k).filter(|_| may_sleep),
-                dirty_since.and_then(|t| hibernate::checkpoint_every(&k).map(|d| t + d)),
-            ),
+        // Hibernation is the kernel's `hibernation` component's to ask for (an
+        // `Envelope::Hibernate`), so that a parked actor needs no timer of its own.
+        let (park_at, checkpoint_at) = match (pending.is_none(), kernel.upgrade()) {
+            (true, Some(k)) => {
+                let checkpoint_at =
+                    dirty_since.and_then(|t| hibernate::checkpoint_every(&k).map(|d| t + d));
+                // Not while a checkpoint is due: it is taken first, then the actor parks.
+                let park_at = park::park_after(&k)
+                    .filter(|_| checkpoint_at.is_none())
+                    .map(|d| last_message + d);
+                (park_at, checkpoint_at)
+            }
             _ => (None, None),
         };
         // One timer (an idle service holds one): the end of a swap's rollback window,
-        // or else the earlier of the next checkpoint and the idle limit.
+        // or else the earlier of the next checkpoint and parking.
         let timer = match &pending {
             Some(rb) => Some(rb.deadline),
-            None => match (idle.map(|d| last_message + d), checkpoint_at) {
+            None => match (park_at, checkpoint_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -201,28 +229,16 @@ async fn serve(
                         }
                         continue;
                     }
-                    if hibernate::idle_limit(&k).is_none() {
-                        continue; // turned off while it waited
+                    if park_at.is_some_and(|t| t <= Instant::now()) {
+                        return Served::Parked(instance);
                     }
-                    may_sleep = false;
-                    if !instance.has_state() {
-                        entry.logs.push(
-                            Level::Info,
-                            "stays awake when idle: its code exports no snapshot/restore, \
-                             so it could not wake with its state",
-                        );
-                        continue;
-                    }
-                    let idle = idle.unwrap_or_default();
-                    match Box::pin(try_sleep(&k, entry, instance.as_mut(), idle)).await {
-                        Some(served) => return served,
-                        None => continue,
-                    }
+                    continue;
                 }
             },
         };
         // Asked to make room in the pool: hibernate now if it can.
         if matches!(*envelope, Envelope::Hibernate) {
+            entry.asked_to_sleep.store(false, Ordering::SeqCst);
             let Some(k) = kernel.upgrade() else { continue };
             if pending.is_some() || !instance.has_state() {
                 continue;
@@ -238,7 +254,11 @@ async fn serve(
             .await
             {
                 Some(served) => return served,
-                None => continue,
+                None => {
+                    // Not again until its next message.
+                    entry.stay_awake.store(true, Ordering::Relaxed);
+                    continue;
+                }
             }
         }
         entry
@@ -246,7 +266,7 @@ async fn serve(
             .store(hibernate::now_ms(), Ordering::Relaxed);
         last_message = Instant::now();
         if instance.has_state() {
-            may_sleep = true;
+            entry.stay_awake.store(false, Ordering::Relaxed);
             dirty_since.get_or_insert(last_message);
         }
         let before = instance.stats();
@@ -370,7 +390,11 @@ async fn until(deadline: Option<Instant>) {
 /// Takes a snapshot, if the service exports one, before a graceful stop. A snapshot of
 /// nothing removes an older one, so the next start does not restore state the service
 /// no longer has.
-async fn stop_gracefully(kernel: &Weak<Core>, entry: &ServiceEntry, instance: &mut dyn Instance) {
+pub(crate) async fn stop_gracefully(
+    kernel: &Weak<Core>,
+    entry: &ServiceEntry,
+    instance: &mut dyn Instance,
+) {
     if !instance.has_state() {
         return;
     }
@@ -429,7 +453,8 @@ pub(crate) async fn start_instance_of(
     let start = async {
         // Every slot taken: the least recently used hibernate to make room.
         let exhausted = |e: &InstantiateError| matches!(e, InstantiateError::Exhausted(_));
-        let mut instance = hibernate::with_room(k, deadline, exhausted, || {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let mut instance = hibernate::with_room(k, wait, exhausted, || {
             let host: Arc<dyn solo_sandbox::HostApi> = host.clone();
             k.sandbox.instantiate(artifact, entry.limits(), host)
         })

@@ -33,6 +33,11 @@ pub struct ServiceDefaults {
     /// an older snapshot (runtime-tunable as `services.checkpoint_every_ms`; 0, the
     /// default: saved only when it hibernates or stops).
     pub checkpoint_every_ms: u64,
+    /// How long an awake service may idle before its actor gives up its task: the
+    /// instance stays (still `running`, its slot held), and the next message resumes
+    /// the actor with it, which costs that message about 25 µs. 0: an awake service
+    /// always holds a task.
+    pub park_after_ms: u64,
 }
 
 impl Default for ServiceDefaults {
@@ -49,6 +54,7 @@ impl Default for ServiceDefaults {
             restart_backoff_ms: 0,
             hibernate_after_ms: 300_000,
             checkpoint_every_ms: 0,
+            park_after_ms: 1_000,
         }
     }
 }

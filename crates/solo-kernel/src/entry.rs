@@ -214,6 +214,14 @@ pub(crate) struct ServiceEntry {
     /// Asleep with an empty mailbox, its actor has no task: whoever queues the next
     /// envelope resumes it (`hibernate::post`).
     pub(crate) dormant: AtomicBool,
+    /// Awake and idle past `service_defaults.park_after_ms`, its actor gave up its task
+    /// and left its instance in `ready`: the next envelope resumes it with that instance.
+    pub(crate) parked: AtomicBool,
+    /// It stays awake when idle until its next message: an attempt to hibernate failed,
+    /// or its code cannot carry its state (its log says so once).
+    pub(crate) stay_awake: AtomicBool,
+    /// An `Envelope::Hibernate` is queued for it and not yet taken.
+    pub(crate) asked_to_sleep: AtomicBool,
     /// When it last handled a message, in ms of the process's clock: the least recent
     /// hibernates first when the pool is full.
     pub(crate) last_active: AtomicU64,
@@ -269,6 +277,9 @@ impl ServiceEntry {
             egress_in_flight: AtomicU32::new(0),
             asleep: AtomicBool::new(false),
             dormant: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            stay_awake: AtomicBool::new(false),
+            asked_to_sleep: AtomicBool::new(false),
             last_active: AtomicU64::new(0),
             breaker: ServiceBreaker::default(),
             spec,

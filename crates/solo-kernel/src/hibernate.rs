@@ -2,7 +2,10 @@
 //! `snapshot`/`restore` has its snapshot saved durably and its instance given back to
 //! the sandbox's pool. Its actor then waits on the mailbox with no instance; the next
 //! message wakes it (a new instance, `init`, `restore` of the saved state, then the
-//! message), and messages that arrive meanwhile wait in the mailbox in order. A wake
+//! message), and messages that arrive meanwhile wait in the mailbox in order. The
+//! kernel's `hibernation` component finds the idle ones (`sweep`) and asks each with an
+//! `Envelope::Hibernate`, so an idle actor needs no timer (and a parked one no task)
+//! to be put to sleep. A wake
 //! that fails is a crash at start: the supervisor's restart policy applies, and the
 //! restarted actor wakes from the same saved state.
 //!
@@ -60,22 +63,26 @@ pub(crate) fn mark_gone(k: &Core, entry: &Arc<ServiceEntry>) {
 }
 
 /// Runs `attempt` again while it fails for want of an instance slot (`exhausted`),
-/// asking the least recently used to hibernate between tries, until `deadline` or
-/// until nobody can; returns the last outcome.
+/// asking the least recently used to hibernate between tries, for at most `wait` from
+/// the first such failure (what came before, such as the one-off compile of the
+/// JavaScript runner, is no wait for room) or until nobody can; returns the last
+/// outcome.
 pub(crate) async fn with_room<T, E, F>(
     k: &Core,
-    deadline: Instant,
+    wait: Duration,
     exhausted: impl Fn(&E) -> bool,
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, E>
 where
     F: std::future::Future<Output = Result<T, E>>,
 {
+    let mut deadline = None;
     loop {
         match attempt().await {
             Err(e)
                 if exhausted(&e)
-                    && Instant::now() + Duration::from_millis(10) < deadline
+                    && Instant::now() + Duration::from_millis(10)
+                        < *deadline.get_or_insert_with(|| Instant::now() + wait)
                     && make_room(k).await =>
             {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -100,7 +107,7 @@ pub(crate) async fn compile(
     let limit = Duration::from_millis(u64::from(k.config.service_defaults.startup_timeout_ms));
     let exhausted =
         |e: &solo_sandbox::CompileError| matches!(e, solo_sandbox::CompileError::Exhausted(_));
-    with_room(k, Instant::now() + limit, exhausted, || {
+    with_room(k, limit, exhausted, || {
         k.sandbox.compile(format, Arc::clone(&code))
     })
     .await
@@ -120,24 +127,33 @@ pub(crate) fn compile_refused(e: solo_sandbox::CompileError) -> crate::error::Ke
 
 /// Asks the least recently used idle awake services (an eighth of those that could, at
 /// least one) to hibernate, so a start finds a slot; false when none could. Room made
-/// in the last few milliseconds counts as made: the caller retries.
+/// in the last few milliseconds counts as made, and so does a service already asked
+/// (by the `hibernation` component, say) that has not yet taken the envelope (a parked
+/// one is being resumed for it): the caller retries.
 pub(crate) async fn make_room(k: &Core) -> bool {
     let mut last = k.making_room.lock().await;
     if last.is_some_and(|t| t.elapsed() < Duration::from_millis(5)) {
         return true;
     }
+    let mut coming = false;
     let mut idle: Vec<(u64, Arc<ServiceEntry>)> = k
         .awake
         .iter()
         .filter_map(|r| {
             let e = r.value().upgrade()?;
-            let idle =
-                e.state() == ServiceState::Running && e.mailbox.is_empty() && e.can_hibernate();
+            if e.state() != ServiceState::Running || !e.can_hibernate() {
+                return None;
+            }
+            if e.asked_to_sleep.load(Ordering::SeqCst) {
+                coming = true;
+                return None;
+            }
+            let idle = e.mailbox.is_empty();
             idle.then(|| (e.last_active.load(Ordering::Relaxed), e))
         })
         .collect();
     if idle.is_empty() {
-        return false;
+        return coming;
     }
     let n = (idle.len() / 8).max(1);
     if n < idle.len() {
@@ -145,10 +161,20 @@ pub(crate) async fn make_room(k: &Core) -> bool {
         idle.truncate(n);
     }
     for (_, e) in idle {
-        let _ = post(k, &e, Box::new(Envelope::Hibernate));
+        ask_to_sleep(k, &e);
     }
     *last = Some(Instant::now());
     true
+}
+
+/// Queues an `Envelope::Hibernate` for `e` unless one is queued already (the actor
+/// clears `asked_to_sleep` when it takes it).
+fn ask_to_sleep(k: &Core, e: &ServiceEntry) {
+    if !e.asked_to_sleep.swap(true, Ordering::SeqCst)
+        && post(k, e, Box::new(Envelope::Hibernate)).is_err()
+    {
+        e.asked_to_sleep.store(false, Ordering::SeqCst);
+    }
 }
 
 /// How long a service may idle before it hibernates, or `None` when none does.
@@ -156,6 +182,48 @@ pub(crate) fn idle_limit(k: &Core) -> Option<Duration> {
     match k.tunables.get(Key::HibernateAfterMs) {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
+    }
+}
+
+/// How often the `hibernation` component looks for idle services: a quarter of the
+/// idle limit, between 10 ms and 1 s.
+pub(crate) fn sweep_every(k: &Core) -> Duration {
+    idle_limit(k).map_or(Duration::from_secs(1), |l| {
+        (l / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    })
+}
+
+/// The `hibernation` component's look: each awake service idle past the limit is asked
+/// to hibernate (a parked one is resumed for it); one whose code cannot carry its state
+/// says once in its log why it stays awake.
+pub(crate) fn sweep(k: &Core) {
+    let Some(limit) = idle_limit(k) else {
+        return;
+    };
+    let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let now = now_ms();
+    let idle: Vec<Arc<ServiceEntry>> = k
+        .awake
+        .iter()
+        .filter_map(|r| r.value().upgrade())
+        .filter(|e| {
+            e.state() == ServiceState::Running
+                && !e.stay_awake.load(Ordering::Relaxed)
+                && now.saturating_sub(e.last_active.load(Ordering::Relaxed)) >= limit
+                && e.mailbox.is_empty()
+        })
+        .collect();
+    for e in idle {
+        if e.can_hibernate() {
+            ask_to_sleep(k, &e);
+        } else {
+            e.stay_awake.store(true, Ordering::Relaxed);
+            e.logs.push(
+                Level::Info,
+                "stays awake when idle: its code exports no snapshot/restore, so it could \
+                 not wake with its state",
+            );
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub(crate) async fn kill(
             .terminate_child(service.as_str(), Some(timeout))
             .await;
     }
+    // A parked service has no task to stop: its instance is stopped here.
+    crate::park::stop_parked(k, &entry, !opts.force).await;
     entry.drain(&format!("service {service} was killed"));
     let snapshot = *entry.final_snapshot.lock();
     let record_key = records::deployment_key(&tenant, service);

@@ -32,6 +32,7 @@ mod kill;
 mod logs;
 mod mailbox;
 mod monitor;
+mod park;
 pub mod records;
 mod recovery;
 mod sampler;
@@ -97,9 +98,7 @@ impl Kernel {
     /// Stops every service (tenants first; each takes its snapshot), then the system.
     pub async fn shutdown(&self) {
         self.stop_accepting();
-        if let Some(t) = self.core.tree.get() {
-            t.shutdown().await;
-        }
+        park::shutdown(&self.core).await;
     }
 
     /// Resolves when the root supervisor gave up (the process should exit).

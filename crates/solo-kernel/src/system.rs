@@ -20,6 +20,7 @@ use crate::capabilities::Capabilities;
 use crate::core::{Core, OnShutdown, Slot};
 use crate::discovery::Registry;
 use crate::error::Stage;
+use crate::hibernate;
 use crate::monitor::Monitor;
 use crate::secrets::Secrets;
 use crate::shedder::Shedder;
@@ -254,6 +255,33 @@ fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody
     bodies
         .entry("event_store")
         .or_insert_with(|| event_store(me));
+    bodies
+        .entry("hibernation")
+        .or_insert_with(|| hibernation(me));
+}
+
+/// The `hibernation` component: asks services idle past `services.hibernate_after_ms`
+/// to hibernate, looking a quarter of that limit apart (at most each second), so that a
+/// change of the tunable takes effect within a second.
+fn hibernation(me: &Weak<Core>) -> ComponentBody {
+    let me = me.clone();
+    Arc::new(move |ctx| {
+        let me = me.clone();
+        Box::pin(async move {
+            loop {
+                let every = match me.upgrade() {
+                    Some(k) => hibernate::sweep_every(&k),
+                    None => return Ok(()),
+                };
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(every) => {}
+                }
+                let Some(k) = me.upgrade() else { return Ok(()) };
+                hibernate::sweep(&k);
+            }
+        })
+    })
 }
 
 /// How often the `event_store` component looks at the store while it is healthy.
@@ -348,11 +376,15 @@ fn report_gauges(k: &Core) {
     #[allow(clippy::cast_precision_loss)]
     metrics::gauge!(m::EVENTS_LAST_ID).set(k.store.last_id() as f64);
     let mut by_state: HashMap<ServiceState, u64> = HashMap::new();
+    let mut parked = 0u64;
     for slot in &k.services {
         if let Slot::Running(e) | Slot::Stopping(e) = slot.value() {
             *by_state.entry(e.state()).or_default() += 1;
+            parked += u64::from(e.parked.load(std::sync::atomic::Ordering::Relaxed));
         }
     }
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(m::SERVICES_PARKED).set(parked as f64);
     for (state, n) in by_state {
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!(m::SERVICES, "state" => state.as_str()).set(n as f64);

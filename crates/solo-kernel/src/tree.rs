@@ -36,13 +36,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The system components, in start order.
-pub const SYSTEM_COMPONENTS: [&str; 7] = [
+pub const SYSTEM_COMPONENTS: [&str; 8] = [
     "event_store",
     "monitor",
     "capabilities",
     "vault",
     "discovery",
     "telemetry",
+    "hibernation",
     "gateway",
 ];
 

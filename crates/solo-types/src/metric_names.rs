@@ -12,6 +12,8 @@ pub const DEPLOYMENTS: &str = "solo_deployments_total";
 pub const CALLS: &str = "solo_calls_total";
 pub const CALL_SECONDS: &str = "solo_call_seconds";
 pub const SERVICES: &str = "solo_services";
+/// Running services whose actor is parked: idle, the instance kept, no task.
+pub const SERVICES_PARKED: &str = "solo_services_parked";
 pub const RESTARTS: &str = "solo_service_restarts_total";
 /// Idle services put to sleep (state saved, instance given back).
 pub const HIBERNATIONS: &str = "solo_service_hibernations_total";

@@ -29,13 +29,13 @@ async fn until_state(k: &Kernel, id: &str, want: ServiceState) -> ServiceStatus 
     panic!("{id} never became {want}: {:?}", status(k, id).state);
 }
 
-async fn deploy(k: &Kernel, id: &str, format: Format, code: Arc<[u8]>) {
+pub(super) async fn deploy(k: &Kernel, id: &str, format: Format, code: Arc<[u8]>) {
     k.deploy(&alice(), DeployRequest::new(sid(id), format, code))
         .await
         .unwrap();
 }
 
-async fn inc(k: &Kernel, id: &str, by: i64) -> i64 {
+pub(super) async fn inc(k: &Kernel, id: &str, by: i64) -> i64 {
     let r = call(k, id, &format!(r#"{{"op":"inc","by":{by}}}"#))
         .await
         .unwrap();

@@ -8,6 +8,7 @@ mod components;
 mod flow;
 mod hibernation;
 mod node;
+mod parking;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `hibernated` in `status` and `list`, survives `kill -9` asleep, and its next call
 //! wakes it with its count; a wake storm cut short by `kill -9`, and `kill -9` while
 //! services hibernate, lose nothing that was acknowledged; checkpoints carry an awake
-//! service's state through `kill -9`.
+//! service's state through `kill -9`; an idle counter parks and a graceful stop saves it.
 
 use std::time::{Duration, Instant};
 
@@ -281,4 +281,51 @@ async fn more_services_than_instance_slots_take_turns() {
             .unwrap_or_else(|e| panic!("c{i}: {e}"));
         assert_eq!(count(&r.into_inner().reply), i);
     }
+}
+
+/// An idle counter parks (its actor gives up its task a second after its last message):
+/// it stays `running`, the gauge `solo_services_parked` counts it, its next call is
+/// answered from the same memory, and a graceful stop of the server takes its snapshot
+/// although no task of its runs, so the next start has its count.
+#[tokio::test]
+async fn an_idle_counter_parks_keeps_its_count_and_a_graceful_stop_saves_it() {
+    let mut s = Server::start();
+    s.cli_json(&["deploy", "examples/js/counter.js"]);
+    for _ in 0..3 {
+        s.cli_json(&["call", "counter", r#"{"op":"inc"}"#]);
+    }
+    let admin = s.rest(&s.admin_profile());
+    let parked = || async {
+        let text = admin
+            .req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("solo_services_parked "))
+            .map(|l| l.trim_start_matches("solo_services_parked ").to_string())
+    };
+    let t0 = Instant::now();
+    while parked().await.as_deref() != Some("1") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never parked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(state(&s), "running");
+    let v = s.cli_json(&["call", "counter", r#"{"op":"inc"}"#]);
+    assert_eq!(v, json!({"value": 4}), "the same instance, resumed");
+    // Parked again (a second), and the gauge sampled since (each second).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let t0 = Instant::now();
+    while parked().await.as_deref() != Some("1") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never parked again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(s.terminate(Duration::from_secs(20)).success());
+    let s = s.restart();
+    assert_eq!(state(&s), "running");
+    let v = s.cli_json(&["call", "counter", r#"{"op":"get"}"#]);
+    assert_eq!(v, json!({"value": 4}), "the graceful stop saved it");
 }
