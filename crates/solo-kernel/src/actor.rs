@@ -66,19 +66,16 @@ pub(crate) async fn run(kernel: Weak<Core>, entry: Arc<ServiceEntry>, ctx: Child
                 hibernate::mark_awake(&k, &entry);
             }
             resumed = false;
-            match served.await {
-                Served::Exit(exit) => {
-                    if let Some(k) = kernel.upgrade() {
-                        hibernate::mark_gone(&k, &entry);
-                    }
-                    return exit;
-                }
-                Served::Asleep => {
-                    if let Some(k) = kernel.upgrade() {
-                        hibernate::mark_gone(&k, &entry);
-                    }
-                    hibernate::fell_asleep(&entry);
-                }
+            let served = served.await;
+            // A parked instance still holds its slot: only the others leave the awake.
+            if !matches!(served, Served::Parked(_))
+                && let Some(k) = kernel.upgrade()
+            {
+                hibernate::mark_gone(&k, &entry);
+            }
+            match served {
+                Served::Exit(exit) => return exit,
+                Served::Asleep => hibernate::fell_asleep(&entry),
                 Served::Parked(parked) => match park::park(&entry, &ctx, parked) {
                     Some(back) => {
                         (instance, resumed) = (Some(back), true);

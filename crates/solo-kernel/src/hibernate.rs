@@ -136,11 +136,8 @@ pub(crate) async fn make_room(k: &Core) -> bool {
         return true;
     }
     let mut coming = false;
-    let mut idle: Vec<(u64, Arc<ServiceEntry>)> = k
-        .awake
-        .iter()
-        .filter_map(|r| {
-            let e = r.value().upgrade()?;
+    let mut idle: Vec<(u64, Arc<ServiceEntry>)> = awake(k)
+        .filter_map(|e| {
             if e.state() != ServiceState::Running || !e.can_hibernate() {
                 return None;
             }
@@ -179,10 +176,17 @@ fn ask_to_sleep(k: &Core, e: &ServiceEntry) {
 
 /// How long a service may idle before it hibernates, or `None` when none does.
 pub(crate) fn idle_limit(k: &Core) -> Option<Duration> {
-    match k.tunables.get(Key::HibernateAfterMs) {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    }
+    unless_zero(k.tunables.get(Key::HibernateAfterMs))
+}
+
+/// A period in milliseconds that 0 turns off.
+pub(crate) fn unless_zero(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// The awake services (those whose entry is still alive).
+pub(crate) fn awake(k: &Core) -> impl Iterator<Item = Arc<ServiceEntry>> + '_ {
+    k.awake.iter().filter_map(|r| r.value().upgrade())
 }
 
 /// How often the `hibernation` component looks for idle services: a quarter of the
@@ -202,10 +206,7 @@ pub(crate) fn sweep(k: &Core) {
     };
     let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
     let now = now_ms();
-    let idle: Vec<Arc<ServiceEntry>> = k
-        .awake
-        .iter()
-        .filter_map(|r| r.value().upgrade())
+    let idle: Vec<Arc<ServiceEntry>> = awake(k)
         .filter(|e| {
             e.state() == ServiceState::Running
                 && !e.stay_awake.load(Ordering::Relaxed)
@@ -325,10 +326,7 @@ async fn take_snapshot(
 /// How long after a message an awake service's state is saved, or `None` when it is
 /// saved only when it hibernates or stops.
 pub(crate) fn checkpoint_every(k: &Core) -> Option<Duration> {
-    match k.tunables.get(Key::CheckpointEveryMs) {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    }
+    unless_zero(k.tunables.get(Key::CheckpointEveryMs))
 }
 
 /// Saves an awake service's snapshot durably without putting it to sleep, so that the

@@ -69,10 +69,7 @@ pub(crate) async fn shutdown(k: &Core) {
     if let Some(t) = k.tree.get() {
         t.shutdown().await;
     }
-    let parked: Vec<Arc<ServiceEntry>> = k
-        .awake
-        .iter()
-        .filter_map(|r| r.value().upgrade())
+    let parked: Vec<Arc<ServiceEntry>> = hibernate::awake(k)
         .filter(|e| e.parked.load(Ordering::SeqCst))
         .collect();
     futures::future::join_all(parked.iter().map(|e| stop_parked(k, e, true))).await;
@@ -80,8 +77,5 @@ pub(crate) async fn shutdown(k: &Core) {
 
 /// How long an awake service idles before its actor parks, or `None` when none does.
 pub(crate) fn park_after(k: &Core) -> Option<Duration> {
-    match k.config.service_defaults.park_after_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    }
+    hibernate::unless_zero(k.config.service_defaults.park_after_ms)
 }

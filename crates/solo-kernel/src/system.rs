@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -166,23 +166,29 @@ pub(crate) async fn boot(
     Ok(k)
 }
 
-/// A system component that runs `tick` on the kernel every `period` (the first time at
-/// once when `at_once`) until it is told to stop or the kernel is gone.
-fn ticking<F>(me: &Weak<Core>, period: Duration, at_once: bool, tick: F) -> ComponentBody
+/// A system component that runs `tick` on the kernel every `period` (read from the
+/// kernel before each wait, so a tunable may set it; the first time at once when
+/// `at_once`) until it is told to stop or the kernel is gone.
+fn ticking<P, F>(me: &Weak<Core>, period: P, at_once: bool, tick: F) -> ComponentBody
 where
+    P: Fn(&Core) -> Duration + Send + Sync + 'static,
     F: Fn(Arc<Core>) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
 {
     let me = me.clone();
-    let tick = Arc::new(tick);
+    let (period, tick) = (Arc::new(period), Arc::new(tick));
     Arc::new(move |ctx| {
-        let (me, tick) = (me.clone(), Arc::clone(&tick));
+        let (me, period, tick) = (me.clone(), Arc::clone(&period), Arc::clone(&tick));
         Box::pin(async move {
             let mut wait = !at_once;
             loop {
                 if wait {
+                    let every = match me.upgrade() {
+                        Some(k) => period(&k),
+                        None => return Ok(()),
+                    };
                     tokio::select! {
                         () = ctx.shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(period) => {}
+                        () = tokio::time::sleep(every) => {}
                     }
                 }
                 wait = true;
@@ -222,24 +228,35 @@ where
 fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody>) {
     let me = &k.me;
     bodies.entry("capabilities").or_insert_with(|| {
-        ticking(me, solo_caps::Caps::PURGE_EVERY, false, |k| {
-            Box::pin(async move { k.caps.purge(k.clock.now_ns()).await })
-        })
+        ticking(
+            me,
+            |_| solo_caps::Caps::PURGE_EVERY,
+            false,
+            |k| Box::pin(async move { k.caps.purge(k.clock.now_ns()).await }),
+        )
     });
     let every = Duration::from_millis(k.config.monitor.interval_ms.max(10));
     bodies.entry("monitor").or_insert_with(|| {
-        ticking(me, every, true, |k| {
-            Box::pin(async move { k.monitor.sample_once(k.services.len()).await })
-        })
+        ticking(
+            me,
+            move |_| every,
+            true,
+            |k| Box::pin(async move { k.monitor.sample_once(k.services.len()).await }),
+        )
     });
     bodies.entry("discovery").or_insert_with(|| {
-        ticking(me, Duration::from_millis(250), false, |k| {
-            Box::pin(async move {
-                if let Err(e) = k.registry.sweep().await {
-                    tracing::warn!(error = %e, "sweeping expired registrations failed");
-                }
-            })
-        })
+        ticking(
+            me,
+            |_| Duration::from_millis(250),
+            false,
+            |k| {
+                Box::pin(async move {
+                    if let Err(e) = k.registry.sweep().await {
+                        tracing::warn!(error = %e, "sweeping expired registrations failed");
+                    }
+                })
+            },
+        )
     });
     // Finish a key rotation a crash cut short.
     bodies.entry("vault").or_insert_with(|| {
@@ -248,40 +265,23 @@ fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody
         })
     });
     bodies.entry("telemetry").or_insert_with(|| {
-        ticking(me, Duration::from_secs(1), true, |k| {
-            Box::pin(async move { report_gauges(&k) })
-        })
+        ticking(
+            me,
+            |_| Duration::from_secs(1),
+            true,
+            |k| Box::pin(async move { report_gauges(&k) }),
+        )
     });
     bodies
         .entry("event_store")
         .or_insert_with(|| event_store(me));
-    bodies
-        .entry("hibernation")
-        .or_insert_with(|| hibernation(me));
-}
-
-/// The `hibernation` component: asks services idle past `services.hibernate_after_ms`
-/// to hibernate, looking a quarter of that limit apart (at most each second), so that a
-/// change of the tunable takes effect within a second.
-fn hibernation(me: &Weak<Core>) -> ComponentBody {
-    let me = me.clone();
-    Arc::new(move |ctx| {
-        let me = me.clone();
-        Box::pin(async move {
-            loop {
-                let every = match me.upgrade() {
-                    Some(k) => hibernate::sweep_every(&k),
-                    None => return Ok(()),
-                };
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(every) => {}
-                }
-                let Some(k) = me.upgrade() else { return Ok(()) };
-                hibernate::sweep(&k);
-            }
+    // Asks services idle past `services.hibernate_after_ms` to hibernate, a quarter of
+    // that limit apart (at most a second, so a change of the tunable soon applies).
+    bodies.entry("hibernation").or_insert_with(|| {
+        ticking(me, hibernate::sweep_every, false, |k| {
+            Box::pin(async move { hibernate::sweep(&k) })
         })
-    })
+    });
 }
 
 /// How often the `event_store` component looks at the store while it is healthy.
@@ -380,7 +380,7 @@ fn report_gauges(k: &Core) {
     for slot in &k.services {
         if let Slot::Running(e) | Slot::Stopping(e) = slot.value() {
             *by_state.entry(e.state()).or_default() += 1;
-            parked += u64::from(e.parked.load(std::sync::atomic::Ordering::Relaxed));
+            parked += u64::from(e.parked.load(Ordering::Relaxed));
         }
     }
     #[allow(clippy::cast_precision_loss)]

@@ -495,15 +495,7 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
     );
     assert!(nodes.iter().all(|n| n.applied_sequence > 0), "{nodes:?}");
     // The active node's metrics say the same, with its lease and its view.
-    let metrics = a
-        .rest(&a.admin_profile())
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.rest(&a.admin_profile()).text("/metrics").await;
     for line in [
         "solo_cluster_nodes_beating 3",
         "solo_cluster_lease_epoch ",

@@ -408,6 +408,12 @@ impl Rest {
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
         send(self.req(reqwest::Method::DELETE, path)).await
     }
+
+    /// The body of a GET as text (`/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
+        r.text().await.unwrap()
+    }
 }
 
 pub async fn send(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {

@@ -296,14 +296,7 @@ async fn an_idle_counter_parks_keeps_its_count_and_a_graceful_stop_saves_it() {
     }
     let admin = s.rest(&s.admin_profile());
     let parked = || async {
-        let text = admin
-            .req(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = admin.text("/metrics").await;
         text.lines()
             .find(|l| l.starts_with("solo_services_parked "))
             .map(|l| l.trim_start_matches("solo_services_parked ").to_string())
