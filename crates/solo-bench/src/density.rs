@@ -43,8 +43,9 @@ pub fn run() -> anyhow::Result<()> {
         per(&raw_init, "bytes_per_instance"),
         per(&noinit, "bytes_per_instance"),
     );
-    let (inited, called) = (
+    let (inited, released, called) = (
         per(&sandbox, "bytes_per_instance"),
+        per(&sandbox, "after_release"),
         per(&sandbox, "after_call"),
     );
     let service = per(&kernel, "bytes_per_instance");
@@ -64,7 +65,7 @@ pub fn run() -> anyhow::Result<()> {
     }));
     kernel_parts.push(json!({
         "part": "other heap (spec, strings, map slots, supervisor child, allocator)",
-        "kib": kib(service - cache - inited - fixed),
+        "kib": kib(service - cache - released - fixed),
     }));
     report(&json!({
         "scenario": "density.breakdown", "format": "wasm", "services": 10_000,
@@ -75,8 +76,9 @@ pub fn run() -> anyhow::Result<()> {
             "pages written by init: the guest's and the store's fiber stack (raw)": kib(raw_init - raw),
             "the sandbox's state beside wasmtime's": kib(noinit - raw),
             "pages written by init: the guest's and the store's fiber stack (in the sandbox)": kib(inited - noinit),
-            "guest pages written by a first call": kib(called - inited),
-            "the kernel (its actor parked: no task)": kib(service - inited),
+            "the fiber stack's pages an idle instance hands back (parked)": kib(released - inited),
+            "guest pages written by a first call (its stack's pages taken again)": kib(called - released),
+            "the kernel (its actor parked: no task)": kib(service - released),
         },
         "kernel_parts": kernel_parts,
         "total_kib": {

@@ -576,12 +576,16 @@ async fn solo_idle(format: Format) -> anyhow::Result<serde_json::Value> {
     let idle = rss().saturating_sub(before) / IDLE_N as u64;
     let idle_private = private().saturating_sub(private_before) / IDLE_N as u64;
     let maps_per = maps().saturating_sub(maps_before) as f64 / IDLE_N as f64;
+    // What a parked service's instance hands back: its fiber stack's pages.
+    let released: usize = all.iter_mut().map(|i| i.release_idle_memory()).sum();
+    let after_release = rss().saturating_sub(before) / IDLE_N as u64;
     for inst in &mut all {
         inst.call("1").await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let after_call = rss().saturating_sub(before) / IDLE_N as u64;
     Ok(json!({
         "bytes_per_instance": idle, "private_bytes_per_instance": idle_private,
+        "after_release": after_release, "released_per_instance": released / IDLE_N,
         "after_call": after_call, "maps": r2(maps_per),
     }))
 }

@@ -23,11 +23,13 @@ use crate::hibernate;
 pub(crate) fn park(
     entry: &ServiceEntry,
     ctx: &ChildCtx,
-    instance: Box<dyn Instance>,
+    mut instance: Box<dyn Instance>,
 ) -> Option<Box<dyn Instance>> {
     if ctx.shutdown.is_cancelled() {
         return Some(instance); // serve stops it gracefully
     }
+    // What only a running call needs (its fiber stack's pages) goes back to the system.
+    instance.release_idle_memory();
     *entry.ready.lock() = Some(instance);
     entry.parked.store(true, Ordering::SeqCst);
     // Marked before the last look, as for a hibernated actor.

@@ -153,6 +153,12 @@ pub trait Instance: Send {
     fn stats(&self) -> InstanceStats;
     /// A handle that stops the guest's running code from another task.
     fn interrupt_handle(&self) -> Interrupt;
+    /// Hands back to the system memory the instance needs only while a call runs (the
+    /// resident pages of its fiber stack), for an owner that leaves it idle; the next
+    /// call takes them again. Returns the bytes handed back.
+    fn release_idle_memory(&mut self) -> usize {
+        0
+    }
 }
 
 /// The engine, the JS runner and the artifact cache.

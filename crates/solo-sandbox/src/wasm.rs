@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline, WasmBacktrace,
 };
 
@@ -44,6 +44,7 @@ mod bindings {
 
 mod http;
 mod runner;
+mod stack;
 mod state;
 
 pub(crate) use runner::Runner;
@@ -312,10 +313,18 @@ impl WasmEngine {
         let grace = if js.is_some() { JS_STOP_GRACE_TICKS } else { 0 };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
+        // Runs on the call's fiber: where its stack is, for `release_idle_memory`.
+        store.call_hook(|mut cx, hook| {
+            if matches!(hook, CallHook::CallingWasm) {
+                cx.data_mut().stack.note();
+            }
+            Ok(())
+        });
         match self.cpu {
             CpuLimiter::Epoch => {
                 let m = Arc::clone(&meter);
-                store.epoch_deadline_callback(move |_| {
+                store.epoch_deadline_callback(move |mut cx| {
+                    cx.data_mut().stack.note();
                     if !m.over_budget() || m.tick_over() <= grace {
                         Ok(UpdateDeadline::Yield(1))
                     } else {
@@ -346,11 +355,11 @@ impl WasmEngine {
             .prepare()
             .map_err(|e| InstantiateError::Internal(e.to_string()))?;
         let fut = pre.instance_pre().instantiate_async(&mut instance.store);
-        let result = Metered::new(Arc::clone(&instance.meter), fut)
-            .await
-            .and_then(|inst| {
-                bindings::Service::new(&mut instance.store, &inst).map(|service| (inst, service))
-            });
+        let result = Metered::new(Arc::clone(&instance.meter), fut).await;
+        instance.store.data_mut().stack.settle();
+        let result = result.and_then(|inst| {
+            bindings::Service::new(&mut instance.store, &inst).map(|service| (inst, service))
+        });
         match result {
             Ok((inst, service)) => {
                 instance.instance = Some(inst);
@@ -439,6 +448,7 @@ impl WasmInstance {
         }
         let budget = self.budget();
         self.meter.begin(budget);
+        self.store.data_mut().stack.begin();
         match self.cpu {
             CpuLimiter::Epoch => self.store.set_epoch_deadline(1),
             CpuLimiter::Fuel => {
@@ -532,7 +542,9 @@ impl WasmInstance {
         crash
     }
 
+    /// After a call's future completed (its fiber finished): its result as ours.
     fn finish<T>(&mut self, r: wasmtime::Result<T>) -> Result<T, CallError> {
+        self.store.data_mut().stack.settle();
         r.map_err(|e| CallError::Crash(self.classify(e)))
     }
 
@@ -647,6 +659,10 @@ impl Instance for WasmInstance {
             cpu_time: self.meter.total(),
             messages: self.messages,
         }
+    }
+
+    fn release_idle_memory(&mut self) -> usize {
+        self.store.data_mut().stack.release()
     }
 
     fn interrupt_handle(&self) -> crate::Interrupt {

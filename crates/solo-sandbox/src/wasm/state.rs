@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(super) limiter: MemoryLimiter,
     /// What the JS runner asks of its host, when this is an instance of it.
     pub(super) js: Option<JsHost>,
+    /// Where the store's fiber stack was seen, for an idle instance to hand back.
+    pub(super) stack: super::stack::FiberPages,
 }
 
 /// The host side of a JS runner instance.
@@ -70,6 +72,7 @@ impl State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
+            stack: super::stack::FiberPages::default(),
             limiter: MemoryLimiter {
                 limit: memory_bytes,
                 current: 0,
