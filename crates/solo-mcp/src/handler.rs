@@ -297,10 +297,11 @@ impl<C: Connect> ServerHandler for SoloMcp<C> {
             ));
         }
         let b = self.backend(&cx)?;
-        let feed = resources::follow(&b, &request.uri)
+        let (feed, from) = resources::follow(&b, &request.uri, None)
             .await
             .map_err(|f| protocol_error(&f))?;
-        let task = tokio::spawn(resources::notify(feed, request.uri.clone(), cx.peer));
+        let uri = request.uri.clone();
+        let task = tokio::spawn(resources::notify(b, uri, feed, from, cx.peer));
         if let Some(old) = self
             .tasks
             .subscriptions
@@ -326,7 +327,8 @@ impl<C: Connect> ServerHandler for SoloMcp<C> {
 }
 
 /// Sends `tools/list_changed` whenever the set of the caller's service tools changes,
-/// looking again after each event of the tenant (a burst of events is one look).
+/// looking again after each event of the tenant (a burst of events is one look). A lost
+/// event feed is watched again from the last event seen, as a subscription is.
 async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
     let names = |t: &ServiceTools| -> BTreeMap<String, String> {
         t.tools
@@ -337,41 +339,53 @@ async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
     let Ok(mut seen) = b.service_tools().await.map(|t| names(&t)) else {
         return;
     };
-    let req = WatchRequest {
-        after_id: resources::head(&b).await.unwrap_or(0),
-        ..WatchRequest::default()
-    };
-    let mut feed = match b.watch(req).await {
-        Ok(f) => f,
-        Err(f) => {
-            tracing::debug!(error = %f, "no tools/list_changed: the event feed was refused");
-            return;
-        }
-    };
-    while let Some(item) = feed.next().await {
-        let Ok(first) = item else { break };
-        let mut relevant = changes_tools(&first.kind);
-        while let Some(Some(next)) = futures::FutureExt::now_or_never(feed.next()) {
-            relevant |= next.is_ok_and(|e| changes_tools(&e.kind));
-        }
-        if !relevant {
-            continue;
-        }
-        // A deploy's events are durable a moment before its service is routable (and a
-        // kill's a moment before it is gone), so look again for a short while.
-        for wait_ms in [0, 10, 50, 200, 1000] {
-            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-            let Ok(now) = b.service_tools().await.map(|t| names(&t)) else {
+    let mut after_id = resources::head(&b).await.unwrap_or(0);
+    loop {
+        let req = WatchRequest {
+            after_id,
+            ..WatchRequest::default()
+        };
+        let mut feed = match b.watch(req).await {
+            Ok(f) => f,
+            Err(f) if f.code == Code::Unavailable && !peer.is_transport_closed() => {
+                tokio::time::sleep(resources::FOLLOW_AGAIN_AFTER).await;
                 continue;
-            };
-            if now != seen {
-                seen = now;
-                if peer.notify_tool_list_changed().await.is_err() {
-                    return;
+            }
+            Err(f) => {
+                tracing::debug!(error = %f, "no tools/list_changed: the event feed was refused");
+                return;
+            }
+        };
+        while let Some(Ok(first)) = feed.next().await {
+            after_id = first.id;
+            let mut relevant = changes_tools(&first.kind);
+            while let Some(Some(Ok(next))) = futures::FutureExt::now_or_never(feed.next()) {
+                after_id = next.id;
+                relevant |= changes_tools(&next.kind);
+            }
+            if !relevant {
+                continue;
+            }
+            // A deploy's events are durable a moment before its service is routable (and
+            // a kill's a moment before it is gone), so look again for a short while.
+            for wait_ms in [0, 10, 50, 200, 1000] {
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                let Ok(now) = b.service_tools().await.map(|t| names(&t)) else {
+                    continue;
+                };
+                if now != seen {
+                    seen = now;
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        return;
+                    }
+                    break;
                 }
-                break;
             }
         }
+        if peer.is_transport_closed() {
+            return;
+        }
+        tokio::time::sleep(resources::FOLLOW_AGAIN_AFTER).await;
     }
 }
 

@@ -3,7 +3,10 @@
 //! first, with the cursor of the next) and `solo://services/{id}/logs[?tail=]`. A
 //! subscription sends `notifications/resources/updated` as events or lines arrive, with
 //! the last id (or line number) in `_meta["solo/last_id"]`, so a client reads on from
-//! where it was; a subscription to `solo://events?after_id=N` replays from N first.
+//! where it was; a subscription to `solo://events?after_id=N` replays from N first. A
+//! subscription outlives a lost connection: it follows again once the server answers.
+
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use rmcp::model::{
@@ -14,7 +17,7 @@ use rmcp::{Peer, RoleServer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use solo_types::api::*;
-use solo_types::{EventQuery, Order, ServiceId};
+use solo_types::{Code, EventQuery, Order, ServiceId};
 
 use crate::{Backend, Feed};
 
@@ -116,11 +119,15 @@ pub(crate) async fn read<B: Backend>(b: &B, uri: &str) -> Result<ReadResourceRes
 }
 
 /// The ids (or line numbers) of what a subscription to `uri` reports.
-pub(crate) async fn follow<B: Backend>(b: &B, uri: &str) -> Result<Feed<u64>, Failure> {
+pub(crate) async fn follow<B: Backend>(
+    b: &B,
+    uri: &str,
+    after: Option<u64>,
+) -> Result<(Feed<u64>, u64), Failure> {
     match parse(uri)? {
         Target::Events(p) => {
             let filter = event_filter(None, p.service_id.as_deref(), p.kind.as_deref())?;
-            let after_id = match p.after_id {
+            let after_id = match after.or(p.after_id) {
                 Some(id) => id,
                 None => head(b).await?,
             };
@@ -131,11 +138,17 @@ pub(crate) async fn follow<B: Backend>(b: &B, uri: &str) -> Result<Feed<u64>, Fa
                     include_logs: false,
                 })
                 .await?;
-            Ok(Box::pin(feed.map(|e| e.map(|e| e.id))))
+            Ok((Box::pin(feed.map(|e| e.map(|e| e.id))), after_id))
         }
         Target::Logs(id, p) => {
-            let feed = b.follow_logs(id, p.after_seq.unwrap_or(u64::MAX)).await?;
-            Ok(Box::pin(feed.map(|l| l.map(|l| l.seq))))
+            // A log's lines are numbered by the node that runs the service: going on
+            // after a lost feed, it is followed from its next line.
+            let from = match after {
+                Some(_) => u64::MAX,
+                None => p.after_seq.unwrap_or(u64::MAX),
+            };
+            let feed = b.follow_logs(id, from).await?;
+            Ok((Box::pin(feed.map(|l| l.map(|l| l.seq))), 0))
         }
     }
 }
@@ -152,21 +165,66 @@ pub(crate) async fn head<B: Backend>(b: &B) -> Result<u64, Failure> {
     Ok(page.events.first().map_or(0, |e| e.id))
 }
 
+/// How long a subscription whose feed was lost waits before it follows again.
+pub(crate) const FOLLOW_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// Sends `notifications/resources/updated` for `uri` as `feed` moves (a burst is one
-/// notification), until the feed or the session ends.
-pub(crate) async fn notify(mut feed: Feed<u64>, uri: String, peer: Peer<RoleServer>) {
-    while let Some(Ok(mut last)) = feed.next().await {
-        while let Some(Some(Ok(id))) = feed.next().now_or_never() {
+/// notification), until the session ends. A feed that ends or fails (the connection to
+/// the server lost: `solo mcp` going on through another node, a server restarting, a
+/// subscriber that fell behind) is followed again through the backend's current
+/// connection, a second apart while the server is unavailable: the event log from the
+/// last event notified (`last`; the ones between come as one notification), a log from
+/// its next line, with one notification at once since lines may have come meanwhile. A
+/// refusal other than `unavailable` ends the subscription.
+pub(crate) async fn notify<B: Backend>(
+    b: B,
+    uri: String,
+    mut feed: Feed<u64>,
+    mut last: u64,
+    peer: Peer<RoleServer>,
+) {
+    loop {
+        while let Some(Ok(mut id)) = feed.next().await {
+            while let Some(Some(Ok(next))) = feed.next().now_or_never() {
+                id = next;
+            }
             last = id;
+            if updated(&peer, &uri, last).await.is_err() {
+                return;
+            }
         }
-        let mut meta = serde_json::Map::new();
-        meta.insert("solo/last_id".into(), Value::from(last));
-        let mut note = ResourceUpdatedNotificationParam::new(uri.clone());
-        note.meta = Some(NotificationMetaObject(MetaObject(meta)));
-        if peer.notify_resource_updated(note).await.is_err() {
-            break;
+        feed = loop {
+            if peer.is_transport_closed() {
+                return;
+            }
+            tokio::time::sleep(FOLLOW_AGAIN_AFTER).await;
+            match follow(&b, &uri, Some(last)).await {
+                Ok((f, _)) => break f,
+                Err(f) if f.code == Code::Unavailable => {}
+                Err(f) => {
+                    tracing::debug!(uri, error = %f, "a subscription ends: its resource was refused");
+                    return;
+                }
+            }
+        };
+        if matches!(parse(&uri), Ok(Target::Logs(..))) && updated(&peer, &uri, last).await.is_err()
+        {
+            return;
         }
     }
+}
+
+/// One `notifications/resources/updated` for `uri`, with `last` in its `_meta`.
+async fn updated(
+    peer: &Peer<RoleServer>,
+    uri: &str,
+    last: u64,
+) -> Result<(), rmcp::service::ServiceError> {
+    let mut meta = serde_json::Map::new();
+    meta.insert("solo/last_id".into(), Value::from(last));
+    let mut note = ResourceUpdatedNotificationParam::new(uri.to_string());
+    note.meta = Some(NotificationMetaObject(MetaObject(meta)));
+    peer.notify_resource_updated(note).await
 }
 
 #[cfg(test)]

@@ -365,7 +365,8 @@ fn server_info(data: &Path) -> solo_client::ServerInfo {
 }
 
 /// `solo mcp` naming every node goes on through another when the active node dies: the
-/// session is the same, the counter's count is the checkpointed one.
+/// session is the same, the counter's count is the checkpointed one, and a subscription
+/// to the event log made before goes on through the new node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
     let nats = NatsCluster::start(3, true);
@@ -392,6 +393,8 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
         .unwrap();
     let mut stdin = mcp.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(mcp.stdout.take().unwrap());
+    // The newest event id each resources/updated notification named, as they come.
+    let updates = std::cell::RefCell::new(Vec::<u64>::new());
     let mut ask = |id: u64, method: &str, params: serde_json::Value| {
         use std::io::{BufRead, Write};
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -403,9 +406,18 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
             )
             .unwrap();
         }
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+        loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let v = serde_json::from_str::<serde_json::Value>(&line).unwrap();
+            if v.get("id").is_some() {
+                return v;
+            }
+            if v["method"] == "notifications/resources/updated" {
+                let last = v["params"]["_meta"]["solo/last_id"].as_u64().unwrap();
+                updates.borrow_mut().push(last);
+            }
+        }
     };
     let init = json!({"protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "t", "version": "0"}});
@@ -413,6 +425,8 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
         ask(1, "initialize", init)["result"]["serverInfo"]["name"],
         "solo"
     );
+    let r = ask(1000, "resources/subscribe", json!({"uri": "solo://events"}));
+    assert!(r.get("error").is_none(), "{r}");
     let inc = json!({"name": "solo_call",
         "arguments": {"service_id": "counter", "request": {"op": "inc", "by": 1}}});
     let r = ask(2, "tools/call", inc.clone());
@@ -432,6 +446,24 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(r["result"]["structuredContent"]["value"], 7, "{r}");
+    // An event written through the new node reaches the subscription made before.
+    let before = updates.borrow().iter().max().copied().unwrap_or(0);
+    let kill = json!({"name": "solo_kill", "arguments": {"service_id": "counter"}});
+    let r = ask(1001, "tools/call", kill);
+    assert_ne!(r["result"]["isError"], json!(true), "{r}");
+    let since = Instant::now();
+    for ping in 1002.. {
+        if updates.borrow().iter().any(|id| *id > before) {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            updates.borrow()
+        );
+        ask(ping, "ping", json!({}));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(stdin);
     let status = crate::harness::wait_child(&mut mcp, Duration::from_secs(10));
     let mut err = String::new();
