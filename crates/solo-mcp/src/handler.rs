@@ -340,22 +340,16 @@ async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
         return;
     };
     let mut after_id = resources::head(&b).await.unwrap_or(0);
-    loop {
-        let req = WatchRequest {
+    let watch = |after_id| {
+        b.watch(WatchRequest {
             after_id,
             ..WatchRequest::default()
-        };
-        let mut feed = match b.watch(req).await {
-            Ok(f) => f,
-            Err(f) if f.code == Code::Unavailable && !peer.is_transport_closed() => {
-                tokio::time::sleep(resources::FOLLOW_AGAIN_AFTER).await;
-                continue;
-            }
-            Err(f) => {
-                tracing::debug!(error = %f, "no tools/list_changed: the event feed was refused");
-                return;
-            }
-        };
+        })
+    };
+    let Some(mut feed) = resources::open_feed(&peer, || watch(after_id)).await else {
+        return;
+    };
+    loop {
         while let Some(Ok(first)) = feed.next().await {
             after_id = first.id;
             let mut relevant = changes_tools(&first.kind);
@@ -382,10 +376,11 @@ async fn watch_tools<B: Backend>(b: B, peer: Peer<RoleServer>) {
                 }
             }
         }
-        if peer.is_transport_closed() {
-            return;
-        }
         tokio::time::sleep(resources::FOLLOW_AGAIN_AFTER).await;
+        let Some(again) = resources::open_feed(&peer, || watch(after_id)).await else {
+            return;
+        };
+        feed = again;
     }
 }
 

@@ -168,14 +168,36 @@ pub(crate) async fn head<B: Backend>(b: &B) -> Result<u64, Failure> {
 /// How long a subscription whose feed was lost waits before it follows again.
 pub(crate) const FOLLOW_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
+/// Opens a feed through the backend's current connection, again a second apart while
+/// the server is unavailable (a lost connection, `solo mcp` going on through another
+/// node); `None` once the session has ended or the server refused it otherwise.
+pub(crate) async fn open_feed<T, F>(
+    peer: &Peer<RoleServer>,
+    mut open: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: Future<Output = Result<T, Failure>>,
+{
+    loop {
+        match open().await {
+            Ok(feed) => return Some(feed),
+            Err(f) if f.code == Code::Unavailable && !peer.is_transport_closed() => {
+                tokio::time::sleep(FOLLOW_AGAIN_AFTER).await;
+            }
+            Err(f) => {
+                tracing::debug!(error = %f, "a feed ends: the server refused it");
+                return None;
+            }
+        }
+    }
+}
+
 /// Sends `notifications/resources/updated` for `uri` as `feed` moves (a burst is one
 /// notification), until the session ends. A feed that ends or fails (the connection to
-/// the server lost: `solo mcp` going on through another node, a server restarting, a
-/// subscriber that fell behind) is followed again through the backend's current
-/// connection, a second apart while the server is unavailable: the event log from the
-/// last event notified (`last`; the ones between come as one notification), a log from
-/// its next line, with one notification at once since lines may have come meanwhile. A
-/// refusal other than `unavailable` ends the subscription.
+/// the server lost, a server restarting, a subscriber that fell behind) is followed
+/// again a second later ([`open_feed`]): the event log from the last event notified
+/// (`last`; the ones between come as one notification), a log from its next line, with
+/// one notification at once since lines may have come meanwhile.
 pub(crate) async fn notify<B: Backend>(
     b: B,
     uri: String,
@@ -183,6 +205,7 @@ pub(crate) async fn notify<B: Backend>(
     mut last: u64,
     peer: Peer<RoleServer>,
 ) {
+    let log = matches!(parse(&uri), Ok(Target::Logs(..)));
     loop {
         while let Some(Ok(mut id)) = feed.next().await {
             while let Some(Some(Ok(next))) = feed.next().now_or_never() {
@@ -193,22 +216,12 @@ pub(crate) async fn notify<B: Backend>(
                 return;
             }
         }
-        feed = loop {
-            if peer.is_transport_closed() {
-                return;
-            }
-            tokio::time::sleep(FOLLOW_AGAIN_AFTER).await;
-            match follow(&b, &uri, Some(last)).await {
-                Ok((f, _)) => break f,
-                Err(f) if f.code == Code::Unavailable => {}
-                Err(f) => {
-                    tracing::debug!(uri, error = %f, "a subscription ends: its resource was refused");
-                    return;
-                }
-            }
+        tokio::time::sleep(FOLLOW_AGAIN_AFTER).await;
+        let Some((again, _)) = open_feed(&peer, || follow(&b, &uri, Some(last))).await else {
+            return;
         };
-        if matches!(parse(&uri), Ok(Target::Logs(..))) && updated(&peer, &uri, last).await.is_err()
-        {
+        feed = again;
+        if log && updated(&peer, &uri, last).await.is_err() {
             return;
         }
     }

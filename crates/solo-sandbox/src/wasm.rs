@@ -121,7 +121,7 @@ impl WasmEngine {
             .memory_reservation_for_growth(0)
             .memory_guard_size(64 << 10)
             .max_wasm_stack(1 << 20)
-            .async_stack_size(2 << 20);
+            .async_stack_size(stack::STACK_SIZE);
         match config.cpu {
             CpuLimiter::Epoch => c.epoch_interruption(true),
             CpuLimiter::Fuel => c.consume_fuel(true),

@@ -32,8 +32,9 @@ pub(crate) struct FiberPages {
     settled: bool,
 }
 
-/// The most a release hands back: the fiber stack's size (`Config::async_stack_size`).
-pub(crate) const MAX_RELEASE: usize = 2 << 20;
+/// The size of each call's fiber stack (`Config::async_stack_size`): the most a
+/// release hands back.
+pub(crate) const STACK_SIZE: usize = 2 << 20;
 
 impl FiberPages {
     /// Before a call into the guest: whatever was noted before may belong to a stack
@@ -62,10 +63,10 @@ impl FiberPages {
     /// Hands the settled pages back to the system; returns how many bytes. Call only
     /// while no call into the store is in flight (`&mut` of the instance).
     pub(crate) fn release(&mut self) -> usize {
-        let Some(range) = self.settled.then(|| self.seen.take()).flatten() else {
+        let settled = std::mem::take(&mut self.settled);
+        let Some(range) = self.seen.take().filter(|_| settled) else {
             return 0;
         };
-        self.settled = false;
         let Some(pages) = whole_pages(&range) else {
             return 0;
         };
@@ -87,7 +88,7 @@ fn whole_pages(range: &Range<usize>) -> Option<Range<usize>> {
     let start = range.start & !(page - 1);
     let end = (range.end - 1) & !(page - 1);
     let end = end.checked_add(page)?;
-    (start > 0 && end > start && end - start <= MAX_RELEASE).then_some(start..end)
+    (start > 0 && end > start && end - start <= STACK_SIZE).then_some(start..end)
 }
 
 fn page_size() -> usize {
@@ -247,7 +248,7 @@ mod tests {
         deeper(&mut pages);
         let both = pages.seen.clone().unwrap();
         assert!(both.start <= first.start && both.end >= first.end);
-        assert!(whole_pages(&(0x10_0000..0x10_0000 + MAX_RELEASE + 1)).is_none());
+        assert!(whole_pages(&(0x10_0000..0x10_0000 + STACK_SIZE + 1)).is_none());
         assert!(whole_pages(&(0..10)).is_none(), "no page at address zero");
         let one = whole_pages(&(0x10_0010..0x10_0020)).unwrap();
         assert_eq!(one.len(), page_size());
