@@ -35,6 +35,9 @@ pub const SERVER_FILE: &str = "server.json";
 pub struct ServerInfo {
     pub grpc: String,
     pub http: String,
+    /// The plaintext loopback metrics listener, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     pub pid: u32,
 }
 

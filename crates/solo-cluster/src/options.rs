@@ -29,6 +29,10 @@ pub struct ClusterOptions {
     /// TLS to the NATS servers, with this node's own client certificate; `None`:
     /// plaintext (a private loopback network only).
     pub tls: Option<NatsTls>,
+    /// Whether the local view syncs each commit (off by default: the replicated log is
+    /// what makes a write durable, and a view that lost its last commits to a crash of
+    /// the machine reads them again from the log, from its marker).
+    pub sync_view: bool,
 }
 
 /// How a node reaches NATS over TLS: the CA that signed the servers' certificates, and
@@ -54,6 +58,7 @@ impl ClusterOptions {
             retry_for: Duration::from_secs(20),
             apply_timeout: Duration::from_secs(30),
             tls: None,
+            sync_view: false,
         }
     }
 

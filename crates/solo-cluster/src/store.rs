@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use solo_store::{
     Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, RedbStore, StoreError,
-    Subscription, VerifyReport, WriteBatch,
+    StoreOptions, Subscription, VerifyReport, WriteBatch,
 };
 use solo_types::NewEvent;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -148,7 +148,13 @@ impl JetStreamStore {
             stream: opts.stream.clone(),
             detail: format!("create {}: {e}", opts.data_dir.display()),
         })?;
-        let view = RedbStore::open(opts.data_dir.join("view.redb"))?;
+        let view = RedbStore::open_with(
+            opts.data_dir.join("view.redb"),
+            StoreOptions {
+                sync_commits: opts.sync_view,
+                ..StoreOptions::default()
+            },
+        )?;
         let shared = Arc::new(Shared {
             view,
             waiters: Mutex::new(HashMap::new()),

@@ -11,6 +11,7 @@
 //! silent, is `conns.rs`.
 
 pub mod auth;
+pub mod capped;
 mod conns;
 pub mod error;
 pub mod grpc;

@@ -92,6 +92,12 @@ pub struct StoreOptions {
     /// the store can reopen (and serve reads) on a full disk (0: none). Replaying the WAL
     /// may grow redb by about twice the WAL's size.
     pub reserve_bytes: u64,
+    /// Whether a commit is synced to disk before it is answered (on by default). Off only
+    /// for a store that something else keeps durable and can rebuild, such as a cluster
+    /// node's view of the replicated log: a crash of the machine then loses the commits
+    /// since the last checkpoint (every 5 s, or sooner when the WAL is full), never part of
+    /// one, and never a checkpoint.
+    pub sync_commits: bool,
 }
 
 impl Default for StoreOptions {
@@ -101,6 +107,7 @@ impl Default for StoreOptions {
             live_buffer: 1024,
             wal_bytes: 32 << 20,
             reserve_bytes: 8 << 20,
+            sync_commits: true,
         }
     }
 }
@@ -192,6 +199,7 @@ impl RedbStore {
         let db = Arc::new(db);
         let mut init = init_file(&path, &db)?;
         let (wal, records) = Wal::open(Wal::path_for(&path), options.wal_bytes)?;
+        let wal = wal.syncing(options.sync_commits);
         replay(&db, &path, wal.path(), &mut init, records)?;
         let reserve = crate::reserve::Reserve::new(&path, options.reserve_bytes);
         if let Err(e) = reserve.ensure() {
@@ -221,6 +229,7 @@ impl RedbStore {
             reopen,
             reserve,
             wal_bytes: options.wal_bytes,
+            sync_commits: options.sync_commits,
             gate: Arc::clone(&gate),
         };
         let handle = std::thread::Builder::new()

@@ -39,6 +39,8 @@ pub(crate) struct Wal {
     path: PathBuf,
     offset: u64,
     capacity: u64,
+    /// Whether [`Wal::append`] syncs each record (see [`crate::StoreOptions::sync_commits`]).
+    sync: bool,
 }
 
 /// One record read back at open.
@@ -81,6 +83,7 @@ impl Wal {
                 path,
                 offset: HEADER_LEN,
                 capacity,
+                sync: true,
             };
             return Ok((wal, Vec::new()));
         }
@@ -111,6 +114,7 @@ impl Wal {
             path,
             offset: HEADER_LEN,
             capacity: len.max(capacity),
+            sync: true,
         };
         Ok((wal, records))
     }
@@ -120,8 +124,18 @@ impl Wal {
         self.offset + (RECORD_HEADER + len) as u64 <= self.capacity
     }
 
-    /// Writes one record and syncs it. The record is durable when this returns `Ok`; the
-    /// answer is where it starts, for [`Wal::invalidate`].
+    /// Whether each appended record is synced (on by default). Off, a record reaches the
+    /// disk when the kernel writes it back: a crash of the process loses nothing, a crash
+    /// of the machine may lose the records since the last checkpoint (a replay stops at
+    /// the first one torn or missing, so never part of one).
+    pub(crate) fn syncing(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Writes one record and syncs it (unless [`Wal::syncing`] turned that off). The
+    /// record is durable when this returns `Ok`; the answer is where it starts, for
+    /// [`Wal::invalidate`].
     pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) -> Result<u64, StoreError> {
         let len = u32::try_from(payload.len()).map_err(|_| StoreError::TooLarge {
             what: "group commit",
@@ -139,7 +153,9 @@ impl Wal {
         self.file
             .write_all_at(&buf, self.offset)
             .map_err(|e| io("write", e))?;
-        self.file.sync_data().map_err(|e| io("sync", e))?;
+        if self.sync {
+            self.file.sync_data().map_err(|e| io("sync", e))?;
+        }
         let at = self.offset;
         self.offset += buf.len() as u64;
         Ok(at)

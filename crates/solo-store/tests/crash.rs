@@ -1,6 +1,9 @@
 //! Crash test: a child process appends from several tasks and prints each acknowledged
 //! id; the parent kills it with SIGKILL at random moments, reopens the store and checks
 //! that every acknowledged write is there, ids are dense and the hash chain verifies.
+//! Every other round the child commits without syncing (`StoreOptions::sync_commits`
+//! off, as a cluster node's view does): a killed process must lose nothing then either,
+//! since what it wrote is in the kernel's page cache.
 //!
 //! This is a `harness = false` test: the same binary is the child when
 //! `SOLO_STORE_CRASH_CHILD` names a store file.
@@ -12,10 +15,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::Rng;
-use solo_store::{EventLog, EventQuery, Kv, RedbStore, WriteBatch};
+use solo_store::{EventLog, EventQuery, Kv, RedbStore, StoreOptions, WriteBatch};
 use solo_types::{NewEvent, TenantId};
 
 const CHILD_ENV: &str = "SOLO_STORE_CRASH_CHILD";
+/// `0` when the child commits without syncing.
+const SYNC_ENV: &str = "SOLO_STORE_CRASH_SYNC";
 const ROUNDS: usize = 20;
 const TASKS: u64 = 8;
 
@@ -31,7 +36,11 @@ fn main() {
 fn child(path: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = RedbStore::open(path).unwrap();
+        let options = StoreOptions {
+            sync_commits: std::env::var(SYNC_ENV).as_deref() != Ok("0"),
+            ..StoreOptions::default()
+        };
+        let store = RedbStore::open_with(path, options).unwrap();
         let tenant = TenantId::new("crash").unwrap();
         println!("ready");
         let mut tasks = Vec::new();
@@ -79,6 +88,7 @@ fn parent() {
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, &path)
+            .env(SYNC_ENV, if round % 2 == 0 { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

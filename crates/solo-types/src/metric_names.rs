@@ -48,3 +48,8 @@ pub const CLUSTER_LEASE_EPOCH: &str = "solo_cluster_lease_epoch";
 /// Cluster mode: the nodes whose last heartbeat is younger than a lease, as this node
 /// last read them (itself included).
 pub const CLUSTER_NODES_BEATING: &str = "solo_cluster_nodes_beating";
+/// Cluster mode: 1 while this node is the active one, 0 while it stands by.
+pub const CLUSTER_ACTIVE: &str = "solo_cluster_active";
+/// Cluster mode: connections a standby took, by outcome (`relayed` to the active node,
+/// `refused` as `no_active_node`, `over_cap` closed at once).
+pub const CLUSTER_RELAYED_CONNECTIONS: &str = "solo_cluster_relayed_connections_total";

@@ -264,7 +264,11 @@ impl Active {
 pub async fn become_active(
     c: &ClusterSection,
     data_dir: &std::path::Path,
-    listen: (std::net::SocketAddr, std::net::SocketAddr),
+    listen: (
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        Option<std::net::SocketAddr>,
+    ),
     refusal: solo_gateway::Refusal,
 ) -> anyhow::Result<Active> {
     let node = c.node_id.clone().unwrap_or_default();
@@ -302,18 +306,20 @@ pub async fn become_active(
     );
     // Until this node is active, it relays clients to the one that is (and says where
     // in `server.json`, so `--data-dir` finds it as it finds an active node).
-    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen.0, listen.1, refusal)
+    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen, refusal)
         .await
         .context("listen for clients to relay to the active node")?;
+    metrics::gauge!(m::CLUSTER_ACTIVE).set(0.0);
     let info = solo_client::ServerInfo {
         grpc: forwarder.grpc.to_string(),
         http: forwarder.http.to_string(),
+        metrics: forwarder.metrics.map(|a| a.to_string()),
         pid: std::process::id(),
     };
     let server_file = data_dir.join(solo_client::SERVER_FILE);
     std::fs::write(&server_file, serde_json::to_vec(&info)?)
         .with_context(|| format!("write {}", server_file.display()))?;
-    tracing::info!(grpc = %forwarder.grpc, http = %forwarder.http, "standby: relaying clients to the active node");
+    tracing::info!(grpc = %forwarder.grpc, http = %forwarder.http, metrics = ?forwarder.metrics, "standby: relaying clients to the active node");
     let ttl = Duration::from_millis(c.lease_ms);
     // Every node beats, standbys too, so the active node can tell who could take over.
     let host = c.advertise_host.as_deref();
@@ -417,6 +423,7 @@ async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, t
                 // installed with the gateway, after that.)
                 #[allow(clippy::cast_precision_loss)] // exact below 2^53
                 metrics::gauge!(m::CLUSTER_LEASE_EPOCH).set(epoch as f64);
+                metrics::gauge!(m::CLUSTER_ACTIVE).set(1.0);
                 metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "ok").increment(1);
                 *lease.lock() = renewed;
             }

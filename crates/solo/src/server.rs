@@ -140,7 +140,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // One node: the store in the data directory. A cluster: the replicated log, once this
     // node is the active one.
     let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
-        let listen = (cfg.grpc_addr, cfg.http_addr);
+        let listen = (cfg.grpc_addr, cfg.http_addr, cfg.metrics_addr);
         let refusal = solo_gateway::Refusal::new(
             &TlsFiles::load(&CertPaths::new(data_dir))?,
             Duration::from_millis(cfg.connections.handshake_timeout_ms),
@@ -221,6 +221,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let info = ServerInfo {
         grpc: gateway.grpc_addr().to_string(),
         http: gateway.http_addr().to_string(),
+        metrics: gateway.metrics_addr().map(|a| a.to_string()),
         pid: std::process::id(),
     };
     let server_file = data_dir.join(solo_client::SERVER_FILE);

@@ -126,6 +126,7 @@ impl Writer {
         let db = Arc::new(reopen()?);
         let mut init = super::init_file(&path, &db)?;
         let (wal, records) = Wal::open(Wal::path_for(&path), self.wal_bytes)?;
+        let wal = wal.syncing(self.sync_commits);
         super::replay(&db, &path, wal.path(), &mut init, records)?;
         if init.chain.next_id != self.chain.next_id || init.chain.last_hash != self.chain.last_hash
         {

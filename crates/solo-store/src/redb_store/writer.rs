@@ -225,6 +225,7 @@ pub(super) struct Writer {
     pub(super) reopen: Option<super::Reopen>,
     pub(super) reserve: crate::reserve::Reserve,
     pub(super) wal_bytes: u64,
+    pub(super) sync_commits: bool,
     pub(super) gate: Arc<Gate>,
 }
 

@@ -7,6 +7,8 @@
 //! With no active node to relay to (an election, no quorum, an active node that does not
 //! accept), the standby completes the handshake itself and refuses the connection's
 //! requests as `unavailable` (`no_active_node`, retry after a second), in gRPC or JSON.
+//! With `metrics_addr` set, the standby serves its own metrics there meanwhile (its
+//! view, its heartbeats, what it relayed), until the gateway takes the address over.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use solo_cluster::JetStreamStore;
 use solo_gateway::Refusal;
+use solo_gateway::capped::{self, Accepted};
 use solo_store::{Kv, WriteBatch};
-use solo_types::Code;
 use solo_types::api::Failure;
+use solo_types::{Code, metric_names as m};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -98,22 +101,33 @@ enum Which {
 pub struct Forwarder {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// Where the standby serves its metrics, if it does.
+    pub metrics: Option<SocketAddr>,
     stop: CancellationToken,
     loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Forwarder {
-    /// Listens on `grpc` and `http` and relays to the active node.
+    /// Listens on `grpc` and `http` and relays to the active node; serves the node's
+    /// metrics on `metrics` (a loopback address: the configuration checked it).
     pub async fn start(
         log: Arc<JetStreamStore>,
-        grpc: SocketAddr,
-        http: SocketAddr,
+        (grpc, http, metrics): (SocketAddr, SocketAddr, Option<SocketAddr>),
         refusal: Refusal,
     ) -> std::io::Result<Self> {
         let g = TcpListener::bind(grpc).await?;
         let h = TcpListener::bind(http).await?;
         let (grpc, http) = (g.local_addr()?, h.local_addr()?);
         let stop = CancellationToken::new();
+        let metrics = match metrics {
+            Some(addr) => {
+                // Now, so that what the node records from here on is kept.
+                solo_gateway::metrics::install();
+                Some(TcpListener::bind(addr).await?)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let limit = Arc::new(Semaphore::new(MAX_RELAYED));
         let refusal = Arc::new(refusal);
         let loops = [(g, Which::Grpc), (h, Which::Http)]
@@ -128,10 +142,15 @@ impl Forwarder {
                     stop.clone(),
                 ))
             })
+            .chain(
+                metrics
+                    .map(|l| tokio::spawn(solo_gateway::metrics::serve_plaintext(l, stop.clone()))),
+            )
             .collect();
         Ok(Self {
             grpc,
             http,
+            metrics: metrics_addr,
             stop,
             loops,
         })
@@ -155,21 +174,14 @@ async fn accept(
     stop: CancellationToken,
 ) {
     loop {
-        let conn = tokio::select! {
-            () = stop.cancelled() => return,
-            c = listener.accept() => c,
-        };
-        let sock = match conn {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                // Out of descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "the standby's forwarder could not accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let (sock, permit) = match capped::accept(&listener, &limit, &stop, "relay").await {
+            Accepted::Conn(sock, permit) => (sock, permit),
+            Accepted::OverCap => {
+                metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "over_cap")
+                    .increment(1);
                 continue;
             }
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            continue; // over the cap: closed at once
+            Accepted::Stopped => return,
         };
         let (log, refusal, stop) = (Arc::clone(&log), Arc::clone(&refusal), stop.clone());
         tokio::spawn(async move {
@@ -187,10 +199,8 @@ async fn accept(
 async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusal: &Refusal) {
     let e = match active(log) {
         Active::At(e) => e,
-        Active::Unreachable(node) => {
-            return refusal.serve(client, no_active_node(Some(&node))).await;
-        }
-        Active::Nobody => return refusal.serve(client, no_active_node(None)).await,
+        Active::Unreachable(node) => return refuse(refusal, client, Some(&node)).await,
+        Active::Nobody => return refuse(refusal, client, None).await,
     };
     let target = match which {
         Which::Grpc => &e.grpc,
@@ -199,11 +209,18 @@ async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusa
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
     {
         Ok(Ok(s)) => s,
-        _ => return refusal.serve(client, no_active_node(Some(&e.node))).await,
+        _ => return refuse(refusal, client, Some(&e.node)).await,
     };
+    metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "relayed").increment(1);
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Answers `client` with [`no_active_node`], counted.
+async fn refuse(refusal: &Refusal, client: TcpStream, last: Option<&str>) {
+    metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "refused").increment(1);
+    refusal.serve(client, no_active_node(last)).await;
 }
 
 /// What a client is told while no node serves: retryable, with who held the lease last

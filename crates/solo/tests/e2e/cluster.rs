@@ -55,6 +55,7 @@ fn spawn_node_tls(
         .arg(&config)
         .env_remove("SOLO_MASTER_KEY")
         .env("SOLO_LOG_LEVEL", "info")
+        .env("SOLO_METRICS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_log).unwrap())
         .spawn()
@@ -488,6 +489,19 @@ async fn nodes_until(
     }
 }
 
+/// `GET /metrics` from the plaintext listener the node in `data` recorded.
+fn plaintext_metrics(data: &Path) -> String {
+    use std::io::{Read, Write};
+    let addr = server_info(data).metrics.expect("a metrics listener");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
 /// A client of standby `node` once it relays to the active node (within 30 s).
 async fn relayed(node: &Starting) -> solo_client::Solo {
     let since = Instant::now();
@@ -526,9 +540,29 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
         Some(server_info(&b.data_dir()).grpc.as_str())
     );
     assert!(nodes.iter().all(|n| n.applied_sequence > 0), "{nodes:?}");
-    // The active node's metrics say the same, with its lease and its view.
+    // The active node's metrics say the same, with its lease and its view; a standby
+    // serves its own on its metrics listener, with what it relayed.
+    let since = Instant::now();
+    loop {
+        let standby = plaintext_metrics(&b.data_dir());
+        let missing = [
+            "solo_cluster_active 0",
+            "solo_cluster_nodes_beating 3",
+            "solo_cluster_applied_sequence ",
+            "solo_cluster_relayed_connections_total{outcome=\"relayed\"} ",
+        ]
+        .into_iter()
+        .find(|line| !standby.contains(line));
+        let Some(line) = missing else { break };
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "{line} in\n{standby}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let metrics = a.rest(&a.admin_profile()).text("/metrics").await;
     for line in [
+        "solo_cluster_active 1",
         "solo_cluster_nodes_beating 3",
         "solo_cluster_lease_epoch ",
         "solo_cluster_applied_sequence ",
