@@ -8,7 +8,8 @@
 #
 # Then, from the repository: `./target/release/solo --data-dir DIR/a list` (or b, c for
 # whichever node is active). Ports: NATS clients 14222-14224, routes 16222-16224,
-# monitoring 18222-18224; Solo gRPC 50061-50063, HTTPS 8061-8063.
+# monitoring 18222-18224; Solo gRPC 50061-50063, HTTPS 8061-8063, metrics (plaintext,
+# every node, standbys too) 9061-9063: `curl -s 127.0.0.1:9062/metrics | grep cluster`.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="$(mkdir -p "${1:-./solo-cluster}" && cd "${1:-./solo-cluster}" && pwd)"
@@ -57,6 +58,7 @@ for node in a b c; do
     cat > "$dir/$node.toml" <<CONF
 grpc_addr = "127.0.0.1:5006$n"
 http_addr = "127.0.0.1:806$n"
+metrics_addr = "127.0.0.1:906$n"
 [cluster]
 nats_urls = ["nats://127.0.0.1:14222", "nats://127.0.0.1:14223", "nats://127.0.0.1:14224"]
 monitor_urls = ["http://127.0.0.1:18222", "http://127.0.0.1:18223", "http://127.0.0.1:18224"]
