@@ -2,7 +2,8 @@
 //! servers on loopback, 3 replicas, every write synced) beside the embedded store in the
 //! same run, with 1, 8 and 64 concurrent appenders; and beside a node whose local view
 //! syncs each commit too (`sync_view`, what every node did before the view stopped
-//! syncing), on a stream of its own over the same servers.
+//! syncing), on a stream of its own over the same servers. Then compaction: the time to
+//! compact that log, and a new node's start from the copy against replaying the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use solo_cluster::testing::NatsCluster;
 use solo_cluster::{ClusterOptions, JetStreamStore};
-use solo_store::RedbStore;
+use solo_store::{EventLog, RedbStore};
 
 use crate::report;
 use crate::stats::r2;
@@ -20,18 +21,18 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let nats = NatsCluster::start(3, true);
     let dir = tempfile::tempdir()?;
-    let node = |name: &str, sync_view: bool| {
+    let node = |name: &str, stream: &str, sync_view: bool| {
         let mut opts = ClusterOptions::new(
             nats.client_urls(),
             nats.monitor_urls(),
             dir.path().join(name),
         );
-        opts.stream = name.to_ascii_uppercase();
+        opts.stream = stream.into();
         opts.sync_view = sync_view;
         rt.block_on(JetStreamStore::open(opts)).map(Arc::new)
     };
-    let cluster = node("solo", false)?;
-    let synced = node("synced", true)?;
+    let cluster = node("solo", "SOLO", false)?;
+    let synced = node("synced", "SYNCED", true)?;
     for appenders in [1usize, 8, 64] {
         let (rate, mut lat) = rt.block_on(appends(cluster.clone(), appenders, secs))?;
         let (with_sync, mut sync_lat) = rt.block_on(appends(synced.clone(), appenders, secs))?;
@@ -59,5 +60,36 @@ pub fn run(secs: Duration) -> anyhow::Result<()> {
             },
         }));
     }
+
+    // Compaction: a new node starting from the latest copy of a view, against one
+    // replaying the whole log, on the log the runs above wrote.
+    let entries = cluster.applied_sequence();
+    let timed = |name: &str| -> anyhow::Result<f64> {
+        let started = std::time::Instant::now();
+        let joined = node(name, "SOLO", false)?;
+        anyhow::ensure!(
+            joined.last_id() == cluster.last_id(),
+            "the new node caught up"
+        );
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    };
+    let replayed_ms = timed("replaying")?;
+    let started = std::time::Instant::now();
+    let done = rt.block_on(cluster.compact(u64::MAX))?;
+    let compact_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let from_copy_ms = timed("from-copy")?;
+    report(&json!({
+        "scenario": "cluster.compact",
+        "log_entries": entries,
+        "events": cluster.last_id(),
+        "view_bytes": done.bytes,
+        "compact_ms": r2(compact_ms),
+        "start_from_copy_ms": r2(from_copy_ms),
+        "baseline": {
+            "name": "a new node replaying the whole log",
+            "start_ms": r2(replayed_ms),
+        },
+        "ratio": r2(from_copy_ms / replayed_ms),
+    }));
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! What a node checks before it trusts the cluster's log: the stream exists (created on
 //! first start), keeps the configured number of replicas on file storage, refuses
-//! deletes and purges, and every server holding a replica syncs each write to disk
-//! before it acknowledges it (`jetstream { sync_interval: always }`), without which a
-//! coordinated crash loses acknowledged writes.
+//! deleting single entries (purging a prefix is compaction), and every server holding a
+//! replica syncs each write to disk before it acknowledges it (`jetstream {
+//! sync_interval: always }`), without which a coordinated crash loses acknowledged
+//! writes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub enum ClusterError {
     Monitor { url: String, detail: String },
     #[error("the local view of the log: {0}")]
     View(#[from] solo_store::StoreError),
+    #[error("{0}")]
+    FellBehind(String),
 }
 
 /// The stream configuration the log needs.
@@ -37,7 +40,8 @@ pub fn stream_config(opts: &ClusterOptions) -> stream::Config {
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::New,
         deny_delete: true,
-        deny_purge: true,
+        // Compaction purges the entries before the latest copy of a view (`compact.rs`).
+        deny_purge: false,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }
@@ -103,8 +107,8 @@ fn replica_servers(
     if c.storage != stream::StorageType::File {
         return Err(unsafe_("it is kept in memory, not on files".into()));
     }
-    if !c.deny_delete || !c.deny_purge {
-        return Err(unsafe_("it allows deleting or purging entries".into()));
+    if !c.deny_delete {
+        return Err(unsafe_("it allows deleting single entries".into()));
     }
     if c.persist_mode
         .as_ref()

@@ -10,15 +10,18 @@
 //! and this node's view has applied it.
 //!
 //! See [`JetStreamStore`] for the write path, [`check`] for what the node refuses to
-//! start on, and [`membership`] for the heartbeats that tell who is in the cluster.
+//! start on, [`compact`] for how the log is kept short, and [`membership`] for the
+//! heartbeats that tell who is in the cluster.
 
 pub mod check;
+pub mod compact;
 mod lease;
 pub mod membership;
 mod options;
 mod store;
 pub mod testing;
 
+pub use compact::Compaction;
 pub use lease::Lease;
 pub use membership::{Heartbeat, Member, Membership};
 pub use options::{ClusterOptions, NatsTls};

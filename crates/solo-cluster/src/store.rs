@@ -29,6 +29,7 @@ mod publish;
 
 use crate::ClusterOptions;
 use crate::check::{self, ClusterError};
+use crate::compact::{self, Compaction};
 use crate::lease::{LEASE_TABLE, Lease, LeaseOp};
 use crate::membership::{Heartbeat, Membership};
 use apply::run_applier;
@@ -68,6 +69,8 @@ struct Shared {
     applied: watch::Sender<u64>,
     /// Why the applier is stalled, while it is.
     fault: Mutex<Option<String>>,
+    /// Set when the applier met a gap in the log (compacted past this view): it stopped.
+    behind: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -79,17 +82,21 @@ impl Shared {
 
     /// The durable marker: the last applied sequence and where reading resumes.
     fn marker(&self) -> Result<(u64, u64), StoreError> {
-        let snap = self.view.snapshot()?;
-        let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
-            Ok(snap
-                .get(MARKER_TABLE, key)?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map(u64::from_be_bytes))
-        };
-        let applied = read(b"applied")?.unwrap_or(0);
-        let resume = read(b"resume")?.unwrap_or(applied + 1);
-        Ok((applied, resume))
+        read_marker(self.view.snapshot()?.as_ref())
     }
+}
+
+/// A view's marker: the last sequence it applied and where reading resumes.
+pub(crate) fn read_marker(snap: &dyn KvRead) -> Result<(u64, u64), StoreError> {
+    let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+        Ok(snap
+            .get(MARKER_TABLE, key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    };
+    let applied = read(b"applied")?.unwrap_or(0);
+    let resume = read(b"resume")?.unwrap_or(applied + 1);
+    Ok((applied, resume))
 }
 
 /// Aborts a task of the store (the applier, the publisher) when the store goes.
@@ -110,6 +117,7 @@ pub struct JetStreamStore {
     /// The log's stream and replicas, which the membership bucket is named and kept by.
     stream: String,
     replicas: usize,
+    data_dir: std::path::PathBuf,
     _applier: Applier,
     _publisher: Applier,
 }
@@ -148,30 +156,49 @@ impl JetStreamStore {
             stream: opts.stream.clone(),
             detail: format!("create {}: {e}", opts.data_dir.display()),
         })?;
-        let view = RedbStore::open_with(
-            opts.data_dir.join("view.redb"),
-            StoreOptions {
-                sync_commits: opts.sync_view,
-                ..StoreOptions::default()
-            },
-        )?;
-        let shared = Arc::new(Shared {
-            view,
-            waiters: Mutex::new(HashMap::new()),
-            applied: watch::channel(0).0,
-            fault: Mutex::new(None),
-        });
-        let (applied, _) = shared.marker()?;
-        shared.applied.send_replace(applied);
-        let target = stream
+        let state = stream
             .get_info()
             .await
             .map_err(|e| ClusterError::Stream {
                 stream: opts.stream.clone(),
                 detail: e.to_string(),
             })?
-            .state
-            .last_sequence;
+            .state;
+        let view_path = opts.data_dir.join("view.redb");
+        let open_view = || {
+            RedbStore::open_with(
+                &view_path,
+                StoreOptions {
+                    sync_commits: opts.sync_view,
+                    ..StoreOptions::default()
+                },
+            )
+        };
+        let mut view = open_view()?;
+        if state.first_sequence > read_marker(view.snapshot()?.as_ref())?.1 {
+            // The log no longer holds what this view needs: start from the latest copy.
+            view.close().await;
+            drop(view);
+            compact::install(
+                &js,
+                &opts.stream,
+                opts.replicas,
+                &view_path,
+                state.first_sequence,
+            )
+            .await?;
+            view = open_view()?;
+        }
+        let shared = Arc::new(Shared {
+            view,
+            waiters: Mutex::new(HashMap::new()),
+            applied: watch::channel(0).0,
+            fault: Mutex::new(None),
+            behind: watch::channel(false).0,
+        });
+        let (applied, _) = shared.marker()?;
+        shared.applied.send_replace(applied);
+        let target = state.last_sequence;
         let subject = opts.subject();
         let applier = Applier(tokio::spawn(run_applier(
             Arc::clone(&shared),
@@ -179,7 +206,17 @@ impl JetStreamStore {
             subject.clone(),
         )));
         let mut applied = shared.applied.subscribe();
-        let _ = applied.wait_for(|a| *a >= target).await;
+        let mut behind = shared.behind.subscribe();
+        tokio::select! {
+            _ = applied.wait_for(|a| *a >= target) => {}
+            _ = behind.wait_for(|b| *b) => {
+                // Compacted past this view while it caught up: start again, from the
+                // newer copy.
+                return Err(ClusterError::FellBehind(
+                    shared.fault.lock().clone().unwrap_or_default(),
+                ));
+            }
+        }
         tracing::info!(
             stream = %opts.stream,
             applied = target,
@@ -204,6 +241,7 @@ impl JetStreamStore {
             js,
             stream: opts.stream.clone(),
             replicas: opts.replicas,
+            data_dir: opts.data_dir.clone(),
             _applier: applier,
             _publisher: publisher,
         })
@@ -274,6 +312,69 @@ impl JetStreamStore {
     /// The local view, for inspection.
     pub fn view(&self) -> &RedbStore {
         &self.shared.view
+    }
+
+    /// Waits until this node's applier has stopped at a gap in the log: the log was
+    /// compacted past what this view had applied (it fell behind while not counted as a
+    /// live node), and the node must start again, from the latest copy of a view.
+    pub async fn fell_behind_the_log(&self) {
+        let mut behind = self.shared.behind.subscribe();
+        let _ = behind.wait_for(|b| *b).await;
+    }
+
+    /// The log's first entry (everything before it was compacted away).
+    pub async fn first_sequence(&self) -> Result<u64, ClusterError> {
+        let err = |detail: String| ClusterError::Stream {
+            stream: self.stream.clone(),
+            detail,
+        };
+        let mut stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(stream
+            .info()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .state
+            .first_sequence)
+    }
+
+    /// Compacts the log: copies this node's view to the cluster's object store (see
+    /// [`compact`]), then purges the log's entries before what the copy needs, but none
+    /// past `floor + 1`, where `floor` is the lowest sequence a live node has applied.
+    pub async fn compact(&self, floor: u64) -> Result<Compaction, ClusterError> {
+        let err = |detail: String| ClusterError::Stream {
+            stream: self.stream.clone(),
+            detail,
+        };
+        // Read before the copy: the copy's own marker is the same or later, so it needs
+        // nothing before this.
+        let (_, resume) = self.shared.marker()?;
+        let copy = self.data_dir.join("view.copy.redb");
+        let bytes = self.shared.view.copy_to(copy.clone()).await?;
+        let done = async {
+            let bucket = compact::bucket(&self.js, &self.stream, self.replicas)
+                .await
+                .map_err(err)?;
+            compact::upload(&bucket, &copy, resume).await.map_err(err)?;
+            let first_kept = resume.min(floor.saturating_add(1));
+            let stream = self
+                .js
+                .get_stream(&self.stream)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            stream
+                .purge()
+                .sequence(first_kept)
+                .await
+                .map_err(|e| err(format!("purge the log before entry {first_kept}: {e}")))?;
+            Ok(Compaction { first_kept, bytes })
+        }
+        .await;
+        let _ = std::fs::remove_file(&copy);
+        done
     }
 }
 

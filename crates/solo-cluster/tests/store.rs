@@ -7,31 +7,15 @@
 use std::time::Duration;
 
 use solo_cluster::check::ClusterError;
-use solo_cluster::testing::NatsCluster;
+use solo_cluster::testing::{NatsCluster, all_events, tick};
 use solo_cluster::{ClusterOptions, JetStreamStore};
-use solo_store::{EventLog, EventQuery, Kv, StoreError, WriteBatch};
-use solo_types::{Event, NewEvent, TenantId};
+use solo_store::{EventLog, Kv, StoreError, WriteBatch};
 
 fn opts(cluster: &NatsCluster, dir: &std::path::Path, replicas: usize) -> ClusterOptions {
     let mut o = ClusterOptions::new(cluster.client_urls(), cluster.monitor_urls(), dir.into());
     o.replicas = replicas;
     o.ack_timeout = Duration::from_secs(2);
     o
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::tenant("custom.tick", &TenantId::new("t1").unwrap())
-        .payload(serde_json::json!({ "n": n }))
-}
-
-fn all_events(store: &JetStreamStore) -> Vec<Event> {
-    store
-        .read(&EventQuery {
-            limit: 100_000,
-            ..EventQuery::default()
-        })
-        .unwrap()
-        .events
 }
 
 /// Waits until both nodes have applied the log as far as either has.
@@ -63,8 +47,8 @@ async fn nodes_writing_at_once_agree_on_every_id_and_hash() {
             .put("state", n.to_be_bytes().to_vec(), b"v".to_vec())
             .unwrap();
         let first = batch.next_event_index();
-        batch.event(event(n));
-        batch.event_caused_by(event(n + 1000), first);
+        batch.event(tick(n));
+        batch.event_caused_by(tick(n + 1000), first);
         writes.push(store.commit(batch));
     }
     let mut ids = Vec::new();
@@ -109,17 +93,17 @@ async fn a_node_that_restarts_applies_each_batch_exactly_once() {
             .await
             .unwrap();
         for n in 0..10 {
-            a.append(vec![event(n)]).await.unwrap();
+            a.append(vec![tick(n)]).await.unwrap();
         }
     }
     // While node a is down, node b writes, one batch spanning several messages.
     for n in 10..20 {
-        b.append(vec![event(n)]).await.unwrap();
+        b.append(vec![tick(n)]).await.unwrap();
     }
     let mut big = WriteBatch::new();
     big.put("blobs", b"big".to_vec(), vec![7u8; 700 << 10])
         .unwrap();
-    big.event(event(99));
+    big.event(tick(99));
     b.commit(big).await.unwrap();
     let a = JetStreamStore::open(opts(&cluster, da.path(), 3))
         .await
@@ -150,7 +134,7 @@ async fn a_view_that_lost_its_last_commits_reads_them_again_from_the_log() {
         let a = reopen().await.unwrap();
         assert!(!opts(&cluster, da.path(), 3).sync_view, "off by default");
         for n in 0..10 {
-            a.append(vec![event(n)]).await.unwrap();
+            a.append(vec![tick(n)]).await.unwrap();
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -160,7 +144,7 @@ async fn a_view_that_lost_its_last_commits_reads_them_again_from_the_log() {
         for n in 10..20 {
             let mut batch = WriteBatch::new();
             batch.put("state", vec![n as u8], b"v".to_vec()).unwrap();
-            batch.event(event(n));
+            batch.event(tick(n));
             assert_eq!(a.commit(batch).await.unwrap().event_ids, vec![n + 1]);
         }
         all_events(&a)
@@ -182,7 +166,7 @@ async fn a_view_that_lost_its_last_commits_reads_them_again_from_the_log() {
         assert_eq!(a.get("state", &[n]).unwrap().as_deref(), Some(&b"v"[..]));
     }
     assert!(a.verify().unwrap().first_broken.is_none());
-    a.append(vec![event(20)]).await.unwrap();
+    a.append(vec![tick(20)]).await.unwrap();
     assert_eq!(a.last_id(), 21);
 }
 
@@ -199,11 +183,11 @@ async fn a_batch_larger_than_a_nats_message_applies_whole_on_every_node() {
     let value: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
     let mut batch = WriteBatch::new();
     batch.put("code", b"svc".to_vec(), value.clone()).unwrap();
-    batch.event(event(1));
+    batch.event(tick(1));
     // Small writes from the other node interleave with the big one's parts.
     let small = async {
         for n in 0..20 {
-            b.append(vec![event(n)]).await.unwrap();
+            b.append(vec![tick(n)]).await.unwrap();
         }
     };
     let (big, ()) = tokio::join!(a.commit(batch), small);
@@ -256,7 +240,7 @@ async fn a_malformed_log_entry_is_skipped_alike_on_every_node() {
     let a = JetStreamStore::open(opts(&cluster, da.path(), 3))
         .await
         .unwrap();
-    a.append(vec![event(1)]).await.unwrap();
+    a.append(vec![tick(1)]).await.unwrap();
     let client = async_nats::connect(cluster.client_urls()[0].as_str())
         .await
         .unwrap();
@@ -268,7 +252,7 @@ async fn a_malformed_log_entry_is_skipped_alike_on_every_node() {
             .await
             .unwrap();
     }
-    a.append(vec![event(2)]).await.unwrap();
+    a.append(vec![tick(2)]).await.unwrap();
     let b = JetStreamStore::open(opts(&cluster, db.path(), 3))
         .await
         .unwrap();
@@ -287,19 +271,19 @@ async fn writes_survive_one_lost_nats_server_and_are_refused_without_a_quorum() 
     let store = JetStreamStore::open(o).await.unwrap();
     let mut acked = 0u64;
     for n in 0..5 {
-        store.append(vec![event(n)]).await.unwrap();
+        store.append(vec![tick(n)]).await.unwrap();
         acked += 1;
     }
     // One of three down: writes go on (after a leader election if it led).
     cluster.kill(0);
     for n in 5..10 {
-        store.append(vec![event(n)]).await.unwrap();
+        store.append(vec![tick(n)]).await.unwrap();
         acked += 1;
     }
     // Two of three down: no quorum, writes are refused clearly once the retries run out.
     cluster.kill(1);
     let started = std::time::Instant::now();
-    let err = store.append(vec![event(100)]).await.unwrap_err();
+    let err = store.append(vec![tick(100)]).await.unwrap_err();
     assert!(matches!(err, StoreError::ClusterUnavailable(_)), "{err}");
     assert!(err.is_unavailable());
     assert!(
@@ -309,7 +293,7 @@ async fn writes_survive_one_lost_nats_server_and_are_refused_without_a_quorum() 
     // One comes back: writes resume.
     cluster.restart(1);
     for n in 10..15 {
-        store.append(vec![event(n)]).await.unwrap();
+        store.append(vec![tick(n)]).await.unwrap();
         acked += 1;
     }
     let events = all_events(&store);
@@ -331,7 +315,7 @@ async fn a_node_starts_while_one_nats_server_is_down() {
     let a = JetStreamStore::open(opts(&cluster, da.path(), 3))
         .await
         .unwrap();
-    a.append(vec![event(1)]).await.unwrap();
+    a.append(vec![tick(1)]).await.unwrap();
     // One server of three down: its syncing cannot be checked, the other two hold a
     // majority of the replicas and are checked, so a node still starts.
     let urls = cluster.client_urls();
@@ -339,7 +323,7 @@ async fn a_node_starts_while_one_nats_server_is_down() {
     let mut o = opts(&cluster, db.path(), 3);
     o.nats_urls = urls[..2].to_vec();
     let b = JetStreamStore::open(o).await.unwrap();
-    b.append(vec![event(2)]).await.unwrap();
+    b.append(vec![tick(2)]).await.unwrap();
     assert_eq!(b.last_id(), 2);
 }
 
@@ -356,7 +340,7 @@ async fn nodes_reach_nats_over_tls_with_their_own_certificate_and_nothing_else_g
     let mut o = opts(&cluster, dir.path(), 3);
     o.tls = Some(tls(&files.client_cert, &files.client_key));
     let store = JetStreamStore::open(o.clone()).await.unwrap();
-    store.append(vec![event(1)]).await.unwrap();
+    store.append(vec![tick(1)]).await.unwrap();
     assert_eq!(store.last_id(), 1);
     drop(store);
     // Without TLS, with another CA's certificate, or with a missing file: refused.

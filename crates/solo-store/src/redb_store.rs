@@ -265,6 +265,15 @@ impl RedbStore {
         }
     }
 
+    /// Writes a consistent copy of the store file to `dest`, synced, and answers its size:
+    /// the writer makes the store durable first (so the copy needs no WAL) and copies
+    /// before it takes the next write (writes wait meanwhile; reads do not). The copy opens
+    /// as a store of its own (for a cluster node that starts from another's view).
+    pub fn copy_to(&self, dest: impl Into<PathBuf>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let dest = dest.into();
+        self.ask(|reply| Msg::CopyTo(dest, reply))
+    }
+
     /// The size of the store file in bytes.
     pub fn file_size(&self) -> u64 {
         std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())

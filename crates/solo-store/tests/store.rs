@@ -838,3 +838,61 @@ async fn replicas_applying_the_same_stamped_batches_agree_on_every_hash() {
     }
     assert_eq!(logs[0][1].causation_id, Some(1));
 }
+
+#[tokio::test]
+async fn a_copy_of_the_file_opens_as_the_store_it_was_while_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir));
+    for n in 0..50u64 {
+        let mut b = WriteBatch::new();
+        b.put("kv", n.to_be_bytes().to_vec(), b"v".to_vec())
+            .unwrap();
+        b.event(ev("tick", "t1", None, n));
+        store.commit(b).await.unwrap();
+    }
+    // Writers keep going while the copy is made; the copy holds a prefix of their writes.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 50..100u64 {
+                store.append(vec![ev("tick", "t1", None, n)]).await.unwrap();
+            }
+        })
+    };
+    let copy = dir.path().join("copy.redb");
+    let bytes = store.copy_to(copy.clone()).await.unwrap();
+    assert_eq!(bytes, std::fs::metadata(&copy).unwrap().len());
+    writer.await.unwrap();
+    let copied = open(&copy);
+    let n = copied.last_id();
+    assert!((50..=100).contains(&n), "{n}");
+    let all = |s: &RedbStore| {
+        s.read(&EventQuery {
+            limit: 1000,
+            ..EventQuery::default()
+        })
+        .unwrap()
+        .events
+    };
+    assert_eq!(all(&copied)[..], all(&store)[..n as usize]);
+    assert_eq!(
+        copied.get("kv", &49u64.to_be_bytes()).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(copied.verify().unwrap().first_broken.is_none());
+    // The copy is a store of its own: it continues its chain.
+    assert_eq!(
+        copied
+            .append(vec![ev("tick", "t1", None, 0)])
+            .await
+            .unwrap(),
+        vec![n + 1]
+    );
+    // A copy to a place that cannot be written is a clear error; the store goes on.
+    let err = store
+        .copy_to(dir.path().join("missing/copy.redb"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("copy.redb"), "{err}");
+    store.append(vec![ev("tick", "t1", None, 0)]).await.unwrap();
+}

@@ -50,6 +50,10 @@ pub const CLUSTER_LEASE_EPOCH: &str = "solo_cluster_lease_epoch";
 pub const CLUSTER_NODES_BEATING: &str = "solo_cluster_nodes_beating";
 /// Cluster mode: 1 while this node is the active one, 0 while it stands by.
 pub const CLUSTER_ACTIVE: &str = "solo_cluster_active";
+/// Cluster mode: the log's first entry (compaction purged those before it).
+pub const CLUSTER_LOG_FIRST_SEQUENCE: &str = "solo_cluster_log_first_sequence";
+/// Cluster mode: the active node's compactions of the log, by outcome (`ok`, `failed`).
+pub const CLUSTER_COMPACTIONS: &str = "solo_cluster_compactions_total";
 /// Cluster mode: connections a standby took, by outcome (`relayed` to the active node,
 /// `refused` as `no_active_node`, `over_cap` closed at once).
 pub const CLUSTER_RELAYED_CONNECTIONS: &str = "solo_cluster_relayed_connections_total";

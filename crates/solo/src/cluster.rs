@@ -56,6 +56,9 @@ pub struct ClusterSection {
     /// by, when the node is active and standbys relay clients to it. Unset: the
     /// listeners' own addresses, which must then be specific (not `0.0.0.0`).
     pub advertise_host: Option<String>,
+    /// Compact the log once it holds this many entries (the active node copies its view
+    /// to the cluster's object store and purges the entries before it); 0: never.
+    pub compact_every: u64,
     /// This node's own client certificate for NATS (PEM): its credentials.
     pub nats_cert_file: Option<std::path::PathBuf>,
     /// The key of `nats_cert_file` (PEM).
@@ -71,6 +74,7 @@ impl Default for ClusterSection {
             replicas: 3,
             stream: "SOLO".into(),
             lease_ms: 5_000,
+            compact_every: 100_000,
             nats_ca_file: None,
             advertise_host: None,
             nats_cert_file: None,
@@ -133,6 +137,12 @@ impl ClusterSection {
         {
             return Err(format!(
                 "cluster.advertise_host {h:?} is not a host name or address"
+            ));
+        }
+        if self.compact_every != 0 && !(10..=1_000_000_000).contains(&self.compact_every) {
+            return Err(format!(
+                "cluster.compact_every {} must be 0 (never) or between 10 and 1000000000",
+                self.compact_every
             ));
         }
         if !(1_000..=600_000).contains(&self.lease_ms) {
@@ -298,12 +308,21 @@ pub async fn become_active(
         .enable_all()
         .build()
         .context("start the cluster's runtime")?;
-    let log = Arc::new(
-        rt.spawn(JetStreamStore::open(opts))
-            .await
-            .context("open the cluster's log")?
-            .context("open the cluster's log")?,
-    );
+    let opened = rt
+        .spawn(JetStreamStore::open(opts))
+        .await
+        .context("open the cluster's log")?;
+    if let Err(solo_cluster::check::ClusterError::FellBehind(why)) = &opened {
+        lost(why);
+    }
+    let log = Arc::new(opened.context("open the cluster's log")?);
+    // A view the log was compacted past cannot go on: the node starts again from the
+    // latest copy (status 3, as for a lost lease).
+    let watched = Arc::clone(&log);
+    rt.spawn(async move {
+        watched.fell_behind_the_log().await;
+        lost("the log was compacted past this node's view");
+    });
     // Until this node is active, it relays clients to the one that is (and says where
     // in `server.json`, so `--data-dir` finds it as it finds an active node).
     let forwarder = forward::Forwarder::start(Arc::clone(&log), listen, refusal)
@@ -373,6 +392,14 @@ pub async fn become_active(
     let epoch = lease.epoch;
     let lease = Arc::new(parking_lot::Mutex::new(lease));
     let renew = rt.spawn(keep(Arc::clone(&log), Arc::clone(&lease), ttl));
+    if c.compact_every > 0 {
+        rt.spawn(compact_when_long(
+            Arc::clone(&log),
+            Arc::clone(&membership),
+            c.compact_every,
+            ttl,
+        ));
+    }
     let store: Arc<dyn solo_store::Store> = Arc::new(FencedStore {
         log: Arc::clone(&log),
         epoch,
@@ -445,9 +472,65 @@ async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, t
 fn lost(why: &str) -> ! {
     tracing::error!(
         reason = why,
-        "this node lost the cluster's active lease; exiting"
+        "this node lost the cluster's active lease or its place in the log; exiting (status 3: start it again)"
     );
     std::process::exit(3);
+}
+
+/// How often the active node checks the log's length.
+const COMPACT_CHECK: Duration = Duration::from_secs(5);
+
+/// Compacts the log once it holds `every` entries (checked every few seconds), never
+/// past the lowest sequence a node that still beats has applied, and only when that
+/// would purge something.
+async fn compact_when_long(
+    log: Arc<JetStreamStore>,
+    membership: Arc<Membership>,
+    every: u64,
+    ttl: Duration,
+) {
+    let mut tick = tokio::time::interval(COMPACT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(first) = log.first_sequence().await else {
+            continue;
+        };
+        #[allow(clippy::cast_precision_loss)] // exact below 2^53
+        metrics::gauge!(m::CLUSTER_LOG_FIRST_SEQUENCE).set(first as f64);
+        let applied = log.applied_sequence();
+        if applied.saturating_add(1).saturating_sub(first.max(1)) < every {
+            continue;
+        }
+        let now = solo_types::clock::system_now_ns();
+        let floor = membership
+            .members()
+            .iter()
+            .filter(|m| m.beating(now, ttl))
+            .map(|m| m.beat.applied)
+            .min()
+            .unwrap_or(applied)
+            .min(applied);
+        if floor < first {
+            continue; // a live node needs all of it still
+        }
+        match log.compact(floor).await {
+            Ok(done) => {
+                tracing::info!(
+                    first_kept = done.first_kept,
+                    bytes = done.bytes,
+                    "compacted the cluster's log"
+                );
+                metrics::counter!(m::CLUSTER_COMPACTIONS, "outcome" => "ok").increment(1);
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53
+                metrics::gauge!(m::CLUSTER_LOG_FIRST_SEQUENCE).set(done.first_kept as f64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not compact the cluster's log");
+                metrics::counter!(m::CLUSTER_COMPACTIONS, "outcome" => "failed").increment(1);
+            }
+        }
+    }
 }
 
 /// The log seen through the active lease: every write fenced by its epoch.
@@ -523,6 +606,14 @@ mod tests {
             ..ClusterSection::default()
         };
         assert!(on.validate().is_ok());
+        assert!(
+            ClusterSection {
+                compact_every: 0,
+                ..on.clone()
+            }
+            .validate()
+            .is_ok()
+        );
         for (bad, why) in [
             (
                 ClusterSection {
@@ -565,6 +656,13 @@ mod tests {
                     ..on.clone()
                 },
                 "advertise_host",
+            ),
+            (
+                ClusterSection {
+                    compact_every: 5,
+                    ..on.clone()
+                },
+                "compact_every 5 must be 0 (never)",
             ),
         ] {
             let err = bad.validate().unwrap_err();

@@ -45,6 +45,11 @@ pub(super) async fn run_applier(
             Err(e) => Err((0, e.to_string())),
         };
         if let Err((at, why)) = result {
+            if *shared.behind.borrow() {
+                tracing::error!(error = %why, "applying the cluster's log stopped");
+                *shared.fault.lock() = Some(why);
+                return;
+            }
             tracing::warn!(error = %why, "applying the cluster's log stalled; retrying");
             *shared.fault.lock() = Some(why);
             careful_until = careful_until.max(at);
@@ -153,6 +158,17 @@ async fn apply_from(
                 };
                 if seq <= seen {
                     continue;
+                }
+                if seq > seen + 1 {
+                    // The log has no holes but a compacted prefix: entries this view
+                    // needs are gone, and going on would skip them.
+                    shared.behind.send_replace(true);
+                    return Err((seen, format!(
+                        "the log was compacted past this node's view (it needs entry {}, \
+                         the log goes on at {seq}); start the node again to load the \
+                         latest copy of a view",
+                        seen + 1
+                    )));
                 }
                 seen = seq;
                 partials.retain(|_, p| p.first_seq + MAX_PART_SPAN >= seq);

@@ -106,6 +106,8 @@ pub(super) enum Msg {
     },
     /// Try to leave the failed state (see `recover.rs`).
     Recover(oneshot::Sender<Result<(), StoreError>>),
+    /// Copy the store file (after a checkpoint) to the path; answers its size.
+    CopyTo(PathBuf, oneshot::Sender<Result<u64, StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -244,6 +246,7 @@ impl Writer {
         let mut last_requests = 1usize;
         let mut last_commit = Duration::ZERO;
         let mut recoveries = Vec::new();
+        let mut copies = Vec::new();
         while closing.is_none() {
             let Ok(first) = self.rx.recv() else { break };
             self.gate.taken();
@@ -269,6 +272,7 @@ impl Writer {
                             });
                         }
                         Msg::Recover(reply) => recoveries.push(reply),
+                        Msg::CopyTo(dest, reply) => copies.push((dest, reply)),
                         Msg::Close(done) => {
                             closing = Some(done);
                             break;
@@ -307,6 +311,9 @@ impl Writer {
             for reply in recoveries.drain(..) {
                 let _ = reply.send(self.recover());
             }
+            for (dest, reply) in copies.drain(..) {
+                let _ = reply.send(self.copy_to(&dest));
+            }
         }
         if self.failed.is_none()
             && let Err(e) = self.checkpoint()
@@ -329,6 +336,21 @@ impl Writer {
         self.db.as_ref().ok_or_else(|| StoreError::Poisoned {
             path: self.path.clone(),
         })
+    }
+
+    /// Makes redb durable (a checkpoint, so the copy needs no WAL), then copies the file
+    /// to `dest` and syncs the copy, before the next write; answers the copy's size.
+    fn copy_to(&mut self, dest: &std::path::Path) -> Result<u64, StoreError> {
+        if self.failed.is_some() {
+            return Err(self.unavailable());
+        }
+        self.checkpoint()?;
+        let io = |op: &'static str, e: std::io::Error| StoreError::io(dest.to_path_buf(), op, &e);
+        let bytes = std::fs::copy(&self.path, dest).map_err(|e| io("copy the store file", e))?;
+        std::fs::File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", e))?;
+        Ok(bytes)
     }
 
     /// Makes redb durable up to the last applied group and starts the WAL over.

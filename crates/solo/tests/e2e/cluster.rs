@@ -21,16 +21,18 @@ const LEASE_MS: u64 = 2_000;
 
 /// Starts node `id` on `dir` (its `data/` holding the certificates and master key every
 /// node shares, copied from `shared` when given).
-fn spawn_node(nats: &NatsCluster, id: &str, shared: Option<&Path>) -> Starting {
-    spawn_node_tls(nats, id, shared, None)
+pub(crate) fn spawn_node(nats: &NatsCluster, id: &str, shared: Option<&Path>) -> Starting {
+    spawn_node_tls(nats, id, shared, None, &[])
 }
 
-/// Like `spawn_node`, reaching NATS over TLS with `tls`'s client certificate.
-fn spawn_node_tls(
+/// Like `spawn_node`, reaching NATS over TLS with `tls`'s client certificate, with `env`
+/// added to the process's environment.
+pub(crate) fn spawn_node_tls(
     nats: &NatsCluster,
     id: &str,
     shared: Option<&Path>,
     tls: Option<&TlsFiles>,
+    env: &[(&str, &str)],
 ) -> Starting {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -56,6 +58,7 @@ fn spawn_node_tls(
         .env_remove("SOLO_MASTER_KEY")
         .env("SOLO_LOG_LEVEL", "info")
         .env("SOLO_METRICS_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_log).unwrap())
         .spawn()
@@ -63,7 +66,7 @@ fn spawn_node_tls(
     Starting::new(child, dir, stderr_log)
 }
 
-fn count(reply: &str) -> i64 {
+pub(crate) fn count(reply: &str) -> i64 {
     serde_json::from_str::<serde_json::Value>(reply).unwrap()["value"]
         .as_i64()
         .unwrap()
@@ -191,7 +194,8 @@ async fn an_active_node_paused_past_its_lease_is_fenced_out_and_exits() {
     let status = a.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(3), "{}", a.stderr());
     assert!(
-        a.stderr().contains("lost the cluster's active lease"),
+        a.stderr()
+            .contains("lost the cluster's active lease or its place in the log"),
         "{}",
         a.stderr()
     );
@@ -210,7 +214,7 @@ async fn an_active_node_paused_past_its_lease_is_fenced_out_and_exits() {
 async fn a_node_reaches_nats_over_tls_with_its_own_certificate() {
     let files = TlsFiles::generate();
     let nats = NatsCluster::start_with(3, true, Some(&files));
-    let (a, _) = spawn_node_tls(&nats, "a", None, Some(&files)).wait(Duration::from_secs(60));
+    let (a, _) = spawn_node_tls(&nats, "a", None, Some(&files), &[]).wait(Duration::from_secs(60));
     let c = a.admin().await;
     c.clone()
         .deploy(crate::deploy_js("counter", counter_js()))
@@ -229,7 +233,7 @@ async fn a_node_reaches_nats_over_tls_with_its_own_certificate() {
 }
 
 #[allow(unsafe_code)]
-fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
         libc::kill(i32::try_from(pid).unwrap(), sig);
@@ -490,7 +494,7 @@ async fn nodes_until(
 }
 
 /// `GET /metrics` from the plaintext listener the node in `data` recorded.
-fn plaintext_metrics(data: &Path) -> String {
+pub(crate) fn plaintext_metrics(data: &Path) -> String {
     use std::io::{Read, Write};
     let addr = server_info(data).metrics.expect("a metrics listener");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -503,7 +507,7 @@ fn plaintext_metrics(data: &Path) -> String {
 }
 
 /// A client of standby `node` once it relays to the active node (within 30 s).
-async fn relayed(node: &Starting) -> solo_client::Solo {
+pub(crate) async fn relayed(node: &Starting) -> solo_client::Solo {
     let since = Instant::now();
     loop {
         if let Some(p) = admin_profile_of(&node.data_dir())

@@ -303,6 +303,16 @@ impl Starting {
 }
 
 impl Starting {
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
     /// Waits for the process to exit by itself (`None` if it had not within `within`).
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         wait_child(self.child.as_mut().unwrap(), within)

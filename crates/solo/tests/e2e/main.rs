@@ -4,6 +4,7 @@
 
 mod cluster;
 mod cluster_check;
+mod compaction;
 mod crash;
 mod egress;
 mod fairness;
