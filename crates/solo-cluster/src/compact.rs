@@ -109,6 +109,7 @@ pub(crate) async fn install(
     replicas: usize,
     view_path: &Path,
     first: u64,
+    retry_for: std::time::Duration,
 ) -> Result<(), ClusterError> {
     let err = |detail: String| ClusterError::Stream {
         stream: stream.to_string(),
@@ -117,23 +118,19 @@ pub(crate) async fn install(
              its latest copy cannot be used: {detail}"
         ),
     };
-    let bucket = bucket(js, stream, replicas).await.map_err(err)?;
     let next = view_path.with_extension("next.redb");
-    {
-        let mut object = bucket
-            .get(OBJECT)
-            .await
-            .map_err(|e| err(format!("fetch it: {e}")))?;
-        let mut f = tokio::fs::File::create(&next)
-            .await
-            .map_err(|e| err(format!("create {}: {e}", next.display())))?;
-        // The client checks the object's digest as it reads to the end.
-        tokio::io::copy(&mut object, &mut f)
-            .await
-            .map_err(|e| err(format!("fetch it: {e}")))?;
-        f.sync_all()
-            .await
-            .map_err(|e| err(format!("sync {}: {e}", next.display())))?;
+    // Fetching is retried a while (a NATS server restarting, an election): only what
+    // the copy holds is final.
+    let deadline = tokio::time::Instant::now() + retry_for;
+    loop {
+        match fetch(js, stream, replicas, &next).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "the latest copy of a view cannot be fetched yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(err(e)),
+        }
     }
     // A WAL left beside it by an earlier attempt belongs to another file.
     let _ = std::fs::remove_file(wal_of(&next));
@@ -171,6 +168,30 @@ pub(crate) async fn install(
         "this node's view starts from the latest copy in the object store"
     );
     Ok(())
+}
+
+/// Fetches the latest copy to `to`, synced.
+async fn fetch(
+    js: &jetstream::Context,
+    stream: &str,
+    replicas: usize,
+    to: &Path,
+) -> Result<(), String> {
+    let bucket = bucket(js, stream, replicas).await?;
+    let mut object = bucket
+        .get(OBJECT)
+        .await
+        .map_err(|e| format!("fetch it: {e}"))?;
+    let mut f = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| format!("create {}: {e}", to.display()))?;
+    // The client checks the object's digest as it reads to the end.
+    tokio::io::copy(&mut object, &mut f)
+        .await
+        .map_err(|e| format!("fetch it: {e}"))?;
+    f.sync_all()
+        .await
+        .map_err(|e| format!("sync {}: {e}", to.display()))
 }
 
 /// The sequence from which the view in the store file at `path` needs the log.

@@ -185,6 +185,7 @@ impl JetStreamStore {
                 opts.replicas,
                 &view_path,
                 state.first_sequence,
+                opts.retry_for,
             )
             .await?;
             view = open_view()?;

@@ -4,7 +4,8 @@
 //! (`SIGSTOP` past the lease) the active Solo node and kills NATS servers. Afterwards
 //! every acknowledged write is present, every acknowledged kill took effect, the vault
 //! decrypts every acknowledged secret, the chain verifies, and the log shows every start
-//! made under the starting node's own lease.
+//! made under the starting node's own lease. The log is compacted every 30 entries
+//! meanwhile, so nodes that come back start from the latest copy of a view.
 //! `CLUSTER_CHECK_FAULTS=N` runs a longer schedule (default 4 faults).
 
 use std::collections::BTreeSet;
@@ -342,7 +343,9 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         .iter()
         .map(|id| {
             let config = root.path().join(format!("{id}.toml"));
-            std::fs::write(&config, nats.solo_config(id, LEASE_MS, None)).unwrap();
+            // Compaction every 30 entries: nodes coming back start from copies of a view.
+            let toml = nats.solo_config(id, LEASE_MS, None) + "compact_every = 30\n";
+            std::fs::write(&config, toml).unwrap();
             Node::new(root.path().join(id), config)
         })
         .collect();
@@ -446,6 +449,20 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     assert!(
         a.deployed.len() >= 3,
         "the workload made progress; the nodes' logs (newest first):\n{}",
+        tails()
+    );
+    let logs: String = dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.with_extension("stderr")).unwrap_or_default())
+        .collect();
+    let compactions = logs.matches("compacted the cluster's log").count();
+    println!(
+        "compactions: {compactions}; nodes started from a copy of a view: {}",
+        logs.matches("starts from the latest copy").count()
+    );
+    assert!(
+        compactions > 0,
+        "the log was compacted meanwhile:\n{}",
         tails()
     );
     let listed: BTreeSet<String> = solo
