@@ -479,6 +479,8 @@ fn lost(why: &str) -> ! {
 
 /// How often the active node checks the log's length.
 const COMPACT_CHECK: Duration = Duration::from_secs(5);
+/// How long it waits after a failed compaction.
+const COMPACT_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Compacts the log once it holds `every` entries (checked every few seconds), never
 /// past the lowest sequence a node that still beats has applied, and only when that
@@ -526,8 +528,11 @@ async fn compact_when_long(
                 metrics::gauge!(m::CLUSTER_LOG_FIRST_SEQUENCE).set(done.first_kept as f64);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not compact the cluster's log");
+                // A copy and an upload are not cheap: wait a while before the next try
+                // (a stream created before compaction refuses purges every time).
+                tracing::warn!(error = %e, "could not compact the cluster's log; trying again in a minute");
                 metrics::counter!(m::CLUSTER_COMPACTIONS, "outcome" => "failed").increment(1);
+                tokio::time::sleep(COMPACT_BACKOFF).await;
             }
         }
     }
