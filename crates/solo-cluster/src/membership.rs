@@ -4,12 +4,15 @@
 //! older than a lease has stopped beating (dead, paused or cut off from NATS); the
 //! bucket forgets it after [`FORGET_AFTER_LEASES`] leases.
 //!
-//! Membership is advisory: it tells an operator which standbys could take over. It
-//! decides nothing: who is active is the log's lease, and a node missing here may still
-//! hold it. So the bucket is not held to the log's standard of safety (a heartbeat lost
-//! in a crash is replaced by the next one), a bucket that cannot be opened yet (no
-//! quorum at start) is asked for again each period, and a write that fails is retried at
-//! the next period rather than refused.
+//! Membership is advisory: it tells an operator which standbys could take over, and
+//! compaction how far the live nodes have applied the log (its floor). It decides
+//! nothing that safety rests on: who is active is the log's lease, and a node missing
+//! here may still hold it; a node compacted past because its heartbeats were late meets
+//! a gap and starts again from a copy of a view, never skipping an entry. So the bucket
+//! is not held to the log's standard of safety (a heartbeat lost in a crash is replaced
+//! by the next one), a bucket that cannot be opened yet (no quorum at start) is asked
+//! for again each period, and a write that fails is retried at the next period rather
+//! than refused.
 
 use std::sync::Arc;
 use std::time::Duration;
