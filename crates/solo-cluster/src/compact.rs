@@ -11,7 +11,7 @@
 //! stops rather than skip entries: its node must start again from the copy.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_nats::jetstream::{self, object_store, stream::StorageType};
 use solo_store::{Kv, RedbStore, StoreOptions};
@@ -93,11 +93,6 @@ pub(crate) async fn upload(
         .map_err(|e| format!("upload the view's copy: {e}"))
 }
 
-/// The files of the view at `path`: the store file and its WAL.
-pub(crate) fn wal_of(path: &Path) -> PathBuf {
-    path.with_extension("wal")
-}
-
 /// Replaces the view at `view_path` with the latest copy from the object store, after
 /// checking that the copy opens as a store and needs nothing the log no longer holds
 /// (`first`, the log's first entry). The old view stays untouched until then; the swap
@@ -133,7 +128,7 @@ pub(crate) async fn install(
         }
     }
     // A WAL left beside it by an earlier attempt belongs to another file.
-    let _ = std::fs::remove_file(wal_of(&next));
+    let _ = std::fs::remove_file(RedbStore::wal_path(&next));
     let needs = match marker_of(&next) {
         Ok(resume) => resume,
         Err(e) => {
@@ -141,7 +136,7 @@ pub(crate) async fn install(
             return Err(err(format!("it does not open as a view: {e}")));
         }
     };
-    let _ = std::fs::remove_file(wal_of(&next));
+    let _ = std::fs::remove_file(RedbStore::wal_path(&next));
     if needs < first {
         let _ = std::fs::remove_file(&next);
         return Err(err(format!(
@@ -150,7 +145,7 @@ pub(crate) async fn install(
         )));
     }
     let io = |op: &str, e: std::io::Error| err(format!("{op}: {e}"));
-    match std::fs::remove_file(wal_of(view_path)) {
+    match std::fs::remove_file(RedbStore::wal_path(view_path)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(io("remove the old WAL", e));
         }

@@ -114,6 +114,8 @@ pub struct JetStreamStore {
     node_id: String,
     log: Log,
     js: jetstream::Context,
+    /// The log's stream (for its state and compaction's purge).
+    log_stream: jetstream::stream::Stream,
     /// The log's stream and replicas, which the membership bucket is named and kept by.
     stream: String,
     replicas: usize,
@@ -201,6 +203,7 @@ impl JetStreamStore {
         shared.applied.send_replace(applied);
         let target = state.last_sequence;
         let subject = opts.subject();
+        let log_stream = stream.clone();
         let applier = Applier(tokio::spawn(run_applier(
             Arc::clone(&shared),
             stream,
@@ -240,6 +243,7 @@ impl JetStreamStore {
             shared,
             node_id: opts.node_id.clone(),
             js,
+            log_stream,
             stream: opts.stream.clone(),
             replicas: opts.replicas,
             data_dir: opts.data_dir.clone(),
@@ -325,21 +329,14 @@ impl JetStreamStore {
 
     /// The log's first entry (everything before it was compacted away).
     pub async fn first_sequence(&self) -> Result<u64, ClusterError> {
-        let err = |detail: String| ClusterError::Stream {
-            stream: self.stream.clone(),
-            detail,
-        };
-        let mut stream = self
-            .js
-            .get_stream(&self.stream)
+        self.log_stream
+            .get_info()
             .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(stream
-            .info()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .state
-            .first_sequence)
+            .map(|info| info.state.first_sequence)
+            .map_err(|e| ClusterError::Stream {
+                stream: self.stream.clone(),
+                detail: e.to_string(),
+            })
     }
 
     /// Compacts the log: copies this node's view to the cluster's object store (see
@@ -361,12 +358,7 @@ impl JetStreamStore {
                 .map_err(err)?;
             compact::upload(&bucket, &copy, resume).await.map_err(err)?;
             let first_kept = resume.min(floor.saturating_add(1));
-            let stream = self
-                .js
-                .get_stream(&self.stream)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            stream
+            self.log_stream
                 .purge()
                 .sequence(first_kept)
                 .await

@@ -44,6 +44,20 @@ async fn caught_up(
     node
 }
 
+/// Node `behind` writes 3 batches and goes (its view will be older than the log's first
+/// entry once the log is compacted); then node `active` opens and is returned.
+async fn left_behind_then_active(
+    cluster: &NatsCluster,
+    behind: &std::path::Path,
+    active: &std::path::Path,
+) -> JetStreamStore {
+    {
+        let c = JetStreamStore::open(opts(cluster, behind)).await.unwrap();
+        write(&c, 0, 3).await;
+    }
+    JetStreamStore::open(opts(cluster, active)).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_start_from_the_latest_copy_of_a_view_once_the_log_is_compacted() {
     let cluster = NatsCluster::start(3, true);
@@ -52,16 +66,7 @@ async fn nodes_start_from_the_latest_copy_of_a_view_once_the_log_is_compacted() 
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    // Node c writes and goes: its view will be older than the log's first entry.
-    {
-        let c = JetStreamStore::open(opts(&cluster, dc.path()))
-            .await
-            .unwrap();
-        write(&c, 0, 3).await;
-    }
-    let a = JetStreamStore::open(opts(&cluster, da.path()))
-        .await
-        .unwrap();
+    let a = left_behind_then_active(&cluster, dc.path(), da.path()).await;
     write(&a, 3, 30).await;
     let mut big = WriteBatch::new();
     big.put("blobs", b"big".to_vec(), vec![7u8; 700 << 10])
@@ -110,15 +115,7 @@ async fn nodes_start_from_the_latest_copy_of_a_view_once_the_log_is_compacted() 
 async fn a_copy_that_cannot_be_used_is_refused_and_the_old_view_kept() {
     let cluster = NatsCluster::start(3, true);
     let (da, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    {
-        let c = JetStreamStore::open(opts(&cluster, dc.path()))
-            .await
-            .unwrap();
-        write(&c, 0, 3).await;
-    }
-    let a = JetStreamStore::open(opts(&cluster, da.path()))
-        .await
-        .unwrap();
+    let a = left_behind_then_active(&cluster, dc.path(), da.path()).await;
     write(&a, 3, 10).await;
     a.compact(u64::MAX).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

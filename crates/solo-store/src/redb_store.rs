@@ -265,6 +265,12 @@ impl RedbStore {
         }
     }
 
+    /// The write-ahead log beside the store file at `db_path`: a copy made by
+    /// [`RedbStore::copy_to`] must not be opened with another file's WAL beside it.
+    pub fn wal_path(db_path: &Path) -> PathBuf {
+        Wal::path_for(db_path)
+    }
+
     /// Writes a consistent copy of the store file to `dest`, synced, and answers its size:
     /// the writer makes the store durable first (so the copy needs no WAL) and copies
     /// before it takes the next write (writes wait meanwhile; reads do not). The copy opens
