@@ -4,7 +4,7 @@
 //! node comes back as the next standby). The baseline, in the same run: a single
 //! embedded node killed with `kill -9` and restarted on its data directory at once, to
 //! its first answered call. First, with both nodes up: calls to the counter named
-//! through the standby (its relay to the active node) against the same calls made to the
+//! through the standby (which forwards each request to the active node) against the same calls made to the
 //! active node directly.
 
 use std::io::BufRead;
@@ -25,8 +25,8 @@ use crate::stats::{Samples, r2};
 
 const LEASE_MS: u64 = 2_000;
 const ROUNDS: usize = 5;
-/// Calls per side in the relay comparison.
-const RELAY_CALLS: usize = 2_000;
+/// Calls per side in the forwarding comparison.
+const FORWARDED_CALLS: usize = 2_000;
 
 /// A `solo server` process and the lines it prints.
 struct Node {
@@ -158,24 +158,24 @@ async fn timed_calls(data: &Path, n: usize) -> anyhow::Result<Samples> {
     Ok(samples)
 }
 
-/// Calls through the standby's relay and to the active node directly, interleaved in
-/// rounds so both see the same machine.
-async fn relay_vs_direct(active: &Path, standby: &Path) -> anyhow::Result<(Samples, Samples)> {
-    // The standby relays once the active node has recorded its listeners.
+/// Calls through the standby (which forwards each request) and to the active node
+/// directly, interleaved in rounds so both see the same machine.
+async fn forwarded_vs_direct(active: &Path, standby: &Path) -> anyhow::Result<(Samples, Samples)> {
+    // The standby forwards once the active node has recorded its listeners.
     let since = Instant::now();
     while timed_calls(standby, 1).await.is_err() {
         anyhow::ensure!(
             since.elapsed() < Duration::from_secs(30),
-            "the standby did not relay within 30 s"
+            "the standby did not forward within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (mut relayed, mut direct) = (Samples::default(), Samples::default());
+    let (mut forwarded, mut direct) = (Samples::default(), Samples::default());
     for _ in 0..4 {
-        direct.extend(timed_calls(active, RELAY_CALLS / 4).await?);
-        relayed.extend(timed_calls(standby, RELAY_CALLS / 4).await?);
+        direct.extend(timed_calls(active, FORWARDED_CALLS / 4).await?);
+        forwarded.extend(timed_calls(standby, FORWARDED_CALLS / 4).await?);
     }
-    Ok((relayed, direct))
+    Ok((forwarded, direct))
 }
 
 fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<PathBuf> {
@@ -203,7 +203,7 @@ pub fn run() -> anyhow::Result<()> {
     share_identity(&data[0], &data[1])?;
     nodes[0] = Some(first);
     nodes[1] = Some(Node::spawn(&data[1], Some(&configs[1]))?);
-    let (mut relayed, mut direct) = rt.block_on(relay_vs_direct(&data[0], &data[1]))?;
+    let (mut forwarded, mut direct) = rt.block_on(forwarded_vs_direct(&data[0], &data[1]))?;
     let mut cluster = Samples::default();
     let mut active = 0;
     for _ in 0..ROUNDS {
@@ -239,9 +239,9 @@ pub fn run() -> anyhow::Result<()> {
     let ms = |s: &mut Samples, q: f64| r2(s.quantile_us(q) / 1000.0);
     let us = |s: &mut Samples, q: f64| r2(s.quantile_us(q));
     report(&json!({
-        "scenario": "cluster.relay",
-        "calls": RELAY_CALLS,
-        "through_the_standby_us": { "p50": us(&mut relayed, 0.5), "p99": us(&mut relayed, 0.99) },
+        "scenario": "cluster.forward",
+        "calls": FORWARDED_CALLS,
+        "through_the_standby_us": { "p50": us(&mut forwarded, 0.5), "p99": us(&mut forwarded, 0.99) },
         "baseline": {
             "name": "the same calls to the active node directly",
             "direct_us": { "p50": us(&mut direct, 0.5), "p99": us(&mut direct, 0.99) },

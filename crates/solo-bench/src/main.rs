@@ -87,7 +87,7 @@ enum Scenario {
     /// Durable appends on the replicated log (three NATS servers, 3 replicas, synced)
     /// vs the embedded store, at 1, 8 and 64 appenders.
     Cluster,
-    /// Calls through a cluster's standby (relayed) vs to the active node directly; then
+    /// Calls through a cluster's standby (forwarded) vs to the active node directly; then
     /// kill -9 of the active node to the standby's first answered call (2 s lease), vs
     /// an embedded node restarted at once. Needs `target/release/solo`.
     Failover,

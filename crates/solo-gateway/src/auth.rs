@@ -3,18 +3,76 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use solo_kernel::{Caller, Kernel};
 use solo_types::TenantId;
 
 use crate::error::ApiError;
 use crate::tls::PeerIdentity;
 
+/// The header a forwarding node names its client's certificate in: `tenant CN` or
+/// `admin CN`; absent, the client presented none. Honoured only on a connection that
+/// presents a node certificate (O `solo-node`); removed from every other request.
+pub const FORWARDED_PEER: &str = "x-solo-forwarded-peer";
+/// The client's address, as the forwarding node saw it.
+pub const FORWARDED_REMOTE: &str = "x-solo-forwarded-remote";
+
 /// What the serving loop knows about a connection, attached to each of its requests.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: Option<PeerIdentity>,
     pub remote: std::net::SocketAddr,
+}
+
+/// The connection a request stands for: on a node's connection (a request another node
+/// forwarded), the client that node names in the forwarded headers; on any other, the
+/// connection itself. The headers are removed either way, so nothing further on reads
+/// them and a client cannot claim them. A node's certificate never stands for anyone:
+/// a forwarded request naming no certificate has none (a bearer token may still stand in).
+pub(crate) fn on_behalf(conn: &Arc<ConnInfo>, headers: &mut HeaderMap) -> Arc<ConnInfo> {
+    let peer = headers.remove(FORWARDED_PEER);
+    let remote = headers.remove(FORWARDED_REMOTE);
+    if !conn.peer.as_ref().is_some_and(|p| p.node) {
+        return Arc::clone(conn);
+    }
+    let peer = peer.and_then(|v| {
+        let (kind, cn) = v.to_str().ok()?.split_once(' ')?;
+        let admin = match kind {
+            "tenant" => false,
+            "admin" => true,
+            _ => return None,
+        };
+        Some(PeerIdentity {
+            common_name: cn.to_string(),
+            admin,
+            node: false,
+        })
+    });
+    let remote = remote
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(conn.remote);
+    Arc::new(ConnInfo { peer, remote })
+}
+
+/// Names the client of `conn` in a request this node forwards (replacing whatever the
+/// client sent under those names).
+pub(crate) fn write_forwarded(conn: Option<&ConnInfo>, headers: &mut HeaderMap) {
+    headers.remove(FORWARDED_PEER);
+    headers.remove(FORWARDED_REMOTE);
+    let Some(conn) = conn else { return };
+    if let Some(peer) = &conn.peer
+        && !peer.node
+    {
+        let kind = if peer.admin { "admin" } else { "tenant" };
+        // A CN that is not header text cannot be a tenant id either: it goes unnamed,
+        // and the request is authenticated as one without a certificate.
+        if let Ok(v) = HeaderValue::try_from(format!("{kind} {}", peer.common_name)) {
+            headers.insert(FORWARDED_PEER, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::try_from(conn.remote.to_string()) {
+        headers.insert(FORWARDED_REMOTE, v);
+    }
 }
 
 /// Who is asking, as a face hands it, untouched, to the operation it serves: the
@@ -73,25 +131,35 @@ impl Asker {
     }
 }
 
+/// The caller a verified client certificate stands for.
+fn by_certificate(peer: &PeerIdentity, acting_for: Option<&str>) -> Result<Caller, ApiError> {
+    if peer.node {
+        return Err(ApiError::unauthenticated(
+            "a node's certificate acts for nobody: it only forwards its clients' requests",
+        ));
+    }
+    let own = TenantId::new(peer.common_name.clone()).map_err(|e| {
+        ApiError::unauthenticated(format!(
+            "the certificate's CN {:?} is not a tenant id: {e}",
+            peer.common_name
+        ))
+    })?;
+    if !peer.admin {
+        return Ok(Caller::tenant(own));
+    }
+    match acting_for {
+        None => Ok(Caller::admin(own)),
+        Some(t) => TenantId::new(t)
+            .map(Caller::admin)
+            .map_err(|e| ApiError::invalid("invalid_tenant", format!("x-solo-tenant: {e}"))),
+    }
+}
+
 /// The caller of a request. A certificate wins over a token; `x-solo-tenant` is honoured
 /// only for admins (a tenant's header is ignored, never an error).
 pub fn authenticate(kernel: &Kernel, who: Who<'_>) -> Result<Caller, ApiError> {
     if let Some(peer) = who.conn.and_then(|c| c.peer.as_ref()) {
-        let own = TenantId::new(peer.common_name.clone()).map_err(|e| {
-            ApiError::unauthenticated(format!(
-                "the certificate's CN {:?} is not a tenant id: {e}",
-                peer.common_name
-            ))
-        })?;
-        if !peer.admin {
-            return Ok(Caller::tenant(own));
-        }
-        return match who.acting_for {
-            None => Ok(Caller::admin(own)),
-            Some(t) => TenantId::new(t)
-                .map(Caller::admin)
-                .map_err(|e| ApiError::invalid("invalid_tenant", format!("x-solo-tenant: {e}"))),
-        };
+        return by_certificate(peer, who.acting_for);
     }
     match who.bearer {
         Some(token) => {
@@ -109,5 +177,83 @@ pub fn authenticate(kernel: &Kernel, who: Who<'_>) -> Result<Caller, ApiError> {
         None => Err(ApiError::unauthenticated(
             "a client certificate signed by the Solo CA, or a bearer capability token, is required",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(peer: Option<(&str, bool, bool)>) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            peer: peer.map(|(cn, admin, node)| PeerIdentity {
+                common_name: cn.into(),
+                admin,
+                node,
+            }),
+            remote: "10.0.0.9:4000".parse().unwrap(),
+        })
+    }
+
+    fn claims(peer: &str, remote: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(FORWARDED_PEER, HeaderValue::from_str(peer).unwrap());
+        h.insert(FORWARDED_REMOTE, HeaderValue::from_str(remote).unwrap());
+        h
+    }
+
+    #[test]
+    fn only_a_node_may_name_the_client_it_forwards() {
+        // A tenant (or a client without a certificate) claiming to be forwarded gets
+        // nothing from it: the headers are dropped, its own identity stands.
+        for c in [conn(Some(("mallory", false, false))), conn(None)] {
+            let mut h = claims("admin admin", "127.0.0.1:1");
+            let got = on_behalf(&c, &mut h);
+            assert_eq!(got.peer, c.peer);
+            assert_eq!(got.remote, c.remote);
+            assert!(h.get(FORWARDED_PEER).is_none() && h.get(FORWARDED_REMOTE).is_none());
+        }
+        // A node's connection stands for the client it names.
+        let node = conn(Some(("node-b", false, true)));
+        let mut h = claims("admin root", "192.0.2.1:5555");
+        let got = on_behalf(&node, &mut h);
+        let peer = got.peer.clone().unwrap();
+        assert_eq!(
+            (peer.common_name.as_str(), peer.admin, peer.node),
+            ("root", true, false)
+        );
+        assert_eq!(got.remote.to_string(), "192.0.2.1:5555");
+        // Naming nobody (or garbage) is a client without a certificate, never the node.
+        for bad in ["", "node node-b", "tenant", "superuser x"] {
+            let mut h = HeaderMap::new();
+            if !bad.is_empty() {
+                h.insert(FORWARDED_PEER, HeaderValue::from_str(bad).unwrap());
+            }
+            assert_eq!(on_behalf(&node, &mut h).peer, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_certificate_is_no_caller() {
+        let node = conn(Some(("node-b", false, true)));
+        let peer = node.peer.as_ref().unwrap();
+        for acting_for in [None, Some("alice")] {
+            let e = by_certificate(peer, acting_for).unwrap_err();
+            assert_eq!(e.0.code, solo_types::Code::Unauthenticated, "{e:?}");
+        }
+        let tenant = conn(Some(("alice", false, false)));
+        let c = by_certificate(tenant.peer.as_ref().unwrap(), Some("bob")).unwrap();
+        assert_eq!(
+            c.tenant_id().as_str(),
+            "alice",
+            "a tenant's x-solo-tenant is ignored"
+        );
+        let mut out = HeaderMap::new();
+        write_forwarded(Some(&node), &mut out);
+        assert!(
+            out.get(FORWARDED_PEER).is_none(),
+            "a node is never named as a client"
+        );
+        assert_eq!(out[FORWARDED_REMOTE], "10.0.0.9:4000");
     }
 }

@@ -30,6 +30,16 @@ impl ApiError {
         &self.0.reason
     }
 
+    /// The failure in the codec a request speaks: a trailers-only gRPC status, or the
+    /// JSON error with its HTTP status.
+    pub fn into_response_for(self, grpc: bool) -> Response {
+        if grpc {
+            tonic::Status::from(self).into_http::<axum::body::Body>()
+        } else {
+            self.into_response()
+        }
+    }
+
     /// The HTTP status of a failure: by its code, except a body over the limit (413) and
     /// a method a route does not take (405).
     pub fn http_status(f: &Failure) -> StatusCode {

@@ -8,18 +8,18 @@
 //! component: if the supervisor restarts it, it accepts again on the same sockets and
 //! the connections already open carry on. Connections are drained only when the whole
 //! server stops ([`Gateway::drain`]). How many may be open, and how long one may stay
-//! silent, is `conns.rs`.
+//! silent, is `conns.rs`. A gateway without a kernel (a cluster's standby) may instead
+//! forward every request to another node (`forward.rs`, [`Gateway::forward`]).
 
 pub mod auth;
-pub mod capped;
 mod conns;
 pub mod error;
+pub mod forward;
 pub mod grpc;
 mod mcp;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
-pub mod refuse;
 pub mod rest;
 pub mod tls;
 
@@ -44,7 +44,6 @@ pub use auth::{Asker, ConnInfo, Who};
 pub use conns::ConnLimits;
 pub use error::ApiError;
 pub use ops::Ops;
-pub use refuse::Refusal;
 pub use tls::TlsFiles;
 
 /// What the gateway listens on and how much it accepts.
@@ -211,23 +210,11 @@ impl Gateway {
         };
         let mcp_router = mcp::router(Arc::clone(&ops), mcp_options, max);
         let rest_router = rest::router(ops, max).merge(mcp_router);
-        let mut loops = tokio::task::JoinSet::new();
-        loops.spawn(Arc::clone(&self).accept_loop(
-            Arc::clone(&self.grpc),
-            grpc_router,
-            stop.clone(),
-            true,
-        ));
-        loops.spawn(Arc::clone(&self).accept_loop(
-            Arc::clone(&self.http),
-            rest_router,
-            stop.clone(),
-            true,
-        ));
-        if let Some(l) = &self.metrics {
-            let router = crate::metrics::plaintext_router();
-            loops.spawn(Arc::clone(&self).accept_loop(Arc::clone(l), router, stop.clone(), false));
-        }
+        let mut loops = self.accept_on_every_listener(
+            (grpc_router, rest_router),
+            &stop,
+            &CancellationToken::new(),
+        );
         // Any loop ending before `stop` is a crash of the component, unless the server
         // is draining (the loops stop accepting then, and the component waits to be
         // stopped).
@@ -250,11 +237,52 @@ impl Gateway {
         }
     }
 
+    /// Accept loops on the gRPC and HTTPS listeners with `routers`, and on the metrics
+    /// listener with its page, until `stop`; their connections go away when `go` is
+    /// cancelled.
+    fn accept_on_every_listener(
+        self: &Arc<Self>,
+        (grpc, http): (Router, Router),
+        stop: &CancellationToken,
+        go: &CancellationToken,
+    ) -> tokio::task::JoinSet<Result<(), String>> {
+        let mut loops = tokio::task::JoinSet::new();
+        let listen = |l: &Arc<TcpListener>| Arc::clone(l);
+        let mut spawn = |l: Arc<TcpListener>, router: Router, tls: bool| {
+            loops.spawn(Arc::clone(self).accept_loop(l, router, (stop.clone(), go.clone()), tls));
+        };
+        spawn(listen(&self.grpc), grpc, true);
+        spawn(listen(&self.http), http, true);
+        if let Some(l) = &self.metrics {
+            spawn(listen(l), crate::metrics::plaintext_router(), false);
+        }
+        loops
+    }
+
+    /// Serves every request by forwarding it with `forwarding` (a cluster's standby),
+    /// until [`Forwarded::stop`]; the metrics listener serves this node's own metrics
+    /// meanwhile. Needs no kernel: the connections' limits and timeouts are the
+    /// gateway's own.
+    pub fn forward(self: &Arc<Self>, forwarding: Arc<forward::Forwarding>) -> Forwarded {
+        let stop = CancellationToken::new();
+        let go = CancellationToken::new();
+        let via = |which: forward::Listener| {
+            let f = Arc::clone(&forwarding);
+            Router::new().fallback(move |req: axum::extract::Request| {
+                let f = Arc::clone(&f);
+                async move { f.forward(which, req).await }
+            })
+        };
+        let routers = (via(forward::Listener::Grpc), via(forward::Listener::Http));
+        let loops = self.accept_on_every_listener(routers, &stop, &go);
+        Forwarded { stop, go, loops }
+    }
+
     async fn accept_loop(
         self: Arc<Self>,
         listener: Arc<TcpListener>,
         router: Router,
-        stop: CancellationToken,
+        (stop, go): (CancellationToken, CancellationToken),
         tls: bool,
     ) -> Result<(), String> {
         let mut failures = conns::AcceptFailures::new(Duration::from_secs(10));
@@ -273,13 +301,14 @@ impl Gateway {
                     };
                     let me = Arc::clone(&self);
                     let router = router.clone();
+                    let go = go.clone();
                     self.connections.spawn(async move {
                         if tls {
-                            me.serve_tls(stream, remote, router, slot).await;
+                            me.serve_tls(stream, remote, router, slot, go).await;
                         } else {
                             let info = ConnInfo { peer: None, remote };
                             slot.handshaken(false);
-                            me.serve_http(TokioIo::new(stream), info, router, slot)
+                            me.serve_http(TokioIo::new(stream), info, router, slot, go)
                                 .await;
                         }
                     });
@@ -300,6 +329,7 @@ impl Gateway {
         remote: SocketAddr,
         router: Router,
         slot: conns::Slot,
+        go: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
         let handshake = tokio::select! {
@@ -325,19 +355,30 @@ impl Gateway {
         let info = ConnInfo { peer, remote };
         let open = ::metrics::gauge!(m::GATEWAY_CONNECTIONS);
         open.increment(1.0);
-        self.serve_http(TokioIo::new(tls), info, router, slot).await;
+        self.serve_http(TokioIo::new(tls), info, router, slot, go)
+            .await;
         open.decrement(1.0);
     }
 
-    async fn serve_http<I>(&self, io: TokioIo<I>, info: ConnInfo, router: Router, slot: conns::Slot)
-    where
+    /// Serves one connection's requests with `router`, each with the [`ConnInfo`] it
+    /// stands for (`auth::on_behalf`: the client a forwarding node names); told to go
+    /// away (gracefully) when `go` is cancelled.
+    async fn serve_http<I>(
+        &self,
+        io: TokioIo<I>,
+        info: ConnInfo,
+        router: Router,
+        slot: conns::Slot,
+        go: CancellationToken,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let info = Arc::new(info);
         let slot = Arc::new(slot);
         let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(Arc::clone(&info));
+            let info = auth::on_behalf(&info, req.headers_mut());
+            req.extensions_mut().insert(info);
             let router = router.clone();
             // The request is in flight until its response body is dropped, so a stream
             // (a watch, a log tail) keeps its connection open however quiet it is.
@@ -384,6 +425,28 @@ impl Gateway {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
+            () = go.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            }
         }
+    }
+}
+
+/// A gateway forwarding its requests ([`Gateway::forward`]).
+pub struct Forwarded {
+    stop: CancellationToken,
+    go: CancellationToken,
+    loops: tokio::task::JoinSet<Result<(), String>>,
+}
+
+impl Forwarded {
+    /// Stops accepting (the listeners stay bound, for the gateway to serve on) and tells
+    /// every forwarding connection to go away once its requests are done (HTTP/2 GOAWAY;
+    /// at most 5 s), so clients come back to the node's own service.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        self.go.cancel();
+        while self.loops.join_next().await.is_some() {}
     }
 }

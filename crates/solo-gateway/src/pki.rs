@@ -20,6 +20,9 @@ use time::{Duration, OffsetDateTime};
 pub const ADMIN_ORG: &str = "solo-admin";
 /// The tenant name of the admin certificate `init` creates.
 pub const ADMIN_NAME: &str = "admin";
+/// The organization that marks a cluster node's own client certificate: it acts for no
+/// tenant, only for the clients whose requests it forwards.
+pub const NODE_ORG: &str = "solo-node";
 
 /// A certificate problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +169,13 @@ impl Ca {
         write_file(&paths.ca(), self.cert_pem.as_bytes(), false)
     }
 
+    /// `p` signed by the CA with a new key: the certificate and the key (PEM).
+    fn sign(&self, p: &CertificateParams) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = p.signed_by(&key, &self.issuer).map_err(cert_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue_server(&self, names: &[String]) -> Result<(String, String), PkiError> {
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
@@ -191,9 +201,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::hours(1);
         p.not_after = now + Duration::days(825);
-        let key = KeyPair::generate().map_err(cert_err)?;
-        let cert = p.signed_by(&key, &self.issuer).map_err(cert_err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        self.sign(&p)
     }
 
     /// A client certificate for `tenant` (an admin's when `admin`), valid from
@@ -220,9 +228,26 @@ impl Ca {
         let (from, to) = validity.unwrap_or((now - Duration::hours(1), now + Duration::days(365)));
         p.not_before = from;
         p.not_after = to;
-        let key = KeyPair::generate().map_err(cert_err)?;
-        let cert = p.signed_by(&key, &self.issuer).map_err(cert_err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        self.sign(&p)
+    }
+
+    /// A cluster node's client certificate (CN the node's id, O [`NODE_ORG`]), valid for
+    /// a week: a node issues its own at each start and keeps it in memory only.
+    pub fn issue_node(&self, node: &str) -> Result<(String, String), PkiError> {
+        if solo_types::TenantId::new(node).is_err() {
+            return Err(PkiError::BadName(node.to_string()));
+        }
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node);
+        dn.push(DnType::OrganizationName, NODE_ORG);
+        p.distinguished_name = dn;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(7);
+        self.sign(&p)
     }
 }
 
@@ -350,7 +375,16 @@ mod tests {
         ))]))
         .unwrap();
         assert_eq!(id.common_name, "alice");
-        assert!(!id.admin);
+        assert!(!id.admin && !id.node);
+
+        // A node's certificate is marked as one, and is never an admin's.
+        let ca = Ca::load(&CertPaths::new(d.path())).unwrap();
+        let (node, _) = ca.issue_node("node-a").unwrap();
+        let id = crate::tls::peer_identity(Some(&[CertificateDer::from(parse(node.as_bytes()))]))
+            .unwrap();
+        assert!(id.node && !id.admin);
+        assert_eq!(id.common_name, "node-a");
+        assert!(ca.issue_node("a b").is_err());
 
         let err = issue(d.path(), "../evil", false, &out).unwrap_err();
         assert!(matches!(err, PkiError::BadName(_)), "{err}");

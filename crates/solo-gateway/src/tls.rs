@@ -10,7 +10,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::pki::ADMIN_ORG;
+use crate::pki::{ADMIN_ORG, NODE_ORG};
 
 /// The PEM material a listener needs.
 #[derive(Clone)]
@@ -84,8 +84,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
 pub struct PeerIdentity {
     /// The certificate's CN: the tenant.
     pub common_name: String,
-    /// Whether its O is `solo-admin`.
+    /// Whether its O is `solo-admin` (and not `solo-node`).
     pub admin: bool,
+    /// Whether its O is `solo-node`: a cluster node forwarding its clients' requests,
+    /// which acts for nobody itself.
+    pub node: bool,
 }
 
 /// The identity of a connection's leaf certificate, if it presented one.
@@ -98,9 +101,15 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<PeerIdentit
         .next()
         .and_then(|cn| cn.as_str().ok())?
         .to_string();
-    let admin = subject
+    let orgs: Vec<&str> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok())
-        .any(|o| o == ADMIN_ORG);
-    Some(PeerIdentity { common_name, admin })
+        .collect();
+    let node = orgs.contains(&NODE_ORG);
+    let admin = !node && orgs.contains(&ADMIN_ORG);
+    Some(PeerIdentity {
+        common_name,
+        admin,
+        node,
+    })
 }

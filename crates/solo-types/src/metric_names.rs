@@ -54,6 +54,7 @@ pub const CLUSTER_ACTIVE: &str = "solo_cluster_active";
 pub const CLUSTER_LOG_FIRST_SEQUENCE: &str = "solo_cluster_log_first_sequence";
 /// Cluster mode: the active node's compactions of the log, by outcome (`ok`, `failed`).
 pub const CLUSTER_COMPACTIONS: &str = "solo_cluster_compactions_total";
-/// Cluster mode: connections a standby took, by outcome (`relayed` to the active node,
-/// `refused` as `no_active_node`, `over_cap` closed at once).
-pub const CLUSTER_RELAYED_CONNECTIONS: &str = "solo_cluster_relayed_connections_total";
+/// Cluster mode: requests a standby forwarded, by outcome (`forwarded` to the active
+/// node and answered, `refused` with nobody to reach, `lost` when the serving node went
+/// away before it answered).
+pub const CLUSTER_FORWARDED_REQUESTS: &str = "solo_cluster_forwarded_requests_total";

@@ -4,12 +4,13 @@
 //! log (`solo-cluster`) instead of a local file. One node at a time is **active**: it
 //! holds the log's `solo/active` lease, renews it every third of `lease_ms`, and every
 //! write it makes is fenced by the lease's epoch, so that once it has lost the lease
-//! (paused, cut off) nothing it writes lands. The others wait as **standbys** (they do
-//! not listen) and take over, recovering every service from its record and last
+//! (paused, cut off) nothing it writes lands. The others wait as **standbys** (running
+//! no kernel) and take over, recovering every service from its record and last
 //! snapshot, once the active node's lease lapses. An active node that loses its lease
-//! exits at once: whatever it holds in memory is stale. A standby relays connections to
-//! the active node meanwhile (`forward.rs`), so a client may name any node, and refuses
-//! them as `unavailable` (`no_active_node`) while there is none.
+//! exits at once: whatever it holds in memory is stale. A standby's gateway forwards
+//! each request to the active node meanwhile (`forward.rs` says where), so a client may
+//! name any node, and refuses them as `unavailable` (`no_active_node`) while there is
+//! none.
 
 mod forward;
 
@@ -53,7 +54,7 @@ pub struct ClusterSection {
     /// network only).
     pub nats_ca_file: Option<std::path::PathBuf>,
     /// The host name or address other nodes reach this node's gRPC and HTTPS listeners
-    /// by, when the node is active and standbys relay clients to it. Unset: the
+    /// by, when the node is active and standbys forward clients to it. Unset: the
     /// listeners' own addresses, which must then be specific (not `0.0.0.0`).
     pub advertise_host: Option<String>,
     /// Compact the log once it holds this many entries (the active node copies its view
@@ -177,7 +178,7 @@ impl Drop for Active {
 }
 
 impl Active {
-    /// Records where this node listens, under its lease, so the standbys relay clients
+    /// Records where this node listens, under its lease, so the standbys forward clients
     /// here. Without a reachable address (an unspecified one and no `advertise_host`)
     /// nothing is recorded, and standbys close the connections they get.
     pub async fn advertise(
@@ -190,7 +191,7 @@ impl Active {
             forward::reachable(grpc, host),
             forward::reachable(http, host),
         ) else {
-            tracing::warn!(%grpc, %http, "listening on an unspecified address without cluster.advertise_host: standbys cannot relay clients to this node");
+            tracing::warn!(%grpc, %http, "listening on an unspecified address without cluster.advertise_host: standbys cannot forward clients to this node");
             return Ok(());
         };
         let (node, epoch) = {
@@ -203,6 +204,7 @@ impl Active {
             epoch,
             grpc: g,
             http: h,
+            takes_forwarded: true,
         })?;
         self.store
             .commit(batch)
@@ -274,12 +276,8 @@ impl Active {
 pub async fn become_active(
     c: &ClusterSection,
     data_dir: &std::path::Path,
-    listen: (
-        std::net::SocketAddr,
-        std::net::SocketAddr,
-        Option<std::net::SocketAddr>,
-    ),
-    refusal: solo_gateway::Refusal,
+    gateway: &Arc<solo_gateway::Gateway>,
+    tls: &solo_gateway::TlsFiles,
 ) -> anyhow::Result<Active> {
     let node = c.node_id.clone().unwrap_or_default();
     let mut opts = ClusterOptions::new(
@@ -323,29 +321,30 @@ pub async fn become_active(
         watched.fell_behind_the_log().await;
         lost("the log was compacted past this node's view");
     });
-    // Until this node is active, it relays clients to the one that is (and says where
-    // in `server.json`, so `--data-dir` finds it as it finds an active node).
-    let forwarder = forward::Forwarder::start(Arc::clone(&log), listen, refusal)
-        .await
-        .context("listen for clients to relay to the active node")?;
+    // Until this node is active, its gateway forwards clients' requests to the one that
+    // is (and `server.json` says where, so `--data-dir` finds it as it finds an active
+    // node); its metrics listener serves this node's own.
+    let forwarding = forward::forwarding(Arc::clone(&log), &node, data_dir, tls)?;
+    let forwarded = gateway.forward(Arc::new(forwarding));
     metrics::gauge!(m::CLUSTER_ACTIVE).set(0.0);
+    let (grpc, http) = (gateway.grpc_addr(), gateway.http_addr());
     let info = solo_client::ServerInfo {
-        grpc: forwarder.grpc.to_string(),
-        http: forwarder.http.to_string(),
-        metrics: forwarder.metrics.map(|a| a.to_string()),
+        grpc: grpc.to_string(),
+        http: http.to_string(),
+        metrics: gateway.metrics_addr().map(|a| a.to_string()),
         pid: std::process::id(),
     };
     let server_file = data_dir.join(solo_client::SERVER_FILE);
     std::fs::write(&server_file, serde_json::to_vec(&info)?)
         .with_context(|| format!("write {}", server_file.display()))?;
-    tracing::info!(grpc = %forwarder.grpc, http = %forwarder.http, metrics = ?forwarder.metrics, "standby: relaying clients to the active node");
+    tracing::info!(%grpc, %http, metrics = ?info.metrics, "standby: forwarding clients' requests to the active node");
     let ttl = Duration::from_millis(c.lease_ms);
     // Every node beats, standbys too, so the active node can tell who could take over.
     let host = c.advertise_host.as_deref();
     let me = Heartbeat {
         node: node.clone(),
-        grpc: forward::reachable(forwarder.grpc, host),
-        http: forward::reachable(forwarder.http, host),
+        grpc: forward::reachable(grpc, host),
+        http: forward::reachable(http, host),
         version: env!("CARGO_PKG_VERSION").into(),
         started_ms: u64::try_from(solo_types::clock::system_now_ns() / 1_000_000).unwrap_or(0),
         applied: 0,
@@ -387,7 +386,7 @@ pub async fn become_active(
         }
         tokio::time::sleep(ttl / 3).await;
     };
-    forwarder.stop().await;
+    forwarded.stop().await;
     tracing::info!(node = %node, epoch = lease.epoch, "active: this node holds the cluster's lease");
     let epoch = lease.epoch;
     let lease = Arc::new(parking_lot::Mutex::new(lease));

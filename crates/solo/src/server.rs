@@ -137,16 +137,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if pki::init(data_dir, &cfg.tls.server_names)?.created {
         tracing::info!(dir = %CertPaths::new(data_dir).dir.display(), "created the CA, the server and the admin certificates");
     }
+    let tls = TlsFiles::load(&CertPaths::new(data_dir))?;
+    let gateway = Gateway::bind(
+        GatewayConfig {
+            grpc_addr: cfg.grpc_addr,
+            http_addr: cfg.http_addr,
+            metrics_addr: cfg.metrics_addr,
+            max_request_bytes: cfg.max_request_bytes,
+            mcp_allowed_hosts: cfg.mcp_hosts(),
+            mcp_allowed_origins: cfg.mcp.allowed_origins.clone(),
+            handshake_timeout: Duration::from_millis(cfg.connections.handshake_timeout_ms),
+            connections: solo_gateway::ConnLimits {
+                max_open: connection_cap(cfg.connections.max_open),
+                first_request: Duration::from_millis(cfg.connections.first_request_timeout_ms),
+                idle: Duration::from_millis(cfg.connections.idle_timeout_ms),
+            },
+        },
+        &tls,
+    )
+    .await?;
     // One node: the store in the data directory. A cluster: the replicated log, once this
-    // node is the active one.
+    // node is the active one (a standby's gateway forwards its requests meanwhile).
     let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
-        let listen = (cfg.grpc_addr, cfg.http_addr, cfg.metrics_addr);
-        let refusal = solo_gateway::Refusal::new(
-            &TlsFiles::load(&CertPaths::new(data_dir))?,
-            Duration::from_millis(cfg.connections.handshake_timeout_ms),
-        )
-        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-        let active = crate::cluster::become_active(&cfg.cluster, data_dir, listen, refusal).await?;
+        let active = crate::cluster::become_active(&cfg.cluster, data_dir, &gateway, &tls).await?;
         (Arc::clone(&active.store), None, Some(active))
     } else {
         let store = Arc::new(
@@ -176,25 +189,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         max_instances: instance_slots(cfg.sandbox.max_instances),
         ..SandboxConfig::default()
     })?;
-    let tls = TlsFiles::load(&CertPaths::new(data_dir))?;
-    let gateway = Gateway::bind(
-        GatewayConfig {
-            grpc_addr: cfg.grpc_addr,
-            http_addr: cfg.http_addr,
-            metrics_addr: cfg.metrics_addr,
-            max_request_bytes: cfg.max_request_bytes,
-            mcp_allowed_hosts: cfg.mcp_hosts(),
-            mcp_allowed_origins: cfg.mcp.allowed_origins.clone(),
-            handshake_timeout: Duration::from_millis(cfg.connections.handshake_timeout_ms),
-            connections: solo_gateway::ConnLimits {
-                max_open: connection_cap(cfg.connections.max_open),
-                first_request: Duration::from_millis(cfg.connections.first_request_timeout_ms),
-                idle: Duration::from_millis(cfg.connections.idle_timeout_ms),
-            },
-        },
-        &tls,
-    )
-    .await?;
     let mut components = HashMap::new();
     components.insert("gateway", gateway.component());
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
@@ -244,7 +238,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .advertise(gateway.grpc_addr(), gateway.http_addr(), host)
             .await
         {
-            tracing::warn!(error = %e, "standbys cannot relay clients to this node");
+            tracing::warn!(error = %e, "standbys cannot forward clients to this node");
         }
     }
 

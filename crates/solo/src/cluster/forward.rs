@@ -1,39 +1,29 @@
-//! A standby's forwarder: until the node becomes active it listens on its configured
-//! gRPC and HTTPS addresses and relays each connection, bytes unchanged, to the
-//! listeners the active node recorded in the log, so a client may name any node. TLS
-//! runs end to end between the client and the active node (every node holds the same
-//! CA and server certificate), so a standby never sees a request, a certificate's key
-//! or a token; the active node's limits, timeouts and refusals apply as to any client.
-//! With no active node to relay to (an election, no quorum, an active node that does not
-//! accept), the standby completes the handshake itself and refuses the connection's
-//! requests as `unavailable` (`no_active_node`, retry after a second), in gRPC or JSON.
-//! With `metrics_addr` set, the standby serves its own metrics there meanwhile (its
-//! view, its heartbeats, what it relayed), until the gateway takes the address over.
+//! Where a standby forwards its clients' requests: until the node becomes active, its
+//! gateway serves every request by forwarding it (`solo_gateway::forward`) to the
+//! listeners the active node recorded in the log, so a client may name any node. With no
+//! active node to forward to (an election, no quorum, an active node that does not
+//! accept), the standby refuses the request as `unavailable` (`no_active_node`, retry
+//! after a second), in gRPC or JSON.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use solo_cluster::JetStreamStore;
-use solo_gateway::Refusal;
-use solo_gateway::capped::{self, Accepted};
+use solo_gateway::TlsFiles;
+use solo_gateway::forward::{Forwarding, Listener, Pick, Upstream};
+use solo_gateway::pki::{Ca, CertPaths};
 use solo_store::{Kv, WriteBatch};
+use solo_types::Code;
 use solo_types::api::Failure;
-use solo_types::{Code, metric_names as m};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use super::ACTIVE_SCOPE;
 
 /// The table the active node records its listeners in.
 const ENDPOINTS: &str = "cluster_endpoints";
 const ACTIVE_KEY: &[u8] = b"active";
-/// Connections one standby relays at once; more are closed at once.
-const MAX_RELAYED: usize = 1024;
-/// How long a relay waits for the active node to accept.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the active node listens, as recorded under its lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +32,11 @@ pub struct Endpoints {
     pub epoch: u64,
     pub grpc: String,
     pub http: String,
+    /// Whether the node takes forwarded requests (honours a node certificate's naming of
+    /// its client). A node of an earlier version records no such field: it would take a
+    /// node certificate's CN for a tenant, so nothing is forwarded to it.
+    #[serde(default)]
+    pub takes_forwarded: bool,
 }
 
 /// `addr` as other nodes reach it: `host` in place of an unspecified address
@@ -91,136 +86,54 @@ fn active(log: &JetStreamStore) -> Active {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Which {
-    Grpc,
-    Http,
-}
-
-/// The running forwarder; [`Forwarder::stop`] frees its addresses for the gateway.
-pub struct Forwarder {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    /// Where the standby serves its metrics, if it does.
-    pub metrics: Option<SocketAddr>,
-    stop: CancellationToken,
-    loops: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Forwarder {
-    /// Listens on `grpc` and `http` and relays to the active node; serves the node's
-    /// metrics on `metrics` (a loopback address: the configuration checked it).
-    pub async fn start(
-        log: Arc<JetStreamStore>,
-        (grpc, http, metrics): (SocketAddr, SocketAddr, Option<SocketAddr>),
-        refusal: Refusal,
-    ) -> std::io::Result<Self> {
-        let g = TcpListener::bind(grpc).await?;
-        let h = TcpListener::bind(http).await?;
-        let (grpc, http) = (g.local_addr()?, h.local_addr()?);
-        let stop = CancellationToken::new();
-        let metrics = match metrics {
-            Some(addr) => {
-                // Now, so that what the node records from here on is kept.
-                solo_gateway::metrics::install();
-                Some(TcpListener::bind(addr).await?)
-            }
-            None => None,
-        };
-        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
-        let limit = Arc::new(Semaphore::new(MAX_RELAYED));
-        let refusal = Arc::new(refusal);
-        let loops = [(g, Which::Grpc), (h, Which::Http)]
-            .into_iter()
-            .map(|(l, which)| {
-                tokio::spawn(accept(
-                    l,
-                    which,
-                    Arc::clone(&log),
-                    Arc::clone(&limit),
-                    Arc::clone(&refusal),
-                    stop.clone(),
-                ))
-            })
-            .chain(
-                metrics
-                    .map(|l| tokio::spawn(solo_gateway::metrics::serve_plaintext(l, stop.clone()))),
-            )
-            .collect();
-        Ok(Self {
-            grpc,
-            http,
-            metrics: metrics_addr,
-            stop,
-            loops,
-        })
-    }
-
-    /// Closes the listeners (awaited, so the addresses are free) and every relay.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for l in self.loops {
-            let _ = l.await;
-        }
-    }
-}
-
-async fn accept(
-    listener: TcpListener,
-    which: Which,
+/// How this standby forwards its clients' requests: to the listeners the active node
+/// recorded under the lease this node's view holds, presenting a node certificate it
+/// issues itself from the shared CA (in memory only, valid a week).
+pub fn forwarding(
     log: Arc<JetStreamStore>,
-    limit: Arc<Semaphore>,
-    refusal: Arc<Refusal>,
-    stop: CancellationToken,
-) {
-    loop {
-        let (sock, permit) = match capped::accept(&listener, &limit, &stop, "relay").await {
-            Accepted::Conn(sock, permit) => (sock, permit),
-            Accepted::OverCap => {
-                metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "over_cap")
-                    .increment(1);
-                continue;
-            }
-            Accepted::Stopped => return,
-        };
-        let (log, refusal, stop) = (Arc::clone(&log), Arc::clone(&refusal), stop.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = relay(&log, sock, which, &refusal) => {}
-            }
-        });
-    }
+    node: &str,
+    data_dir: &Path,
+    tls: &TlsFiles,
+) -> anyhow::Result<Forwarding> {
+    let paths = CertPaths::new(data_dir);
+    let ca = Ca::load(&paths).with_context(|| {
+        format!(
+            "a cluster node issues its own node certificate with the shared CA's key \
+             ({}); copy the CA's key there with the certificates",
+            paths.ca_key().display()
+        )
+    })?;
+    let (cert, key) = ca.issue_node(node)?;
+    let pick: Pick = Arc::new(move |which| match active(&log) {
+        Active::At(e) if !e.takes_forwarded => Err(older_active_node(&e.node)),
+        Active::At(e) => Ok(Upstream {
+            unreachable: no_active_node(Some(&e.node)),
+            addr: match which {
+                Listener::Grpc => e.grpc,
+                Listener::Http => e.http,
+            },
+            node: e.node,
+        }),
+        Active::Unreachable(node) => Err(no_active_node(Some(&node))),
+        Active::Nobody => Err(no_active_node(None)),
+    });
+    Forwarding::new(tls, (&cert, &key), pick).map_err(|e| anyhow::anyhow!("forwarding: {e}"))
 }
 
-/// Relays one connection to the active node; refuses it when there is none to reach
-/// (nothing has been read from the client yet, so the standby can still answer it).
-async fn relay(log: &JetStreamStore, mut client: TcpStream, which: Which, refusal: &Refusal) {
-    let e = match active(log) {
-        Active::At(e) => e,
-        Active::Unreachable(node) => return refuse(refusal, client, Some(&node)).await,
-        Active::Nobody => return refuse(refusal, client, None).await,
-    };
-    let target = match which {
-        Which::Grpc => &e.grpc,
-        Which::Http => &e.http,
-    };
-    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
-    {
-        Ok(Ok(s)) => s,
-        _ => return refuse(refusal, client, Some(&e.node)).await,
-    };
-    metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "relayed").increment(1);
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
-/// Answers `client` with [`no_active_node`], counted.
-async fn refuse(refusal: &Refusal, client: TcpStream, last: Option<&str>) {
-    metrics::counter!(m::CLUSTER_RELAYED_CONNECTIONS, "outcome" => "refused").increment(1);
-    refusal.serve(client, no_active_node(last)).await;
+/// What a client is told while the active node runs a version that does not take
+/// forwarded requests (a rolling upgrade under way).
+fn older_active_node(node: &str) -> Failure {
+    let mut f = Failure::new(
+        Code::Unavailable,
+        "no_active_node",
+        format!(
+            "the active node {node} runs an earlier version of Solo that does not take \
+             requests forwarded by other nodes; connect to it directly, or retry once it \
+             is upgraded"
+        ),
+    );
+    f.retry_after = Some(1);
+    f
 }
 
 /// What a client is told while no node serves: retryable, with who held the lease last
@@ -228,7 +141,7 @@ async fn refuse(refusal: &Refusal, client: TcpStream, last: Option<&str>) {
 fn no_active_node(last: Option<&str>) -> Failure {
     let message = match last {
         Some(node) => format!(
-            "no active node to relay to: node {node} holds the cluster's lease but cannot be \
+            "no active node to forward to: node {node} holds the cluster's lease but cannot be \
              reached (starting, stopped, or listening on an unspecified address without \
              cluster.advertise_host); a standby takes over if its lease lapses, retry shortly"
         ),
@@ -244,6 +157,25 @@ fn no_active_node(last: Option<&str>) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_forwarded_to_a_node_that_would_not_know_a_node_certificate() {
+        // As an earlier version recorded its listeners: no `takes_forwarded`.
+        let old = r#"{"node":"a","epoch":3,"grpc":"10.0.0.1:50051","http":"10.0.0.1:8080"}"#;
+        let e: Endpoints = serde_json::from_str(old).unwrap();
+        assert!(!e.takes_forwarded);
+        let f = older_active_node("a");
+        assert_eq!(
+            (f.code, f.reason.as_str()),
+            (Code::Unavailable, "no_active_node")
+        );
+        let now = Endpoints {
+            takes_forwarded: true,
+            ..e
+        };
+        let back: Endpoints = serde_json::from_slice(&serde_json::to_vec(&now).unwrap()).unwrap();
+        assert_eq!(back, now);
+    }
 
     #[test]
     fn an_address_is_given_as_other_nodes_reach_it() {

@@ -2,7 +2,7 @@
 //! loopback. One node is active, the others wait; killing the active node (`kill -9`)
 //! hands its services to a standby with the state their last checkpoint saved, and an
 //! active node paused past its lease is fenced out and exits when it wakes. A standby
-//! relays clients to the active node, mutual TLS end to end, so deploys, calls, swaps
+//! forwards clients' requests to the active node (`forwarding.rs`), so deploys, calls, swaps
 //! and kills go through any node. Without a NATS quorum writes are refused, and resume
 //! when a server returns.
 
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use solo_cluster::testing::{NatsCluster, TlsFiles, share_identity};
 use solo_types::Format;
-use solo_types::api::{DeployRequest, KillOptions, ListFilter, SwapMode, SwapRequest};
+use solo_types::api::{DeployRequest, KillOptions, SwapMode, SwapRequest};
 
 use crate::harness::{SOLO, Server, Starting, admin_profile_of, call, counter_js};
 
-const LEASE_MS: u64 = 2_000;
+pub(crate) const LEASE_MS: u64 = 2_000;
 
 /// Starts node `id` on `dir` (its `data/` holding the certificates and master key every
 /// node shares, copied from `shared` when given).
@@ -74,7 +74,7 @@ pub(crate) fn count(reply: &str) -> i64 {
 
 /// How the counter's count reaches the log before the active node goes.
 #[derive(Clone, Copy, PartialEq)]
-enum Saved {
+pub(crate) enum Saved {
     /// It hibernates.
     Hibernated,
     /// It stays awake, and a checkpoint saves it.
@@ -83,7 +83,7 @@ enum Saved {
 
 /// Node a active with a counter at 5 (its count in a snapshot, `saved` as said), node b
 /// waiting.
-async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starting) {
+pub(crate) async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starting) {
     let (a, _) = spawn_node(nats, "a", None).wait(Duration::from_secs(60));
     match saved {
         Saved::Hibernated => a.cli_json(&["config", "set", "services.hibernate_after_ms", "300"]),
@@ -130,7 +130,7 @@ async fn active_and_standby(nats: &NatsCluster, saved: Saved) -> (Server, Starti
 }
 
 /// Increments the counter through `node` until it answers (within 30 s of `killed`).
-async fn inc_until_answered(node: &Server, killed: Instant) -> String {
+pub(crate) async fn inc_until_answered(node: &Server, killed: Instant) -> String {
     let c = node.admin().await;
     loop {
         match c
@@ -242,7 +242,10 @@ pub(crate) fn signal(pid: u32, sig: i32) {
 
 /// A client of the node whose data directory is `data` (its `server.json` and the
 /// shared admin certificate), with the identity `identity` in place of the admin's.
-fn profile_of(data: &Path, identity: Option<(Vec<u8>, Vec<u8>)>) -> solo_client::Profile {
+pub(crate) fn profile_of(
+    data: &Path,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> solo_client::Profile {
     let p = admin_profile_of(data).unwrap();
     match identity {
         Some(id) => solo_client::Profile {
@@ -253,119 +256,23 @@ fn profile_of(data: &Path, identity: Option<(Vec<u8>, Vec<u8>)>) -> solo_client:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_relays_clients_to_the_active_node() {
-    let nats = NatsCluster::start(3, true);
-    let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
-    let counter = solo_types::ServiceId::new("counter").unwrap();
-    // Named through the standby, answered by the active node.
-    let via_b = profile_of(&b.data_dir(), None).open().await.unwrap();
-    let r = via_b
-        .call(&counter, r#"{"op":"inc","by":1}"#, None)
-        .await
-        .unwrap();
-    assert_eq!(count(&r), 6);
-    assert!(via_b.whoami().await.unwrap().admin);
-    // Status, list and the tree name the node that runs the service.
-    assert_eq!(
-        via_b.status(&counter).await.unwrap().node.as_deref(),
-        Some("a")
-    );
-    let listed = via_b.list(&ListFilter::default()).await.unwrap();
-    assert_eq!(listed.services[0].node.as_deref(), Some("a"));
-    assert_eq!(via_b.tree().await.unwrap().node.as_deref(), Some("a"));
-    assert_eq!(via_b.health().await.unwrap().node.as_deref(), Some("a"));
-
-    // A certificate of another CA is refused through the relay as at the active node.
-    let other = tempfile::tempdir().unwrap();
-    solo_gateway::pki::init(other.path(), &[]).unwrap();
-    let certs = other.path().join("certs");
-    let foreign = (
-        std::fs::read(certs.join("admin.pem")).unwrap(),
-        std::fs::read(certs.join("admin-key.pem")).unwrap(),
-    );
-    let stranger = profile_of(&b.data_dir(), Some(foreign));
-    let refused = match stranger.open().await {
-        Err(e) => e.to_string(),
-        Ok(c) => c.whoami().await.unwrap_err().to_string(),
-    };
-    assert!(!refused.is_empty());
-    let r = via_b.call(&counter, r#"{"op":"get"}"#, None).await.unwrap();
-    assert_eq!(count(&r), 6, "the relay still serves the admin");
-    eprintln!("a foreign certificate through the relay: {refused}");
-
-    // A call in flight through the relay when the active node dies fails as
-    // `unavailable`, which a client may retry.
-    let spin = solo_types::ServiceId::new("spin").unwrap();
-    let mut d = DeployRequest::new(
-        spin.clone(),
-        Format::Js,
-        solo_guests::js("spinner").into_bytes(),
-    );
-    (d.cpu_ms_per_message, d.message_timeout_ms) = (Some(30_000), Some(30_000));
-    via_b.deploy(&d).await.unwrap();
-    let caller = via_b.clone();
-    let in_flight = tokio::spawn(async move {
-        caller
-            .call(&spin, "{}", Some(Duration::from_secs(30)))
-            .await
-    });
-
-    // The active node dies: the relay has nobody to reach until b takes over, then b
-    // answers itself, with the checkpointed count.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    a.kill9();
-    let killed = Instant::now();
-    let lost = in_flight.await.unwrap().unwrap_err();
-    assert_eq!(lost.code, solo_types::Code::Unavailable, "{lost:?}");
-    assert!(killed.elapsed() < Duration::from_secs(5), "{lost:?}");
-    // Until b takes over (a's lease has at least 1.3 s to run), a new request through b
-    // is refused, retryably, by b itself: it cannot reach a.
-    // (A new client: `via_b`'s connection was the relay that just closed.)
-    let early = killed.elapsed() < Duration::from_millis(1_000);
-    let asked = match profile_of(&b.data_dir(), None).open().await {
-        Ok(c) => c.whoami().await.map(|_| ()),
-        Err(e) => Err(e.failure()),
-    };
-    match asked {
-        Err(e) if e.reason == "no_active_node" => {
-            assert_eq!(e.code, solo_types::Code::Unavailable);
-        }
-        other => assert!(!early, "{other:?}"),
-    }
-    let (b, _) = b.wait(Duration::from_secs(30));
-    let r = inc_until_answered(&b, killed).await;
-    assert_eq!(count(&r), 7);
-    // b is active now, and a, killed, has stopped beating.
-    let b_now = profile_of(&b.data_dir(), None).open().await.unwrap();
-    let nodes = nodes_until(&b_now, |n| n.len() == 2 && !n[0].beating).await;
-    assert_eq!(
-        (nodes[0].role.as_str(), nodes[1].role.as_str()),
-        ("standby", "active")
-    );
-    assert!(
-        nodes[1].beating && nodes[0].last_seen_ms >= LEASE_MS,
-        "{nodes:?}"
-    );
-}
-
 /// MCP through a standby: the official MCP Python SDK's Streamable HTTP client, with two
-/// tenants' certificates, reaches the active node through b's relay and sees only its
+/// tenants' certificates, reaches the active node through b's forwarding and sees only its
 /// own tools, services and events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_drives_mcp_through_a_standby_with_the_python_sdk() {
     let nats = NatsCluster::start(3, true);
     let (a, _) = spawn_node(&nats, "a", None).wait(Duration::from_secs(60));
     let b = spawn_node(&nats, "b", Some(&a.data_dir()));
-    relayed(&b).await;
+    forwarding(&b).await;
     let env = crate::mcp::http_env_at(&a, &server_info(&b.data_dir()).http);
     tokio::task::spawn_blocking(move || crate::mcp::agent("http_tenants", &env))
         .await
         .unwrap();
 }
 
-/// The addresses the node on `data` listens on (a standby: its relay's).
-fn server_info(data: &Path) -> solo_client::ServerInfo {
+/// The addresses the node on `data` listens on (a standby's too).
+pub(crate) fn server_info(data: &Path) -> solo_client::ServerInfo {
     serde_json::from_slice(&std::fs::read(data.join(solo_client::SERVER_FILE)).unwrap()).unwrap()
 }
 
@@ -377,9 +284,9 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
     let nats = NatsCluster::start(3, true);
     let (mut a, b) = active_and_standby(&nats, Saved::Checkpoint).await;
     let c = spawn_node(&nats, "c", Some(&a.data_dir()));
-    relayed(&b).await;
-    relayed(&c).await;
-    // Whichever of b and c takes over listens anew; the other relays on the address named.
+    forwarding(&b).await;
+    forwarding(&c).await;
+    // Whichever of b and c takes over serves on its own listeners; the other forwards to them.
     let every = format!(
         "{},{},{}",
         a.grpc,
@@ -478,7 +385,7 @@ async fn solo_mcp_naming_every_node_goes_on_when_the_active_node_dies() {
 }
 
 /// The cluster's nodes as health through `client` lists them, once `ready` (within 15 s).
-async fn nodes_until(
+pub(crate) async fn nodes_until(
     client: &solo_client::Solo,
     ready: impl Fn(&[solo_types::api::ClusterNode]) -> bool,
 ) -> Vec<solo_types::api::ClusterNode> {
@@ -506,8 +413,8 @@ pub(crate) fn plaintext_metrics(data: &Path) -> String {
     out
 }
 
-/// A client of standby `node` once it relays to the active node (within 30 s).
-pub(crate) async fn relayed(node: &Starting) -> solo_client::Solo {
+/// A client of standby `node` once it forwards to the active node (within 30 s).
+pub(crate) async fn forwarding(node: &Starting) -> solo_client::Solo {
     let since = Instant::now();
     loop {
         if let Some(p) = admin_profile_of(&node.data_dir())
@@ -516,7 +423,7 @@ pub(crate) async fn relayed(node: &Starting) -> solo_client::Solo {
         {
             return c;
         }
-        assert!(since.elapsed() < Duration::from_secs(30), "no relay");
+        assert!(since.elapsed() < Duration::from_secs(30), "no forwarding");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -528,7 +435,7 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
     let b = spawn_node(&nats, "b", Some(&a.data_dir()));
     let c = spawn_node(&nats, "c", Some(&a.data_dir()));
     let via_a = profile_of(&a.data_dir(), None).open().await.unwrap();
-    let (via_b, via_c) = (relayed(&b).await, relayed(&c).await);
+    let (via_b, via_c) = (forwarding(&b).await, forwarding(&c).await);
     let tally = solo_types::ServiceId::new("tally").unwrap();
 
     // Health, asked through c, lists every node: a active, b and c standing by, all
@@ -545,7 +452,7 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
     );
     assert!(nodes.iter().all(|n| n.applied_sequence > 0), "{nodes:?}");
     // The active node's metrics say the same, with its lease and its view; a standby
-    // serves its own on its metrics listener, with what it relayed.
+    // serves its own on its metrics listener, with what it forwarded.
     let since = Instant::now();
     loop {
         let standby = plaintext_metrics(&b.data_dir());
@@ -553,7 +460,7 @@ async fn any_node_takes_deploys_calls_swaps_and_kills() {
             "solo_cluster_active 0",
             "solo_cluster_nodes_beating 3",
             "solo_cluster_applied_sequence ",
-            "solo_cluster_relayed_connections_total{outcome=\"relayed\"} ",
+            "solo_cluster_forwarded_requests_total{outcome=\"forwarded\"} ",
         ]
         .into_iter()
         .find(|line| !standby.contains(line));

@@ -1,6 +1,6 @@
 //! A checker in the spirit of Jepsen for cluster mode: two clients deploy, kill, put
 //! secrets, grant, register and call, each operation through the next node in turn (a
-//! standby relays it to the active node), while a schedule kills (`kill -9`) and pauses
+//! standby forwards it to the active node), while a schedule kills (`kill -9`) and pauses
 //! (`SIGSTOP` past the lease) the active Solo node and kills NATS servers. Afterwards
 //! every acknowledged write is present, every acknowledged kill took effect, the vault
 //! decrypts every acknowledged secret, the chain verifies, and the log shows every start
@@ -203,7 +203,7 @@ fn sid(i: usize) -> ServiceId {
 }
 
 /// A client of the first node that answers, trying them from the `turn`-th on (a
-/// standby relays to the active node; one that is starting or paused does not answer).
+/// standby forwards to the active node; one that is starting or paused does not answer).
 async fn client(nodes: &[PathBuf], turn: usize) -> Option<Solo> {
     let n = nodes.len();
     for data in (0..n).map(|k| &nodes[(turn + k) % n]) {

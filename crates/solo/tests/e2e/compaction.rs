@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use solo_cluster::testing::NatsCluster;
 
-use crate::cluster::{count, plaintext_metrics, relayed, signal, spawn_node_tls};
+use crate::cluster::{count, forwarding, plaintext_metrics, signal, spawn_node_tls};
 use crate::harness::{call, counter_js};
 
 const COMPACT: &[(&str, &str)] = &[("SOLO_CLUSTER__COMPACT_EVERY", "20")];
@@ -26,7 +26,7 @@ async fn nodes_start_from_the_latest_copy_once_the_log_is_compacted() {
     let nats = NatsCluster::start(3, true);
     let (a, _) = spawn_node_tls(&nats, "a", None, None, COMPACT).wait(Duration::from_secs(60));
     let mut b = spawn_node_tls(&nats, "b", Some(&a.data_dir()), None, COMPACT);
-    let _ = relayed(&b).await;
+    let _ = forwarding(&b).await;
     a.cli_json(&["config", "set", "services.checkpoint_every_ms", "200"]);
     let admin = a.admin().await;
     admin
@@ -88,7 +88,7 @@ async fn nodes_start_from_the_latest_copy_once_the_log_is_compacted() {
 
     // A node joining now starts from the copy, and takes over with the counter's count.
     let d = spawn_node_tls(&nats, "d", Some(&a.data_dir()), None, COMPACT);
-    let via_d = relayed(&d).await;
+    let via_d = forwarding(&d).await;
     assert!(
         d.stderr().contains("starts from the latest copy"),
         "{}",

@@ -9,6 +9,7 @@ mod crash;
 mod egress;
 mod fairness;
 mod faults;
+mod forwarding;
 mod harness;
 mod hibernation;
 mod lifecycle;
