@@ -61,6 +61,21 @@ impl NatsCluster {
     /// Like [`NatsCluster::start`], the client port requiring TLS with a client
     /// certificate signed by `tls`'s CA.
     pub fn start_with(n: usize, sync_always: bool, tls: Option<&TlsFiles>) -> Self {
+        // The ports are free when chosen, but another process may take one before the
+        // server binds it (a test beside this one, an outgoing connection): a server that
+        // exits at start is a reason to try again on other ports, not to fail.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(n, sync_always, tls) {
+                Ok(cluster) => return cluster,
+                Err(e) if attempt < 5 => eprintln!("NATS cluster did not start ({e}); again"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn try_start(n: usize, sync_always: bool, tls: Option<&TlsFiles>) -> Result<Self, String> {
         let bin = nats_server_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         // Three ports per server (routes, clients, monitoring), all distinct.
@@ -116,16 +131,18 @@ impl NatsCluster {
         }
         let mut cluster = Self { dir, nodes };
         for i in 0..n {
-            cluster.spawn(i, &bin);
+            cluster.spawn(i, &bin)?;
         }
-        cluster
+        Ok(cluster)
     }
 
-    fn spawn(&mut self, i: usize, bin: &Path) {
+    /// Starts server `i` and waits for its ports file; an error when it exits first or
+    /// does not start within 20 s (its log says why).
+    fn spawn(&mut self, i: usize, bin: &Path) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", node.name)))
             .expect("server log");
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-c")
             .arg(&node.conf)
             .stdout(Stdio::null())
@@ -144,11 +161,19 @@ impl NatsCluster {
             {
                 break v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server {} did not start",
-                node.name
-            );
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join(format!("{}.log", node.name)))
+                        .unwrap_or_default();
+                let last = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                return Err(format!(
+                    "nats-server {} did not start ({exited:?}): {last}",
+                    node.name
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         };
         node.client_url = parsed["nats"][0].as_str().unwrap_or_default().to_string();
@@ -157,6 +182,7 @@ impl NatsCluster {
             .unwrap_or_default()
             .to_string();
         node.child = Some(child);
+        Ok(())
     }
 
     /// The client URLs of the servers that run.
@@ -185,7 +211,9 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         let bin = nats_server_binary();
-        self.spawn(i, &bin);
+        if let Err(e) = self.spawn(i, &bin) {
+            panic!("{e}");
+        }
     }
 
     /// The directory holding the servers' logs and data.
