@@ -101,12 +101,6 @@ impl Forwarding {
     /// Trusting `tls`'s CA for the serving nodes, presenting `node_cert` (PEM
     /// certificate and key, O `solo-node`) as this node's credentials.
     pub fn new(tls: &TlsFiles, node_cert: (&str, &str), pick: Pick) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&tls.ca_pem) {
-            roots
-                .add(cert.map_err(|e| format!("the CA certificate: {e}"))?)
-                .map_err(|e| format!("the CA certificate: {e}"))?;
-        }
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(node_cert.0.as_bytes())
                 .collect::<Result<_, _>>()
@@ -116,7 +110,7 @@ impl Forwarding {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .with_root_certificates(crate::tls::ca_roots(tls)?)
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("the node certificate and key: {e}"))?;
         config.alpn_protocols = vec![b"h2".to_vec()];

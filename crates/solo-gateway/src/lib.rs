@@ -247,14 +247,14 @@ impl Gateway {
         go: &CancellationToken,
     ) -> tokio::task::JoinSet<Result<(), String>> {
         let mut loops = tokio::task::JoinSet::new();
-        let listen = |l: &Arc<TcpListener>| Arc::clone(l);
-        let mut spawn = |l: Arc<TcpListener>, router: Router, tls: bool| {
-            loops.spawn(Arc::clone(self).accept_loop(l, router, (stop.clone(), go.clone()), tls));
+        let mut spawn = |l: &Arc<TcpListener>, router: Router, tls: bool| {
+            let tokens = (stop.clone(), go.clone());
+            loops.spawn(Arc::clone(self).accept_loop(Arc::clone(l), router, tokens, tls));
         };
-        spawn(listen(&self.grpc), grpc, true);
-        spawn(listen(&self.http), http, true);
+        spawn(&self.grpc, grpc, true);
+        spawn(&self.http, http, true);
         if let Some(l) = &self.metrics {
-            spawn(listen(l), crate::metrics::plaintext_router(), false);
+            spawn(l, crate::metrics::plaintext_router(), false);
         }
         loops
     }

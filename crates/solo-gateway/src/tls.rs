@@ -48,10 +48,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server's TLS configuration: its certificate, client certificates checked
-/// against the CA when presented, ALPN for HTTP/2 and HTTP/1.1.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let provider = provider();
+/// The Solo CA as the only trust root.
+pub fn ca_roots(files: &TlsFiles) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&files.ca_pem) {
         let cert = cert.map_err(|e| format!("the CA certificate: {e}"))?;
@@ -59,11 +57,20 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
             .add(cert)
             .map_err(|e| format!("the CA certificate: {e}"))?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| format!("the client certificate verifier: {e}"))?;
+    Ok(roots)
+}
+
+/// The server's TLS configuration: its certificate, client certificates checked
+/// against the CA when presented, ALPN for HTTP/2 and HTTP/1.1.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(ca_roots(files)?),
+        Arc::clone(&provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("the client certificate verifier: {e}"))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&files.cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("the server certificate: {e}"))?;

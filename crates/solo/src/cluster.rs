@@ -180,7 +180,7 @@ impl Drop for Active {
 impl Active {
     /// Records where this node listens, under its lease, so the standbys forward clients
     /// here. Without a reachable address (an unspecified one and no `advertise_host`)
-    /// nothing is recorded, and standbys close the connections they get.
+    /// nothing is recorded, and standbys refuse the requests they get (`no_active_node`).
     pub async fn advertise(
         &self,
         grpc: std::net::SocketAddr,

@@ -123,23 +123,16 @@ pub fn forwarding(
 /// What a client is told while the active node runs a version that does not take
 /// forwarded requests (a rolling upgrade under way).
 fn older_active_node(node: &str) -> Failure {
-    let mut f = Failure::new(
-        Code::Unavailable,
-        "no_active_node",
-        format!(
-            "the active node {node} runs an earlier version of Solo that does not take \
-             requests forwarded by other nodes; connect to it directly, or retry once it \
-             is upgraded"
-        ),
-    );
-    f.retry_after = Some(1);
-    f
+    unavailable(format!(
+        "the active node {node} runs an earlier version of Solo that does not take requests \
+         forwarded by other nodes; connect to it directly, or retry once it is upgraded"
+    ))
 }
 
 /// What a client is told while no node serves: retryable, with who held the lease last
 /// when it is known.
 fn no_active_node(last: Option<&str>) -> Failure {
-    let message = match last {
+    unavailable(match last {
         Some(node) => format!(
             "no active node to forward to: node {node} holds the cluster's lease but cannot be \
              reached (starting, stopped, or listening on an unspecified address without \
@@ -148,7 +141,11 @@ fn no_active_node(last: Option<&str>) -> Failure {
         None => "no active node: the cluster is choosing one (an election, or a NATS \
                  quorum lost); retry shortly"
             .to_string(),
-    };
+    })
+}
+
+/// `no_active_node`, retry after a second, saying `message`.
+fn unavailable(message: String) -> Failure {
     let mut f = Failure::new(Code::Unavailable, "no_active_node", message);
     f.retry_after = Some(1);
     f
