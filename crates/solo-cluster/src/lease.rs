@@ -7,6 +7,13 @@
 //! every point of the log without a second consensus. A batch fenced at `(scope, epoch)`
 //! applies only if, at its place in the log, `scope` is held at `epoch` and has not
 //! expired: a node that was paused past its lease's end and comes back writes nothing.
+//!
+//! A lease may be held **under** another lease of the same holder (a tenant's under its
+//! node's): it has no end of its own and lapses with that lease, or once that lease is
+//! taken again at another epoch. Renewing a node's lease so renews everything placed on
+//! the node in one entry, however many scopes it holds, and a node paused past its own
+//! lease is fenced out of all of them at once. Any node may ask for a lease on another
+//! node's behalf (placement): the log decides it as if the holder had asked.
 
 use std::collections::HashMap;
 
@@ -26,8 +33,13 @@ pub struct Lease {
     /// the fencing token.
     pub epoch: u64,
     /// When the lease lapses unless renewed, in the stream's clock (ns since the epoch);
-    /// 0 once released.
+    /// 0 once released. For a lease held under another, that lease's end, as of the
+    /// entry that decided or read it.
     pub expires_ns: i64,
+    /// The lease this one is held under, and at which epoch: it lasts as long as its
+    /// holder holds that lease at that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under: Option<(String, u64)>,
 }
 
 /// A lease request: one log entry.
@@ -39,6 +51,9 @@ pub(crate) enum LeaseOp {
         scope: String,
         holder: String,
         ttl_ms: u64,
+        /// Held under this lease of `holder`'s instead of for `ttl_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        under: Option<String>,
     },
     /// Give the lease up, if `holder` still holds it at `epoch`.
     Release {
@@ -90,12 +105,112 @@ impl Leases {
                 "{} holds it at epoch {}",
                 l.holder, l.epoch
             ))),
-            Some(l) if l.expires_ns < now => Err(fenced(format!(
-                "it lapsed {} ms before this write reached the log",
-                (now - l.expires_ns) / 1_000_000
-            ))),
+            Some(l) if self.end(l) < now => Err(fenced(match &l.under {
+                Some((parent, _)) if self.end(l) == 0 => {
+                    format!("{parent}, which it was held under, changed hands or was released")
+                }
+                _ => format!(
+                    "it lapsed {} ms before this write reached the log",
+                    (now - self.end(l)) / 1_000_000
+                ),
+            })),
             Some(_) => Ok(()),
         }
+    }
+
+    /// When `lease` lapses: its own end, or that of the lease it is held under while
+    /// its holder holds that one at the same epoch (0 otherwise, and once released).
+    pub(crate) fn end(&self, lease: &Lease) -> i64 {
+        match &lease.under {
+            None => lease.expires_ns,
+            Some(_) if lease.expires_ns == 0 => 0,
+            Some((parent, epoch)) => resolve_end(lease, self.map.get(parent), *epoch),
+        }
+    }
+
+    /// `lease` as a caller reads it: `expires_ns` is when it lapses.
+    fn resolved(&self, lease: &Lease) -> Lease {
+        Lease {
+            expires_ns: self.end(lease),
+            ..lease.clone()
+        }
+    }
+
+    /// Decides an acquisition: the lease to record and whether it changed hands.
+    fn acquire(
+        &self,
+        scope: String,
+        holder: String,
+        ttl_ms: u64,
+        under: Option<String>,
+        now: i64,
+    ) -> Result<(Lease, bool), StoreError> {
+        let parent = match under {
+            None => None,
+            Some(parent) => match self.map.get(&parent) {
+                Some(p) if p.holder == holder && p.under.is_none() && p.expires_ns >= now => {
+                    Some((parent, p.epoch))
+                }
+                held => {
+                    return Err(StoreError::Fenced {
+                        epoch: held.map_or(0, |p| p.epoch),
+                        detail: format!(
+                            "{holder} does not hold it, so cannot hold {scope} under it"
+                        ),
+                        scope: parent,
+                    });
+                }
+            },
+        };
+        let existing = self.map.get(&scope).filter(|l| self.end(l) >= now);
+        match existing {
+            Some(l) if l.holder != holder => Err(StoreError::LeaseHeld {
+                scope,
+                holder: l.holder.clone(),
+            }),
+            Some(l) => {
+                // Renewed: the same epoch, held on as asked now.
+                let expires_ns = if parent.is_some() {
+                    i64::MAX
+                } else {
+                    now.saturating_add(ttl_ns(ttl_ms))
+                };
+                Ok((
+                    Lease {
+                        expires_ns,
+                        under: parent,
+                        ..l.clone()
+                    },
+                    false,
+                ))
+            }
+            None => Ok((
+                Lease {
+                    epoch: self.map.get(&scope).map_or(1, |l| l.epoch + 1),
+                    expires_ns: if parent.is_some() {
+                        i64::MAX
+                    } else {
+                        now.saturating_add(ttl_ns(ttl_ms))
+                    },
+                    scope,
+                    holder,
+                    under: parent,
+                },
+                true,
+            )),
+        }
+    }
+
+    /// Every lease `holder` holds (as the applier last decided them, each resolved).
+    pub(crate) fn held_by(&self, holder: &str) -> Vec<Lease> {
+        let mut held: Vec<Lease> = self
+            .map
+            .values()
+            .filter(|l| l.holder == holder && self.end(l) != 0)
+            .map(|l| self.resolved(l))
+            .collect();
+        held.sort_by(|a, b| a.scope.cmp(&b.scope));
+        held
     }
 
     /// Decides `op` at time `now`: the batch recording the outcome (the lease's new state
@@ -112,34 +227,8 @@ impl Leases {
                 scope,
                 holder,
                 ttl_ms,
-            } => {
-                let ttl = i64::try_from(ttl_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-                let expires_ns = now.saturating_add(ttl);
-                match self.map.get(&scope) {
-                    Some(l) if l.expires_ns >= now && l.holder != holder => {
-                        Err(StoreError::LeaseHeld {
-                            scope,
-                            holder: l.holder.clone(),
-                        })
-                    }
-                    Some(l) if l.expires_ns >= now => Ok((
-                        Lease {
-                            expires_ns,
-                            ..l.clone()
-                        },
-                        false,
-                    )),
-                    held => Ok((
-                        Lease {
-                            epoch: held.map_or(1, |l| l.epoch + 1),
-                            scope,
-                            holder,
-                            expires_ns,
-                        },
-                        true,
-                    )),
-                }
-            }
+                under,
+            } => self.acquire(scope, holder, ttl_ms, under, now),
             LeaseOp::Release {
                 scope,
                 holder,
@@ -162,6 +251,7 @@ impl Leases {
         match outcome {
             Ok((lease, changed)) => {
                 let value = serde_json::to_vec(&lease).unwrap_or_default();
+                let under = lease.under.clone();
                 // Scope strings come from Solo, never from tenants; a bad one only fails
                 // this entry.
                 if let Err(e) = batch.put(LEASE_TABLE, lease.scope.as_bytes().to_vec(), value) {
@@ -177,15 +267,32 @@ impl Leases {
                         serde_json::json!({
                             "holder": lease.holder,
                             "epoch": lease.epoch,
+                            "under": under.map(|(scope, _)| scope),
                         }),
                     ));
                 }
-                self.map.insert(lease.scope.clone(), lease.clone());
-                (batch, Ok(lease))
+                let answer = self.resolved(&lease);
+                self.map.insert(lease.scope.clone(), lease);
+                (batch, Ok(answer))
             }
             Err(e) => (batch, Err(e)),
         }
     }
+}
+
+/// When a lease held under `parent` at `epoch` lapses, `parent` being what the log holds
+/// for that scope: 0 once `parent` is released, taken again or held by another.
+pub(crate) fn resolve_end(lease: &Lease, parent: Option<&Lease>, epoch: u64) -> i64 {
+    match parent {
+        Some(p) if p.epoch == epoch && p.holder == lease.holder && p.under.is_none() => {
+            p.expires_ns
+        }
+        _ => 0,
+    }
+}
+
+fn ttl_ns(ttl_ms: u64) -> i64 {
+    i64::try_from(ttl_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -199,6 +306,7 @@ mod tests {
                 scope: "svc/t/s".into(),
                 holder: holder.into(),
                 ttl_ms: 1_000,
+                under: None,
             },
             now,
         )
@@ -259,5 +367,128 @@ mod tests {
             l.check("other", 1, 0),
             Err(StoreError::Fenced { .. })
         ));
+    }
+
+    fn place(
+        l: &mut Leases,
+        scope: &str,
+        holder: &str,
+        under: &str,
+        now: i64,
+    ) -> Result<Lease, StoreError> {
+        l.decide(
+            LeaseOp::Acquire {
+                scope: scope.into(),
+                holder: holder.into(),
+                ttl_ms: 0,
+                under: Some(under.into()),
+            },
+            now,
+        )
+        .1
+    }
+
+    fn node(l: &mut Leases, holder: &str, now: i64) -> Lease {
+        l.decide(
+            LeaseOp::Acquire {
+                scope: format!("node/{holder}"),
+                holder: holder.into(),
+                ttl_ms: 1_000,
+                under: None,
+            },
+            now,
+        )
+        .1
+        .unwrap()
+    }
+
+    #[test]
+    fn leases_held_under_a_node_lease_are_renewed_and_lost_with_it() {
+        let mut l = Leases::default();
+        node(&mut l, "a", 10 * S);
+        node(&mut l, "b", 10 * S);
+        let x = place(&mut l, "tenant/x", "a", "node/a", 10 * S).unwrap();
+        assert_eq!(
+            (x.epoch, x.expires_ns, x.under.clone()),
+            (1, 11 * S, Some(("node/a".into(), 1)))
+        );
+        // Placing it again on its holder changes nothing; on another node is refused while held.
+        assert_eq!(
+            place(&mut l, "tenant/x", "a", "node/a", 10 * S + 1)
+                .unwrap()
+                .epoch,
+            1
+        );
+        assert!(matches!(
+            place(&mut l, "tenant/x", "b", "node/b", 10 * S + 2),
+            Err(StoreError::LeaseHeld { ref holder, .. }) if holder == "a"
+        ));
+        // Only under a lease the holder holds itself, and not under a lease held under another.
+        assert!(matches!(
+            place(&mut l, "tenant/y", "b", "node/a", 10 * S + 3),
+            Err(StoreError::Fenced { ref scope, .. }) if scope == "node/a"
+        ));
+        assert!(place(&mut l, "tenant/y", "a", "tenant/x", 10 * S + 3).is_err());
+        assert!(place(&mut l, "tenant/y", "a", "node/none", 10 * S + 3).is_err());
+
+        // Renewing the node's lease renews what it holds under it.
+        node(&mut l, "a", 10 * S + S / 2);
+        assert!(l.check("tenant/x", 1, 11 * S + S / 4).is_ok());
+        assert_eq!(
+            l.held_by("a")
+                .iter()
+                .map(|l| (l.scope.as_str(), l.expires_ns))
+                .collect::<Vec<_>>(),
+            vec![("node/a", 11 * S + S / 2), ("tenant/x", 11 * S + S / 2)]
+        );
+
+        // a's node lease lapses: so does tenant/x, and b may take it at a new epoch.
+        assert!(matches!(
+            l.check("tenant/x", 1, 12 * S),
+            Err(StoreError::Fenced { .. })
+        ));
+        node(&mut l, "b", 12 * S);
+        assert_eq!(
+            place(&mut l, "tenant/x", "b", "node/b", 12 * S)
+                .unwrap()
+                .epoch,
+            2
+        );
+        // a back from its pause takes its node lease again (a new epoch): tenant/x is not
+        // its any more, and neither are its writes under epoch 1.
+        assert_eq!(node(&mut l, "a", 12 * S + 1).epoch, 2);
+        assert!(matches!(
+            l.check("tenant/x", 1, 12 * S + 2),
+            Err(StoreError::Fenced { .. })
+        ));
+        assert!(l.check("tenant/x", 2, 12 * S + 2).is_ok());
+        assert!(place(&mut l, "tenant/x", "a", "node/a", 12 * S + 3).is_err());
+
+        // Held under node/a at epoch 1, tenant/z would not survive node/a's new epoch.
+        let z = place(&mut l, "tenant/z", "a", "node/a", 12 * S + 4).unwrap();
+        assert_eq!(z.under, Some(("node/a".into(), 2)));
+        let (_, released) = l.decide(
+            LeaseOp::Release {
+                scope: "node/a".into(),
+                holder: "a".into(),
+                epoch: 2,
+            },
+            12 * S + 5,
+        );
+        released.unwrap();
+        let err = l.check("tenant/z", z.epoch, 12 * S + 6).unwrap_err();
+        assert!(
+            err.to_string().contains("changed hands or was released"),
+            "{err}"
+        );
+        assert!(l.held_by("a").is_empty(), "{:?}", l.held_by("a"));
+        // Taken again after the node's lease changed hands: a new epoch.
+        node(&mut l, "a", 12 * S + 7);
+        assert_eq!(
+            place(&mut l, "tenant/z", "a", "node/a", 12 * S + 8)
+                .unwrap()
+                .epoch,
+            z.epoch + 1
+        );
     }
 }

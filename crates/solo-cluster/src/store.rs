@@ -282,6 +282,23 @@ impl JetStreamStore {
                 scope: scope.to_string(),
                 holder: self.node_id.clone(),
                 ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                under: None,
+            })
+            .await
+    }
+
+    /// Places `scope` on node `holder` under its lease `under` (a tenant on a node): held
+    /// for as long as `holder` holds `under` at its present epoch, so renewing `under`
+    /// renews it. This node may ask for itself or, placing, for another. Refused with
+    /// [`StoreError::LeaseHeld`] while `scope` is held elsewhere, and with
+    /// [`StoreError::Fenced`] unless `holder` holds `under` (a lease of its own).
+    pub async fn place(&self, scope: &str, holder: &str, under: &str) -> Result<Lease, StoreError> {
+        self.log()
+            .lease(LeaseOp::Acquire {
+                scope: scope.to_string(),
+                holder: holder.to_string(),
+                ttl_ms: 0,
+                under: Some(under.to_string()),
             })
             .await
     }
@@ -297,13 +314,31 @@ impl JetStreamStore {
             .await
     }
 
-    /// Lease `scope` as this node's view last saw it.
+    /// Lease `scope` as this node's view last saw it (held under another: lapsing with
+    /// it, `expires_ns` 0 once that one changed hands).
     pub fn lease(&self, scope: &str) -> Result<Option<Lease>, StoreError> {
-        Ok(self
-            .shared
-            .view
-            .get(LEASE_TABLE, scope.as_bytes())?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+        let snap = self.shared.view.snapshot()?;
+        let read = |scope: &str| -> Result<Option<Lease>, StoreError> {
+            Ok(snap
+                .get(LEASE_TABLE, scope.as_bytes())?
+                .and_then(|v| serde_json::from_slice(&v).ok()))
+        };
+        let Some(mut lease) = read(scope)? else {
+            return Ok(None);
+        };
+        if let Some((parent, epoch)) = &lease.under
+            && lease.expires_ns != 0
+        {
+            lease.expires_ns = crate::lease::resolve_end(&lease, read(parent)?.as_ref(), *epoch);
+        }
+        Ok(Some(lease))
+    }
+
+    /// Every lease `holder` holds as this node's view last saw them, by scope (each
+    /// with its end; lapsed ones too, so the caller judges them against its clock).
+    pub fn leases_held_by(&self, holder: &str) -> Result<Vec<Lease>, StoreError> {
+        let snap = self.shared.view.snapshot()?;
+        Ok(crate::lease::Leases::load(snap.as_ref())?.held_by(holder))
     }
 
     /// The cluster's membership through bucket `<stream>_NODES` (as replicated as the

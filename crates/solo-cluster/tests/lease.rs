@@ -175,3 +175,81 @@ async fn a_stale_fence_refuses_only_its_own_batch_in_a_group() {
         assert_eq!(e.kind, "custom.n");
     }
 }
+
+/// Tenants placed on nodes: held under each node's own lease, renewed with it in one
+/// entry, and lost with it at once when the node stops renewing (a pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_placed_on_a_node_live_and_lapse_with_its_lease() {
+    let cluster = NatsCluster::start(3, true);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&cluster, da.path(), "a").await;
+    let b = node(&cluster, db.path(), "b").await;
+    let ttl = Duration::from_millis(1500);
+    a.acquire("node/a", ttl).await.unwrap();
+    b.acquire("node/b", ttl).await.unwrap();
+    // b places two tenants on a (placement), a places one on itself.
+    let mut epochs = Vec::new();
+    for t in ["t1", "t2"] {
+        let l = b
+            .place(&format!("tenant/{t}"), "a", "node/a")
+            .await
+            .unwrap();
+        assert_eq!(
+            (l.holder.as_str(), l.under.clone()),
+            ("a", Some(("node/a".into(), 1)))
+        );
+        epochs.push(l.epoch);
+    }
+    a.place("tenant/t3", "a", "node/a").await.unwrap();
+    // Refused: a tenant held elsewhere, a node lease the holder does not hold.
+    let err = b.place("tenant/t1", "b", "node/b").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseHeld { ref holder, .. } if holder == "a"),
+        "{err}"
+    );
+    let err = b.place("tenant/t9", "b", "node/a").await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+
+    // Renewing node/a alone keeps its tenants past the first lease's end.
+    for _ in 0..4 {
+        tokio::time::sleep(ttl / 3).await;
+        a.acquire("node/a", ttl).await.unwrap();
+        b.acquire("node/b", ttl).await.unwrap();
+    }
+    a.commit(put("t1-kept", "tenant/t1", epochs[0]))
+        .await
+        .unwrap();
+    let held: Vec<String> = b
+        .leases_held_by("a")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.scope)
+        .collect();
+    assert_eq!(held, ["node/a", "tenant/t1", "tenant/t2", "tenant/t3"]);
+
+    // a stops renewing: every tenant on it lapses with node/a, b takes t1 over.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    b.acquire("node/b", ttl).await.unwrap();
+    let taken = b.place("tenant/t1", "b", "node/b").await.unwrap();
+    assert_eq!(taken.epoch, epochs[0] + 1);
+    for (t, epoch) in [("t1", epochs[0]), ("t2", epochs[1])] {
+        let err = a
+            .commit(put(&format!("{t}-stale"), &format!("tenant/{t}"), epoch))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    }
+    // a, back, holds node/a again at a new epoch, and none of its old tenants.
+    assert_eq!(a.acquire("node/a", ttl).await.unwrap().epoch, 2);
+    let t2 = a.lease("tenant/t2").unwrap().unwrap();
+    assert_eq!(t2.expires_ns, 0, "t2 was held under node/a's first epoch");
+    let target = a.applied_sequence().max(b.applied_sequence());
+    a.wait_applied(target).await;
+    b.wait_applied(target).await;
+    for n in [&a, &b] {
+        assert!(n.get("state", b"t1-kept").unwrap().is_some());
+        assert!(n.get("state", b"t1-stale").unwrap().is_none());
+        assert!(n.get("state", b"t2-stale").unwrap().is_none());
+        assert_eq!(n.lease("tenant/t1").unwrap().unwrap().holder, "b");
+    }
+}
