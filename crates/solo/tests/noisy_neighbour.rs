@@ -59,11 +59,15 @@ async fn timed_rest_calls(c: &harness::Rest, id: &str, n: usize) -> Vec<Duration
 type Flooder = Arc<dyn Fn() -> BoxFuture<'static, Option<u64>> + Send + Sync>;
 
 /// Alice keeps 100 calls going, ten times her in-flight limit, through `flooder`,
-/// waiting out each retry hint; returns how many were shed while `measure` ran.
-async fn under_flood<F: std::future::Future<Output = Duration>>(
-    flooder: Flooder,
-    measure: F,
-) -> (Duration, u64) {
+/// waiting out each retry hint, while `measure` takes bob's p99 up to three times, until
+/// one is within `bound` of `unloaded`; returns the best p99 and how many were shed.
+/// A stall holds for as long as the flood does, so it fails all three; a scheduler
+/// hiccup on the two shared cores does not.
+async fn under_flood<F, Fut>(flooder: Flooder, unloaded: Duration, measure: F) -> (Duration, u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let shed = Arc::new(AtomicU64::new(0));
     let mut flood = tokio::task::JoinSet::new();
@@ -79,22 +83,34 @@ async fn under_flood<F: std::future::Future<Output = Duration>>(
         });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let loaded = measure.await;
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        best = best.min(measure().await);
+        if best <= bound(unloaded) {
+            break;
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
-    (loaded, shed.load(Ordering::Relaxed))
+    (best, shed.load(Ordering::Relaxed))
 }
 
-/// Within 2x of the unloaded p99. The flooding client (100 tasks handling refusals)
-/// shares the two cores with the server here, and millisecond tails on them are
-/// scheduler noise (a clean CI run once measured 4.9 -> 15.0 ms), so 25 ms of absolute
-/// slack; starvation would be seconds. The benchmark reports the ratio.
+/// Within 2x of the unloaded p99, with 50 ms of absolute slack: this test is a debug
+/// build whose flooding client (100 tasks handling refusals) shares the two cores with
+/// the server, and bob's p99 beside it measured 15 to 35 ms from one run to the next on
+/// this machine (the busy lane keeps bob's calls moving; alice's calls spin on the wall
+/// clock, so her CPU stays bounded too). What the test guards is that bob is not stalled
+/// behind the flood (a stall is a queue of alice's calls: hundreds of ms); the release
+/// benchmark (`solo-bench noisy`) reports the ratio.
+fn bound(unloaded: Duration) -> Duration {
+    (unloaded * 2).max(unloaded + Duration::from_millis(50))
+}
+
 fn within_bound(face: &str, unloaded: Duration, loaded: Duration, shed: u64) {
     assert!(shed > 0, "the {face} flood was shed");
-    let bound = (unloaded * 2).max(unloaded + Duration::from_millis(25));
     println!("{face}: bob's p99 unloaded {unloaded:?}, under the flood {loaded:?}");
     assert!(
-        loaded <= bound,
+        loaded <= bound(unloaded),
         "{face}: bob's p99 went from {unloaded:?} to {loaded:?} under alice's flood"
     );
 }
@@ -136,11 +152,10 @@ async fn a_noisy_neighbour_is_shed_on_both_faces_while_the_other_tenant_stays_fa
             }
         })
     });
-    let mut b = bob.clone();
-    let (loaded, shed) = under_flood(
-        grpc,
-        async move { p99(timed_calls(&mut b, "echo", 500).await) },
-    )
+    let (loaded, shed) = under_flood(grpc, unloaded, || {
+        let mut b = bob.clone();
+        async move { p99(timed_calls(&mut b, "echo", 500).await) }
+    })
     .await;
     within_bound("gRPC", unloaded, loaded, shed);
 
@@ -171,7 +186,7 @@ async fn a_noisy_neighbour_is_shed_on_both_faces_while_the_other_tenant_stays_fa
             }
         })
     });
-    let (loaded, shed) = under_flood(rest, async {
+    let (loaded, shed) = under_flood(rest, unloaded, || async {
         p99(timed_rest_calls(&bob_rest, "echo", 500).await)
     })
     .await;
