@@ -179,7 +179,16 @@ impl Caps {
             children: DashMap::new(),
             denials: DashMap::new(),
         };
-        let snapshot = caps.store.snapshot()?;
+        caps.reload()?;
+        Ok(caps)
+    }
+
+    /// Reads every stored capability again: those another writer of the same store
+    /// (another node of a cluster) granted since are added, those it revoked are marked
+    /// revoked here too. Returns how many were new.
+    pub fn reload(&self) -> Result<usize, CapsError> {
+        let mut added = 0;
+        let snapshot = self.store.snapshot()?;
         let mut start: Vec<u8> = Vec::new();
         loop {
             let page = snapshot.range(
@@ -198,10 +207,22 @@ impl Caps {
                 let rec: Record = serde_json::from_slice(&v).map_err(|e| {
                     CapsError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&k)))
                 })?;
-                caps.insert(rec.info)?;
+                let known = CapHash::from_hex(&rec.info.hash)
+                    .and_then(|h| self.caps.get(&h).map(|c| Arc::clone(c.value())));
+                match known {
+                    Some(cap) => {
+                        if rec.info.revoked {
+                            cap.revoked.store(true, Ordering::Release);
+                        }
+                    }
+                    None => {
+                        self.insert(rec.info)?;
+                        added += 1;
+                    }
+                }
             }
         }
-        Ok(caps)
+        Ok(added)
     }
 
     fn insert(&self, info: CapInfo) -> Result<Arc<Cap>, CapsError> {

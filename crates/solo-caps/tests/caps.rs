@@ -484,3 +484,33 @@ fn arbitrary_tokens_and_stored_records_never_panic() {
         .unwrap();
     drop(g);
 }
+
+#[tokio::test]
+async fn a_second_reader_of_the_store_sees_grants_and_revocations_once_it_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(T0));
+    let f = open(&dir.path().join("solo.redb"), &now);
+    // Another node's view of the same store (on a cluster: the same buckets).
+    let clock_now = Arc::clone(&now);
+    let other = Caps::load_with_clock(
+        Arc::clone(&f.store) as Arc<dyn solo_store::Store>,
+        Arc::new(move || clock_now.load(Ordering::SeqCst)),
+    )
+    .unwrap();
+    let a = t("alice");
+    let g = f
+        .caps
+        .grant(&a, r("service:api"), perms(&["call"]), 60)
+        .await
+        .unwrap();
+    let token = g.token.expose().to_string();
+    let check = |c: &Caps| c.verify(&token, Some(&a), &r("service:api"), Permission::Call);
+    assert!(check(&other).is_err(), "not read yet");
+    assert_eq!(other.reload().unwrap(), 1);
+    assert!(check(&other).is_ok());
+    assert_eq!(other.reload().unwrap(), 0, "nothing new");
+    f.caps.revoke(&a, &token).await.unwrap();
+    assert!(check(&other).is_ok(), "not read yet");
+    assert_eq!(other.reload().unwrap(), 0);
+    assert_eq!(check(&other).unwrap_err(), DenyReason::Revoked);
+}

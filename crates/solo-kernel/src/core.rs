@@ -80,6 +80,10 @@ pub(crate) struct Core {
     pub(crate) node: Option<String>,
     /// The cluster's membership (none on an embedded server).
     pub(crate) members: Option<crate::system::Members>,
+    /// Which tenants this kernel serves (`None`: all).
+    pub(crate) serves: Option<crate::system::Serves>,
+    /// The last event before this kernel read its state from the store.
+    pub(crate) loaded_after: u64,
     /// Itself, for the closures it hands to supervisors and instances.
     pub(crate) me: Weak<Core>,
 }
@@ -143,6 +147,33 @@ impl Core {
     ) -> Result<Arc<ServiceEntry>, KernelError> {
         self.running(caller.tenant_id(), service)
             .ok_or_else(|| KernelError::not_found(service))
+    }
+
+    /// Whether this kernel serves `tenant` (on a cluster node: it is placed here).
+    pub(crate) fn serves(&self, tenant: &TenantId) -> bool {
+        self.serves.as_ref().is_none_or(|serves| serves(tenant))
+    }
+
+    /// Refuses a request of a tenant this kernel does not serve (an admin's passes): on
+    /// a cluster, another node runs its services, and serving it here too would run
+    /// them twice.
+    pub(crate) fn placed_here(&self, caller: &Caller) -> Result<(), KernelError> {
+        let tenant = caller.tenant_id();
+        if caller.is_admin() || self.serves(tenant) {
+            return Ok(());
+        }
+        Err(KernelError::Refused {
+            code: solo_types::Code::Unavailable,
+            reason: "not_placed_here",
+            message: format!(
+                "tenant {tenant} is not placed on this node{}; retry (the cluster routes \
+                 each request to the node that serves its tenant)",
+                self.node
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ),
+        })
     }
 
     /// Why the caller's last deploy of `service` failed, as a refusal, if it did lately

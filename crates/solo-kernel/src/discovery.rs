@@ -352,12 +352,47 @@ impl Registry {
         }
     }
 
-    /// Deletes every expired registration (the `discovery` component).
-    pub(crate) async fn sweep(&self) -> Result<usize, KernelError> {
+    /// Reads `tenant`'s registrations again from the store (another node of a cluster,
+    /// which served the tenant before, may have changed them).
+    pub(crate) fn reload_tenant(&self, tenant: &TenantId) -> Result<(), KernelError> {
+        let from = key(tenant, "");
+        let mut to = tenant.as_str().as_bytes().to_vec();
+        to.push(1);
+        let rows = self
+            .store
+            .snapshot()
+            .and_then(|snap| {
+                snap.range(
+                    REGISTRATIONS,
+                    Bound::Included(from.as_slice()),
+                    Bound::Excluded(to.as_slice()),
+                    usize::MAX,
+                )
+            })
+            .stage("read the registrations")?;
+        let mut mine = BTreeMap::new();
+        for (_, v) in rows {
+            if let Ok(r) = serde_json::from_slice::<Registration>(&v)
+                && &r.tenant == tenant
+            {
+                mine.insert(r.handle.clone(), r);
+            }
+        }
+        self.tenants.insert(tenant.clone(), mine);
+        Ok(())
+    }
+
+    /// Deletes every expired registration of the tenants `serves` names (the
+    /// `discovery` component; on a cluster, each node sweeps the tenants placed on it).
+    pub(crate) async fn sweep(
+        &self,
+        serves: impl Fn(&TenantId) -> bool,
+    ) -> Result<usize, KernelError> {
         let now = self.clock.now_ns();
         let expired: Vec<Registration> = self
             .tenants
             .iter()
+            .filter(|m| serves(m.key()))
             .flat_map(|m| {
                 m.values()
                     .filter(|r| r.expires_at != 0 && r.expires_at <= now)

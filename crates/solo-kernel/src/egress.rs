@@ -100,6 +100,50 @@ impl Egress {
         Ok(e)
     }
 
+    /// Reads `tenant`'s rules and secret bindings again from the store (an admin's change
+    /// made through another node of a cluster, or the tenant's own while another node
+    /// served it).
+    pub(crate) fn reload_tenant(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<(), KernelError> {
+        let snap = store.snapshot().stage("read the egress rules")?;
+        let rules = snap
+            .get(EGRESS_RULES, tenant.as_str().as_bytes())
+            .stage("read the egress rules")?
+            .and_then(|v| serde_json::from_slice::<Vec<String>>(&v).ok())
+            .and_then(|texts| parse_rules(&texts).ok())
+            .unwrap_or_default();
+        self.rules.insert(tenant.clone(), rules.into());
+        let from = secret_key(tenant, "");
+        let mut to = tenant.as_str().as_bytes().to_vec();
+        to.push(1);
+        let bound = snap
+            .range(
+                SECRET_HOSTS,
+                Bound::Included(from.as_slice()),
+                Bound::Excluded(to.as_slice()),
+                usize::MAX,
+            )
+            .stage("read the egress rules")?;
+        self.hosts.retain(|(t, _), _| t != tenant);
+        for (k, v) in bound {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Some((_, name)) = key.split_once('\0') else {
+                continue;
+            };
+            if let Some(h) = serde_json::from_slice::<Vec<String>>(&v)
+                .ok()
+                .and_then(|texts| parse_rules(&texts).ok())
+            {
+                self.hosts
+                    .insert((tenant.clone(), name.to_string()), h.into());
+            }
+        }
+        Ok(())
+    }
+
     /// A tenant's rules (none: it reaches nothing).
     pub(crate) fn tenant_rules(&self, tenant: &TenantId) -> Arc<[Rule]> {
         self.rules

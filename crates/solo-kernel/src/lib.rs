@@ -26,6 +26,7 @@ mod egress;
 mod entry;
 mod error;
 mod failed;
+mod follow;
 mod hibernate;
 mod host;
 mod kill;
@@ -65,7 +66,7 @@ pub use error::KernelError;
 pub use failed::FAILED_DEPLOY_TTL;
 pub use shedder::Permit;
 pub use swap::{DEFAULT_ROLLBACK_WINDOW, MAX_ROLLBACK_WINDOW};
-pub use system::{KernelOptions, Members};
+pub use system::{KernelOptions, Members, Serves};
 pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS};
 pub use tunables::TUNABLE_KEYS;
 
@@ -126,9 +127,10 @@ impl Kernel {
         &self.core.config
     }
 
-    /// Admits one request of `caller` against its tenant's rate (`rate_limited`; an
-    /// admin is not rate-limited) and the in-flight limits (`load_shed`).
+    /// Admits one request of `caller` if its tenant is served here (`not_placed_here`), against
+    /// its tenant's rate (`rate_limited`; not an admin) and the in-flight limits (`load_shed`).
     pub fn admit(&self, caller: &Caller) -> R<Permit> {
+        self.core.placed_here(caller)?;
         self.core
             .shedder
             .admit(caller.tenant_id(), !caller.is_admin())

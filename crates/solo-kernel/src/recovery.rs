@@ -29,19 +29,43 @@ const PARALLEL: usize = 64;
 /// tenant's many counters) read and compile it once.
 type Compiled = parking_lot::Mutex<std::collections::HashMap<String, solo_sandbox::Artifact>>;
 
-/// Starts every recorded deployment; failures are recorded per service and do not stop
-/// the others.
+/// Starts every recorded deployment of the tenants this kernel serves; failures are
+/// recorded per service and do not stop the others.
 pub(crate) async fn recover(k: &Core) -> Result<Recovery, KernelError> {
+    recover_range(k, Bound::Unbounded, Bound::Unbounded).await
+}
+
+/// Starts the recorded deployments of `tenant` that do not run here yet.
+pub(crate) async fn recover_tenant(k: &Core, tenant: &TenantId) -> Result<Recovery, KernelError> {
+    let from = format!("{tenant}/").into_bytes();
+    // '0' follows '/': every key of the tenant sorts before it.
+    let to = format!("{tenant}0").into_bytes();
+    recover_range(k, Bound::Included(from), Bound::Excluded(to)).await
+}
+
+async fn recover_range(
+    k: &Core,
+    from: Bound<Vec<u8>>,
+    to: Bound<Vec<u8>>,
+) -> Result<Recovery, KernelError> {
     let snap = k.store.snapshot().stage("read the deployments")?;
     let rows = snap
-        .range(
-            records::DEPLOYMENTS,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            usize::MAX,
-        )
+        .range(records::DEPLOYMENTS, as_ref(&from), as_ref(&to), usize::MAX)
         .stage("read the deployments")?;
     drop(snap);
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = rows
+        .into_iter()
+        .filter(|(key, _)| {
+            let key = String::from_utf8_lossy(key);
+            let Some((t, s)) = key.split_once('/') else {
+                return true; // unreadable: recover_one records why
+            };
+            match (TenantId::new(t), ServiceId::new(s)) {
+                (Ok(t), Ok(s)) => k.serves(&t) && !k.services.contains_key(&(t, s)),
+                _ => true,
+            }
+        })
+        .collect();
     let compiled = Compiled::default();
     let results: Vec<Result<(), ()>> = futures::stream::iter(rows)
         .map(|(key, value)| recover_one(k, &compiled, key, value))
@@ -97,6 +121,14 @@ async fn recover_one(
             k.record(vec![e], "a recovery").await;
             Err(())
         }
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -218,4 +250,28 @@ async fn start_recorded(
     k.services
         .insert(map_key, Slot::Running(Arc::clone(&entry)));
     Ok(snapshot.as_ref().map(Vec::len))
+}
+
+/// Cluster placement through the kernel.
+impl crate::Kernel {
+    /// Takes `tenant` on once it is placed on this node: reloads what this kernel keeps
+    /// of it in memory from the store (another node may have changed it since this
+    /// kernel read it: its registrations, its egress lists, the capabilities), then
+    /// brings back its recorded services with their last snapshots, as recovery at
+    /// start does (`service_recovered`). Its services already running here are left
+    /// alone, so adopting twice starts nothing twice.
+    #[tracing::instrument(name = "solo_kernel.adopt", skip_all, fields(%tenant))]
+    pub async fn adopt(&self, tenant: &TenantId) -> Result<Recovery, KernelError> {
+        let k = &self.core;
+        k.registry.reload_tenant(tenant)?;
+        k.egress.reload_tenant(k.store.as_ref(), tenant)?;
+        k.caps.caps().reload().stage("reload the capabilities")?;
+        let recovery = recover_tenant(k, tenant).await?;
+        tracing::info!(
+            recovered = recovery.recovered,
+            failed = recovery.failed,
+            "tenant adopted"
+        );
+        Ok(recovery)
+    }
 }

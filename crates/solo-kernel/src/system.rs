@@ -60,7 +60,15 @@ pub struct KernelOptions {
     /// The cluster's nodes as this node last heard from them, shown to admins by health
     /// (none on an embedded server).
     pub members: Option<Members>,
+    /// Which tenants this kernel serves (on a cluster node, those placed on it); `None`:
+    /// every tenant. Recovery brings back only theirs, another tenant's requests are
+    /// refused (`unavailable`, `not_placed_here`), and [`crate::Kernel::adopt`] takes a
+    /// tenant on once it is placed here.
+    pub serves: Option<Serves>,
 }
+
+/// Whether a kernel serves a tenant (called on every admission: keep it cheap).
+pub type Serves = Arc<dyn Fn(&solo_types::TenantId) -> bool + Send + Sync>;
 
 /// Reads the cluster's membership (cheap: what the node's heartbeat task last read).
 pub type Members = Arc<dyn Fn() -> Vec<solo_types::api::ClusterNode> + Send + Sync>;
@@ -74,6 +82,8 @@ pub(crate) async fn boot(
     options: KernelOptions,
 ) -> Result<Arc<Core>, KernelError> {
     let clock = options.clock.unwrap_or_else(solo_types::clock::system);
+    // What is read below is as of this event or later.
+    let loaded_after = store.last_id();
     let caps = Capabilities::load(Arc::clone(&store), Arc::clone(&clock))?;
     let registry = Registry::load(Arc::clone(&store), Arc::clone(&clock), caps.shared())?;
     let tunables = Arc::new(Tunables::new(&config));
@@ -116,6 +126,8 @@ pub(crate) async fn boot(
         making_room: tokio::sync::Mutex::new(None),
         node: options.node,
         members: options.members,
+        serves: options.serves,
+        loaded_after,
         me: me.clone(),
     });
     apply_to_sandbox(&k);
@@ -251,7 +263,7 @@ fn default_components(k: &Core, bodies: &mut HashMap<&'static str, ComponentBody
             false,
             |k| {
                 Box::pin(async move {
-                    if let Err(e) = k.registry.sweep().await {
+                    if let Err(e) = k.registry.sweep(|t| k.serves(t)).await {
                         tracing::warn!(error = %e, "sweeping expired registrations failed");
                     }
                 })
@@ -479,7 +491,7 @@ pub(crate) fn apply_to_sandbox(k: &Core) {
 /// Applies the runtime configuration changes kept in the store, over the configuration
 /// the process started with: a change made at run time holds until it is changed again.
 /// A kept value this build no longer accepts is skipped with a warning.
-fn replay_config(store: &dyn Store, tunables: &Tunables) -> Result<(), KernelError> {
+pub(crate) fn replay_config(store: &dyn Store, tunables: &Tunables) -> Result<(), KernelError> {
     let rows = store
         .snapshot()
         .stage("read the runtime configuration")?

@@ -208,6 +208,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             egress: Some(Arc::new(egress)),
             node: active.as_ref().and(cfg.cluster.node_id.clone()),
             members: active.as_ref().and_then(crate::cluster::Active::members),
+            // The one active node of a cluster serves every tenant, for now.
+            serves: None,
         },
     )
     .await?;

@@ -9,6 +9,7 @@ mod flow;
 mod hibernation;
 mod node;
 mod parking;
+mod placement;
 
 use std::sync::Arc;
 use std::time::Duration;
