@@ -213,6 +213,19 @@ impl Leases {
         held
     }
 
+    /// Every lease whose scope starts with `prefix`, resolved, lapsed ones too (not
+    /// released ones).
+    pub(crate) fn with_prefix(&self, prefix: &str) -> Vec<Lease> {
+        let mut found: Vec<Lease> = self
+            .map
+            .values()
+            .filter(|l| l.scope.starts_with(prefix) && self.end(l) != 0)
+            .map(|l| self.resolved(l))
+            .collect();
+        found.sort_by(|a, b| a.scope.cmp(&b.scope));
+        found
+    }
+
     /// Decides `op` at time `now`: the batch recording the outcome (the lease's new state
     /// and, when it changes hands, an event), and the outcome.
     pub(crate) fn decide(

@@ -18,6 +18,7 @@ pub mod compact;
 mod lease;
 pub mod membership;
 mod options;
+pub mod placement;
 mod store;
 pub mod testing;
 
