@@ -342,6 +342,20 @@ impl Caps {
             .map(|cap| cap.info())
     }
 
+    /// The tenant that granted `token`, if it is one this store holds (revoked or
+    /// expired ones too): where a cluster routes a bearer request, not an authorization
+    /// (the node that serves the tenant verifies the token). Read from memory, else from
+    /// the store, which another node may have written since this one loaded it.
+    pub fn tenant_of(&self, token: &str) -> Option<TenantId> {
+        let hash = hash_token(token)?;
+        if let Some(cap) = self.caps.get(&hash) {
+            return Some(cap.scope.tenant.clone());
+        }
+        let v = self.store.get(TABLE, hash.to_hex().as_bytes()).ok()??;
+        let rec: Record = serde_json::from_slice(&v).ok()?;
+        Some(rec.info.tenant)
+    }
+
     /// [`Caps::verify`] without describing the capability: the hot path of a guest's
     /// `verify`, which only needs the answer.
     pub fn verify_only(

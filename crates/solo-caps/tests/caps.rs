@@ -506,6 +506,12 @@ async fn a_second_reader_of_the_store_sees_grants_and_revocations_once_it_reload
     let token = g.token.expose().to_string();
     let check = |c: &Caps| c.verify(&token, Some(&a), &r("service:api"), Permission::Call);
     assert!(check(&other).is_err(), "not read yet");
+    // Where to route it is known at once, from the store.
+    assert_eq!(other.tenant_of(&token), Some(a.clone()));
+    let forged = format!("solo_{}", "A".repeat(43));
+    for bad in [forged.as_str(), "", "solo_", "Bearer x", "solo_\u{0}"] {
+        assert_eq!(other.tenant_of(bad), None, "{bad:?}");
+    }
     assert_eq!(other.reload().unwrap(), 1);
     assert!(check(&other).is_ok());
     assert_eq!(other.reload().unwrap(), 0, "nothing new");
@@ -513,4 +519,5 @@ async fn a_second_reader_of_the_store_sees_grants_and_revocations_once_it_reload
     assert!(check(&other).is_ok(), "not read yet");
     assert_eq!(other.reload().unwrap(), 0);
     assert_eq!(check(&other).unwrap_err(), DenyReason::Revoked);
+    assert_eq!(other.tenant_of(&token), Some(a), "revoked, still alice's");
 }

@@ -75,6 +75,39 @@ pub(crate) fn write_forwarded(conn: Option<&ConnInfo>, headers: &mut HeaderMap) 
     }
 }
 
+/// Whom a request says it acts for, as far as routing it on a cluster needs to know:
+/// nothing here is verified (the node it is routed to authenticates it, and refuses a
+/// tenant it does not serve), so a false claim only sends a request where it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A tenant's certificate, or an admin's acting for a tenant (`x-solo-tenant`).
+    Tenant(TenantId),
+    /// A bearer token on a connection without a certificate: its tenant is found from
+    /// the token.
+    Token(String),
+    /// An admin acting for no tenant in particular: served where it arrived.
+    Admin,
+    /// No credentials, or unusable ones: served where it arrived, which refuses it.
+    Nobody,
+}
+
+/// The claim of a request on `conn` (as [`on_behalf`] made it) with `headers`.
+pub fn claim(conn: Option<&ConnInfo>, headers: &HeaderMap) -> Claim {
+    let asker = Asker::from_headers(None, headers);
+    let who = asker.who();
+    if let Some(peer) = conn.and_then(|c| c.peer.as_ref()) {
+        return match by_certificate(peer, who.acting_for) {
+            Ok(c) if c.is_admin() && who.acting_for.is_none() => Claim::Admin,
+            Ok(c) => Claim::Tenant(c.tenant_id().clone()),
+            Err(_) => Claim::Nobody,
+        };
+    }
+    match who.bearer {
+        Some(token) if !token.is_empty() => Claim::Token(token.to_string()),
+        _ => Claim::Nobody,
+    }
+}
+
 /// Who is asking, as a face hands it, untouched, to the operation it serves: the
 /// connection's identity, the bearer token and the `x-solo-tenant` header, if any.
 #[derive(Clone, Copy, Default)]
@@ -231,6 +264,46 @@ mod tests {
             }
             assert_eq!(on_behalf(&node, &mut h).peer, None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_request_claims_a_tenant_by_certificate_or_token() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let tenant = |s: &str| Claim::Tenant(TenantId::new(s).unwrap());
+        let alice = conn(Some(("alice", false, false)));
+        let root = conn(Some(("root", true, false)));
+        let node = conn(Some(("node-b", false, true)));
+        let none = conn(None);
+        let bearer = with(&[("authorization", "Bearer solo_abc")]);
+        let acting = with(&[(solo_proto::TENANT_KEY, "bob")]);
+        // A certificate wins over a token; a tenant's x-solo-tenant changes nothing.
+        assert_eq!(claim(Some(&alice), &bearer), tenant("alice"));
+        assert_eq!(claim(Some(&alice), &acting), tenant("alice"));
+        // An admin acting for a tenant goes where the tenant is; otherwise anywhere.
+        assert_eq!(claim(Some(&root), &acting), tenant("bob"));
+        assert_eq!(claim(Some(&root), &HeaderMap::new()), Claim::Admin);
+        // A token without a certificate is looked up.
+        assert_eq!(claim(Some(&none), &bearer), Claim::Token("solo_abc".into()));
+        assert_eq!(claim(None, &bearer), Claim::Token("solo_abc".into()));
+        // Nothing usable: a node's certificate, a CN that is no tenant id, an admin
+        // acting for a bad id, an empty token, nothing at all.
+        let bad_cn = conn(Some(("Not A Tenant", false, false)));
+        let bad_acting = with(&[(solo_proto::TENANT_KEY, "B@D")]);
+        assert_eq!(claim(Some(&node), &HeaderMap::new()), Claim::Nobody);
+        assert_eq!(claim(Some(&bad_cn), &HeaderMap::new()), Claim::Nobody);
+        assert_eq!(claim(Some(&root), &bad_acting), Claim::Nobody);
+        let empty = with(&[("authorization", "Bearer ")]);
+        assert_eq!(claim(None, &empty), Claim::Nobody);
+        assert_eq!(claim(None, &HeaderMap::new()), Claim::Nobody);
     }
 
     #[test]

@@ -125,8 +125,18 @@ impl Forwarding {
     /// Forwards `req` (which came to `which`) and returns the serving node's response,
     /// or the refusal.
     pub async fn forward(&self, which: Listener, req: Request<Body>) -> Response<Body> {
+        self.forward_to(req, (self.pick)(which)).await
+    }
+
+    /// Forwards `req` to `up`, or refuses it with `up`'s failure (a node routing each
+    /// request by its tenant picks `up` itself).
+    pub async fn forward_to(
+        &self,
+        req: Request<Body>,
+        up: Result<Upstream, Failure>,
+    ) -> Response<Body> {
         let grpc = is_grpc(req.headers());
-        let up = match (self.pick)(which) {
+        let up = match up {
             Ok(up) => up,
             Err(failure) => return refused(grpc, failure),
         };
@@ -448,7 +458,7 @@ mod tests {
 /// Forwarding against a real HTTP/2 server over mutual TLS (the serving node's side is a
 /// bare hyper server here: what it sees, and what happens when it goes away).
 #[cfg(test)]
-mod wire {
+pub(crate) mod wire {
     use std::convert::Infallible;
 
     use http_body_util::{BodyExt, StreamBody};
@@ -462,15 +472,15 @@ mod wire {
     /// A serving node: counts its connections, echoes who a request names, holds
     /// `/hold` until released, never answers `/hang`, and starts `/cut`'s body but never
     /// finishes it. `kill` drops every connection, as a process dying would.
-    struct Serving {
-        addr: String,
+    pub(crate) struct Serving {
+        pub(crate) addr: String,
         connections: Arc<AtomicUsize>,
-        requests: Arc<AtomicUsize>,
+        pub(crate) requests: Arc<AtomicUsize>,
         release: Arc<Notify>,
         kill: tokio_util::sync::CancellationToken,
     }
 
-    async fn serving(files: &TlsFiles) -> Serving {
+    pub(crate) async fn serving(files: &TlsFiles) -> Serving {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let acceptor = TlsAcceptor::from(crate::tls::server_config(files).unwrap());
@@ -550,7 +560,7 @@ mod wire {
         s
     }
 
-    fn files_and_node() -> (tempfile::TempDir, TlsFiles, (String, String)) {
+    pub(crate) fn files_and_node() -> (tempfile::TempDir, TlsFiles, (String, String)) {
         let d = tempfile::tempdir().unwrap();
         crate::pki::init(d.path(), &[]).unwrap();
         let paths = CertPaths::new(d.path());
@@ -559,7 +569,7 @@ mod wire {
         (d, files, node)
     }
 
-    fn request(path: &str, grpc: bool) -> Request<Body> {
+    pub(crate) fn request(path: &str, grpc: bool) -> Request<Body> {
         let mut b = Request::builder().uri(path);
         if grpc {
             b = b.header(header::CONTENT_TYPE, "application/grpc");
@@ -576,7 +586,7 @@ mod wire {
         req
     }
 
-    fn to(addr: &str) -> Pick {
+    pub(crate) fn to(addr: &str) -> Pick {
         let addr = addr.to_string();
         Arc::new(move |_| {
             Ok(Upstream {
@@ -587,7 +597,7 @@ mod wire {
         })
     }
 
-    async fn text(r: Response<Body>) -> String {
+    pub(crate) async fn text(r: Response<Body>) -> String {
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pki;
 pub mod rest;
+pub mod route;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -109,6 +110,8 @@ pub struct Gateway {
     drain: CancellationToken,
     connections: TaskTracker,
     table: Arc<conns::Table>,
+    /// Routing by tenant, on a cluster whose nodes serve the tenants placed on them.
+    routing: std::sync::OnceLock<route::Routing>,
 }
 
 impl Gateway {
@@ -141,6 +144,7 @@ impl Gateway {
             connections: TaskTracker::new(),
             table: conns::Table::new(config.connections),
             config,
+            routing: std::sync::OnceLock::new(),
         }))
     }
 
@@ -165,6 +169,12 @@ impl Gateway {
             let me = Arc::clone(&me);
             Box::pin(async move { me.accept_all(ctx.shutdown).await })
         })
+    }
+
+    /// Routes each request by its tenant from now on ([`route`]): set once, before
+    /// [`Gateway::attach`]; false if it was set already.
+    pub fn route_by_tenant(&self, routing: route::Routing) -> bool {
+        self.routing.set(routing).is_ok()
     }
 
     /// Hands the started kernel to the gateway: requests are served from now on.
@@ -210,11 +220,12 @@ impl Gateway {
         };
         let mcp_router = mcp::router(Arc::clone(&ops), mcp_options, max);
         let rest_router = rest::router(ops, max).merge(mcp_router);
-        let mut loops = self.accept_on_every_listener(
-            (grpc_router, rest_router),
-            &stop,
-            &CancellationToken::new(),
+        let routing = self.routing.get();
+        let routers = (
+            route::routed(grpc_router, forward::Listener::Grpc, routing),
+            route::routed(rest_router, forward::Listener::Http, routing),
         );
+        let mut loops = self.accept_on_every_listener(routers, &stop, &CancellationToken::new());
         // Any loop ending before `stop` is a crash of the component, unless the server
         // is draining (the loops stop accepting then, and the component waits to be
         // stopped).
@@ -376,9 +387,13 @@ impl Gateway {
         let info = Arc::new(info);
         let slot = Arc::new(slot);
         let tracked = Arc::clone(&slot);
+        let from_node = info.peer.as_ref().is_some_and(|p| p.node);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let info = auth::on_behalf(&info, req.headers_mut());
             req.extensions_mut().insert(info);
+            if from_node {
+                req.extensions_mut().insert(route::FromNode);
+            }
             let router = router.clone();
             // The request is in flight until its response body is dropped, so a stream
             // (a watch, a log tail) keeps its connection open however quiet it is.

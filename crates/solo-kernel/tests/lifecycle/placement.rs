@@ -182,6 +182,25 @@ async fn a_kernel_follows_the_changes_another_makes_to_config_and_egress() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(left.is_empty(), "{left:?}");
+
+    // A token bob grants through one node routes to bob from the other at once; a
+    // token nobody granted routes nowhere.
+    let granted = system
+        .grant_capability(
+            &bob(),
+            solo_kernel::GrantRequest {
+                resource: solo_types::Resource::Any,
+                permissions: solo_types::Permissions::parse(["read"]).unwrap(),
+                ttl_seconds: Some(60),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.token_tenant(granted.token.expose()), Some(t("bob")));
+    assert_eq!(
+        other.token_tenant(&format!("solo_{}", "x".repeat(43))),
+        None
+    );
     following.abort();
     system.shutdown().await;
     other.shutdown().await;

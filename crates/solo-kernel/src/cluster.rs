@@ -1,6 +1,7 @@
-//! Following the changes other kernels make to what every kernel keeps in memory: on a
-//! cluster, an admin's change reaches the node the admin called, and every other node
-//! applies it from the log.
+//! What a kernel does as one node of a cluster: it follows the changes other kernels
+//! make to what every kernel keeps in memory (an admin's change reaches the node the
+//! admin called, and every other node applies it from the log), and says which tenant a
+//! bearer token belongs to, so the node's gateway can route the request.
 
 use std::time::Duration;
 
@@ -54,5 +55,11 @@ impl crate::Kernel {
     /// node runs it beside its kernel; a single server needs none).
     pub async fn follow(&self) {
         follow(&self.core).await;
+    }
+
+    /// The tenant that granted a bearer `token`, if this store holds it: where to route
+    /// the request, not whether to serve it (the serving node verifies the token).
+    pub fn token_tenant(&self, token: &str) -> Option<solo_types::TenantId> {
+        self.core.caps.caps().tenant_of(token)
     }
 }
