@@ -254,6 +254,36 @@ async fn start_recorded(
 
 /// Cluster placement through the kernel.
 impl crate::Kernel {
+    /// Every tenant with recorded deployments (services whose desired state is
+    /// running), with how many: what a cluster places on its nodes, by load.
+    pub fn deployed_tenants(
+        &self,
+    ) -> Result<std::collections::BTreeMap<TenantId, usize>, KernelError> {
+        let snap = self.core.store.snapshot().stage("read the deployments")?;
+        let mut tenants = std::collections::BTreeMap::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let page = snap
+                .range(
+                    records::DEPLOYMENTS,
+                    Bound::Excluded(from.as_slice()),
+                    Bound::Unbounded,
+                    4096,
+                )
+                .stage("read the deployments")?;
+            let Some((last, _)) = page.last() else {
+                return Ok(tenants);
+            };
+            from = last.clone();
+            for (key, _) in &page {
+                let key = String::from_utf8_lossy(key);
+                if let Some(t) = key.split_once('/').and_then(|(t, _)| TenantId::new(t).ok()) {
+                    *tenants.entry(t).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
     /// Takes `tenant` on once it is placed on this node: reloads what this kernel keeps
     /// of it in memory from the store (another node may have changed it since this
     /// kernel read it: its registrations, its egress lists, the capabilities), then

@@ -81,6 +81,27 @@ async fn a_kernel_serves_the_tenants_placed_on_it_and_adopts_one_with_its_state(
     let first = node(Arc::clone(&store), "n1", None).await;
     counter_at(&first, &alice(), 3).await;
     counter_at(&first, &bob(), 5).await;
+    first
+        .deploy(
+            &bob(),
+            DeployRequest::new(sid("d"), Format::Js, js("counter")),
+        )
+        .await
+        .unwrap();
+    // What a cluster places, by load: each tenant with its running services.
+    let deployed = first.deployed_tenants().unwrap();
+    assert_eq!(
+        deployed
+            .iter()
+            .map(|(t, n)| (t.as_str(), *n))
+            .collect::<Vec<_>>(),
+        [("alice", 1), ("bob", 2)]
+    );
+    first
+        .kill(&bob(), &sid("d"), solo_kernel::KillOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.deployed_tenants().unwrap()[&t("bob")], 1);
     first.shutdown().await;
     drop(first);
 
