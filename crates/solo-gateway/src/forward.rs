@@ -80,7 +80,14 @@ pub struct Forwarding {
     /// Held while a connection is opened: clients that find every connection full wait
     /// for one new connection rather than each opening its own.
     connecting: tokio::sync::Mutex<()>,
+    /// When reaching each address last failed: for [`REMEMBER_FAILURE`] after, requests
+    /// to it are refused at once instead of each waiting out a connect of its own
+    /// (behind the one before it) to a node that is paused or gone.
+    failed: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a failure to reach a node is remembered.
+const REMEMBER_FAILURE: Duration = Duration::from_secs(1);
 
 /// One connection to a serving node, with how many requests it carries.
 struct Upward {
@@ -119,6 +126,7 @@ impl Forwarding {
             pick,
             open: Mutex::new(HashMap::new()),
             connecting: tokio::sync::Mutex::new(()),
+            failed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -183,10 +191,35 @@ impl Forwarding {
         if let Some(place) = self.reserve(addr) {
             return Ok(place);
         }
+        self.not_failed_lately(addr)?;
         let _one = self.connecting.lock().await;
         if let Some(place) = self.reserve(addr) {
             return Ok(place);
         }
+        self.not_failed_lately(addr)?;
+        let opened = self.open_to(addr).await;
+        match &opened {
+            Ok(_) => self.failed.lock().remove(addr),
+            Err(_) => self
+                .failed
+                .lock()
+                .insert(addr.to_string(), std::time::Instant::now()),
+        };
+        opened
+    }
+
+    /// Refuses `addr` if reaching it failed less than [`REMEMBER_FAILURE`] ago.
+    fn not_failed_lately(&self, addr: &str) -> Result<(), String> {
+        match self.failed.lock().get(addr) {
+            Some(at) if at.elapsed() < REMEMBER_FAILURE => {
+                Err("it could not be reached a moment ago".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A new connection to `addr`, with a place for one request on it.
+    async fn open_to(&self, addr: &str) -> Result<(SendRequest<Body>, Carried), String> {
         let host = addr
             .rsplit_once(':')
             .map_or(addr, |(h, _)| h)
@@ -458,216 +491,4 @@ mod tests {
 /// Forwarding against a real HTTP/2 server over mutual TLS (the serving node's side is a
 /// bare hyper server here: what it sees, and what happens when it goes away).
 #[cfg(test)]
-pub(crate) mod wire {
-    use std::convert::Infallible;
-
-    use http_body_util::{BodyExt, StreamBody};
-    use tokio::net::TcpListener;
-    use tokio::sync::{Notify, mpsc};
-    use tokio_rustls::TlsAcceptor;
-
-    use super::*;
-    use crate::pki::{Ca, CertPaths};
-
-    /// A serving node: counts its connections, echoes who a request names, holds
-    /// `/hold` until released, never answers `/hang`, and starts `/cut`'s body but never
-    /// finishes it. `kill` drops every connection, as a process dying would.
-    pub(crate) struct Serving {
-        pub(crate) addr: String,
-        connections: Arc<AtomicUsize>,
-        pub(crate) requests: Arc<AtomicUsize>,
-        release: Arc<Notify>,
-        kill: tokio_util::sync::CancellationToken,
-    }
-
-    pub(crate) async fn serving(files: &TlsFiles) -> Serving {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let acceptor = TlsAcceptor::from(crate::tls::server_config(files).unwrap());
-        let s = Serving {
-            addr,
-            connections: Arc::default(),
-            requests: Arc::default(),
-            release: Arc::new(Notify::new()),
-            kill: tokio_util::sync::CancellationToken::new(),
-        };
-        let (connections, requests, release, kill) = (
-            Arc::clone(&s.connections),
-            Arc::clone(&s.requests),
-            Arc::clone(&s.release),
-            s.kill.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    continue;
-                };
-                let node = crate::tls::peer_identity(tls.get_ref().1.peer_certificates());
-                assert!(
-                    node.is_some_and(|n| n.node),
-                    "the forwarder presents a node certificate"
-                );
-                connections.fetch_add(1, Ordering::SeqCst);
-                let (requests, release, kill) =
-                    (Arc::clone(&requests), Arc::clone(&release), kill.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (requests, release) = (Arc::clone(&requests), Arc::clone(&release));
-                        async move {
-                            requests.fetch_add(1, Ordering::SeqCst);
-                            let named = req
-                                .headers()
-                                .get(crate::auth::FORWARDED_PEER)
-                                .map(|v| v.to_str().unwrap().to_string())
-                                .unwrap_or_default();
-                            match req.uri().path() {
-                                "/hold" => release.notified().await,
-                                "/hang" => std::future::pending::<()>().await,
-                                "/cut" => {
-                                    let (tx, rx) = mpsc::channel::<
-                                        Result<Frame<hyper::body::Bytes>, Infallible>,
-                                    >(1);
-                                    tx.send(Ok(Frame::data("part".into()))).await.unwrap();
-                                    std::mem::forget(tx);
-                                    let body = Body::new(StreamBody::new(
-                                        tokio_stream::wrappers::ReceiverStream::new(rx),
-                                    ));
-                                    return Ok::<_, Infallible>(
-                                        Response::builder()
-                                            .header(header::CONTENT_TYPE, "application/grpc")
-                                            .body(body)
-                                            .unwrap(),
-                                    );
-                                }
-                                _ => {}
-                            }
-                            Ok(Response::new(Body::from(named)))
-                        }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .max_concurrent_streams(1024)
-                        .serve_connection(TokioIo::new(tls), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        () = kill.cancelled() => {}
-                    }
-                });
-            }
-        });
-        s
-    }
-
-    pub(crate) fn files_and_node() -> (tempfile::TempDir, TlsFiles, (String, String)) {
-        let d = tempfile::tempdir().unwrap();
-        crate::pki::init(d.path(), &[]).unwrap();
-        let paths = CertPaths::new(d.path());
-        let files = TlsFiles::load(&paths).unwrap();
-        let node = Ca::load(&paths).unwrap().issue_node("node-b").unwrap();
-        (d, files, node)
-    }
-
-    pub(crate) fn request(path: &str, grpc: bool) -> Request<Body> {
-        let mut b = Request::builder().uri(path);
-        if grpc {
-            b = b.header(header::CONTENT_TYPE, "application/grpc");
-        }
-        let mut req = b.body(Body::empty()).unwrap();
-        req.extensions_mut().insert(Arc::new(ConnInfo {
-            peer: Some(crate::tls::PeerIdentity {
-                common_name: "alice".into(),
-                admin: false,
-                node: false,
-            }),
-            remote: "127.0.0.1:9".parse().unwrap(),
-        }));
-        req
-    }
-
-    pub(crate) fn to(addr: &str) -> Pick {
-        let addr = addr.to_string();
-        Arc::new(move |_| {
-            Ok(Upstream {
-                node: "a".into(),
-                addr: addr.clone(),
-                unreachable: Failure::new(Code::Unavailable, "no_active_node", "a is away"),
-            })
-        })
-    }
-
-    pub(crate) async fn text(r: Response<Body>) -> String {
-        let bytes = r.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn requests_share_connections_until_one_is_full() {
-        let (_d, files, node) = files_and_node();
-        let up = serving(&files).await;
-        let f = Arc::new(Forwarding::new(&files, (&node.0, &node.1), to(&up.addr)).unwrap());
-        let r = f.forward(Listener::Http, request("/", false)).await;
-        assert_eq!(text(r).await, "tenant alice");
-        // 300 requests held at once take a second connection, not 300.
-        let held: Vec<_> = (0..300)
-            .map(|_| {
-                let f = Arc::clone(&f);
-                tokio::spawn(
-                    async move { f.forward(Listener::Http, request("/hold", false)).await },
-                )
-            })
-            .collect();
-        while up.requests.load(Ordering::SeqCst) < 301 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
-        up.release.notify_waiters();
-        for h in held {
-            assert_eq!(h.await.unwrap().status(), 200);
-        }
-        // Their places are given back: the next request reuses a connection.
-        let r = f.forward(Listener::Http, request("/", false)).await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_serving_node_that_goes_away_is_owner_lost_and_one_not_there_is_refused() {
-        let (_d, files, node) = files_and_node();
-        let up = serving(&files).await;
-        let f = Arc::new(Forwarding::new(&files, (&node.0, &node.1), to(&up.addr)).unwrap());
-        let hang = {
-            let f = Arc::clone(&f);
-            tokio::spawn(async move { f.forward(Listener::Grpc, request("/hang", true)).await })
-        };
-        let cut = f.forward(Listener::Grpc, request("/cut", true)).await;
-        assert_eq!(cut.status(), 200);
-        while up.requests.load(Ordering::SeqCst) < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        up.kill.cancel();
-        // Not answered yet: a trailers-only status.
-        let r = hang.await.unwrap();
-        assert_eq!(r.headers()["grpc-status"], "14");
-        assert_eq!(r.headers()[solo_proto::REASON_KEY], "owner_lost");
-        // Cut short: the body ends with the status in its trailers.
-        let done = cut.into_body().collect().await.unwrap();
-        let trailers = done.trailers().cloned().unwrap();
-        assert_eq!(trailers["grpc-status"], "14");
-        assert_eq!(done.to_bytes(), "part");
-
-        // Nobody to forward to, or nobody listening: refused, nothing sent.
-        let nobody: Pick = Arc::new(|_| Err(owner_lost("z")));
-        let f = Forwarding::new(&files, (&node.0, &node.1), nobody).unwrap();
-        let r = f.forward(Listener::Http, request("/", false)).await;
-        assert_eq!(r.status(), 503);
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gone = closed.local_addr().unwrap().to_string();
-        drop(closed);
-        let f = Forwarding::new(&files, (&node.0, &node.1), to(&gone)).unwrap();
-        let r = f.forward(Listener::Http, request("/", false)).await;
-        assert_eq!(r.status(), 503);
-        assert!(text(r).await.contains("no_active_node"));
-    }
-}
+pub(crate) mod wire;
