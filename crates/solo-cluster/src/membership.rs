@@ -44,6 +44,22 @@ pub struct Heartbeat {
     /// The last entry of the log the node's view had applied when it beat.
     #[serde(default)]
     pub applied: u64,
+    /// Where the node's reader would resume if it started again (earlier than
+    /// `applied + 1` while a large batch's parts are still arriving): the log must keep
+    /// the entries from here for it. 0 from a node that does not say.
+    #[serde(default)]
+    pub resume: u64,
+}
+
+impl Heartbeat {
+    /// The first entry of the log this node still needs.
+    pub fn needs_from(&self) -> u64 {
+        if self.resume > 0 {
+            self.resume.min(self.applied + 1)
+        } else {
+            self.applied + 1
+        }
+    }
 }
 
 /// A node as last heard from.
@@ -66,6 +82,9 @@ impl Member {
     }
 }
 
+/// Reads where the node's reader would resume (`None` if its view cannot say).
+pub(crate) type Resume = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
 /// This node's heartbeats and what it last read of everybody's.
 pub struct Membership {
     js: jetstream::Context,
@@ -74,6 +93,8 @@ pub struct Membership {
     lease: Duration,
     /// The node's applied sequence, said in each heartbeat.
     applied: watch::Receiver<u64>,
+    /// Where the node's reader resumes (its view's marker), said in each heartbeat.
+    resume: Resume,
     me: Mutex<Heartbeat>,
     members: Mutex<Vec<Member>>,
 }
@@ -89,6 +110,7 @@ impl Membership {
         lease: Duration,
         me: Heartbeat,
         applied: watch::Receiver<u64>,
+        resume: Resume,
     ) -> Arc<Self> {
         Arc::new(Self {
             js,
@@ -96,6 +118,7 @@ impl Membership {
             replicas,
             lease,
             applied,
+            resume,
             me: Mutex::new(me),
             members: Mutex::new(Vec::new()),
         })
@@ -183,6 +206,7 @@ impl Membership {
     async fn beat(&self, kv: &kv::Store) -> Result<(), String> {
         let mut me = self.me.lock().clone();
         me.applied = *self.applied.borrow();
+        me.resume = (self.resume)().unwrap_or(0);
         let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
         kv.put(&me.node, value.into())
             .await
@@ -207,5 +231,37 @@ impl Membership {
         }
         members.sort_by(|a, b| a.beat.node.cmp(&b.beat.node));
         Ok(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_node_needs_the_log_from_where_its_reader_resumes() {
+        let beat = |applied, resume| Heartbeat {
+            node: "a".into(),
+            grpc: None,
+            http: None,
+            version: "v".into(),
+            started_ms: 0,
+            applied,
+            resume,
+        };
+        // Idle: right after what it applied.
+        assert_eq!(beat(10, 11).needs_from(), 11);
+        // A large batch's first parts at 7 and 8 wait for the rest: from 7.
+        assert_eq!(beat(10, 7).needs_from(), 7);
+        // A node of an earlier version says nothing: after what it applied.
+        assert_eq!(beat(10, 0).needs_from(), 11);
+        // Said later than applied (never by this build): no later than applied + 1.
+        assert_eq!(beat(10, 50).needs_from(), 11);
+        // An older heartbeat without the field reads as 0.
+        let old: Heartbeat =
+            serde_json::from_str(r#"{"node":"a","version":"v","started_ms":0,"applied":10}"#)
+                .unwrap();
+        assert_eq!(old.needs_from(), 11);
     }
 }

@@ -346,7 +346,17 @@ impl JetStreamStore {
     pub fn membership(&self, lease: Duration, me: Heartbeat) -> Arc<Membership> {
         let bucket = format!("{}_NODES", self.stream);
         let applied = self.shared.applied.subscribe();
-        Membership::new(self.js.clone(), bucket, self.replicas, lease, me, applied)
+        let shared = Arc::clone(&self.shared);
+        let resume = Arc::new(move || shared.marker().ok().map(|(_, resume)| resume));
+        Membership::new(
+            self.js.clone(),
+            bucket,
+            self.replicas,
+            lease,
+            me,
+            applied,
+            resume,
+        )
     }
 
     /// The local view, for inspection.
@@ -376,7 +386,8 @@ impl JetStreamStore {
 
     /// Compacts the log: copies this node's view to the cluster's object store (see
     /// [`compact`]), then purges the log's entries before what the copy needs, but none
-    /// past `floor + 1`, where `floor` is the lowest sequence a live node has applied.
+    /// past `floor + 1`, where `floor` is one before the first entry a live node still needs
+    /// ([`crate::Heartbeat::needs_from`]).
     pub async fn compact(&self, floor: u64) -> Result<Compaction, ClusterError> {
         let err = |detail: String| ClusterError::Stream {
             stream: self.stream.clone(),

@@ -22,6 +22,7 @@ fn beat(id: &str) -> Heartbeat {
         version: "test".into(),
         started_ms: 1,
         applied: 0,
+        resume: 0,
     }
 }
 
@@ -65,10 +66,17 @@ async fn every_node_reads_every_heartbeat_and_a_silent_node_ages() {
         assert_eq!(seen[0].beat.node, "a");
         assert_eq!(seen[0].beat.grpc.as_deref(), Some("127.0.0.1:1"));
         assert!(seen.iter().all(|m| m.beat.applied >= applied), "{seen:?}");
+        // Each says where its reader resumes: right after what it applied, idle.
+        let seen = until(m, |s| s.len() == 2 && s.iter().all(|m| m.beat.resume > 0)).await;
+        for m in &seen {
+            assert_eq!(m.beat.resume, m.beat.applied + 1, "{m:?}");
+            assert_eq!(m.beat.needs_from(), m.beat.applied + 1);
+        }
         assert_eq!(
             seen[1].beat,
             Heartbeat {
                 applied: seen[1].beat.applied,
+                resume: seen[1].beat.resume,
                 ..beat("b")
             }
         );

@@ -348,6 +348,7 @@ pub async fn become_active(
         version: env!("CARGO_PKG_VERSION").into(),
         started_ms: u64::try_from(solo_types::clock::system_now_ns() / 1_000_000).unwrap_or(0),
         applied: 0,
+        resume: 0,
     };
     let membership = log.membership(ttl, me);
     rt.spawn(Arc::clone(&membership).run());
@@ -508,7 +509,7 @@ async fn compact_when_long(
             .members()
             .iter()
             .filter(|m| m.beating(now, ttl))
-            .map(|m| m.beat.applied)
+            .map(|m| m.beat.needs_from().saturating_sub(1))
             .min()
             .unwrap_or(applied)
             .min(applied);
