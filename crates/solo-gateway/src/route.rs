@@ -11,14 +11,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
+use futures::future::BoxFuture;
 use solo_types::api::Failure;
 
 use crate::auth::{Claim, ConnInfo, claim};
 use crate::forward::{Forwarding, Listener, Upstream};
 
 /// Where a request on a listener goes by its claim: `None` to serve it here, else the
-/// node to forward it to, or the refusal to answer it with.
-pub type Route = Arc<dyn Fn(Listener, &Claim) -> Option<Result<Upstream, Failure>> + Send + Sync>;
+/// node to forward it to, or the refusal to answer it with. Asynchronous, so a tenant
+/// placed nowhere yet can be placed before its first request is answered.
+pub type Route = Arc<
+    dyn Fn(Listener, Claim) -> BoxFuture<'static, Option<Result<Upstream, Failure>>> + Send + Sync,
+>;
 
 /// Routing by tenant: the decision, and the forwarding that carries it out.
 #[derive(Clone)]
@@ -44,7 +48,7 @@ pub(crate) fn routed(router: Router, which: Listener, routing: Option<&Routing>)
                     return next.run(req).await;
                 }
                 let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
-                match (r.route)(which, &claim(conn.as_deref(), req.headers())) {
+                match (r.route)(which, claim(conn.as_deref(), req.headers())).await {
                     None => next.run(req).await,
                     Some(up) => r.forwarding.forward_to(req, up).await,
                 }
@@ -66,21 +70,24 @@ mod tests {
         let (_d, files, node) = files_and_node();
         let up = serving(&files).await;
         let addr = up.addr.clone();
-        let route: Route = Arc::new(move |which, claim| match claim {
-            Claim::Tenant(t) if t.as_str() == "bob" => {
-                assert_eq!(which, Listener::Http);
-                Some(Ok(Upstream {
-                    node: "b".into(),
-                    addr: addr.clone(),
-                    unreachable: Failure::new(Code::Unavailable, "owner_lost", "b is away"),
-                }))
-            }
-            Claim::Tenant(t) if t.as_str() == "carol" => Some(Err(Failure::new(
-                Code::Unavailable,
-                "not_placed",
-                "carol is nowhere yet",
-            ))),
-            _ => None,
+        let route: Route = Arc::new(move |which, claim| {
+            let decided = match claim {
+                Claim::Tenant(t) if t.as_str() == "bob" => {
+                    assert_eq!(which, Listener::Http);
+                    Some(Ok(Upstream {
+                        node: "b".into(),
+                        addr: addr.clone(),
+                        unreachable: Failure::new(Code::Unavailable, "owner_lost", "b is away"),
+                    }))
+                }
+                Claim::Tenant(t) if t.as_str() == "carol" => Some(Err(Failure::new(
+                    Code::Unavailable,
+                    "not_placed",
+                    "carol is nowhere yet",
+                ))),
+                _ => None,
+            };
+            Box::pin(async move { decided })
         });
         let routing = Routing {
             route,

@@ -1,7 +1,9 @@
 //! Cluster mode of `solo server`: the `[cluster]` section, and a node's role in it.
 //!
 //! With `[cluster] nats_urls` set, the node keeps its store in the cluster's replicated
-//! log (`solo-cluster`) instead of a local file. One node at a time is **active**: it
+//! log (`solo-cluster`) instead of a local file. In mode `tenants` every node serves the
+//! tenants placed on it (`tenants.rs`). In mode `active` (the default) one node at a
+//! time is **active**: it
 //! holds the log's `solo/active` lease, renews it every third of `lease_ms`, and every
 //! write it makes is fenced by the lease's epoch, so that once it has lost the lease
 //! (paused, cut off) nothing it writes lands. The others wait as **standbys** (running
@@ -13,13 +15,16 @@
 //! none.
 
 mod forward;
+mod section;
+pub mod tenants;
+
+pub use section::{ClusterMode, ClusterSection};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use solo_cluster::{ClusterOptions, Heartbeat, JetStreamStore, Lease, Membership};
 use solo_store::{
     Commit, EventFilter, EventLog, EventPage, EventQuery, Kv, KvRead, StoreError, Subscription,
@@ -29,132 +34,6 @@ use solo_types::{NewEvent, metric_names as m};
 
 /// The lease the active node holds.
 pub const ACTIVE_SCOPE: &str = "solo/active";
-
-/// `[cluster]`: join a cluster instead of keeping the store in the data directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterSection {
-    /// NATS servers to reach the cluster's log through. Empty (the default): a single
-    /// node with its embedded store.
-    pub nats_urls: Vec<String>,
-    /// The NATS servers' monitoring endpoints (`http://host:port`), checked at start:
-    /// every server holding a replica of the log must sync each write.
-    pub monitor_urls: Vec<String>,
-    /// This node's name, unique in the cluster (`[a-z0-9-]`, 1-64 characters).
-    pub node_id: Option<String>,
-    /// How many NATS servers keep the log.
-    pub replicas: usize,
-    /// The JetStream stream of the log.
-    pub stream: String,
-    /// The active node's lease: a standby takes over this long after the active node
-    /// stopped renewing it.
-    pub lease_ms: u64,
-    /// TLS to NATS: the CA that signed the NATS servers' certificates (PEM). Set with
-    /// `nats_cert_file` and `nats_key_file`, or not at all (plaintext, for a private
-    /// network only).
-    pub nats_ca_file: Option<std::path::PathBuf>,
-    /// The host name or address other nodes reach this node's gRPC and HTTPS listeners
-    /// by, when the node is active and standbys forward clients to it. Unset: the
-    /// listeners' own addresses, which must then be specific (not `0.0.0.0`).
-    pub advertise_host: Option<String>,
-    /// Compact the log once it holds this many entries (the active node copies its view
-    /// to the cluster's object store and purges the entries before it); 0: never.
-    pub compact_every: u64,
-    /// This node's own client certificate for NATS (PEM): its credentials.
-    pub nats_cert_file: Option<std::path::PathBuf>,
-    /// The key of `nats_cert_file` (PEM).
-    pub nats_key_file: Option<std::path::PathBuf>,
-}
-
-impl Default for ClusterSection {
-    fn default() -> Self {
-        Self {
-            nats_urls: Vec::new(),
-            monitor_urls: Vec::new(),
-            node_id: None,
-            replicas: 3,
-            stream: "SOLO".into(),
-            lease_ms: 5_000,
-            compact_every: 100_000,
-            nats_ca_file: None,
-            advertise_host: None,
-            nats_cert_file: None,
-            nats_key_file: None,
-        }
-    }
-}
-
-impl ClusterSection {
-    /// Whether the node joins a cluster.
-    pub fn enabled(&self) -> bool {
-        !self.nats_urls.is_empty()
-    }
-
-    /// Why the section is wrong, if it is.
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        let Some(id) = &self.node_id else {
-            return Err("cluster.node_id is required with cluster.nats_urls".into());
-        };
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(format!(
-                "cluster.node_id {id:?} must be 1-64 characters of [a-z0-9-]"
-            ));
-        }
-        if self.monitor_urls.is_empty() {
-            return Err(
-                "cluster.monitor_urls is required with cluster.nats_urls: each NATS \
-                        server's syncing is checked at start"
-                    .into(),
-            );
-        }
-        if !(1..=5).contains(&self.replicas) {
-            return Err(format!(
-                "cluster.replicas {} must be between 1 and 5",
-                self.replicas
-            ));
-        }
-        let tls = [
-            &self.nats_ca_file,
-            &self.nats_cert_file,
-            &self.nats_key_file,
-        ];
-        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
-            return Err(
-                "cluster.nats_ca_file, nats_cert_file and nats_key_file go together: \
-                        set all three for TLS to NATS, or none"
-                    .into(),
-            );
-        }
-        if let Some(h) = &self.advertise_host
-            && (h.is_empty() || h.len() > 253 || h.contains(char::is_whitespace))
-        {
-            return Err(format!(
-                "cluster.advertise_host {h:?} is not a host name or address"
-            ));
-        }
-        if self.compact_every != 0 && !(10..=1_000_000_000).contains(&self.compact_every) {
-            return Err(format!(
-                "cluster.compact_every {} must be 0 (never) or between 10 and 1000000000",
-                self.compact_every
-            ));
-        }
-        if !(1_000..=600_000).contains(&self.lease_ms) {
-            return Err(format!(
-                "cluster.lease_ms {} must be between 1000 and 600000",
-                self.lease_ms
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// An active node: the store it writes through (fenced by its lease) and the task that
 /// keeps the lease.
@@ -231,23 +110,12 @@ impl Active {
                 .members()
                 .into_iter()
                 .map(|m| {
-                    let age = m.age_ns(now);
-                    solo_types::api::ClusterNode {
-                        role: if active.as_deref() == Some(m.beat.node.as_str()) {
-                            "active"
-                        } else {
-                            "standby"
-                        }
-                        .into(),
-                        beating: m.beating(now, ttl),
-                        last_seen_ms: u64::try_from(age / 1_000_000).unwrap_or(0),
-                        node: m.beat.node,
-                        grpc: m.beat.grpc,
-                        http: m.beat.http,
-                        version: m.beat.version,
-                        started_at: m.beat.started_ms,
-                        applied_sequence: m.beat.applied,
-                    }
+                    let role = if active.as_deref() == Some(m.beat.node.as_str()) {
+                        "active"
+                    } else {
+                        "standby"
+                    };
+                    cluster_node(m, role, now, ttl)
                 })
                 .collect()
         }))
@@ -256,18 +124,49 @@ impl Active {
     /// Gives the lease up (after a graceful stop), so a standby takes over at once.
     pub async fn release(self) {
         self.renew.abort();
-        let lease = self.lease.lock().clone();
-        let log = Arc::clone(&self.log);
-        let released = match &self.rt {
-            Some(rt) => rt
-                .spawn(async move { log.release(&lease).await })
-                .await
-                .ok(),
-            None => None,
-        };
-        if let Some(Err(e)) = released {
-            tracing::warn!(error = %e, "could not give the active lease up; it lapses by itself");
-        }
+        give_up(self.rt.as_ref(), &self.log, &self.lease, "the active lease").await;
+    }
+}
+
+/// A node for health: its last heartbeat, with `role`.
+fn cluster_node(
+    m: solo_cluster::Member,
+    role: &str,
+    now: i64,
+    ttl: Duration,
+) -> solo_types::api::ClusterNode {
+    solo_types::api::ClusterNode {
+        role: role.into(),
+        beating: m.beating(now, ttl),
+        last_seen_ms: u64::try_from(m.age_ns(now) / 1_000_000).unwrap_or(0),
+        node: m.beat.node,
+        grpc: m.beat.grpc,
+        http: m.beat.http,
+        version: m.beat.version,
+        started_at: m.beat.started_ms,
+        applied_sequence: m.beat.applied,
+    }
+}
+
+/// Releases `lease` through the log on the cluster's runtime `rt` (`what` names it in
+/// the warning if that fails: it then lapses by itself).
+async fn give_up(
+    rt: Option<&tokio::runtime::Runtime>,
+    log: &Arc<JetStreamStore>,
+    lease: &parking_lot::Mutex<Lease>,
+    what: &str,
+) {
+    let lease = lease.lock().clone();
+    let log = Arc::clone(log);
+    let released = match rt {
+        Some(rt) => rt
+            .spawn(async move { log.release(&lease).await })
+            .await
+            .ok(),
+        None => None,
+    };
+    if let Some(Err(e)) = released {
+        tracing::warn!(error = %e, "could not give {what} up; it lapses by itself");
     }
 }
 
@@ -280,47 +179,7 @@ pub async fn become_active(
     tls: &solo_gateway::TlsFiles,
 ) -> anyhow::Result<Active> {
     let node = c.node_id.clone().unwrap_or_default();
-    let mut opts = ClusterOptions::new(
-        c.nats_urls.clone(),
-        c.monitor_urls.clone(),
-        data_dir.join("cluster"),
-    );
-    opts.node_id = node.clone();
-    opts.replicas = c.replicas;
-    opts.stream = c.stream.clone();
-    if let (Some(ca), Some(cert), Some(key)) =
-        (&c.nats_ca_file, &c.nats_cert_file, &c.nats_key_file)
-    {
-        opts.tls = Some(solo_cluster::NatsTls {
-            ca_file: ca.clone(),
-            cert_file: cert.clone(),
-            key_file: key.clone(),
-        });
-    }
-    // The log's connection, its applier and the lease's keeper run on a runtime of
-    // their own, so that a kernel busy starting hundreds of services cannot starve the
-    // renewals and lose the lease it is starting under.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("solo-cluster")
-        .enable_all()
-        .build()
-        .context("start the cluster's runtime")?;
-    let opened = rt
-        .spawn(JetStreamStore::open(opts))
-        .await
-        .context("open the cluster's log")?;
-    if let Err(solo_cluster::check::ClusterError::FellBehind(why)) = &opened {
-        lost(why);
-    }
-    let log = Arc::new(opened.context("open the cluster's log")?);
-    // A view the log was compacted past cannot go on: the node starts again from the
-    // latest copy (status 3, as for a lost lease).
-    let watched = Arc::clone(&log);
-    rt.spawn(async move {
-        watched.fell_behind_the_log().await;
-        lost("the log was compacted past this node's view");
-    });
+    let (rt, log) = open_log(c, data_dir).await?;
     // Until this node is active, its gateway forwards clients' requests to the one that
     // is (and `server.json` says where, so `--data-dir` finds it as it finds an active
     // node); its metrics listener serves this node's own.
@@ -389,9 +248,11 @@ pub async fn become_active(
     };
     forwarded.stop().await;
     tracing::info!(node = %node, epoch = lease.epoch, "active: this node holds the cluster's lease");
-    let epoch = lease.epoch;
-    let lease = Arc::new(parking_lot::Mutex::new(lease));
-    let renew = rt.spawn(keep(Arc::clone(&log), Arc::clone(&lease), ttl));
+    let Held {
+        lease,
+        renew,
+        store,
+    } = hold(&rt, &log, lease, ttl);
     if c.compact_every > 0 {
         rt.spawn(compact_when_long(
             Arc::clone(&log),
@@ -400,10 +261,6 @@ pub async fn become_active(
             ttl,
         ));
     }
-    let store: Arc<dyn solo_store::Store> = Arc::new(FencedStore {
-        log: Arc::clone(&log),
-        epoch,
-    });
     Ok(Active {
         store,
         log,
@@ -413,6 +270,88 @@ pub async fn become_active(
         ttl,
         rt: Some(rt),
     })
+}
+
+/// Opens the cluster's log on a runtime of its own, and watches for the view falling
+/// behind a compaction (the node exits with status 3 then).
+async fn open_log(
+    c: &ClusterSection,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<JetStreamStore>)> {
+    let node = c.node_id.clone().unwrap_or_default();
+    let mut opts = ClusterOptions::new(
+        c.nats_urls.clone(),
+        c.monitor_urls.clone(),
+        data_dir.join("cluster"),
+    );
+    opts.node_id = node.clone();
+    opts.replicas = c.replicas;
+    opts.stream = c.stream.clone();
+    if let (Some(ca), Some(cert), Some(key)) =
+        (&c.nats_ca_file, &c.nats_cert_file, &c.nats_key_file)
+    {
+        opts.tls = Some(solo_cluster::NatsTls {
+            ca_file: ca.clone(),
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        });
+    }
+    // The log's connection, its applier and the lease's keeper run on a runtime of
+    // their own, so that a kernel busy starting hundreds of services cannot starve the
+    // renewals and lose the lease it is starting under.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("solo-cluster")
+        .enable_all()
+        .build()
+        .context("start the cluster's runtime")?;
+    let opened = rt
+        .spawn(JetStreamStore::open(opts))
+        .await
+        .context("open the cluster's log")?;
+    if let Err(solo_cluster::check::ClusterError::FellBehind(why)) = &opened {
+        lost(why);
+    }
+    let log = Arc::new(opened.context("open the cluster's log")?);
+    // A view the log was compacted past cannot go on: the node starts again from the
+    // latest copy (status 3, as for a lost lease).
+    let watched = Arc::clone(&log);
+    rt.spawn(async move {
+        watched.fell_behind_the_log().await;
+        lost("the log was compacted past this node's view");
+    });
+    Ok((rt, log))
+}
+
+/// A lease this node holds: the lease as last renewed, its keeper, and the log seen
+/// through it.
+struct Held {
+    lease: Arc<parking_lot::Mutex<Lease>>,
+    renew: tokio::task::JoinHandle<()>,
+    store: Arc<dyn solo_store::Store>,
+}
+
+/// Keeps `lease` renewed on the cluster's runtime `rt`, and fences every write through
+/// the returned store by its epoch.
+fn hold(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<JetStreamStore>,
+    lease: Lease,
+    ttl: Duration,
+) -> Held {
+    let store = Arc::new(FencedStore {
+        log: Arc::clone(log),
+        scope: lease.scope.clone(),
+        epoch: lease.epoch,
+    });
+    let scope = lease.scope.clone();
+    let lease = Arc::new(parking_lot::Mutex::new(lease));
+    let renew = rt.spawn(keep(Arc::clone(log), Arc::clone(&lease), ttl, scope));
+    Held {
+        lease,
+        renew,
+        store,
+    }
 }
 
 /// How much of a lease this node gives up to clock drift between it and the log: a
@@ -426,7 +365,12 @@ fn drift_margin(ttl: Duration) -> i64 {
 /// does not land before the lease's end by this node's clock (less the drift margin)
 /// counts as lost, however long the log takes to answer (an election after a NATS server
 /// died takes seconds).
-async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, ttl: Duration) {
+async fn keep(
+    log: Arc<JetStreamStore>,
+    lease: Arc<parking_lot::Mutex<Lease>>,
+    ttl: Duration,
+    scope: String,
+) {
     let margin = drift_margin(ttl);
     let renew_at_left = i64::try_from(ttl.as_nanos() * 2 / 3).unwrap_or(i64::MAX);
     loop {
@@ -442,8 +386,7 @@ async fn keep(log: Arc<JetStreamStore>, lease: Arc<parking_lot::Mutex<Lease>>, t
         let Ok(left) = u64::try_from(left) else {
             lost("the lease ran out before it could be renewed (was this node paused?)");
         };
-        match tokio::time::timeout(Duration::from_nanos(left), log.acquire(ACTIVE_SCOPE, ttl)).await
-        {
+        match tokio::time::timeout(Duration::from_nanos(left), log.acquire(&scope, ttl)).await {
             Err(_) => lost("the log did not renew the lease before it ran out"),
             Ok(Ok(renewed)) if renewed.epoch == epoch => {
                 // (Set here rather than when the lease is taken: the metrics' recorder is
@@ -538,9 +481,11 @@ async fn compact_when_long(
     }
 }
 
-/// The log seen through the active lease: every write fenced by its epoch.
+/// The log seen through a lease of this node's (the active lease, or its node lease):
+/// every write fenced by its epoch.
 struct FencedStore {
     log: Arc<JetStreamStore>,
+    scope: String,
     epoch: u64,
 }
 
@@ -576,7 +521,7 @@ impl Kv for FencedStore {
     /// paused, starting or cut off): the node leaves at once, as when its keeper finds
     /// the lease lost, rather than answer from a memory the cluster has moved past.
     fn commit(&self, mut batch: WriteBatch) -> BoxFuture<'static, Result<Commit, StoreError>> {
-        batch.fenced(ACTIVE_SCOPE, self.epoch);
+        batch.fenced(self.scope.clone(), self.epoch);
         let commit = self.log.commit(batch);
         Box::pin(async move {
             match commit.await {
@@ -594,84 +539,5 @@ impl Kv for FencedStore {
 
     fn recover(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.log.recover()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_section_is_checked() {
-        assert!(ClusterSection::default().validate().is_ok());
-        let on = ClusterSection {
-            nats_urls: vec!["nats://127.0.0.1:4222".into()],
-            monitor_urls: vec!["http://127.0.0.1:8222".into()],
-            node_id: Some("n1".into()),
-            ..ClusterSection::default()
-        };
-        assert!(on.validate().is_ok());
-        assert!(
-            ClusterSection {
-                compact_every: 0,
-                ..on.clone()
-            }
-            .validate()
-            .is_ok()
-        );
-        for (bad, why) in [
-            (
-                ClusterSection {
-                    node_id: None,
-                    ..on.clone()
-                },
-                "node_id is required",
-            ),
-            (
-                ClusterSection {
-                    node_id: Some("N 1".into()),
-                    ..on.clone()
-                },
-                "[a-z0-9-]",
-            ),
-            (
-                ClusterSection {
-                    monitor_urls: vec![],
-                    ..on.clone()
-                },
-                "monitor_urls is required",
-            ),
-            (
-                ClusterSection {
-                    replicas: 0,
-                    ..on.clone()
-                },
-                "replicas 0",
-            ),
-            (
-                ClusterSection {
-                    lease_ms: 10,
-                    ..on.clone()
-                },
-                "lease_ms 10",
-            ),
-            (
-                ClusterSection {
-                    advertise_host: Some("node a".into()),
-                    ..on.clone()
-                },
-                "advertise_host",
-            ),
-            (
-                ClusterSection {
-                    compact_every: 5,
-                    ..on.clone()
-                },
-                "compact_every 5 must be 0 (never)",
-            ),
-        ] {
-            let err = bad.validate().unwrap_err();
-            assert!(err.contains(why), "{err}");
-        }
     }
 }

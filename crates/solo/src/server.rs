@@ -158,9 +158,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?;
     // One node: the store in the data directory. A cluster: the replicated log, once this
     // node is the active one (a standby's gateway forwards its requests meanwhile).
-    let (dyn_store, embedded, active) = if cfg.cluster.enabled() {
+    let (dyn_store, embedded, active, node) = if cfg.cluster.enabled()
+        && cfg.cluster.mode == crate::cluster::ClusterMode::Tenants
+    {
+        let node = crate::cluster::tenants::join(&cfg.cluster, data_dir, &gateway, &tls).await?;
+        gateway.route_by_tenant(node.routing());
+        (Arc::clone(&node.store), None, None, Some(node))
+    } else if cfg.cluster.enabled() {
         let active = crate::cluster::become_active(&cfg.cluster, data_dir, &gateway, &tls).await?;
-        (Arc::clone(&active.store), None, Some(active))
+        (Arc::clone(&active.store), None, Some(active), None)
     } else {
         let store = Arc::new(
             RedbStore::open_with(
@@ -174,7 +180,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             )
             .with_context(|| format!("open the store in {}", data_dir.display()))?,
         );
-        (store.clone() as Arc<dyn Store>, Some(store), None)
+        (store.clone() as Arc<dyn Store>, Some(store), None, None)
     };
     let store = Arc::clone(&dyn_store);
     let env_key = std::env::var("SOLO_MASTER_KEY").ok();
@@ -206,13 +212,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 let _ = stop_tx.send(grace);
             })),
             egress: Some(Arc::new(egress)),
-            node: active.as_ref().and(cfg.cluster.node_id.clone()),
-            members: active.as_ref().and_then(crate::cluster::Active::members),
-            // The one active node of a cluster serves every tenant, for now.
-            serves: None,
+            node: (active.is_some() || node.is_some())
+                .then(|| cfg.cluster.node_id.clone())
+                .flatten(),
+            members: match &node {
+                Some(n) => Some(n.members()),
+                None => active.as_ref().and_then(crate::cluster::Active::members),
+            },
+            // The active node of mode `active` serves every tenant; a node of mode
+            // `tenants` those placed on it.
+            serves: node.as_ref().map(crate::cluster::tenants::Node::serves),
         },
     )
     .await?;
+    if let Some(n) = &node {
+        n.run(&kernel);
+    }
     gateway.attach(kernel.clone());
     let info = ServerInfo {
         grpc: gateway.grpc_addr().to_string(),
@@ -277,6 +292,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(active) = active {
         active.release().await;
+    }
+    if let Some(node) = node {
+        node.release().await;
     }
     // Only our own record: another server may have started on this directory since.
     if std::fs::read(&server_file)

@@ -95,15 +95,7 @@ pub fn forwarding(
     data_dir: &Path,
     tls: &TlsFiles,
 ) -> anyhow::Result<Forwarding> {
-    let paths = CertPaths::new(data_dir);
-    let ca = Ca::load(&paths).with_context(|| {
-        format!(
-            "a cluster node issues its own node certificate with the shared CA's key \
-             ({}); copy the CA's key there with the certificates",
-            paths.ca_key().display()
-        )
-    })?;
-    let (cert, key) = ca.issue_node(node)?;
+    let (cert, key) = node_certificate(node, data_dir)?;
     let pick: Pick = Arc::new(move |which| match active(&log) {
         Active::At(e) if !e.takes_forwarded => Err(older_active_node(&e.node)),
         Active::At(e) => Ok(Upstream {
@@ -118,6 +110,20 @@ pub fn forwarding(
         Active::Nobody => Err(no_active_node(None)),
     });
     Forwarding::new(tls, (&cert, &key), pick).map_err(|e| anyhow::anyhow!("forwarding: {e}"))
+}
+
+/// A node certificate for `node` (O `solo-node`), issued from the shared CA, kept in
+/// memory only: what a node presents to the nodes it forwards requests to.
+pub fn node_certificate(node: &str, data_dir: &Path) -> anyhow::Result<(String, String)> {
+    let paths = CertPaths::new(data_dir);
+    let ca = Ca::load(&paths).with_context(|| {
+        format!(
+            "a cluster node issues its own node certificate with the shared CA's key \
+             ({}); copy the CA's key there with the certificates",
+            paths.ca_key().display()
+        )
+    })?;
+    Ok(ca.issue_node(node)?)
 }
 
 /// What a client is told while the active node runs a version that does not take

@@ -16,6 +16,7 @@ mod lifecycle;
 mod mcp;
 mod parity;
 mod security;
+mod tenants;
 
 use std::time::Duration;
 
