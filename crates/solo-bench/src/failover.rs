@@ -5,7 +5,10 @@
 //! embedded node killed with `kill -9` and restarted on its data directory at once, to
 //! its first answered call. First, with both nodes up: calls to the counter named
 //! through the standby (which forwards each request to the active node) against the same calls made to the
-//! active node directly.
+//! active node directly. Then mode `tenants` (every node serving the tenants placed on
+//! it), on a log of its own: a call across nodes (through the node the tenant is not
+//! on) against a local one, and `kill -9` of the node serving the tenant to the first
+//! call the other node answers (it places the tenant on itself and recovers it).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -184,6 +187,64 @@ fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<Path
     Ok(path)
 }
 
+/// What mode `tenants` measured: calls across nodes, local calls, failovers.
+struct Tenants {
+    across: Samples,
+    local: Samples,
+    failover: Samples,
+}
+
+/// Mode `tenants` on its own log (stream `TENANTS`): nodes ta and tb both serving; the
+/// admin's counter is placed on ta, where it is deployed.
+fn tenants_mode(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    nats: &NatsCluster,
+) -> anyhow::Result<Tenants> {
+    let ids = ["ta", "tb"];
+    let data: Vec<PathBuf> = ids.iter().map(|id| root.join(id)).collect();
+    let mut configs = Vec::new();
+    for id in ids {
+        let path = root.join(format!("{id}.toml"));
+        let config =
+            nats.solo_config(id, LEASE_MS, None) + "stream = \"TENANTS\"\nmode = \"tenants\"\n";
+        std::fs::write(&path, config)?;
+        configs.push(path);
+    }
+    let first = Node::spawn(&data[0], Some(&configs[0]))?;
+    first.listening(Duration::from_secs(60))?;
+    rt.block_on(deploy_counter(&data[0]))?;
+    share_identity(&data[0], &data[1])?;
+    let second = Node::spawn(&data[1], Some(&configs[1]))?;
+    second.listening(Duration::from_secs(60))?;
+    let mut nodes = [Some(first), Some(second)];
+    let (mut across, mut local) = (Samples::default(), Samples::default());
+    for _ in 0..4 {
+        local.extend(rt.block_on(timed_calls(&data[0], FORWARDED_CALLS / 4))?);
+        across.extend(rt.block_on(timed_calls(&data[1], FORWARDED_CALLS / 4))?);
+    }
+    let mut failover = Samples::default();
+    let mut owner = 0;
+    for _ in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(LEASE_MS));
+        if let Some(n) = nodes[owner].as_mut() {
+            n.kill9();
+        }
+        let killed = Instant::now();
+        let other = 1 - owner;
+        failover.push(rt.block_on(first_answer(&data[other], killed))?);
+        let back = Node::spawn(&data[owner], Some(&configs[owner]))?;
+        back.listening(Duration::from_secs(60))?;
+        nodes[owner] = Some(back);
+        owner = other;
+    }
+    Ok(Tenants {
+        across,
+        local,
+        failover,
+    })
+}
+
 pub fn run() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let root = tempfile::tempdir()?;
@@ -221,6 +282,7 @@ pub fn run() -> anyhow::Result<()> {
         active = standby;
     }
     drop(nodes);
+    let mut tenants = tenants_mode(&rt, root.path(), &nats)?;
 
     // The baseline: one embedded node, killed and restarted at once.
     let single = root.path().join("single");
@@ -245,6 +307,25 @@ pub fn run() -> anyhow::Result<()> {
         "baseline": {
             "name": "the same calls to the active node directly",
             "direct_us": { "p50": us(&mut direct, 0.5), "p99": us(&mut direct, 0.99) },
+        },
+    }));
+    report(&json!({
+        "scenario": "cluster.tenants.call",
+        "calls": FORWARDED_CALLS,
+        "across_nodes_us": { "p50": us(&mut tenants.across, 0.5), "p99": us(&mut tenants.across, 0.99) },
+        "baseline": {
+            "name": "the same calls through the node serving the tenant",
+            "local_us": { "p50": us(&mut tenants.local, 0.5), "p99": us(&mut tenants.local, 0.99) },
+        },
+    }));
+    report(&json!({
+        "scenario": "cluster.tenants.failover",
+        "lease_ms": LEASE_MS,
+        "rounds": ROUNDS,
+        "kill_to_first_call_ms": { "p50": ms(&mut tenants.failover, 0.5), "max": ms(&mut tenants.failover, 1.0) },
+        "baseline": {
+            "name": "one embedded node: kill -9, restart at once, first call",
+            "kill_to_first_call_ms": { "p50": ms(&mut restart, 0.5), "max": ms(&mut restart, 1.0) },
         },
     }));
     report(&json!({

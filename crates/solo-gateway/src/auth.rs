@@ -80,13 +80,12 @@ pub(crate) fn write_forwarded(conn: Option<&ConnInfo>, headers: &mut HeaderMap) 
 /// tenant it does not serve), so a false claim only sends a request where it is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// A tenant's certificate, or an admin's acting for a tenant (`x-solo-tenant`).
+    /// A tenant's certificate; an admin's, for the tenant it acts for (`x-solo-tenant`)
+    /// or else its own (the admin's services are its own tenant's).
     Tenant(TenantId),
     /// A bearer token on a connection without a certificate: its tenant is found from
     /// the token.
     Token(String),
-    /// An admin acting for no tenant in particular: served where it arrived.
-    Admin,
     /// No credentials, or unusable ones: served where it arrived, which refuses it.
     Nobody,
 }
@@ -97,7 +96,6 @@ pub fn claim(conn: Option<&ConnInfo>, headers: &HeaderMap) -> Claim {
     let who = asker.who();
     if let Some(peer) = conn.and_then(|c| c.peer.as_ref()) {
         return match by_certificate(peer, who.acting_for) {
-            Ok(c) if c.is_admin() && who.acting_for.is_none() => Claim::Admin,
             Ok(c) => Claim::Tenant(c.tenant_id().clone()),
             Err(_) => Claim::Nobody,
         };
@@ -288,9 +286,10 @@ mod tests {
         // A certificate wins over a token; a tenant's x-solo-tenant changes nothing.
         assert_eq!(claim(Some(&alice), &bearer), tenant("alice"));
         assert_eq!(claim(Some(&alice), &acting), tenant("alice"));
-        // An admin acting for a tenant goes where the tenant is; otherwise anywhere.
+        // An admin acting for a tenant goes where the tenant is; otherwise where its own
+        // tenant is.
         assert_eq!(claim(Some(&root), &acting), tenant("bob"));
-        assert_eq!(claim(Some(&root), &HeaderMap::new()), Claim::Admin);
+        assert_eq!(claim(Some(&root), &HeaderMap::new()), tenant("root"));
         // A token without a certificate is looked up.
         assert_eq!(claim(Some(&none), &bearer), Claim::Token("solo_abc".into()));
         assert_eq!(claim(None, &bearer), Claim::Token("solo_abc".into()));

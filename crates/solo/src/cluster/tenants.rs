@@ -19,8 +19,9 @@
 //!   placed nowhere yet (its first request), placed here and served;
 //! * **follows** the runtime configuration and egress changes other nodes make.
 //!
-//! An admin's request is served by the node it reaches: the log, the configuration and
-//! the vault are shared, but `list` and `tree` show that node's services only.
+//! An admin's request goes to the node of the tenant it acts for (its own, unless it
+//! names another with `x-solo-tenant`): the log, the configuration and the vault are
+//! shared, but `list` and `tree` show that node's services only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -239,7 +240,7 @@ impl Inner {
             Claim::Tenant(t) => t,
             // A token nobody granted is refused here.
             Claim::Token(token) => self.kernel.get()?.token_tenant(&token)?,
-            Claim::Admin | Claim::Nobody => return None,
+            Claim::Nobody => return None,
         };
         if self.adopted.read().contains(&tenant) {
             return None;
