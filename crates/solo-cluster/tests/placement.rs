@@ -48,6 +48,8 @@ async fn tenants_spread_over_live_nodes_and_move_when_one_lapses() {
     for n in [&a, &b, &c] {
         n.acquire(&node_scope(n.node_id()), ttl).await.unwrap();
     }
+    // Each placer plans from its own view: let every view see every node first.
+    settle(&[&a, &b, &c]).await;
     let wanted: BTreeMap<String, usize> = [("t1", 3), ("t2", 3), ("t3", 3), ("t4", 1), ("t5", 1)]
         .iter()
         .map(|(t, n)| ((*t).to_string(), *n))
