@@ -19,14 +19,19 @@ struct Fixture {
     now: Arc<AtomicI64>,
 }
 
-fn open(path: &Path, now: &Arc<AtomicI64>) -> Fixture {
-    let store = Arc::new(RedbStore::open(path).unwrap());
+/// Capabilities read from `store`, telling time by `now`.
+fn caps_on(store: &Arc<RedbStore>, now: &Arc<AtomicI64>) -> Caps {
     let clock_now = Arc::clone(now);
-    let caps = Caps::load_with_clock(
-        Arc::clone(&store) as Arc<dyn solo_store::Store>,
+    Caps::load_with_clock(
+        Arc::clone(store) as Arc<dyn solo_store::Store>,
         Arc::new(move || clock_now.load(Ordering::SeqCst)),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn open(path: &Path, now: &Arc<AtomicI64>) -> Fixture {
+    let store = Arc::new(RedbStore::open(path).unwrap());
+    let caps = caps_on(&store, now);
     Fixture {
         caps,
         store,
@@ -491,12 +496,7 @@ async fn a_second_reader_of_the_store_sees_grants_and_revocations_once_it_reload
     let now = Arc::new(AtomicI64::new(T0));
     let f = open(&dir.path().join("solo.redb"), &now);
     // Another node's view of the same store (on a cluster: the same buckets).
-    let clock_now = Arc::clone(&now);
-    let other = Caps::load_with_clock(
-        Arc::clone(&f.store) as Arc<dyn solo_store::Store>,
-        Arc::new(move || clock_now.load(Ordering::SeqCst)),
-    )
-    .unwrap();
+    let other = caps_on(&f.store, &now);
     let a = t("alice");
     let g = f
         .caps

@@ -40,7 +40,7 @@ const DENIED_PER_SECOND: u32 = 5;
 pub(crate) struct Egress {
     client: Arc<Client>,
     rules: DashMap<TenantId, Arc<[Rule]>>,
-    hosts: DashMap<(TenantId, String), Arc<[Rule]>>,
+    hosts: DashMap<SecretKey, Arc<[Rule]>>,
     rates: DashMap<TenantId, Mutex<TokenBucket>>,
     denied: DashMap<TenantId, crate::sampler::Window>,
     /// Held while a list changes, so each change's event names the list it made.
@@ -83,18 +83,8 @@ impl Egress {
             }
         }
         for (k, v) in all(SECRET_HOSTS)? {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((tenant, name)) = key.split_once('\0') else {
-                continue;
-            };
-            let (Ok(tenant), Ok(texts)) = (
-                TenantId::new(tenant),
-                serde_json::from_slice::<Vec<String>>(&v),
-            ) else {
-                continue;
-            };
-            if let Ok(h) = parse_rules(&texts) {
-                e.hosts.insert((tenant, name.to_string()), h.into());
+            if let Some((key, hosts)) = host_binding(&k, &v) {
+                e.hosts.insert(key, hosts);
             }
         }
         Ok(e)
@@ -129,16 +119,8 @@ impl Egress {
             .stage("read the egress rules")?;
         self.hosts.retain(|(t, _), _| t != tenant);
         for (k, v) in bound {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((_, name)) = key.split_once('\0') else {
-                continue;
-            };
-            if let Some(h) = serde_json::from_slice::<Vec<String>>(&v)
-                .ok()
-                .and_then(|texts| parse_rules(&texts).ok())
-            {
-                self.hosts
-                    .insert((tenant.clone(), name.to_string()), h.into());
+            if let Some((key, hosts)) = host_binding(&k, &v) {
+                self.hosts.insert(key, hosts);
             }
         }
         Ok(())
@@ -186,6 +168,20 @@ impl crate::Kernel {
     ) -> Result<Vec<EgressRules>, KernelError> {
         list_rules(&self.core, caller, tenant)
     }
+}
+
+/// A tenant's secret, by name.
+type SecretKey = (TenantId, String);
+
+/// A stored row of `SECRET_HOSTS` (`tenant\0secret` → its host rules) as kept in memory;
+/// `None` for a row that does not read.
+fn host_binding(k: &[u8], v: &[u8]) -> Option<(SecretKey, Arc<[Rule]>)> {
+    let key = String::from_utf8_lossy(k);
+    let (tenant, name) = key.split_once('\0')?;
+    let tenant = TenantId::new(tenant).ok()?;
+    let texts = serde_json::from_slice::<Vec<String>>(v).ok()?;
+    let hosts = parse_rules(&texts).ok()?;
+    Some(((tenant, name.to_string()), hosts.into()))
 }
 
 fn texts(rules: &[Rule]) -> Vec<String> {

@@ -199,20 +199,15 @@ impl Node {
         let _ = self.inner.kernel.set(kernel.clone());
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
+            // Adopting every quarter lease, placing every other round (half a lease).
             let mut tick = tokio::time::interval(inner.ttl / 4);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for round in 0u64.. {
                 tick.tick().await;
                 inner.adopt_placed().await;
-            }
-        });
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(inner.ttl / 2);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                inner.place_unplaced().await;
+                if round % 2 == 0 {
+                    inner.place_unplaced().await;
+                }
             }
         });
         let k = kernel.clone();
