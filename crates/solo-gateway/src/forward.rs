@@ -34,6 +34,8 @@ use solo_types::{Code, metric_names as m};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod elsewhere;
+
 use crate::auth::ConnInfo;
 use crate::error::ApiError;
 use crate::tls::{TlsFiles, provider};

@@ -1,16 +1,39 @@
 //! What a kernel does as one node of a cluster: it follows the changes other kernels
 //! make to what every kernel keeps in memory (an admin's change reaches the node the
 //! admin called, and every other node applies it from the log), and says which tenant a
-//! bearer token belongs to, so the node's gateway can route the request.
+//! bearer token belongs to, so the node's gateway can route the request. A service's
+//! call to another tenant served on another node goes there through [`Elsewhere`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use solo_store::Subscription;
-use solo_types::{EventFilter, kinds};
+use solo_types::api::Failure;
+use solo_types::{EventFilter, ServiceId, TenantId, kinds};
 
 use crate::core::Core;
 use crate::error::Stage;
 use crate::system::{apply_to_sandbox, replay_config};
+
+/// A service's call or cast to a service of another tenant, which this kernel does not
+/// serve, with a capability token that tenant granted: the node serving the tenant
+/// verifies the token and answers as it answers any holder of the token.
+#[derive(Debug, Clone)]
+pub struct CallElsewhere {
+    pub tenant: TenantId,
+    pub service: ServiceId,
+    /// The request (a cast's message), JSON.
+    pub request: String,
+    /// A call's deadline; `None` for a cast, whose delivery is all that is awaited.
+    pub timeout: Option<Duration>,
+    pub token: String,
+}
+
+/// Carries a [`CallElsewhere`] to the node serving its tenant, and answers its reply
+/// (JSON; a cast's is `null`) or the refusal that node gave.
+pub type Elsewhere =
+    Arc<dyn Fn(CallElsewhere) -> BoxFuture<'static, Result<String, Failure>> + Send + Sync>;
 
 fn of_kind(k: &Core, kind: &str) -> Subscription {
     k.store.subscribe(

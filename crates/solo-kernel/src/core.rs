@@ -82,6 +82,8 @@ pub(crate) struct Core {
     pub(crate) members: Option<crate::system::Members>,
     /// Which tenants this kernel serves (`None`: all).
     pub(crate) serves: Option<crate::system::Serves>,
+    /// Carries a service's call to a tenant served on another node (none: nowhere).
+    pub(crate) elsewhere: Option<crate::cluster::Elsewhere>,
     /// The last event before this kernel read its state from the store.
     pub(crate) loaded_after: u64,
     /// Itself, for the closures it hands to supervisors and instances.

@@ -354,7 +354,10 @@ async fn start_service(
         .delete(records::SNAPSHOTS, key)
         .stage("record the deployment")?;
     batch.event(records::deployed(&record));
-    batch.event_caused_by(records::started(tenant, &sid, version), 0);
+    batch.event_caused_by(
+        records::started(tenant, &sid, version, k.node.as_deref()),
+        0,
+    );
     let commit = k.store.commit(batch).await.stage("commit the deployment")?;
     let event_id = commit.event_ids.first().copied();
     entry

@@ -279,6 +279,9 @@ impl HostApi for KernelHost {
         let acting = self.acting(&k);
         Box::pin(async move {
             let own = acting?;
+            if let Some(go) = elsewhere(&k, &entry, &target, token.as_deref()) {
+                return go(request, Some(timeout)).await;
+            }
             let (caller, id) = resolve_target(&k, &entry, own, &target, token.as_deref()).await?;
             let from = from_service(&entry, &caller);
             calls::call(&k, &caller, from, &id, &request, Some(timeout))
@@ -290,6 +293,17 @@ impl HostApi for KernelHost {
     fn cast(&self, target: &str, message: String, token: Option<String>) -> Result<(), HostError> {
         let k = self.kernel()?;
         let own = self.acting(&k)?;
+        if let Some(go) = elsewhere(&k, &self.entry, target, token.as_deref()) {
+            // A cast does not wait for its delivery to another node either; a refusal
+            // there is logged here.
+            let target = target.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = go(message, None).await {
+                    tracing::info!(%target, error = %e, "a cast to another node was refused");
+                }
+            });
+            return Ok(());
+        }
         let (caller, id) = match resolve_target_now(&k, &self.entry, own, target, token.as_deref())
         {
             Ok(r) => r,
@@ -425,6 +439,45 @@ impl From<Refused> for HostError {
         }
     }
 }
+
+/// A call (or cast) to `tenant/service` of another tenant that this kernel does not
+/// serve, with a token, when the kernel can reach where that tenant is served: the
+/// call, to be made with its request and deadline (`None` for a cast). The serving node verifies the
+/// token (and records a refusal in the granting tenant's log), as for any holder of it.
+/// Without a token, or with no cluster to carry it, the call is resolved here (and
+/// refused, or not found).
+fn elsewhere(
+    k: &Core,
+    entry: &ServiceEntry,
+    target: &str,
+    token: Option<&str>,
+) -> Option<impl FnOnce(String, Option<Duration>) -> HostReply + use<>> {
+    let carry = Arc::clone(k.elsewhere.as_ref()?);
+    let (tenant, service) = target.split_once('/')?;
+    let tenant = TenantId::new(tenant).ok()?;
+    if tenant == entry.tenant || k.serves(&tenant) {
+        return None;
+    }
+    let service = ServiceId::new(service).ok()?;
+    let token = token?.to_string();
+    Some(move |request, timeout| {
+        let call = crate::cluster::CallElsewhere {
+            tenant,
+            service,
+            request,
+            timeout,
+            token,
+        };
+        Box::pin(async move {
+            carry(call)
+                .await
+                .map_err(|f| HostError::new(f.reason, f.message))
+        }) as HostReply
+    })
+}
+
+/// A host call's answer, to come.
+type HostReply = BoxFuture<'static, Result<String, HostError>>;
 
 fn resolve_target_now(
     k: &Core,

@@ -66,7 +66,7 @@ pub use error::KernelError;
 pub use failed::FAILED_DEPLOY_TTL;
 pub use shedder::Permit;
 pub use swap::{DEFAULT_ROLLBACK_WINDOW, MAX_ROLLBACK_WINDOW};
-pub use system::{KernelOptions, Members, Serves};
+pub use system::{CallElsewhere, Elsewhere, KernelOptions, Members, Serves};
 pub use tree::{ComponentBody, ComponentCtx, SYSTEM_COMPONENTS};
 pub use tunables::TUNABLE_KEYS;
 

@@ -90,9 +90,26 @@ pub fn deployment_failed(
     }))
 }
 
-pub fn started(tenant: &TenantId, service: &ServiceId, version: u64) -> NewEvent {
-    NewEvent::service(kinds::SERVICE_STARTED, tenant, service)
-        .payload(json!({ "service_id": service, "version": version }))
+pub fn started(
+    tenant: &TenantId,
+    service: &ServiceId,
+    version: u64,
+    node: Option<&str>,
+) -> NewEvent {
+    on_node(
+        NewEvent::service(kinds::SERVICE_STARTED, tenant, service)
+            .payload(json!({ "service_id": service, "version": version })),
+        node,
+    )
+}
+
+/// `e` naming the cluster node that starts the service (`node`; none on an embedded
+/// server), so the log shows where each service ran.
+fn on_node(mut e: NewEvent, node: Option<&str>) -> NewEvent {
+    if let Some(node) = node {
+        e.payload["node"] = json!(node);
+    }
+    e
 }
 
 /// A limit a service (or its tenant) hit, recorded before the crash or refusal it
@@ -143,20 +160,23 @@ pub fn killed(
     }))
 }
 
-/// `original_event_id` is the `service_deployed` event of the deployment (0 unknown).
+/// `original_event_id` is the `service_deployed` event of the deployment (0 unknown);
+/// `node` the cluster node that recovers the service.
 pub fn recovered(
     tenant: &TenantId,
     service: &ServiceId,
     version: u64,
     snapshot_bytes: Option<usize>,
     original_event_id: u64,
+    node: Option<&str>,
 ) -> NewEvent {
-    NewEvent::service(kinds::SERVICE_RECOVERED, tenant, service).payload(json!({
+    let e = NewEvent::service(kinds::SERVICE_RECOVERED, tenant, service).payload(json!({
         "service_id": service,
         "version": version,
         "snapshot_bytes": snapshot_bytes,
         "original_event_id": original_event_id,
-    }))
+    }));
+    on_node(e, node)
 }
 
 /// A sampled `service_hibernated`: `suppressed_before` hibernations (of any service)

@@ -111,7 +111,15 @@ async fn recover_one(
     let original = deployed_event_of(k, &tenant, &sid);
     match start_recorded(k, compiled, &record).await {
         Ok(snapshot_bytes) => {
-            let e = records::recovered(&tenant, &sid, record.version, snapshot_bytes, original);
+            let node = k.node.as_deref();
+            let e = records::recovered(
+                &tenant,
+                &sid,
+                record.version,
+                snapshot_bytes,
+                original,
+                node,
+            );
             k.record(vec![e], "a recovery").await;
             Ok(())
         }

@@ -65,7 +65,12 @@ pub struct KernelOptions {
     /// refused (`unavailable`, `not_placed_here`), and [`crate::Kernel::adopt`] takes a
     /// tenant on once it is placed here.
     pub serves: Option<Serves>,
+    /// Carries a service's call or cast to another tenant's service that this kernel
+    /// does not serve (on a cluster node: placed on another node) to where it is served.
+    pub elsewhere: Option<crate::cluster::Elsewhere>,
 }
+
+pub use crate::cluster::{CallElsewhere, Elsewhere};
 
 /// Whether a kernel serves a tenant (called on every admission: keep it cheap).
 pub type Serves = Arc<dyn Fn(&solo_types::TenantId) -> bool + Send + Sync>;
@@ -127,6 +132,7 @@ pub(crate) async fn boot(
         node: options.node,
         members: options.members,
         serves: options.serves,
+        elsewhere: options.elsewhere,
         loaded_after,
         me: me.clone(),
     });

@@ -259,6 +259,7 @@ pub async fn become_active(
             Arc::clone(&membership),
             c.compact_every,
             ttl,
+            None,
         ));
     }
     Ok(Active {
@@ -425,14 +426,19 @@ const COMPACT_CHECK: Duration = Duration::from_secs(5);
 /// How long it waits after a failed compaction.
 const COMPACT_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Whether this node is the one to compact the log now (in mode `tenants`, where every
+/// node could: whether it holds the compactor's lease).
+type MayCompact = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
 /// Compacts the log once it holds `every` entries (checked every few seconds), never
 /// past the lowest sequence a node that still beats has applied, and only when that
-/// would purge something.
+/// would purge something; with `may`, only when it says this node is the compactor.
 async fn compact_when_long(
     log: Arc<JetStreamStore>,
     membership: Arc<Membership>,
     every: u64,
     ttl: Duration,
+    may: Option<MayCompact>,
 ) {
     let mut tick = tokio::time::interval(COMPACT_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -458,6 +464,11 @@ async fn compact_when_long(
             .min(applied);
         if floor < first {
             continue; // a live node needs all of it still
+        }
+        if let Some(may) = &may
+            && !may().await
+        {
+            continue;
         }
         match log.compact(floor).await {
             Ok(done) => {

@@ -222,6 +222,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             // The active node of mode `active` serves every tenant; a node of mode
             // `tenants` those placed on it.
             serves: node.as_ref().map(crate::cluster::tenants::Node::serves),
+            // A service's call to a tenant served on another node goes there.
+            elsewhere: node.as_ref().map(crate::cluster::tenants::Node::elsewhere),
         },
     )
     .await?;

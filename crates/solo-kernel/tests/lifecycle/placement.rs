@@ -149,6 +149,15 @@ async fn a_kernel_serves_the_tenants_placed_on_it_and_adopts_one_with_its_state(
             .count()
     };
     assert_eq!((of("alice"), of("bob")), (1, 1));
+    // The log says where each service began to run: deployed on n1, recovered on n2.
+    let nodes = |kind: &str| -> Vec<String> {
+        events(&k, kind)
+            .iter()
+            .map(|e| e.payload["node"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert_eq!(nodes(kinds::SERVICE_STARTED), ["n1", "n1", "n1"]);
+    assert_eq!(nodes(kinds::SERVICE_RECOVERED), ["n2", "n2"]);
     k.shutdown().await;
 }
 

@@ -17,7 +17,12 @@
 //! * **routes** each request by its tenant (`solo_gateway::route`): served here if the
 //!   tenant is placed here, forwarded to the node it is placed on, or, for a tenant
 //!   placed nowhere yet (its first request), placed here and served;
-//! * **follows** the runtime configuration and egress changes other nodes make.
+//! * **carries** a service's call to another tenant served on another node there (the
+//!   kernel's `Elsewhere`), as a request of the token the service presented;
+//! * **follows** the runtime configuration and egress changes other nodes make;
+//! * **compacts** the log, if it is the cluster's compactor: the node that holds
+//!   `solo/compactor`, a lease placed under its own (one node at a time; when it lapses
+//!   the next node to find the log long takes it).
 //!
 //! An admin's request goes to the node of the tenant it acts for (its own, unless it
 //! names another with `x-solo-tenant`): the log, the configuration and the vault are
@@ -34,12 +39,19 @@ use solo_gateway::auth::Claim;
 use solo_gateway::forward::{Forwarding, Listener, Upstream};
 use solo_gateway::route::{Route, Routing};
 use solo_gateway::{Gateway, TlsFiles};
-use solo_kernel::{Kernel, Serves};
+use solo_kernel::{CallElsewhere, Elsewhere, Kernel, Serves};
 use solo_store::StoreError;
 use solo_types::api::Failure;
 use solo_types::{Code, TenantId};
 
-use super::{ClusterSection, Held, cluster_node, drift_margin, forward, give_up, hold, open_log};
+use super::{
+    ClusterSection, Held, MayCompact, cluster_node, compact_when_long, drift_margin, forward,
+    give_up, hold, open_log,
+};
+
+/// The lease of the node that compacts the log, placed under that node's own lease (so
+/// it lapses with it, and the next node to look takes it over).
+pub const COMPACTOR_SCOPE: &str = "solo/compactor";
 
 /// A node of a cluster in mode `tenants`.
 pub struct Node {
@@ -131,20 +143,35 @@ pub async fn join(
         Arc::new(|_| Err(unavailable("routing picks each request's node".into())));
     let forwarding = Forwarding::new(tls, (&cert, &key), nobody)
         .map_err(|e| anyhow::anyhow!("forwarding: {e}"))?;
+    let inner = Arc::new(Inner {
+        id,
+        log,
+        membership,
+        lease,
+        ttl,
+        serves: Arc::default(),
+        adopted: RwLock::default(),
+        adopting: tokio::sync::Mutex::new(()),
+        kernel: OnceLock::new(),
+        forwarding: Arc::new(forwarding),
+    });
+    if c.compact_every > 0 {
+        let compactor = Arc::clone(&inner);
+        let may: MayCompact = Box::new(move || {
+            let inner = Arc::clone(&compactor);
+            Box::pin(async move { inner.compacts().await })
+        });
+        rt.spawn(compact_when_long(
+            Arc::clone(&inner.log),
+            Arc::clone(&inner.membership),
+            c.compact_every,
+            ttl,
+            Some(may),
+        ));
+    }
     Ok(Node {
         store,
-        inner: Arc::new(Inner {
-            id,
-            log,
-            membership,
-            lease,
-            ttl,
-            serves: Arc::default(),
-            adopted: RwLock::default(),
-            adopting: tokio::sync::Mutex::new(()),
-            kernel: OnceLock::new(),
-            forwarding: Arc::new(forwarding),
-        }),
+        inner,
         renew,
         rt: Some(rt),
     })
@@ -168,6 +195,15 @@ impl Node {
             route,
             forwarding: Arc::clone(&self.inner.forwarding),
         }
+    }
+
+    /// Carries a service's call to another tenant, served on another node, there.
+    pub fn elsewhere(&self) -> Elsewhere {
+        let inner = Arc::clone(&self.inner);
+        Arc::new(move |call| {
+            let inner = Arc::clone(&inner);
+            Box::pin(async move { inner.call_elsewhere(call).await })
+        })
     }
 
     /// The cluster's nodes for health, each with its role (`serving` while it holds its
@@ -267,6 +303,24 @@ impl Inner {
         Some(self.upstream(&holder, &tenant, which))
     }
 
+    /// Makes a service's `call` to another tenant on the node serving that tenant, over
+    /// HTTPS as a request of the call's token.
+    async fn call_elsewhere(&self, call: CallElsewhere) -> Result<String, Failure> {
+        match self
+            .route(Listener::Http, Claim::Tenant(call.tenant.clone()))
+            .await
+        {
+            Some(Ok(up)) => self.forwarding.call_elsewhere(up, call).await,
+            Some(Err(refused)) => Err(refused),
+            // Placed nowhere, it was placed here just now: from now on its calls are
+            // made here.
+            None => Err(unavailable(format!(
+                "tenant {} was placed on this node just now; retry",
+                call.tenant
+            ))),
+        }
+    }
+
     /// The listener of `node`, which serves `tenant`, from its heartbeat.
     fn upstream(
         &self,
@@ -296,6 +350,29 @@ impl Inner {
             addr,
             unreachable: gone(),
         })
+    }
+
+    /// Whether this node is the cluster's compactor: it holds [`COMPACTOR_SCOPE`], or
+    /// nobody live does and it takes it now (the log decides between two that try at
+    /// once).
+    async fn compacts(&self) -> bool {
+        let now = solo_types::clock::system_now_ns();
+        match self.log.lease(COMPACTOR_SCOPE) {
+            Ok(Some(l)) if l.expires_ns > now => return l.holder == self.id,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        match self
+            .log
+            .place(COMPACTOR_SCOPE, &self.id, &node_scope(&self.id))
+            .await
+        {
+            Ok(l) => {
+                tracing::info!(node = %self.id, epoch = l.epoch, "this node compacts the cluster's log");
+                l.holder == self.id
+            }
+            Err(_) => false,
+        }
     }
 
     /// Takes `tenant` on here, once.

@@ -1,6 +1,7 @@
 //! Cluster mode `tenants` end to end: three NATS servers and three Solo nodes, each
 //! serving the tenants placed on it. A tenant's first request places it on the node it
-//! reached; any node forwards a tenant's requests to the node serving it; `kill -9` of a
+//! reached; any node forwards a tenant's requests to the node serving it; a service's
+//! call to another tenant's service on another node crosses nodes; `kill -9` of a
 //! node moves its tenants to the survivors, each service back with its last checkpoint,
 //! while the other tenants go on undisturbed; a node paused past its lease loses its
 //! tenants to the others and exits when it wakes, its writes fenced out.
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_cluster::testing::NatsCluster;
+use solo_types::api::GrantRequest;
+use solo_types::{Permissions, Resource, ServiceId};
 
 use crate::cluster::{count, signal, spawn_node_tls};
 use crate::harness::{Server, call, counter_js};
@@ -70,6 +73,61 @@ fn placements(node: &Server, tenant: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Calls or casts `to` with `body` and `token`, answering a refusal as `denied: <reason>`.
+const RELAY: &str = r#"export async function handleCall(r) {
+  try {
+    if (r.cast) { solo.cast(r.to, r.body, { token: r.token }); return "cast"; }
+    return await solo.call(r.to, r.body, { timeoutMs: 3000, token: r.token });
+  } catch (e) { return "denied: " + e.code; }
+}"#;
+
+/// A service of alice's on a calls and casts to bob's counter on b with a token bob
+/// granted (asked through c): the call crosses nodes, b verifies the token; one bob never
+/// granted, or none, is refused. Bob's count goes from 7 to 8 by the cast.
+async fn across_nodes(a: &Server, b: &Server, c: &Server) {
+    let bob = b.tenant_profile("bob").open().await.unwrap();
+    let granted = bob
+        .grant(&GrantRequest {
+            resource: Resource::Service(ServiceId::new("counter").unwrap()),
+            permissions: Permissions::parse(["call"]).unwrap(),
+            ttl_seconds: Some(600),
+        })
+        .await
+        .unwrap();
+    let token = granted.token.expose().to_string();
+    a.tenant("alice")
+        .await
+        .deploy(crate::deploy_js("relay", RELAY.into()))
+        .await
+        .unwrap();
+    let relay = |body: serde_json::Value| async move {
+        let mut alice = c.tenant("alice").await;
+        let r = alice.call(call("relay", body)).await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&r.into_inner().reply).unwrap()
+    };
+    let get = json!({"op": "get"});
+    let got = relay(json!({"to": "bob/counter", "body": get, "token": token})).await;
+    assert_eq!(got["value"], 7, "{got}");
+    for bad in [json!("solo_not_a_token"), serde_json::Value::Null] {
+        let got = relay(json!({"to": "bob/counter", "body": get, "token": bad})).await;
+        assert!(
+            got.as_str().is_some_and(|s| s.starts_with("denied: ")),
+            "{got}"
+        );
+    }
+    let inc = json!({"op": "inc", "by": 1});
+    let got = relay(json!({"to": "bob/counter", "body": inc, "token": token, "cast": true})).await;
+    assert_eq!(got, "cast");
+    let since = Instant::now();
+    while counter(c, "bob", get.clone()).await.unwrap() != 8 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the cast reached bob's counter"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
     let nats = NatsCluster::start(3, true);
@@ -99,6 +157,7 @@ async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
     assert_eq!(counter(&a, "bob", json!({"op": "get"})).await.unwrap(), 7);
     assert_eq!(runs_on(&c, "alice").await, "a");
     assert_eq!(runs_on(&a, "bob").await, "b");
+    across_nodes(&a, &b, &c).await;
     // Health through any node lists the three serving.
     let health = c.cli_json(&["health"]);
     let roles: Vec<_> = health["nodes"]
@@ -122,17 +181,19 @@ async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
     let now_on = runs_on(&b, "alice").await;
     assert!(now_on == "b" || now_on == "c", "{now_on}");
     // Bob was never disturbed, and the chain verifies from any node.
-    assert_eq!(counter(&c, "bob", json!({"op": "get"})).await.unwrap(), 7);
+    assert_eq!(counter(&c, "bob", json!({"op": "get"})).await.unwrap(), 8);
     let verify = b.cli_json(&["events", "verify"]);
     assert_eq!(verify["ok"], json!(true), "{verify}");
-    // No service ran on two nodes at once: alice's counter was recovered once, by the
-    // node it moved to, after a's lease lapsed.
+    // No service ran on two nodes at once: alice's counter and relay were recovered
+    // once each, by the node they moved to, after a's lease lapsed.
     let recovered = b.cli_json(&["events", "--kind", "service_recovered", "--limit", "10"]);
-    assert_eq!(
-        recovered["events"].as_array().unwrap().len(),
-        1,
-        "{recovered}"
-    );
+    let on: Vec<&str> = recovered["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["node"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(on, [now_on.as_str(); 2], "{recovered}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,25 +1,30 @@
-//! A checker in the spirit of Jepsen for cluster mode: two clients deploy, kill, put
-//! secrets, grant, register and call, each operation through the next node in turn (a
-//! standby forwards it to the active node), while a schedule kills (`kill -9`) and pauses
-//! (`SIGSTOP` past the lease) the active Solo node and kills NATS servers. Afterwards
-//! every acknowledged write is present, every acknowledged kill took effect, the vault
-//! decrypts every acknowledged secret, the chain verifies, and the log shows every start
-//! made under the starting node's own lease. The log is compacted every 30 entries
-//! meanwhile, so nodes that come back start from the latest copy of a view.
+//! A checker in the spirit of Jepsen for cluster mode, run in both modes: two clients
+//! deploy, kill, put secrets, grant, register and call, each operation through the next
+//! node in turn (forwarded to the node that serves it), while a schedule kills
+//! (`kill -9`) and pauses (`SIGSTOP` past the lease) Solo nodes and kills NATS servers.
+//! In mode `active` both clients are the admin and the faults hit the active node; in
+//! mode `tenants` the clients are two tenants with certificates of their own, placed on
+//! different nodes, and each fault hits the node serving one of them. Afterwards every
+//! acknowledged write is present, every acknowledged kill took effect, the vault decrypts
+//! every acknowledged secret, the chain verifies, and the log shows every start made
+//! where it was allowed (`verify.rs`). The log is compacted every 30 entries meanwhile,
+//! so nodes that come back start from the latest copy of a view.
 //! `CLUSTER_CHECK_FAULTS=N` runs a longer schedule (default 4 faults).
 
+mod verify;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use solo_client::Solo;
+use solo_client::{Flags, Profile, Solo};
 use solo_cluster::testing::{NatsCluster, share_identity};
-use solo_types::api::{GrantRequest, KillOptions, ListFilter, RegisterRequest};
-use solo_types::{EventFilter, EventQuery, Format, Permissions, Resource, ServiceId};
+use solo_types::api::{GrantRequest, KillOptions, RegisterRequest};
+use solo_types::{Format, Permissions, Resource, ServiceId};
 
-use crate::harness::{SOLO, admin_profile_of, counter_js};
+use crate::harness::{SOLO, counter_js};
 
 const LEASE_MS: u64 = 2_000;
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -175,20 +180,40 @@ fn wait_active(nodes: &mut [Node], except: Option<usize>, within: Duration) -> u
     }
 }
 
+/// Waits until node `i` listens, supervising them all meanwhile.
+fn wait_node(nodes: &mut [Node], i: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        for n in nodes.iter_mut() {
+            n.supervise();
+        }
+        if nodes[i].listening {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i} did not start within {within:?}; the end of its stderr:\n{}",
+            nodes[i].tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
 }
 
-/// What the client was told succeeded.
+/// What the clients were told succeeded. Client `me`'s ids are `me` modulo `CLIENTS`.
 #[derive(Default)]
 struct Acked {
     deployed: BTreeSet<usize>,
     killed: BTreeSet<usize>,
     secrets: BTreeSet<usize>,
     registered: BTreeSet<usize>,
-    granted: BTreeSet<String>,
+    /// Each grant with the client that made it.
+    granted: BTreeSet<(usize, String)>,
     /// Calls answered.
     called: usize,
     /// Kills whose outcome is unknown: the service may or may not be gone.
@@ -202,12 +227,34 @@ fn sid(i: usize) -> ServiceId {
     ServiceId::new(format!("s{i}")).unwrap()
 }
 
-/// A client of the first node that answers, trying them from the `turn`-th on (a
-/// standby forwards to the active node; one that is starting or paused does not answer).
-async fn client(nodes: &[PathBuf], turn: usize) -> Option<Solo> {
+/// The cluster's mode under test.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Active,
+    Tenants,
+}
+
+/// Whom a client connects as: the admin (`None`), or a tenant's certificate and key.
+type Who = Option<(PathBuf, PathBuf)>;
+
+/// A profile for `who` to the node whose data directory is `data`.
+fn profile_of(data: &Path, who: &Who) -> Option<Profile> {
+    let flags = Flags {
+        data_dir: Some(data.to_path_buf()),
+        cert: who.as_ref().map(|w| w.0.clone()),
+        key: who.as_ref().map(|w| w.1.clone()),
+        ..Flags::default()
+    };
+    Profile::resolve(&flags, &[]).ok()
+}
+
+/// A client of the first node that answers, trying them from the `turn`-th on (any node
+/// forwards to the one serving the request; one that is starting or paused does not
+/// answer).
+async fn client(nodes: &[PathBuf], turn: usize, who: &Who) -> Option<Solo> {
     let n = nodes.len();
     for data in (0..n).map(|k| &nodes[(turn + k) % n]) {
-        let Some(profile) = admin_profile_of(data) else {
+        let Some(profile) = profile_of(data, who) else {
             continue;
         };
         if let Ok(Ok(solo)) = tokio::time::timeout(Duration::from_secs(2), profile.open()).await
@@ -222,10 +269,23 @@ async fn client(nodes: &[PathBuf], turn: usize) -> Option<Solo> {
     None
 }
 
-/// Client `me`'s operations until `stop`: its ids are `me` modulo `CLIENTS`.
+/// A client for `who` through any node, waiting up to a minute for one to answer.
+async fn some_client(nodes: &[PathBuf], who: &Who) -> Solo {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = client(nodes, 0, who).await {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no node answers a client");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Client `me`'s operations, as `who`, until `stop`.
 async fn workload(
     me: usize,
     nodes: Vec<PathBuf>,
+    who: Who,
     acked: Arc<Mutex<Acked>>,
     stop: Arc<Mutex<bool>>,
 ) {
@@ -236,7 +296,7 @@ async fn workload(
         n += 1;
         let i = n * CLIENTS + me;
         // Each kind of operation goes through every node in turn.
-        let Some(solo) = client(&nodes, n + n / 6).await else {
+        let Some(solo) = client(&nodes, n + n / 6, &who).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -255,7 +315,11 @@ async fn workload(
                         let a = acked.lock().unwrap();
                         a.deployed
                             .iter()
-                            .find(|d| !a.killed.contains(d) && !a.kill_unknown.contains(d))
+                            .find(|d| {
+                                *d % CLIENTS == me
+                                    && !a.killed.contains(d)
+                                    && !a.kill_unknown.contains(d)
+                            })
                             .copied()
                     };
                     match victim {
@@ -301,19 +365,20 @@ async fn workload(
                 a.killed.insert(i);
             }
             Ok(Ok(Ack::Registered(i))) => drop(a.registered.insert(i)),
-            Ok(Ok(Ack::Granted(hash))) => drop(a.granted.insert(hash)),
+            Ok(Ok(Ack::Granted(hash))) => drop(a.granted.insert((me, hash))),
             Ok(Ok(Ack::Called)) => a.called += 1,
             Ok(Ok(Ack::Nothing)) => {}
             Ok(Err(e)) => {
                 a.unknown += 1;
                 if a.failures.len() < 12 {
-                    a.failures.push(format!("op {}: {e}", n % 6));
+                    a.failures.push(format!("client {me}, op {}: {e}", n % 6));
                 }
             }
             Err(_) => {
                 a.unknown += 1;
                 if a.failures.len() < 12 {
-                    a.failures.push(format!("op {}: timed out", n % 6));
+                    a.failures
+                        .push(format!("client {me}, op {}: timed out", n % 6));
                 }
             }
         }
@@ -333,18 +398,32 @@ enum Ack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_servers() {
+    check(Mode::Active).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_mode_tenants_acknowledged_writes_survive_killed_and_paused_nodes() {
+    check(Mode::Tenants).await;
+}
+
+const IDS: [&str; 2] = ["a", "b"];
+
+async fn check(mode: Mode) {
     let faults: usize = std::env::var("CLUSTER_CHECK_FAULTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     let mut nats = NatsCluster::start(3, true);
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["a", "b"]
+    let mut nodes: Vec<Node> = IDS
         .iter()
         .map(|id| {
             let config = root.path().join(format!("{id}.toml"));
             // Compaction every 30 entries: nodes coming back start from copies of a view.
-            let toml = nats.solo_config(id, LEASE_MS, None) + "compact_every = 30\n";
+            let mut toml = nats.solo_config(id, LEASE_MS, None) + "compact_every = 30\n";
+            if mode == Mode::Tenants {
+                toml += "mode = \"tenants\"\n";
+            }
             std::fs::write(&config, toml).unwrap();
             Node::new(root.path().join(id), config)
         })
@@ -354,14 +433,35 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     share_identity(&nodes[0].data, &nodes[1].data).unwrap();
     nodes[1].spawn();
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data.clone()).collect();
-    // The service registrations name; never killed.
-    let first = client(&dirs, 0).await.unwrap();
-    let anchor = solo_types::api::DeployRequest::new(
-        ServiceId::new("anchor").unwrap(),
-        Format::Js,
-        counter_js().into_bytes(),
-    );
-    first.deploy(&anchor).await.unwrap();
+    let whos: Vec<Who> = match mode {
+        Mode::Active => vec![None; CLIENTS],
+        Mode::Tenants => {
+            // Both nodes start first: each tenant's first request places it on the node
+            // it reaches, alice's on a and bob's on b.
+            wait_node(&mut nodes, 1, Duration::from_secs(60));
+            let out = root.path().join("clients");
+            ["alice", "bob"]
+                .iter()
+                .map(|t| {
+                    let cert = solo_gateway::pki::issue(&dirs[0], t, false, &out).unwrap();
+                    Some((cert, out.join(format!("{t}-key.pem"))))
+                })
+                .collect()
+        }
+    };
+    // The service registrations name, and grants cover; never killed.
+    for (me, who) in whos.iter().enumerate() {
+        let first = client(&dirs, me, who).await.unwrap();
+        let anchor = solo_types::api::DeployRequest::new(
+            ServiceId::new("anchor").unwrap(),
+            Format::Js,
+            counter_js().into_bytes(),
+        );
+        first.deploy(&anchor).await.unwrap();
+        if mode == Mode::Active {
+            break;
+        }
+    }
 
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(Mutex::new(false));
@@ -370,6 +470,7 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
             tokio::spawn(workload(
                 me,
                 dirs.clone(),
+                whos[me].clone(),
                 Arc::clone(&acked),
                 Arc::clone(&stop),
             ))
@@ -378,21 +479,45 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
 
     for f in 0..faults {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        let active = wait_active(&mut nodes, None, Duration::from_secs(30));
+        let victim = match mode {
+            Mode::Active => wait_active(&mut nodes, None, Duration::from_secs(30)),
+            Mode::Tenants => {
+                let v = serving(&dirs, &whos[f % CLIENTS])
+                    .await
+                    .unwrap_or(f % IDS.len());
+                wait_node(&mut nodes, v, Duration::from_secs(30));
+                v
+            }
+        };
         match f % 3 {
             0 => {
-                nodes[active].kill9();
-                wait_active(&mut nodes, Some(active), Duration::from_secs(30));
-                nodes[active].spawn();
+                nodes[victim].kill9();
+                match mode {
+                    Mode::Active => {
+                        wait_active(&mut nodes, Some(victim), Duration::from_secs(30));
+                    }
+                    // Its tenants move once its lease lapses.
+                    Mode::Tenants => {
+                        tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
+                    }
+                }
+                nodes[victim].spawn();
             }
             1 => {
-                let pid = nodes[active].pid();
+                let pid = nodes[victim].pid();
                 signal(pid, libc::SIGSTOP);
-                wait_active(&mut nodes, Some(active), Duration::from_secs(30));
+                match mode {
+                    Mode::Active => {
+                        wait_active(&mut nodes, Some(victim), Duration::from_secs(30));
+                    }
+                    Mode::Tenants => {
+                        tokio::time::sleep(Duration::from_millis(2 * LEASE_MS + 500)).await;
+                    }
+                }
                 signal(pid, libc::SIGCONT);
-                let code = nodes[active].wait_exit(Duration::from_secs(15));
+                let code = nodes[victim].wait_exit(Duration::from_secs(15));
                 assert_eq!(code, Some(3), "a node that lost its lease exits with 3");
-                nodes[active].spawn();
+                nodes[victim].spawn();
             }
             _ => {
                 let victim = f % 3;
@@ -409,20 +534,19 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
     for l in load {
         l.await.unwrap();
     }
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let solo = loop {
-        wait_active(&mut nodes, None, Duration::from_secs(60));
-        if let Some(s) = client(&dirs, 0).await {
-            break s;
+    match mode {
+        Mode::Active => drop(wait_active(&mut nodes, None, Duration::from_secs(60))),
+        Mode::Tenants => {
+            for i in 0..nodes.len() {
+                wait_node(&mut nodes, i, Duration::from_secs(60));
+            }
         }
-        assert!(Instant::now() < deadline, "no node answers a client");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
     let a = std::mem::take(&mut *acked.lock().unwrap());
     println!(
-        "checker: {faults} faults; acknowledged {} deploys, {} kills, {} secrets, {} \
-         registrations, {} grants, {} calls answered; {} operations with an unknown outcome",
+        "checker, mode {mode:?}: {faults} faults; acknowledged {} deploys, {} kills, {} \
+         secrets, {} registrations, {} grants, {} calls answered; {} operations with an \
+         unknown outcome",
         a.deployed.len(),
         a.killed.len(),
         a.secrets.len(),
@@ -436,122 +560,30 @@ async fn acknowledged_writes_survive_killed_and_paused_nodes_and_lost_nats_serve
         nodes.iter().map(|n| n.restarts).sum::<usize>()
     );
     println!("a sample of the failures: {:#?}", a.failures);
-    let tails = || {
-        dirs.iter()
-            .map(|d| {
-                let log = std::fs::read_to_string(d.with_extension("stderr")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                format!("{}:\n{}", d.display(), tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert!(
-        a.deployed.len() >= 3,
-        "the workload made progress; the nodes' logs (newest first):\n{}",
-        tails()
-    );
-    let logs: String = dirs
-        .iter()
-        .map(|d| std::fs::read_to_string(d.with_extension("stderr")).unwrap_or_default())
-        .collect();
-    let compactions = logs.matches("compacted the cluster's log").count();
-    println!(
-        "compactions: {compactions}; nodes started from a copy of a view: {}",
-        logs.matches("starts from the latest copy").count()
-    );
-    assert!(
-        compactions > 0,
-        "the log was compacted meanwhile:\n{}",
-        tails()
-    );
-    let listed: BTreeSet<String> = solo
-        .list(&ListFilter {
-            limit: 1000,
-            ..ListFilter::default()
-        })
-        .await
-        .unwrap()
-        .services
-        .into_iter()
-        .map(|s| s.service_id.as_str().to_string())
-        .collect();
-    for d in &a.deployed {
-        let present = listed.contains(&format!("s{d}"));
-        if a.killed.contains(d) {
-            assert!(!present, "s{d}'s acknowledged kill is lost");
-        } else if !a.kill_unknown.contains(d) {
-            assert!(present, "s{d}'s acknowledged deploy is lost");
-        }
+    verify::progress_and_compaction(&a, &dirs);
+    for (me, who) in whos.iter().enumerate() {
+        let solo = some_client(&dirs, who).await;
+        verify::acknowledged(&solo, &a, me).await;
     }
-    for k in &a.secrets {
-        let s = solo.get_secret(&format!("k{k}")).await.unwrap();
-        assert_eq!(s.value.expose(), format!("v{k}").as_bytes(), "secret k{k}");
-    }
-    let names: BTreeSet<String> = solo
-        .registrations(None)
-        .await
-        .unwrap()
-        .services
-        .into_iter()
-        .map(|r| r.service_name)
-        .collect();
-    for r in &a.registered {
-        assert!(
-            names.contains(&format!("name{r}")),
-            "registration name{r} is lost"
-        );
-    }
-    let caps: BTreeSet<String> = solo
-        .list_capabilities()
-        .await
-        .unwrap()
-        .capabilities
-        .into_iter()
-        .map(|c| c.hash)
-        .collect();
-    for g in &a.granted {
-        assert!(caps.contains(g), "grant {g} is lost");
-    }
-    let v = solo.verify_events().await.unwrap();
+    let admin = some_client(&dirs, &None).await;
+    let v = admin.verify_events().await.unwrap();
     assert!(v.ok, "the chain verifies: {:?}", v.reason);
-    only_the_lease_holder_starts(&solo).await;
+    match mode {
+        Mode::Active => verify::only_the_lease_holder_starts(&admin).await,
+        Mode::Tenants => verify::only_the_placed_node_starts(&admin).await,
+    }
 }
 
-/// Checks from the log that no node started its services without the lease: each
-/// `system_started` names the node the last lease event before it handed the lease to.
-async fn only_the_lease_holder_starts(solo: &Solo) {
-    let of_kind = |kind: &str| EventQuery {
-        filter: EventFilter {
-            kind: Some(kind.into()),
-            ..EventFilter::default()
-        },
-        limit: EventQuery::MAX_LIMIT,
-        ..EventQuery::default()
-    };
-    let mut log = Vec::new();
-    for kind in ["lease_*", "system_started"] {
-        log.extend(solo.events(&of_kind(kind)).await.unwrap().events);
-    }
-    log.sort_by_key(|e| e.id);
-    let mut holder: Option<String> = None;
-    let mut starts = 0;
-    for e in &log {
-        let field = |k: &str| e.payload[k].as_str().map(str::to_string);
-        match e.kind.as_str() {
-            "lease_acquired" => holder = field("holder"),
-            "lease_released" => holder = None,
-            "system_started" => {
-                let node = field("node");
-                assert!(node.is_some(), "a cluster node names itself: {e:?}");
-                assert_eq!(node, holder, "event {} started without the lease", e.id);
-                starts += 1;
-            }
-            _ => {}
-        }
-    }
-    assert!(starts >= 2, "{starts} starts in the log");
-    println!("{starts} starts in the log, each under its own lease");
+/// The index of the node serving `who`'s anchor, asked through any node.
+async fn serving(dirs: &[PathBuf], who: &Who) -> Option<usize> {
+    let solo = client(dirs, 0, who).await?;
+    let anchor = ServiceId::new("anchor").unwrap();
+    let status = tokio::time::timeout(OP_TIMEOUT, solo.status(&anchor))
+        .await
+        .ok()?
+        .ok()?;
+    IDS.iter()
+        .position(|id| status.node.as_deref() == Some(*id))
 }
 
 #[allow(unsafe_code)]
