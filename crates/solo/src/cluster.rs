@@ -45,12 +45,27 @@ pub struct Active {
     /// The cluster's membership (advisory).
     membership: Arc<Membership>,
     ttl: Duration,
-    rt: Option<tokio::runtime::Runtime>,
+    rt: ClusterRuntime,
 }
 
-impl Drop for Active {
+/// The runtime the log's tasks run on, shut down in the background when dropped: a
+/// runtime dropped where blocking is not allowed (in any async context, such as a start
+/// that fails after the log opened) panics.
+struct ClusterRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for ClusterRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the cluster's runtime lives until dropped")
+    }
+}
+
+impl Drop for ClusterRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
+        if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
     }
@@ -124,7 +139,7 @@ impl Active {
     /// Gives the lease up (after a graceful stop), so a standby takes over at once.
     pub async fn release(self) {
         self.renew.abort();
-        give_up(self.rt.as_ref(), &self.log, &self.lease, "the active lease").await;
+        give_up(&self.rt, &self.log, &self.lease, "the active lease").await;
     }
 }
 
@@ -151,21 +166,15 @@ fn cluster_node(
 /// Releases `lease` through the log on the cluster's runtime `rt` (`what` names it in
 /// the warning if that fails: it then lapses by itself).
 async fn give_up(
-    rt: Option<&tokio::runtime::Runtime>,
+    rt: &tokio::runtime::Runtime,
     log: &Arc<JetStreamStore>,
     lease: &parking_lot::Mutex<Lease>,
     what: &str,
 ) {
     let lease = lease.lock().clone();
     let log = Arc::clone(log);
-    let released = match rt {
-        Some(rt) => rt
-            .spawn(async move { log.release(&lease).await })
-            .await
-            .ok(),
-        None => None,
-    };
-    if let Some(Err(e)) = released {
+    let released = rt.spawn(async move { log.release(&lease).await }).await;
+    if let Ok(Err(e)) = released {
         tracing::warn!(error = %e, "could not give {what} up; it lapses by itself");
     }
 }
@@ -269,7 +278,7 @@ pub async fn become_active(
         renew,
         membership,
         ttl,
-        rt: Some(rt),
+        rt,
     })
 }
 
@@ -278,7 +287,7 @@ pub async fn become_active(
 async fn open_log(
     c: &ClusterSection,
     data_dir: &std::path::Path,
-) -> anyhow::Result<(tokio::runtime::Runtime, Arc<JetStreamStore>)> {
+) -> anyhow::Result<(ClusterRuntime, Arc<JetStreamStore>)> {
     let node = c.node_id.clone().unwrap_or_default();
     let mut opts = ClusterOptions::new(
         c.nats_urls.clone(),
@@ -300,20 +309,33 @@ async fn open_log(
     // The log's connection, its applier and the lease's keeper run on a runtime of
     // their own, so that a kernel busy starting hundreds of services cannot starve the
     // renewals and lose the lease it is starting under.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("solo-cluster")
-        .enable_all()
-        .build()
-        .context("start the cluster's runtime")?;
-    let opened = rt
-        .spawn(JetStreamStore::open(opts))
-        .await
-        .context("open the cluster's log")?;
-    if let Err(solo_cluster::check::ClusterError::FellBehind(why)) = &opened {
-        lost(why);
-    }
-    let log = Arc::new(opened.context("open the cluster's log")?);
+    let rt = ClusterRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("solo-cluster")
+            .enable_all()
+            .build()
+            .context("start the cluster's runtime")?,
+    ));
+    let log = loop {
+        use solo_cluster::check::ClusterError as E;
+        let failed = match rt.spawn(JetStreamStore::open(opts.clone())).await {
+            Ok(Ok(log)) => break Arc::new(log),
+            Ok(Err(E::FellBehind(why))) => lost(&why),
+            // NATS reached but without a quorum (the log has no leader, a server's
+            // monitoring endpoint is down): the node waits for its cluster rather than
+            // exit, and joins once the log can be used. NATS not reached at all (down,
+            // or refusing this node's credentials) stops it with the reason.
+            Ok(Err(e @ (E::Stream { .. } | E::Monitor { .. }))) => {
+                tracing::warn!(error = %e, "the cluster's log cannot be reached yet; trying again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(e) => anyhow::Error::new(e),
+        };
+        return Err(failed.context("open the cluster's log"));
+    };
     // A view the log was compacted past cannot go on: the node starts again from the
     // latest copy (status 3, as for a lost lease).
     let watched = Arc::clone(&log);

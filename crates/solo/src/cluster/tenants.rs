@@ -45,8 +45,8 @@ use solo_types::api::Failure;
 use solo_types::{Code, TenantId};
 
 use super::{
-    ClusterSection, Held, MayCompact, cluster_node, compact_when_long, drift_margin, forward,
-    give_up, hold, open_log,
+    ClusterRuntime, ClusterSection, Held, MayCompact, cluster_node, compact_when_long,
+    drift_margin, forward, give_up, hold, open_log,
 };
 
 /// The lease of the node that compacts the log, placed under that node's own lease (so
@@ -58,7 +58,7 @@ pub struct Node {
     pub store: Arc<dyn solo_store::Store>,
     inner: Arc<Inner>,
     renew: tokio::task::JoinHandle<()>,
-    rt: Option<tokio::runtime::Runtime>,
+    rt: ClusterRuntime,
 }
 
 /// What the node's tasks and its routing share.
@@ -76,14 +76,6 @@ struct Inner {
     adopting: tokio::sync::Mutex<()>,
     kernel: OnceLock<Kernel>,
     forwarding: Arc<Forwarding>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// Opens the cluster's log and takes this node's lease (waiting while a previous run of
@@ -173,7 +165,7 @@ pub async fn join(
         store,
         inner,
         renew,
-        rt: Some(rt),
+        rt,
     })
 }
 
@@ -255,7 +247,7 @@ impl Node {
     pub async fn release(self) {
         self.renew.abort();
         give_up(
-            self.rt.as_ref(),
+            &self.rt,
             &self.inner.log,
             &self.inner.lease,
             "the node's lease",

@@ -40,8 +40,26 @@ pub(crate) fn spawn_node_tls(
     if let Some(from) = shared {
         share_identity(from, &data).unwrap();
     }
+    std::fs::write(
+        dir.path().join("solo.toml"),
+        nats.solo_config(id, LEASE_MS, tls),
+    )
+    .unwrap();
+    start_node(dir, env)
+}
+
+/// Starts a node again on `node`'s data directory and configuration (after it exited),
+/// as its service manager would.
+pub(crate) fn respawn(mut node: Server, env: &[(&str, &str)]) -> Starting {
+    node.kill9();
+    let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());
+    start_node(dir, env)
+}
+
+/// Starts `solo server` on `dir`'s `data/` and `solo.toml`, with `env`.
+fn start_node(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Starting {
+    let data = dir.path().join("data");
     let config = dir.path().join("solo.toml");
-    std::fs::write(&config, nats.solo_config(id, LEASE_MS, tls)).unwrap();
     let stderr_log = dir.path().join("server.stderr");
     let child = Command::new(SOLO)
         .args([
@@ -60,7 +78,13 @@ pub(crate) fn spawn_node_tls(
         .env("SOLO_METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_log).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&stderr_log)
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     Starting::new(child, dir, stderr_log)

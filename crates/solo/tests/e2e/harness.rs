@@ -317,6 +317,11 @@ impl Starting {
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         wait_child(self.child.as_mut().unwrap(), within)
     }
+
+    /// How the process exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
 }
 
 impl Drop for Starting {

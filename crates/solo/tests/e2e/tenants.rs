@@ -13,7 +13,7 @@ use solo_cluster::testing::NatsCluster;
 use solo_types::api::GrantRequest;
 use solo_types::{Permissions, Resource, ServiceId};
 
-use crate::cluster::{count, signal, spawn_node_tls};
+use crate::cluster::{count, respawn, signal, spawn_node_tls};
 use crate::harness::{Server, call, counter_js};
 
 const TENANTS: [(&str, &str); 1] = [("SOLO_CLUSTER__MODE", "tenants")];
@@ -239,4 +239,45 @@ async fn a_node_paused_past_its_lease_loses_its_tenants_and_exits_when_it_wakes(
     assert_eq!(counter(&b, "alice", json!({"op": "get"})).await.unwrap(), 6);
     let verify = b.cli_json(&["events", "verify"]);
     assert_eq!(verify["ok"], json!(true), "{verify}");
+}
+
+/// Two NATS servers of three die: the node cannot renew its lease and stops (status 3);
+/// started again while there is no quorum it waits for the log, and once a server
+/// returns it serves alice again with her checkpointed count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_nats_quorum_a_node_stops_and_serves_again_once_a_server_returns() {
+    let mut nats = NatsCluster::start(3, true);
+    let mut a = node(&nats, "a", None);
+    a.cli_json(&["config", "set", "services.checkpoint_every_ms", "200"]);
+    a.tenant("alice")
+        .await
+        .deploy(crate::deploy_js("counter", counter_js()))
+        .await
+        .unwrap();
+    assert_eq!(inc_until_answered(&a, "alice").await, 1);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    nats.kill(1);
+    nats.kill(2);
+    // Its lease cannot be renewed without a quorum: it stops, status 3.
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "{}", a.stderr());
+    // Started again meanwhile (as its service manager would), it waits for the log to
+    // be reachable, neither serving nor exiting.
+    let mut starting = respawn(a, &TENANTS);
+    let since = Instant::now();
+    while !starting.stderr().contains("cannot be reached yet") {
+        assert!(since.elapsed() < Duration::from_secs(60), "{}", starting.stderr());
+        assert_eq!(starting.exited(), None, "{}", starting.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!starting.printed_within(Duration::from_secs(2)));
+    assert_eq!(starting.exited(), None, "{}", starting.stderr());
+    nats.restart(1);
+    let back = Instant::now();
+    let (a, _) = starting.wait(Duration::from_secs(60));
+    assert_eq!(inc_until_answered(&a, "alice").await, 2);
+    println!(
+        "quorum back to alice's first answered call: {:?}",
+        back.elapsed()
+    );
 }
