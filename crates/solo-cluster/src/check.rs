@@ -238,6 +238,18 @@ async fn check_synced(servers: &[String], opts: &ClusterOptions) -> Result<(), C
                     ),
                 });
             }
+            // Some endpoints down (their servers too, likely): too few servers checked
+            // for now, which a server coming back mends.
+            None if !unreachable.is_empty() => {
+                return Err(ClusterError::Monitor {
+                    url: unreachable.join("; "),
+                    detail: format!(
+                        "NATS server {server} holds a replica of the log and cannot be \
+                         checked, and the servers checked do not hold a majority of the \
+                         replicas"
+                    ),
+                });
+            }
             None => {
                 return Err(ClusterError::Unsafe {
                     stream: opts.stream.clone(),
