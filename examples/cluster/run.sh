@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Starts a Solo cluster on loopback: three NATS servers (JetStream, every write synced)
-# and three `solo server` nodes sharing one CA and one master key. Node a becomes the
-# active node; b and c wait as standbys and take over when it stops. Everything lives in
-# DIR (default ./solo-cluster); ctrl-c stops it all.
+# and three `solo server` nodes sharing one CA and one master key. Every node serves the
+# tenants placed on it (a tenant's first request places it on the node it reaches) and
+# forwards the other tenants' requests to theirs; when a node stops, its tenants move to
+# the others. (`mode = "active"` in [cluster] instead: one node serves everything, the
+# others stand by.) Everything lives in DIR (default ./solo-cluster); ctrl-c stops it all.
 #
 #   bash examples/cluster/run.sh [DIR]
 #
 # Then, from the repository: `./target/release/solo --data-dir DIR/a list` (or b, c for
-# whichever node is active). Ports: NATS clients 14222-14224, routes 16222-16224,
+# any node: each answers for every tenant). Ports: NATS clients 14222-14224, routes 16222-16224,
 # monitoring 18222-18224; Solo gRPC 50061-50063, HTTPS 8061-8063, metrics (plaintext,
-# every node, standbys too) 9061-9063: `curl -s 127.0.0.1:9062/metrics | grep cluster`.
+# every node) 9061-9063: `curl -s 127.0.0.1:9062/metrics | grep cluster`.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="$(mkdir -p "${1:-./solo-cluster}" && cd "${1:-./solo-cluster}" && pwd)"
@@ -34,8 +36,8 @@ CONF
     pids+=($!)
 done
 
-# Runs node $1, and starts it again whenever it exits with status 3 (it lost the active
-# lease: paused, or cut off from NATS): it comes back as a standby. Any other exit ends it.
+# Runs node $1, and starts it again whenever it exits with status 3 (it lost its lease:
+# paused, or cut off from NATS): it comes back and serves again. Any other exit ends it.
 supervise() {
     local node=$1 child status
     trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
@@ -46,7 +48,7 @@ supervise() {
         status=0
         wait "$child" || status=$?
         [ "$status" = 3 ] || exit "$status"
-        echo "node $node lost the active lease; starting it again as a standby" >&2
+        echo "node $node lost its lease; starting it again" >&2
     done
 }
 
@@ -64,8 +66,8 @@ nats_urls = ["nats://127.0.0.1:14222", "nats://127.0.0.1:14223", "nats://127.0.0
 monitor_urls = ["http://127.0.0.1:18222", "http://127.0.0.1:18223", "http://127.0.0.1:18224"]
 node_id = "$node"
 [service_defaults]
-# An awake service's state is saved 5 s after its messages: a standby taking over after
-# a kill -9 restores it from there.
+# An awake service's state is saved 5 s after its messages: the node a tenant moves to
+# after a kill -9 restores it from there.
 checkpoint_every_ms = 5000
 CONF
     if [ "$node" != a ]; then
@@ -84,10 +86,10 @@ CONF
         grep -q "grpc listening" "$dir/a.out" || { cat "$dir/a.log"; exit 1; }
     fi
 done
-echo "solo cluster in $dir: node a active (gRPC 127.0.0.1:50061), b and c standing by"
-echo "try: $solo --data-dir $dir/a deploy $repo/examples/js/counter.js"
+echo "solo cluster in $dir: nodes a, b and c serving (gRPC 127.0.0.1:50061-50063)"
+echo "try: $solo --data-dir $dir/a deploy $repo/examples/js/counter.js (placed on a)"
 echo "then kill node a (its pid is in $dir/a/server.json) and call through b or c,"
 echo "or name every node: SOLO_ENDPOINT=127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
 echo "(with --data-dir $dir/b for the admin's certificate); solo health lists the nodes"
-# Runs until ctrl-c: a node killed to watch a standby take over does not stop the rest.
+# Runs until ctrl-c: a node killed to watch its tenants move does not stop the rest.
 wait

@@ -183,7 +183,10 @@ async fn forwarded_vs_direct(active: &Path, standby: &Path) -> anyhow::Result<(S
 
 fn node_config(root: &Path, nats: &NatsCluster, id: &str) -> anyhow::Result<PathBuf> {
     let path = root.join(format!("{id}.toml"));
-    std::fs::write(&path, nats.solo_config(id, LEASE_MS, None))?;
+    std::fs::write(
+        &path,
+        nats.solo_config(id, LEASE_MS, None) + "mode = \"active\"\n",
+    )?;
     Ok(path)
 }
 

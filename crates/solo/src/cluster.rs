@@ -2,7 +2,7 @@
 //!
 //! With `[cluster] nats_urls` set, the node keeps its store in the cluster's replicated
 //! log (`solo-cluster`) instead of a local file. In mode `tenants` every node serves the
-//! tenants placed on it (`tenants.rs`). In mode `active` (the default) one node at a
+//! tenants placed on it (`tenants.rs`). In mode `active` (`tenants` is the default) one node at a
 //! time is **active**: it
 //! holds the log's `solo/active` lease, renews it every third of `lease_ms`, and every
 //! write it makes is fenced by the lease's epoch, so that once it has lost the lease

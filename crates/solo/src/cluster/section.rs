@@ -18,27 +18,27 @@ pub struct ClusterSection {
     pub replicas: usize,
     /// The JetStream stream of the log.
     pub stream: String,
-    /// The active node's lease: a standby takes over this long after the active node
-    /// stopped renewing it.
+    /// A node's lease (mode `active`: the active node's): a dead node's tenants move (a
+    /// standby takes over) this long after it stopped renewing it.
     pub lease_ms: u64,
     /// TLS to NATS: the CA that signed the NATS servers' certificates (PEM). Set with
     /// `nats_cert_file` and `nats_key_file`, or not at all (plaintext, for a private
     /// network only).
     pub nats_ca_file: Option<std::path::PathBuf>,
     /// The host name or address other nodes reach this node's gRPC and HTTPS listeners
-    /// by, when the node is active and standbys forward clients to it. Unset: the
+    /// by, when other nodes forward clients to it. Unset: the
     /// listeners' own addresses, which must then be specific (not `0.0.0.0`).
     pub advertise_host: Option<String>,
-    /// Compact the log once it holds this many entries (the active node copies its view
+    /// Compact the log once it holds this many entries (one node copies its view
     /// to the cluster's object store and purges the entries before it); 0: never.
     pub compact_every: u64,
     /// This node's own client certificate for NATS (PEM): its credentials.
     pub nats_cert_file: Option<std::path::PathBuf>,
     /// The key of `nats_cert_file` (PEM).
     pub nats_key_file: Option<std::path::PathBuf>,
-    /// How nodes share the work: `active` (one active node serves everything, the
-    /// others stand by and forward) or `tenants` (every node serves the tenants placed
-    /// on it, and forwards the others' requests).
+    /// How nodes share the work: `tenants` (the default: every node serves the tenants
+    /// placed on it, and forwards the others' requests) or `active` (one active node
+    /// serves everything, the others stand by and forward).
     pub mode: ClusterMode,
 }
 
@@ -47,9 +47,9 @@ pub struct ClusterSection {
 #[serde(rename_all = "lowercase")]
 pub enum ClusterMode {
     /// One active node serves every tenant; the others stand by, forwarding.
-    #[default]
     Active,
     /// Every node serves the tenants placed on it (`tenants.rs`).
+    #[default]
     Tenants,
 }
 
@@ -67,7 +67,7 @@ impl Default for ClusterSection {
             advertise_host: None,
             nats_cert_file: None,
             nats_key_file: None,
-            mode: ClusterMode::Active,
+            mode: ClusterMode::Tenants,
         }
     }
 }
@@ -223,10 +223,10 @@ mod tests {
     }
 
     #[test]
-    fn the_mode_is_active_unless_tenants_is_asked() {
-        assert_eq!(ClusterSection::default().mode, ClusterMode::Active);
-        let s: ClusterSection = serde_json::from_str(r#"{"mode":"tenants"}"#).unwrap();
-        assert_eq!(s.mode, ClusterMode::Tenants);
+    fn the_mode_is_tenants_unless_active_is_asked() {
+        assert_eq!(ClusterSection::default().mode, ClusterMode::Tenants);
+        let s: ClusterSection = serde_json::from_str(r#"{"mode":"active"}"#).unwrap();
+        assert_eq!(s.mode, ClusterMode::Active);
         let e = serde_json::from_str::<ClusterSection>(r#"{"mode":"both"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown variant"), "{e}");
     }

@@ -26,7 +26,8 @@ pub(crate) fn spawn_node(nats: &NatsCluster, id: &str, shared: Option<&Path>) ->
 }
 
 /// Like `spawn_node`, reaching NATS over TLS with `tls`'s client certificate, with `env`
-/// added to the process's environment.
+/// added to the process's environment. Both start nodes of mode `active` (`env` may set
+/// `SOLO_CLUSTER__MODE`).
 pub(crate) fn spawn_node_tls(
     nats: &NatsCluster,
     id: &str,
@@ -40,9 +41,10 @@ pub(crate) fn spawn_node_tls(
     if let Some(from) = shared {
         share_identity(from, &data).unwrap();
     }
+    // Mode `active` unless `env` asks for another (the environment wins over the file).
     std::fs::write(
         dir.path().join("solo.toml"),
-        nats.solo_config(id, LEASE_MS, tls),
+        nats.solo_config(id, LEASE_MS, tls) + "mode = \"active\"\n",
     )
     .unwrap();
     start_node(dir, env)

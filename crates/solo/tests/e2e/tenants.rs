@@ -266,7 +266,11 @@ async fn without_a_nats_quorum_a_node_stops_and_serves_again_once_a_server_retur
     let mut starting = respawn(a, &TENANTS);
     let since = Instant::now();
     while !starting.stderr().contains("cannot be reached yet") {
-        assert!(since.elapsed() < Duration::from_secs(60), "{}", starting.stderr());
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "{}",
+            starting.stderr()
+        );
         assert_eq!(starting.exited(), None, "{}", starting.stderr());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

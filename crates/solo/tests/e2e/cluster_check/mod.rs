@@ -420,10 +420,12 @@ async fn check(mode: Mode) {
         .map(|id| {
             let config = root.path().join(format!("{id}.toml"));
             // Compaction every 30 entries: nodes coming back start from copies of a view.
-            let mut toml = nats.solo_config(id, LEASE_MS, None) + "compact_every = 30\n";
-            if mode == Mode::Tenants {
-                toml += "mode = \"tenants\"\n";
-            }
+            let toml = nats.solo_config(id, LEASE_MS, None)
+                + "compact_every = 30\n"
+                + match mode {
+                    Mode::Active => "mode = \"active\"\n",
+                    Mode::Tenants => "mode = \"tenants\"\n",
+                };
             std::fs::write(&config, toml).unwrap();
             Node::new(root.path().join(id), config)
         })
