@@ -442,8 +442,9 @@ impl From<Refused> for HostError {
 
 /// A call (or cast) to `tenant/service` of another tenant that this kernel does not
 /// serve, with a token, when the kernel can reach where that tenant is served: the
-/// call, to be made with its request and deadline (`None` for a cast). The serving node verifies the
-/// token (and records a refusal in the granting tenant's log), as for any holder of it.
+/// call, to be made with its request and deadline (`None` for a cast). The token must be
+/// that tenant's; the serving node verifies it (and records a refusal in the granting
+/// tenant's log), as for any holder of it.
 /// Without a token, or with no cluster to carry it, the call is resolved here (and
 /// refused, or not found).
 fn elsewhere(
@@ -460,6 +461,11 @@ fn elsewhere(
     }
     let service = ServiceId::new(service).ok()?;
     let token = token?.to_string();
+    // The serving node calls the service of the token's tenant: a token of anyone else
+    // (or one this node's view has not seen) is refused here, as a local call's is.
+    if k.caps.caps().tenant_of(&token).as_ref() != Some(&tenant) {
+        return None;
+    }
     Some(move |request, timeout| {
         let call = crate::cluster::CallElsewhere {
             tenant,

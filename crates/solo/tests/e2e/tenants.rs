@@ -82,8 +82,9 @@ const RELAY: &str = r#"export async function handleCall(r) {
 }"#;
 
 /// A service of alice's on a calls and casts to bob's counter on b with a token bob
-/// granted (asked through c): the call crosses nodes, b verifies the token; one bob never
-/// granted, or none, is refused. Bob's count goes from 7 to 8 by the cast.
+/// granted (asked through c): the call crosses nodes, b verifies the token; a token bob
+/// never granted, alice's own, or none, is refused. Bob's count goes from 7 to 8 by the
+/// cast.
 async fn across_nodes(a: &Server, b: &Server, c: &Server) {
     let bob = b.tenant_profile("bob").open().await.unwrap();
     let granted = bob
@@ -108,7 +109,22 @@ async fn across_nodes(a: &Server, b: &Server, c: &Server) {
     let get = json!({"op": "get"});
     let got = relay(json!({"to": "bob/counter", "body": get, "token": token})).await;
     assert_eq!(got["value"], 7, "{got}");
-    for bad in [json!("solo_not_a_token"), serde_json::Value::Null] {
+    // alice's own token for her relay does not open bob's counter: refused on a, before
+    // anything crosses.
+    let alices = a
+        .tenant_profile("alice")
+        .open()
+        .await
+        .unwrap()
+        .grant(&GrantRequest {
+            resource: Resource::Service(ServiceId::new("relay").unwrap()),
+            permissions: Permissions::parse(["call"]).unwrap(),
+            ttl_seconds: Some(600),
+        })
+        .await
+        .unwrap();
+    let alices = json!(alices.token.expose());
+    for bad in [json!("solo_not_a_token"), alices, serde_json::Value::Null] {
         let got = relay(json!({"to": "bob/counter", "body": get, "token": bad})).await;
         assert!(
             got.as_str().is_some_and(|s| s.starts_with("denied: ")),
