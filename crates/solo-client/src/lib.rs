@@ -133,6 +133,8 @@ pub struct Flags {
     pub ca: Option<PathBuf>,
     pub token: Option<String>,
     pub tenant: Option<String>,
+    /// Admins, on a cluster: the node to ask.
+    pub node: Option<String>,
 }
 
 /// Where to connect and as whom.
@@ -167,6 +169,7 @@ impl std::fmt::Debug for Profile {
 pub struct Credentials {
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     tenant: Option<MetadataValue<tonic::metadata::Ascii>>,
+    node: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -174,6 +177,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("token", &self.token.as_ref().map(|_| "redacted"))
             .field("tenant", &self.tenant)
+            .field("node", &self.node)
             .finish()
     }
 }
@@ -185,6 +189,9 @@ impl tonic::service::Interceptor for Credentials {
         }
         if let Some(t) = &self.tenant {
             req.metadata_mut().insert(solo_proto::TENANT_KEY, t.clone());
+        }
+        if let Some(n) = &self.node {
+            req.metadata_mut().insert(solo_proto::NODE_KEY, n.clone());
         }
         Ok(req)
     }
@@ -295,6 +302,10 @@ impl Profile {
             .tenant
             .clone()
             .or_else(|| env_of(env, "SOLO_TENANT").map(str::to_string));
+        let node = flags
+            .node
+            .clone()
+            .or_else(|| env_of(env, "SOLO_NODE").map(str::to_string));
         let credentials = Credentials {
             token: token
                 .map(|t| {
@@ -311,6 +322,14 @@ impl Profile {
                     t.parse().map_err(|_| ClientError::Invalid {
                         what: "tenant",
                         detail: format!("{t:?} cannot be sent as a header"),
+                    })
+                })
+                .transpose()?,
+            node: node
+                .map(|n| {
+                    n.parse().map_err(|_| ClientError::Invalid {
+                        what: "node",
+                        detail: format!("{n:?} cannot be sent as a header"),
                     })
                 })
                 .transpose()?,

@@ -86,6 +86,9 @@ pub enum Claim {
     /// A bearer token on a connection without a certificate: its tenant is found from
     /// the token.
     Token(String),
+    /// An admin's certificate addressing one node of the cluster (`x-solo-node`): served
+    /// by that node, whichever tenant it acts for.
+    Node(String),
     /// No credentials, or unusable ones: served where it arrived, which refuses it.
     Nobody,
 }
@@ -95,6 +98,16 @@ pub fn claim(conn: Option<&ConnInfo>, headers: &HeaderMap) -> Claim {
     let asker = Asker::from_headers(None, headers);
     let who = asker.who();
     if let Some(peer) = conn.and_then(|c| c.peer.as_ref()) {
+        let node = headers
+            .get(solo_proto::NODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|n| !n.is_empty());
+        if let Some(node) = node
+            && peer.admin
+            && !peer.node
+        {
+            return Claim::Node(node.to_string());
+        }
         return match by_certificate(peer, who.acting_for) {
             Ok(c) => Claim::Tenant(c.tenant_id().clone()),
             Err(_) => Claim::Nobody,
@@ -290,6 +303,11 @@ mod tests {
         // tenant is.
         assert_eq!(claim(Some(&root), &acting), tenant("bob"));
         assert_eq!(claim(Some(&root), &HeaderMap::new()), tenant("root"));
+        // An admin may address a node; a tenant's x-solo-node changes nothing.
+        let on_b = with(&[(solo_proto::NODE_KEY, "b"), (solo_proto::TENANT_KEY, "bob")]);
+        assert_eq!(claim(Some(&root), &on_b), Claim::Node("b".into()));
+        assert_eq!(claim(Some(&alice), &on_b), tenant("alice"));
+        assert_eq!(claim(Some(&none), &on_b), Claim::Nobody);
         // A token without a certificate is looked up.
         assert_eq!(claim(Some(&none), &bearer), Claim::Token("solo_abc".into()));
         assert_eq!(claim(None, &bearer), Claim::Token("solo_abc".into()));

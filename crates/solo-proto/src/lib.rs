@@ -22,3 +22,6 @@ pub const DETAILS_KEY: &str = "solo-details";
 pub const RETRY_AFTER_KEY: &str = "retry-after";
 /// The metadata key an admin uses to act for a tenant.
 pub const TENANT_KEY: &str = "x-solo-tenant";
+/// The metadata key an admin uses to address one node of a cluster (mode `tenants`):
+/// the request is served by that node (its tree, its health, its metrics).
+pub const NODE_KEY: &str = "x-solo-node";

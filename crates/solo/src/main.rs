@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Solo: a user-level operating system for LLM agents",
     after_help = "The client commands find the server and their credentials from the flags, then \
-                  SOLO_ENDPOINT / SOLO_CERT / SOLO_KEY / SOLO_CA / SOLO_TOKEN / SOLO_TENANT, then the \
+                  SOLO_ENDPOINT / SOLO_CERT / SOLO_KEY / SOLO_CA / SOLO_TOKEN / SOLO_TENANT / SOLO_NODE, then the \
                   data directory (--data-dir, SOLO_DATA_DIR, ./solo-data), so right after `solo server` \
                   they need no flags."
 )]
@@ -62,6 +62,10 @@ pub struct Global {
     /// Admins only: act for this tenant (also SOLO_TENANT).
     #[arg(long, global = true, value_name = "TENANT")]
     pub tenant: Option<String>,
+    /// Admins only, on a cluster of mode tenants: ask this node, whichever node the
+    /// endpoint names (its tree, its health, its metrics; also SOLO_NODE).
+    #[arg(long, global = true, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 impl Global {
@@ -75,6 +79,7 @@ impl Global {
             ca: self.ca.clone(),
             token: self.token.clone(),
             tenant: self.tenant.clone(),
+            node: self.node.clone(),
         };
         let env: Vec<(String, String)> = std::env::vars().collect();
         solo_client::Profile::resolve(&flags, &env)

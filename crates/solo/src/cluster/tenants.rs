@@ -263,6 +263,14 @@ impl Inner {
             Claim::Tenant(t) => t,
             // A token nobody granted is refused here.
             Claim::Token(token) => self.kernel.get()?.token_tenant(&token)?,
+            // An admin addressing a node: served there (this one, or forwarded).
+            Claim::Node(node) if node == self.id => return None,
+            Claim::Node(node) => {
+                let gone = unavailable(format!(
+                    "node {node} is not a live node of this cluster (solo health lists them)"
+                ));
+                return Some(self.listener(&node, which, gone));
+            }
             Claim::Nobody => return None,
         };
         if self.adopted.read().contains(&tenant) {
@@ -320,28 +328,32 @@ impl Inner {
         tenant: &TenantId,
         which: Listener,
     ) -> Result<Upstream, Failure> {
-        let gone = || {
-            unavailable(format!(
-                "node {node}, which serves tenant {tenant}, cannot be reached; the tenant moves \
-                 to another node once its lease lapses, retry shortly"
-            ))
-        };
-        let member = self
+        let gone = unavailable(format!(
+            "node {node}, which serves tenant {tenant}, cannot be reached; the tenant moves \
+             to another node once its lease lapses, retry shortly"
+        ));
+        self.listener(node, which, gone)
+    }
+
+    /// The listener `which` of `node` from its heartbeat; `gone` if it has none.
+    fn listener(&self, node: &str, which: Listener, gone: Failure) -> Result<Upstream, Failure> {
+        let addr = self
             .membership
             .members()
             .into_iter()
             .find(|m| m.beat.node == node)
-            .ok_or_else(gone)?;
-        let addr = match which {
-            Listener::Grpc => member.beat.grpc,
-            Listener::Http => member.beat.http,
+            .and_then(|m| match which {
+                Listener::Grpc => m.beat.grpc,
+                Listener::Http => m.beat.http,
+            });
+        match addr {
+            Some(addr) => Ok(Upstream {
+                node: node.to_string(),
+                addr,
+                unreachable: gone,
+            }),
+            None => Err(gone),
         }
-        .ok_or_else(gone)?;
-        Ok(Upstream {
-            node: node.to_string(),
-            addr,
-            unreachable: gone(),
-        })
     }
 
     /// Whether this node is the cluster's compactor: it holds [`COMPACTOR_SCOPE`], or

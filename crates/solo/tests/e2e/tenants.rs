@@ -183,6 +183,17 @@ async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
         .map(|n| n["role"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(roles, ["serving", "serving", "serving"], "{health}");
+    // An admin asks any node for one node's tree (--node): a's holds alice, b's bob.
+    for (n, here, not) in [("a", "alice", "bob"), ("b", "bob", "alice")] {
+        let tree = c.cli_json(&["--node", n, "tree"]).to_string();
+        assert!(tree.contains(&format!("\"node\":\"{n}\"")), "{tree}");
+        assert!(tree.contains(&format!("\"{here}\"")), "{tree}");
+        assert!(!tree.contains(&format!("\"{not}\"")), "{tree}");
+    }
+    let nowhere = c.cli(&["--node", "zz", "tree"]);
+    assert!(!nowhere.status.success());
+    let said = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(said.contains("not a live node"), "{said}");
 
     // a dies with alice's counter checkpointed; alice answers again from c or b.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
