@@ -1,6 +1,6 @@
 //! Cluster mode `tenants` end to end: three NATS servers and three Solo nodes, each
 //! serving the tenants placed on it. A tenant's first request places it on the node it
-//! reached; any node forwards a tenant's requests to the node serving it; a service's
+//! reached; any node forwards a tenant's requests (calls, swaps) to the node serving it; a service's
 //! call to another tenant's service on another node crosses nodes; `kill -9` of a
 //! node moves its tenants to the survivors, each service back with its last checkpoint,
 //! while the other tenants go on undisturbed; a node paused past its lease loses its
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use solo_cluster::testing::NatsCluster;
-use solo_types::api::GrantRequest;
-use solo_types::{Permissions, Resource, ServiceId};
+use solo_types::api::{GrantRequest, SwapMode, SwapRequest};
+use solo_types::{Format, Permissions, Resource, ServiceId};
 
 use crate::cluster::{count, respawn, signal, spawn_node_tls};
 use crate::harness::{Server, call, counter_js};
@@ -174,6 +174,23 @@ async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
     assert_eq!(runs_on(&c, "alice").await, "a");
     assert_eq!(runs_on(&a, "bob").await, "b");
     across_nodes(&a, &b, &c).await;
+    // Bob's counter swapped to WebAssembly through a (b serves bob), its count carried.
+    let swapped = a
+        .tenant_profile("bob")
+        .open()
+        .await
+        .unwrap()
+        .swap(&SwapRequest {
+            service_id: ServiceId::new("counter").unwrap(),
+            format: Format::Wasm,
+            code: solo_guests::wasm("counter").into(),
+            mode: SwapMode::Swap,
+            rollback_window: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((swapped.version, swapped.state_carried), (2, true));
+    assert_eq!(counter(&c, "bob", json!({"op": "get"})).await.unwrap(), 8);
     // Health through any node lists the three serving.
     let health = c.cli_json(&["health"]);
     let roles: Vec<_> = health["nodes"]
