@@ -232,7 +232,9 @@ pub struct Vault {
     master: MasterKey,
     kid: AtomicU32,
     ciphers: DashMap<(u32, TenantId), Arc<Aes256Gcm>>,
-    rotation: tokio::sync::Mutex<()>,
+    /// Held to write by a rotation, to read by a put or a delete: a rotation re-encrypts
+    /// what it read, so a write between its read and its commit would be undone.
+    rotation: tokio::sync::RwLock<()>,
     origin: String,
 }
 
@@ -310,7 +312,7 @@ impl Vault {
             master,
             kid: AtomicU32::new(kid),
             ciphers: DashMap::new(),
-            rotation: tokio::sync::Mutex::new(()),
+            rotation: tokio::sync::RwLock::new(()),
             origin: origin.into(),
         })
     }
@@ -413,7 +415,8 @@ impl Vault {
         events: Vec<NewEvent>,
     ) -> Result<Vec<u64>, VaultError> {
         Self::check(name, Some(value))?;
-        let blob = self.seal(self.kid.load(Ordering::Acquire), tenant, name, value)?;
+        let _not_while_rotating = self.rotation.read().await;
+        let blob = self.seal(self.write_kid(), tenant, name, value)?;
         let mut batch = WriteBatch::new();
         batch.put(TABLE, key_of(tenant, name), blob)?;
         for e in events {
@@ -455,6 +458,7 @@ impl Vault {
         events: Vec<NewEvent>,
     ) -> Result<bool, VaultError> {
         Self::check(name, None)?;
+        let _not_while_rotating = self.rotation.read().await;
         let existed = self.store.get(TABLE, &key_of(tenant, name))?.is_some();
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, key_of(tenant, name))?;
@@ -470,6 +474,24 @@ impl Vault {
         self.kid.load(Ordering::Acquire)
     }
 
+    /// The key id a write uses now: the newest this vault or its store knows, the
+    /// target of a rotation under way included. On a cluster another node may have
+    /// rotated, or be rotating, over the same store: nothing written here meanwhile stays
+    /// under the key being retired (every node derives every key id's key from the one
+    /// master key).
+    fn write_kid(&self) -> u32 {
+        let stored = |key: &[u8]| {
+            self.store
+                .get(META, key)
+                .ok()
+                .flatten()
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes)
+        };
+        let newest = stored(META_KID).max(stored(META_ROTATING));
+        self.kid.fetch_max(newest, Ordering::AcqRel).max(newest)
+    }
+
     /// Whether a rotation was cut short (resume it with [`Vault::rotate`]).
     pub fn rotation_pending(&self) -> Result<Option<u32>, VaultError> {
         Ok(self
@@ -482,7 +504,7 @@ impl Vault {
     /// Re-encrypts every secret under a new key id (or finishes a rotation cut short).
     /// Returns the number of secrets re-encrypted.
     pub async fn rotate(&self) -> Result<usize, VaultError> {
-        let _one_at_a_time = self.rotation.lock().await;
+        let _one_at_a_time = self.rotation.write().await;
         let target = match self.rotation_pending()? {
             Some(t) => t,
             None => {
