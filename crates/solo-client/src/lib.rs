@@ -212,6 +212,17 @@ fn env_of<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 impl Profile {
+    /// The same profile asking `node` of a cluster (admins, mode `tenants`: the request
+    /// is served by that node whichever node the endpoint names).
+    pub fn on_node(&self, node: &str) -> Result<Self, ClientError> {
+        let mut p = self.clone();
+        p.credentials.node = Some(node.parse().map_err(|_| ClientError::Invalid {
+            what: "node",
+            detail: format!("{node:?} cannot be sent as a header"),
+        })?);
+        Ok(p)
+    }
+
     /// Resolves the profile: each setting from `flags`, else its `SOLO_*` variable in
     /// `env`, else the data directory (`--data-dir`, `SOLO_DATA_DIR`, `./solo-data`):
     /// its `server.json` for the endpoint and its admin certificate. A token given

@@ -75,7 +75,7 @@ pub enum ClientCmd {
     /// Prometheus metrics (admin).
     Metrics,
     /// The supervision tree.
-    Tree,
+    Tree(system::TreeArgs),
     /// Show the runtime-tunable settings, or change one (admin).
     #[command(subcommand)]
     Config(system::ConfigCmd),
@@ -134,7 +134,7 @@ pub fn run(g: &Global, cmd: ClientCmd) -> anyhow::Result<()> {
             ClientCmd::Whoami => system::whoami(&c).await,
             ClientCmd::Tools => system::tools(&c).await,
             ClientCmd::Metrics => system::metrics(&c).await,
-            ClientCmd::Tree => system::tree(&c).await,
+            ClientCmd::Tree(a) => system::tree(&c, a, &profile).await,
             ClientCmd::Config(s) => system::config(&c, s).await,
             ClientCmd::Shutdown(a) => system::shutdown(&c, a).await,
         }

@@ -4,10 +4,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use solo_client::Profile;
 use solo_types::api::{RegisterRequest, TreeNode};
 
 use super::{Cmd, refuse};
 use crate::output::{fields, millis, table, time};
+
+#[derive(Args, Debug)]
+pub struct TreeArgs {
+    /// Every serving node's tree, one after another (admins, on a cluster of mode
+    /// tenants; elsewhere the one tree).
+    #[arg(long)]
+    all: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct DiscoverArgs {
@@ -261,8 +270,34 @@ pub(super) async fn metrics(c: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn tree(c: &Cmd) -> anyhow::Result<()> {
-    c.out(&c.client.tree().await?, |t| print_tree(t, "", true, true));
+pub(super) async fn tree(c: &Cmd, a: TreeArgs, profile: &Profile) -> anyhow::Result<()> {
+    if !a.all {
+        c.out(&c.client.tree().await?, |t| print_tree(t, "", true, true));
+        return Ok(());
+    }
+    // The nodes serving tenants, as health lists them to an admin; none (an embedded
+    // server, mode active): the one tree there is.
+    let serving: Vec<String> = c
+        .client
+        .health()
+        .await?
+        .nodes
+        .into_iter()
+        .filter(|n| n.role == "serving")
+        .map(|n| n.node)
+        .collect();
+    let mut trees = Vec::new();
+    if serving.is_empty() {
+        trees.push(c.client.tree().await?);
+    }
+    for node in serving {
+        trees.push(profile.on_node(&node)?.open().await?.tree().await?);
+    }
+    c.out(&trees, |ts| {
+        for t in ts {
+            print_tree(t, "", true, true);
+        }
+    });
     Ok(())
 }
 

@@ -189,12 +189,18 @@ impl Node {
         }
     }
 
-    /// Carries a service's call to another tenant, served on another node, there.
+    /// Carries a service's call to another tenant, served on another node, there. (The
+    /// kernel keeps this, and the node keeps the kernel: it holds the node weakly.)
     pub fn elsewhere(&self) -> Elsewhere {
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::downgrade(&self.inner);
         Arc::new(move |call| {
-            let inner = Arc::clone(&inner);
-            Box::pin(async move { inner.call_elsewhere(call).await })
+            let inner = inner.upgrade();
+            Box::pin(async move {
+                match inner {
+                    Some(inner) => inner.call_elsewhere(call).await,
+                    None => Err(unavailable("this node is stopping; retry shortly".into())),
+                }
+            })
         })
     }
 

@@ -595,6 +595,10 @@ fn the_cli_quick_start_and_json_output() {
     assert_eq!(s.cli_json(&["health"])["status"], "ok");
     let tree = s.cli_json(&["tree"]);
     assert_eq!(tree["name"], "solo");
+    // Every node's tree, on one server: the one tree.
+    let all = s.cli_json(&["tree", "--all"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["name"], "solo");
     let v = s.cli_json(&["events", "--kind", "service_deployed"]);
     assert_eq!(v["events"].as_array().unwrap().len(), 1);
     assert_eq!(s.cli_json(&["events", "verify"])["ok"], true);

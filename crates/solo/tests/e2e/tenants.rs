@@ -207,6 +207,15 @@ async fn nodes_serve_their_tenants_and_a_dead_nodes_tenants_move() {
         assert!(tree.contains(&format!("\"{here}\"")), "{tree}");
         assert!(!tree.contains(&format!("\"{not}\"")), "{tree}");
     }
+    // Or every serving node's, one after another.
+    let all = c.cli_json(&["tree", "--all"]);
+    let on: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["node"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(on, ["a", "b", "c"], "{all}");
     let nowhere = c.cli(&["--node", "zz", "tree"]);
     assert!(!nowhere.status.success());
     let said = String::from_utf8_lossy(&nowhere.stderr);
