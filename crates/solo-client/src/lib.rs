@@ -1,14 +1,16 @@
 //! A client for Solo. [`Profile::resolve`] finds the endpoint and credentials (flags,
 //! then `SOLO_*` variables, then the local data directory); [`Profile::open`] connects
 //! the typed client ([`Solo`]: one method per operation, over `solo_types::api`), and
-//! [`Profile::connect`] the raw gRPC one. Requests carry the bearer token and the acting
-//! tenant when given.
+//! [`Profile::connect`] the raw gRPC one. Requests carry the bearer token, the acting
+//! tenant and the addressed node when given (`credentials.rs`).
 //!
 //! Architecture invariant: no kernel, sandbox or wasmtime here; the client speaks the
 //! wire (`solo-proto`) and the operations' types (`solo-types`) only.
 
+mod credentials;
 mod typed;
 
+pub use credentials::Credentials;
 pub use typed::{Solo, failure};
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,6 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use solo_proto::v1::solo_kernel_client::SoloKernelClient;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -164,39 +165,6 @@ impl std::fmt::Debug for Profile {
     }
 }
 
-/// What every request carries besides the TLS identity.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    token: Option<MetadataValue<tonic::metadata::Ascii>>,
-    tenant: Option<MetadataValue<tonic::metadata::Ascii>>,
-    node: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("token", &self.token.as_ref().map(|_| "redacted"))
-            .field("tenant", &self.tenant)
-            .field("node", &self.node)
-            .finish()
-    }
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.token {
-            req.metadata_mut().insert("authorization", t.clone());
-        }
-        if let Some(t) = &self.tenant {
-            req.metadata_mut().insert(solo_proto::TENANT_KEY, t.clone());
-        }
-        if let Some(n) = &self.node {
-            req.metadata_mut().insert(solo_proto::NODE_KEY, n.clone());
-        }
-        Ok(req)
-    }
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|e| ClientError::File {
         path: path.to_path_buf(),
@@ -216,10 +184,7 @@ impl Profile {
     /// is served by that node whichever node the endpoint names).
     pub fn on_node(&self, node: &str) -> Result<Self, ClientError> {
         let mut p = self.clone();
-        p.credentials.node = Some(node.parse().map_err(|_| ClientError::Invalid {
-            what: "node",
-            detail: format!("{node:?} cannot be sent as a header"),
-        })?);
+        p.credentials.node = Some(credentials::header("node", node)?);
         Ok(p)
     }
 
@@ -317,34 +282,7 @@ impl Profile {
             .node
             .clone()
             .or_else(|| env_of(env, "SOLO_NODE").map(str::to_string));
-        let credentials = Credentials {
-            token: token
-                .map(|t| {
-                    format!("Bearer {t}")
-                        .parse()
-                        .map_err(|_| ClientError::Invalid {
-                            what: "token",
-                            detail: "it contains characters a header cannot carry".into(),
-                        })
-                })
-                .transpose()?,
-            tenant: tenant
-                .map(|t| {
-                    t.parse().map_err(|_| ClientError::Invalid {
-                        what: "tenant",
-                        detail: format!("{t:?} cannot be sent as a header"),
-                    })
-                })
-                .transpose()?,
-            node: node
-                .map(|n| {
-                    n.parse().map_err(|_| ClientError::Invalid {
-                        what: "node",
-                        detail: format!("{n:?} cannot be sent as a header"),
-                    })
-                })
-                .transpose()?,
-        };
+        let credentials = Credentials::new(token.as_deref(), tenant.as_deref(), node.as_deref())?;
         Ok(Self {
             endpoint,
             http_endpoint,

@@ -19,14 +19,18 @@ const KEY_B: &str = "HwECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 async fn vault(path: &Path, key: &str) -> (Vault, Arc<RedbStore>) {
     let store = Arc::new(RedbStore::open(path).unwrap());
-    let v = Vault::open(
-        Arc::clone(&store) as Arc<dyn Store>,
+    (vault_on(&store, key).await, store)
+}
+
+/// A vault over `store` (a second one over the same store: another cluster node).
+async fn vault_on(store: &Arc<RedbStore>, key: &str) -> Vault {
+    Vault::open(
+        Arc::clone(store) as Arc<dyn Store>,
         MasterKey::from_base64(key).unwrap(),
         "test",
     )
     .await
-    .unwrap();
-    (v, store)
+    .unwrap()
 }
 
 #[tokio::test]
@@ -235,13 +239,7 @@ async fn rotation_reencrypts_everything_under_a_new_key_id() {
 async fn a_rotation_by_another_vault_on_the_same_store_is_followed_by_writes() {
     let dir = tempfile::tempdir().unwrap();
     let (a, store) = vault(&dir.path().join("solo.redb"), KEY_A).await;
-    let b = Vault::open(
-        Arc::clone(&store) as Arc<dyn Store>,
-        MasterKey::from_base64(KEY_A).unwrap(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let b = vault_on(&store, KEY_A).await;
     let kid_of = |name: &[u8]| store.get(solo_vault::TABLE, name).unwrap().unwrap()[1..5].to_vec();
     a.put(&t("x"), "one", b"1", vec![]).await.unwrap();
     assert_eq!(a.rotate().await.unwrap(), 1);

@@ -51,7 +51,7 @@ use super::{
 
 /// The lease of the node that compacts the log, placed under that node's own lease (so
 /// it lapses with it, and the next node to look takes it over).
-pub const COMPACTOR_SCOPE: &str = "solo/compactor";
+const COMPACTOR_SCOPE: &str = "solo/compactor";
 
 /// A node of a cluster in mode `tenants`.
 pub struct Node {

@@ -81,21 +81,29 @@ const RELAY: &str = r#"export async function handleCall(r) {
   } catch (e) { return "denied: " + e.code; }
 }"#;
 
-/// A service of alice's on a calls and casts to bob's counter on b with a token bob
-/// granted (asked through c): the call crosses nodes, b verifies the token; a token bob
-/// never granted, alice's own, or none, is refused. Bob's count goes from 7 to 8 by the
-/// cast.
-async fn across_nodes(a: &Server, b: &Server, c: &Server) {
-    let bob = b.tenant_profile("bob").open().await.unwrap();
-    let granted = bob
+/// A token `tenant` grants through `node` to call its `service`, for ten minutes.
+async fn grant_call(node: &Server, tenant: &str, service: &str) -> String {
+    let granted = node
+        .tenant_profile(tenant)
+        .open()
+        .await
+        .unwrap()
         .grant(&GrantRequest {
-            resource: Resource::Service(ServiceId::new("counter").unwrap()),
+            resource: Resource::Service(ServiceId::new(service).unwrap()),
             permissions: Permissions::parse(["call"]).unwrap(),
             ttl_seconds: Some(600),
         })
         .await
         .unwrap();
-    let token = granted.token.expose().to_string();
+    granted.token.expose().to_string()
+}
+
+/// A service of alice's on a calls and casts to bob's counter on b with a token bob
+/// granted (asked through c): the call crosses nodes, b verifies the token; a token bob
+/// never granted, alice's own, or none, is refused. Bob's count goes from 7 to 8 by the
+/// cast.
+async fn across_nodes(a: &Server, b: &Server, c: &Server) {
+    let token = grant_call(b, "bob", "counter").await;
     a.tenant("alice")
         .await
         .deploy(crate::deploy_js("relay", RELAY.into()))
@@ -111,19 +119,7 @@ async fn across_nodes(a: &Server, b: &Server, c: &Server) {
     assert_eq!(got["value"], 7, "{got}");
     // alice's own token for her relay does not open bob's counter: refused on a, before
     // anything crosses.
-    let alices = a
-        .tenant_profile("alice")
-        .open()
-        .await
-        .unwrap()
-        .grant(&GrantRequest {
-            resource: Resource::Service(ServiceId::new("relay").unwrap()),
-            permissions: Permissions::parse(["call"]).unwrap(),
-            ttl_seconds: Some(600),
-        })
-        .await
-        .unwrap();
-    let alices = json!(alices.token.expose());
+    let alices = json!(grant_call(a, "alice", "relay").await);
     for bad in [json!("solo_not_a_token"), alices, serde_json::Value::Null] {
         let got = relay(json!({"to": "bob/counter", "body": get, "token": bad})).await;
         assert!(
